@@ -1,0 +1,141 @@
+"""Validation of OpenAI request bodies. Unknown fields are rejected, as OpenAI does."""
+
+from rest_framework import serializers
+
+from .errors import UnsupportedParameter
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know instead of silently ignoring them."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: ["Unrecognized request argument supplied."]})
+        return super().to_internal_value(data)
+
+
+class StopField(serializers.Field):
+    """`stop`: a string or a list of up to 4 strings; normalised to a tuple."""
+
+    def to_internal_value(self, data):
+        if data is None:
+            return ()
+        if isinstance(data, str):
+            return (data,) if data else ()
+        if isinstance(data, list) and all(isinstance(s, str) for s in data):
+            if len(data) > 4:
+                raise serializers.ValidationError("At most 4 stop sequences are allowed.")
+            return tuple(s for s in data if s)
+        raise serializers.ValidationError("Must be a string or a list of strings.")
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class MessageContentField(serializers.Field):
+    """Message content: a string, null, or a list of text parts; normalised to a string."""
+
+    def to_internal_value(self, data):
+        if data is None:
+            return ""
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list):
+            texts = []
+            for part in data:
+                if not isinstance(part, dict) or "type" not in part:
+                    raise serializers.ValidationError("Each content part must be an object with a 'type'.")
+                if part["type"] != "text":
+                    raise UnsupportedParameter(
+                        f"Content parts of type {part['type']!r} are not supported; only 'text' is.",
+                        param="messages",
+                    )
+                if not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("A text part needs a string 'text'.")
+                texts.append(part["text"])
+            return "".join(texts)
+        raise serializers.ValidationError("Must be a string, null or a list of content parts.")
+
+    def to_representation(self, value):
+        return value
+
+
+class MessageSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = MessageContentField(required=False, allow_null=True)
+    name = serializers.CharField(required=False, max_length=64)
+    tool_calls = serializers.ListField(required=False)
+    tool_call_id = serializers.CharField(required=False)
+
+
+class StreamOptionsSerializer(StrictSerializer):
+    include_usage = serializers.BooleanField(required=False, default=False)
+
+
+class SamplingFieldsSerializer(StrictSerializer):
+    """Fields shared by chat and legacy completions."""
+
+    model = serializers.CharField(max_length=256)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    stop = StopField(required=False, allow_null=True, default=())
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    stream = serializers.BooleanField(required=False, default=False, allow_null=True)
+    stream_options = StreamOptionsSerializer(required=False, allow_null=True)
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if attrs.get("stream_options") and not attrs.get("stream"):
+            raise serializers.ValidationError(
+                {"stream_options": ["stream_options is only allowed when stream is true."]}
+            )
+        return attrs
+
+
+class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
+    messages = MessageSerializer(many=True, allow_empty=False)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    logprobs = serializers.BooleanField(required=False, allow_null=True)
+    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
+    tools = serializers.ListField(required=False, allow_null=True)
+    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    response_format = serializers.JSONField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, allow_null=True)
+    store = serializers.BooleanField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs.get("max_completion_tokens") is not None:
+            attrs["max_tokens"] = attrs["max_completion_tokens"]
+        return attrs
+
+
+class CompletionRequestSerializer(SamplingFieldsSerializer):
+    prompt = serializers.JSONField()
+    echo = serializers.BooleanField(required=False, allow_null=True)
+    suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=16)
+
+    def validate_prompt(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            return value[0]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            raise UnsupportedParameter("Batched prompts (a list of several strings) are not supported.", param="prompt")
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            raise UnsupportedParameter("Token-id prompts are not supported; send text.", param="prompt")
+        raise serializers.ValidationError("Must be a string.")

@@ -1,0 +1,1 @@
+"""What the API views call: each module serves one kind of request."""

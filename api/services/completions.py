@@ -1,0 +1,201 @@
+"""Serving chat and legacy completions: validate, resolve, dispatch, answer, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from engines.base import Chunk, GenerationRequest, SamplingParams
+from models_registry.models import ApiKey, ServedModel
+from models_registry.selectors import served_model_for_key
+
+from .. import dispatch
+from ..errors import INTERNAL_ERROR, ModelNotFound, UnsupportedParameter, error_info
+from ..serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
+from .openai_format import CHAT, ChunkWriter, completion_body
+from .tracking import CLIENT_CLOSED, RequestTracker
+
+logger = logging.getLogger(__name__)
+
+_SERIALIZERS = {CHAT: ChatCompletionRequestSerializer, "completions": CompletionRequestSerializer}
+# OpenAI's defaults where neither the request nor the model's defaults say otherwise.
+_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+
+
+@dataclass
+class JsonResult:
+    body: dict
+
+
+@dataclass
+class StreamResult:
+    events: AsyncIterator[bytes]
+
+
+async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], object]) -> JsonResult | StreamResult:
+    """Answer one completion request; exactly one record is written whatever happens."""
+    tracker = RequestTracker(endpoint=kind, api_key_id=key.pk)
+    try:
+        body = _validate(kind, read_body())
+        tracker.stream = bool(body.get("stream"))
+        tracker.model_name = body["model"]
+        model = await sync_to_async(served_model_for_key)(key=key, name=body["model"])
+        if model is None:
+            raise ModelNotFound(
+                f"The model `{body['model']}` does not exist or you do not have access to it.", param="model"
+            )
+        tracker.engine = dispatch.resolve_engine(model)
+        _check_capabilities(kind, body, model, tracker.engine)
+        request = _generation_request(kind, body, model, tracker.request_id)
+        if settings.LOG_PROMPTS:
+            logger.info("request %s prompt: %r", tracker.request_id, request.messages or request.prompt)
+        chunks = dispatch.generate(model, request)
+        if tracker.stream:
+            # Wait for the first chunk before answering, so errors found before any token
+            # (context overflow, a model that will not load) still get a proper 4xx/5xx.
+            try:
+                first = await anext(chunks)
+            except BaseException:
+                await chunks.aclose()
+                raise
+            return StreamResult(_stream_events(kind, body, tracker, chunks, first))
+        return JsonResult(await _collect(kind, body, tracker, chunks))
+    except asyncio.CancelledError:
+        await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
+        raise
+    except Exception as exc:
+        info = error_info(exc) or INTERNAL_ERROR
+        await tracker.finish(status=info.status, finish_reason="error", error=info)
+        raise
+
+
+def _validate(kind: str, data) -> dict:
+    serializer = _SERIALIZERS[kind](data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _check_capabilities(kind: str, body: dict, model: ServedModel, engine_name: str) -> None:
+    """Reject features the engine does not implement; they are never silently ignored."""
+    capabilities = dispatch.engine_capabilities(model)
+    wanted = {
+        "streaming": ("stream", bool(body.get("stream"))),
+        "stop": ("stop", bool(body.get("stop"))),
+        "seed": ("seed", body.get("seed") is not None),
+        "n": ("n", (body.get("n") or 1) > 1 or (body.get("best_of") or 1) > 1),
+        "logprobs": ("logprobs", bool(body.get("logprobs")) or bool(body.get("top_logprobs"))),
+        "tools": ("tools", bool(body.get("tools")) or body.get("tool_choice") not in (None, "none", "auto")
+                  or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", []))),
+        "response_format": ("response_format", _wants_format(body.get("response_format"))),
+    }
+    for feature, (param, used) in wanted.items():
+        if used and feature not in capabilities:
+            raise UnsupportedParameter(
+                f"The '{param}' parameter is not supported by the {engine_name} engine serving "
+                f"model `{model.name}`.", param=param,
+            )
+    if body.get("logit_bias"):
+        raise UnsupportedParameter(f"'logit_bias' is not supported by the {engine_name} engine.", param="logit_bias")
+    if kind != CHAT and (body.get("echo") or body.get("suffix")):
+        param = "echo" if body.get("echo") else "suffix"
+        raise UnsupportedParameter(f"'{param}' is not supported by the {engine_name} engine.", param=param)
+
+
+def _wants_format(response_format) -> bool:
+    return isinstance(response_format, dict) and response_format.get("type", "text") != "text" or (
+        response_format is not None and not isinstance(response_format, dict)
+    )
+
+
+def _generation_request(kind: str, body: dict, model: ServedModel, request_id: str) -> GenerationRequest:
+    defaults = {**_SAMPLING_DEFAULTS, **(model.default_params or {})}
+
+    def pick(name):
+        value = body.get(name)
+        return value if value is not None else defaults.get(name)
+
+    stop = body.get("stop") or tuple(defaults.get("stop") or ())
+    sampling = SamplingParams(
+        max_tokens=pick("max_tokens"),
+        temperature=pick("temperature"),
+        top_p=pick("top_p"),
+        stop=tuple([stop] if isinstance(stop, str) else stop),
+        seed=pick("seed"),
+        presence_penalty=pick("presence_penalty") or 0.0,
+        frequency_penalty=pick("frequency_penalty") or 0.0,
+    )
+    if kind == CHAT:
+        messages = tuple({"role": m["role"], "content": m.get("content", "")} for m in body["messages"])
+        return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages)
+    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"])
+
+
+def _completion_id(kind: str, tracker: RequestTracker) -> str:
+    return f"{'chatcmpl' if kind == CHAT else 'cmpl'}-{tracker.request_id}"
+
+
+async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk]) -> dict:
+    parts: list[str] = []
+    final: Chunk | None = None
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            tracker.first_token()
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                final = chunk
+    if final is None:
+        raise RuntimeError("engine ended without a final chunk")
+    tracker.counts(final.prompt_tokens, final.completion_tokens)
+    await tracker.finish(status=200, finish_reason=final.finish_reason)
+    return completion_body(
+        kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"], text="".join(parts),
+        finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
+        completion_tokens=final.completion_tokens or 0,
+    )
+
+
+async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk],
+                         first: Chunk) -> AsyncIterator[bytes]:
+    """SSE events for one request. Closing this iterator (client gone) cancels generation."""
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"],
+                         include_usage=include_usage)
+    status, finish_reason, error = CLIENT_CLOSED, "cancelled", None
+    try:
+        async with aclosing(chunks):
+            opening = writer.opening()
+            if opening:
+                yield opening
+            chunk = first
+            while True:
+                tracker.first_token()
+                tracker.streamed(len(chunk.token_ids))
+                if chunk.text:
+                    yield writer.delta(chunk.text)
+                if chunk.finish_reason is not None:
+                    break
+                chunk = await anext(chunks)
+        tracker.counts(chunk.prompt_tokens, chunk.completion_tokens)
+        status, finish_reason = 200, chunk.finish_reason
+        yield writer.finish(chunk.finish_reason)
+        if include_usage:
+            yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+        yield writer.DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        # Headers are already sent: report the error in-band, as OpenAI does.
+        error = error_info(exc)
+        if error is None:
+            logger.exception("stream %s failed", tracker.request_id)
+            error = INTERNAL_ERROR
+        status, finish_reason = error.status, "error"
+        yield writer.error(error.body())
+    finally:
+        await tracker.finish(status=status, finish_reason=finish_reason, error=error)

@@ -1,0 +1,26 @@
+"""Health and system status."""
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from monitoring.system import system_snapshot
+
+from .. import dispatch
+
+
+async def health() -> tuple[bool, str]:
+    """Ready when at least one enabled model has a loaded engine in this process."""
+    return await sync_to_async(dispatch.readiness)()
+
+
+async def system_status() -> dict:
+    ready, reason = await health()
+    return {
+        "mode": "distributed" if settings.DISTRIBUTED else "embedded",
+        "ready": ready,
+        "reason": reason,
+        "inference_engine_setting": settings.INFERENCE_ENGINE,
+        "platform": dispatch.platform_info(),
+        "engines": dispatch.engine_host().states(),
+        "system": await sync_to_async(system_snapshot, thread_sensitive=False)(),
+    }

@@ -1,0 +1,15 @@
+from django.urls import path, re_path
+
+from . import views
+from .exceptions import not_found_view
+
+urlpatterns = [
+    path("health", views.HealthView.as_view(), name="health"),
+    path("v1/models", views.ModelListView.as_view(), name="model-list"),
+    path("v1/models/<path:model_id>", views.ModelDetailView.as_view(), name="model-detail"),
+    path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
+    path("v1/completions", views.CompletionsView.as_view(), name="completions"),
+    path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
+    # Unknown API paths answer in OpenAI's error shape even with DEBUG on.
+    re_path(r"^v1/", not_found_view),
+]

@@ -1,0 +1,58 @@
+"""DRF views for the OpenAI-compatible API. Each parses and authorizes, then calls one service."""
+
+from adrf.views import APIView
+from django.http import StreamingHttpResponse
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from .services import status as status_service
+from .services.completions import CHAT, StreamResult, completion_serve
+from .services.models import model_detail, model_list
+
+
+class HealthView(APIView):
+    """Liveness and readiness; needs no key."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    async def get(self, request):
+        ready, reason = await status_service.health()
+        body = {"status": "ok" if ready else "unavailable", "reason": reason}
+        return Response(body, status=200 if ready else 503)
+
+
+class ModelListView(APIView):
+    async def get(self, request):
+        return Response(await model_list(key=request.auth))
+
+
+class ModelDetailView(APIView):
+    async def get(self, request, model_id: str):
+        return Response(await model_detail(key=request.auth, name=model_id))
+
+
+class SystemStatusView(APIView):
+    async def get(self, request):
+        return Response(await status_service.system_status())
+
+
+class _CompletionView(APIView):
+    kind: str
+
+    async def post(self, request):
+        result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
+        if isinstance(result, StreamResult):
+            response = StreamingHttpResponse(result.events, content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
+            return response
+        return Response(result.body)
+
+
+class ChatCompletionsView(_CompletionView):
+    kind = CHAT
+
+
+class CompletionsView(_CompletionView):
+    kind = "completions"

@@ -1,0 +1,1 @@
+"""Framework-free inference engines. Nothing in this package may import Django."""

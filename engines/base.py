@@ -1,0 +1,120 @@
+"""The engine contract shared by every engine and by the engine host."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+# Request features an engine may support; the API rejects a request that uses one the
+# engine does not declare, instead of silently ignoring it.
+FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "tools", "response_format", "embeddings")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings for one request, already merged with the model's defaults."""
+
+    max_tokens: int | None = None
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """One job for an engine: either chat messages or a raw prompt, plus sampling."""
+
+    request_id: str
+    sampling: SamplingParams
+    messages: tuple[dict[str, Any], ...] | None = None
+    prompt: str | None = None
+
+    def __post_init__(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+
+
+@dataclasses.dataclass
+class Chunk:
+    """A piece of output: a text delta with its token ids, or the final summary.
+
+    The last chunk of every generation has `finish_reason` set and carries the
+    engine-tokenizer counts for the whole request.
+    """
+
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What an engine needs to load a model; built by the registry, free of Django."""
+
+    name: str
+    source: str
+    context_length: int = 2048
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """Loads one model and generates for many concurrent requests."""
+
+    name: str = "base"
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    @property
+    @abc.abstractmethod
+    def loaded(self) -> bool:
+        """Whether `generate` can be called."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights; blocking, so hosts call it off the event loop."""
+
+    @abc.abstractmethod
+    def unload(self) -> None:
+        """Release weights and any threads."""
+
+    @abc.abstractmethod
+    def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Engine-specific generation; see `generate`."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield chunks for `request`; closing the iterator cancels the generation."""
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            # aclosing: a consumer that stops early must stop the engine now, not at GC.
+            async with aclosing(self._generate(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            self.in_flight -= 1
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able snapshot for status pages."""
+        return {
+            "engine": self.name,
+            "model": self.spec.name,
+            "loaded": self.loaded,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
+            "context_length": self.spec.context_length,
+            "capabilities": sorted(self.capabilities),
+        }

@@ -1,0 +1,85 @@
+"""A deterministic engine with no model, for plumbing tests and overhead benchmarks.
+
+It answers with the text of the last message (or the prompt), one whitespace-delimited
+word per token, optionally pausing between tokens so concurrency is observable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from .base import Chunk, Engine, GenerationRequest
+from .errors import ContextOverflowError
+from .stops import StopMatcher
+
+_WORD = re.compile(r"\s*\S+")
+
+
+def echo_tokenize(text: str) -> list[str]:
+    """The echo engine's tokenizer: each word with its leading whitespace is one token."""
+    return _WORD.findall(text)
+
+
+class EchoEngine(Engine):
+    name = "echo"
+    capabilities = frozenset({"streaming", "stop", "seed"})
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._loaded = False
+        self.token_delay_s = float(spec.options.get("token_delay_ms", 0)) / 1000
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        self._loaded = True
+
+    def unload(self) -> None:
+        self._loaded = False
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if request.messages is not None:
+            contents = [m.get("content") or "" for m in request.messages]
+            source = contents[-1] if contents else ""
+            prompt_tokens = sum(len(echo_tokenize(c)) for c in contents)
+        else:
+            source = request.prompt or ""
+            prompt_tokens = len(echo_tokenize(source))
+        room = self.spec.context_length - prompt_tokens
+        max_tokens = request.sampling.max_tokens
+        if max_tokens is None:
+            max_tokens = room
+        if prompt_tokens + max_tokens > self.spec.context_length:
+            raise ContextOverflowError(
+                f"This model's maximum context length is {self.spec.context_length} tokens. "
+                f"However, you requested {prompt_tokens + max_tokens} tokens "
+                f"({prompt_tokens} in the messages, {max_tokens} in the completion)."
+            )
+        matcher = StopMatcher(request.sampling.stop)
+        finish = "length"
+        emitted = 0
+        for index, token in enumerate(echo_tokenize(source)):
+            if emitted >= max_tokens:
+                break
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            else:
+                await asyncio.sleep(0)  # let other requests and cancellation in
+            emitted += 1
+            safe = matcher.feed(token)
+            if safe:
+                yield Chunk(text=safe, token_ids=(index,))
+            if matcher.stopped:
+                finish = "stop"
+                break
+        else:
+            finish = "stop"
+        tail = matcher.flush()
+        if tail:
+            yield Chunk(text=tail)
+        yield Chunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted)
+

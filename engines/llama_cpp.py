@@ -1,0 +1,200 @@
+"""The llama.cpp engine, on llama-cpp-python.
+
+llama.cpp is not thread-safe per model, so each engine owns one decoding thread and
+serves one sequence at a time from a queue. The event loop only ever awaits an
+asyncio.Queue that the thread fills, so it is never blocked. Continuous batching will
+replace the single thread without changing the async interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .base import Chunk, Engine, GenerationRequest
+from .errors import ContextOverflowError, EngineCrashedError, EngineUnavailableError, EngineError
+from .stops import StopMatcher
+
+logger = logging.getLogger(__name__)
+
+
+class LlamaCppEngine(Engine):
+    name = "llama_cpp"
+    capabilities = frozenset({"streaming", "stop", "seed"})
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._llama = None
+        self._formatter = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._llama is not None
+
+    def load(self) -> None:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:  # pragma: no cover - the base requirements install it
+            raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
+        options = {k: v for k, v in self.spec.options.items() if k in ("n_threads", "n_batch", "n_gpu_layers")}
+        try:
+            llama = Llama(model_path=self.spec.source, n_ctx=self.spec.context_length, verbose=False, **options)
+        except (ValueError, OSError) as exc:
+            raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
+        template = llama.metadata.get("tokenizer.chat_template")
+        if template:
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=_token_text(llama, llama.token_eos()),
+                bos_token=_token_text(llama, llama.token_bos()),
+                stop_token_ids=[llama.token_eos()],
+            )
+        self._llama = llama
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"llama-{self.spec.name}"
+        )
+
+    def unload(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` by the model's own tokenizer (no BOS added)."""
+        return len(self._require().tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
+        """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
+        if self._formatter is None:
+            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
+        result = self._formatter(messages=list(messages))
+        return result.prompt, bool(result.added_special)
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self._require()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: Chunk | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is gone: nobody is listening
+                cancelled.set()
+
+        loop.run_in_executor(self._executor, self._decode, request, emit, cancelled)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Reached on normal end, on error and when the consumer stops listening
+            # (client disconnect): the decoding thread checks this before every token.
+            cancelled.set()
+
+    def _require(self):
+        if self._llama is None:
+            raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
+        return self._llama
+
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        llama = self._require()
+        if request.messages is not None:
+            prompt, adds_bos = self.render_chat(list(request.messages))
+            return llama.tokenize(prompt.encode("utf-8"), add_bos=not adds_bos, special=True)
+        return llama.tokenize((request.prompt or "").encode("utf-8"), add_bos=True, special=False)
+
+    def _decode(
+        self,
+        request: GenerationRequest,
+        emit: Callable[[Chunk | BaseException], None],
+        cancelled: threading.Event,
+    ) -> None:
+        """Runs on the engine's thread: tokenize, sample token by token, emit deltas."""
+        if cancelled.is_set():  # cancelled while still queued
+            return
+        try:
+            emit(self._decode_unsafe(request, emit, cancelled))
+        except EngineError as exc:
+            emit(exc)
+        except Exception as exc:  # a crash in one request must not kill the thread
+            logger.exception("llama.cpp generation failed for request %s", request.request_id)
+            emit(EngineCrashedError(f"llama.cpp failed: {exc}"))
+
+    def _decode_unsafe(self, request, emit, cancelled) -> Chunk:
+        import llama_cpp
+
+        llama = self._require()
+        sampling = request.sampling
+        prompt_tokens = self._prompt_tokens(request)
+        n_ctx = llama.n_ctx()
+        max_tokens = sampling.max_tokens if sampling.max_tokens is not None else n_ctx - len(prompt_tokens)
+        if len(prompt_tokens) + max_tokens > n_ctx:
+            raise ContextOverflowError(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{len(prompt_tokens) + max_tokens} tokens ({len(prompt_tokens)} in the prompt, "
+                f"{max_tokens} in the completion). Please reduce the length of the prompt or completion."
+            )
+        llama.set_seed(sampling.seed if sampling.seed is not None else random.randint(0, 2**31 - 1))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(sampling.stop)
+        vocab = llama._model.vocab
+        generated: list[int] = []
+        pending_ids: list[int] = []
+        finish = "length"
+        tokens = llama.generate(
+            prompt_tokens,
+            temp=sampling.temperature,
+            top_p=sampling.top_p,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            reset=True,
+        )
+        try:
+            while len(generated) < max_tokens:
+                if cancelled.is_set():
+                    finish = "cancelled"
+                    break
+                token = next(tokens)
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                piece = llama.detokenize([token], prev_tokens=prompt_tokens + generated)
+                generated.append(token)
+                pending_ids.append(token)
+                safe = matcher.feed(decoder.decode(piece))
+                if safe:
+                    emit(Chunk(text=safe, token_ids=tuple(pending_ids)))
+                    pending_ids = []
+                if matcher.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            tokens.close()
+        tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
+        return Chunk(
+            text=tail,
+            token_ids=tuple(pending_ids) if tail else (),
+            finish_reason=finish,
+            prompt_tokens=len(prompt_tokens),
+            completion_tokens=len(generated),
+        )
+
+
+def _token_text(llama, token_id: int) -> str:
+    return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")

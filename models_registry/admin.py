@@ -1,0 +1,77 @@
+"""Admin for served models and API keys. Writes go through the services."""
+
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+
+from engines.platform import explain_engine_choice
+from django.conf import settings
+
+from .models import ApiKey, ServedModel
+from .services.api_keys import api_key_assign_secret, api_key_revoke
+
+
+@admin.register(ServedModel)
+class ServedModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "engine", "resolved_engine", "context_length", "enabled", "updated_at")
+    list_filter = ("engine", "enabled")
+    search_fields = ("name", "source", "description")
+    readonly_fields = ("resolved_engine", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "aliases", "enabled", "description", "owned_by")}),
+        ("Engine", {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options")}),
+        ("Defaults", {"fields": ("default_params",)}),
+        ("Timestamps", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="Resolves to")
+    def resolved_engine(self, obj):
+        if obj is None or not obj.engine:
+            return "-"
+        if obj.engine != "auto":
+            return obj.engine
+        force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
+        engine, reason = explain_engine_choice(force)
+        return f"{engine} ({reason})"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked")
+    list_filter = ("revoked", "created_at", "expires_at", "allowed_models")
+    search_fields = ("name", "prefix", "owner__username")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    filter_horizontal = ("allowed_models",)
+    actions = ("revoke_keys",)
+
+    def get_fields(self, request, obj=None):
+        editable = ["name", "owner", "expires_at", "allowed_models"]
+        return editable if obj is None else editable + ["revoked", "prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            # Kept only on this request object, to render once in response_add.
+            request._issued_plaintext = api_key_assign_secret(key=obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        plaintext = getattr(request, "_issued_plaintext", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "key": obj,
+            "plaintext": plaintext,
+            "title": "API key issued",
+        }
+        response = TemplateResponse(request, "admin/models_registry/apikey/issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_keys(self, request, queryset):
+        for key in queryset:
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked")
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)

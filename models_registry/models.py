@@ -1,0 +1,106 @@
+"""Served models, API keys: what operators manage in the admin."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from engines.platform import ENGINE_CHOICES
+
+from .validators import (
+    validate_aliases,
+    validate_default_params,
+    validate_json_object,
+    validate_model_name,
+    validate_source_path,
+)
+
+
+class ServedModel(models.Model):
+    """A model clients can ask for by `name` (or an alias), served by one engine."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validate_model_name],
+                            help_text="The `model` value clients send.")
+    engine = models.CharField(max_length=16, choices=[(e, e) for e in ENGINE_CHOICES], default="auto",
+                              help_text="`auto` picks by the hardware of the process that loads it.")
+    source = models.CharField(max_length=1024, blank=True,
+                              help_text="Path of a GGUF file or a model directory (blank only for echo).")
+    context_length = models.PositiveIntegerField(default=2048, validators=[MinValueValidator(16)])
+    default_params = models.JSONField(default=dict, blank=True, validators=[validate_default_params],
+                                      help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.')
+    engine_options = models.JSONField(default=dict, blank=True, validators=[validate_json_object],
+                                      help_text='Engine-specific options, e.g. {"n_threads": 2}.')
+    aliases = models.JSONField(default=list, blank=True, validators=[validate_aliases],
+                               help_text='Other names clients may use, e.g. ["smol"].')
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=255, blank=True)
+    owned_by = models.CharField(max_length=64, default="inference-platform")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if self.engine != "echo":
+            if not self.source:
+                errors["source"] = "A source path is required for every engine but echo."
+            else:
+                try:
+                    validate_source_path(self.source)
+                except ValidationError as exc:
+                    errors["source"] = exc.messages
+        if isinstance(self.aliases, list):
+            clash = self._alias_clashes()
+            if clash:
+                errors["aliases"] = clash
+        if errors:
+            raise ValidationError(errors)
+
+    def _alias_clashes(self) -> list[str]:
+        mine = set(self.aliases) | {self.name}
+        if self.name in self.aliases:
+            return [f"An alias cannot repeat the model's own name {self.name!r}."]
+        problems = []
+        for other in ServedModel.objects.exclude(pk=self.pk):
+            taken = mine & ({other.name} | set(other.aliases or []))
+            if taken:
+                problems.append(f"{', '.join(sorted(taken))} already used by model {other.name!r}.")
+        return problems
+
+    @property
+    def all_names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+class ApiKey(models.Model):
+    """A bearer key. Only a SHA-256 of the secret is stored; the plaintext is shown once."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="api_keys")
+    prefix = models.CharField(max_length=16, unique=True, editable=False,
+                              help_text="Public part of the key, used to find it.")
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Leave blank for no expiry.")
+    revoked = models.BooleanField(default=False)
+    allowed_models = models.ManyToManyField(ServedModel, blank=True, related_name="api_keys",
+                                            help_text="Leave empty to allow every model.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return not self.revoked and (self.expires_at is None or self.expires_at > now)

@@ -1,0 +1,65 @@
+"""Registering served models, including the bundled default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from ..bundled import bundled_model_path
+from ..models import ServedModel
+
+
+@transaction.atomic
+def served_model_register(
+    *,
+    name: str,
+    source: str,
+    engine: str = "auto",
+    context_length: int = 2048,
+    aliases: list[str] | None = None,
+    default_params: dict | None = None,
+    engine_options: dict | None = None,
+    enabled: bool = True,
+) -> ServedModel:
+    """Create or update a served model by name, validating it like the admin does."""
+    model = ServedModel.objects.filter(name=name).first() or ServedModel(name=name)
+    model.source = source
+    model.engine = engine
+    model.context_length = context_length
+    model.aliases = aliases or []
+    model.default_params = default_params or {}
+    model.engine_options = engine_options or {}
+    model.enabled = enabled
+    model.full_clean()
+    model.save()
+    return model
+
+
+def served_model_ensure_bundled() -> ServedModel | None:
+    """Register the bundled SmolLM2 GGUF unless a model of that name exists already.
+
+    An existing entry is left alone so that operators' edits in the admin survive
+    restarts, except that a stale source path (e.g. a rebuilt virtualenv) is refreshed.
+    """
+    path = bundled_model_path()
+    if path is None:
+        return None
+    existing = ServedModel.objects.filter(name=settings.BUNDLED_MODEL_NAME).first()
+    if existing is not None:
+        if existing.source != str(path) and not _exists(existing.source):
+            ServedModel.objects.filter(pk=existing.pk).update(source=str(path))
+            existing.source = str(path)
+        return existing
+    return served_model_register(
+        name=settings.BUNDLED_MODEL_NAME,
+        source=str(path),
+        engine="auto",
+        context_length=settings.BUNDLED_MODEL_CONTEXT,
+        aliases=["SmolLM2-135M-Instruct"],
+    )
+
+
+def _exists(path: str) -> bool:
+    return bool(path) and Path(path).exists()
