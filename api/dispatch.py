@@ -1,11 +1,13 @@
 """The one dispatch interface between the API and the engine host.
 
-Embedded mode (no REDIS_URL) runs the engine host inside this process. Distributed mode
-will send the same job to a Celery queue `model.<name>`; callers do not change.
+Today every request runs on the engine host inside this process (embedded mode). The
+distributed mode will send the same job to a Celery queue `model.<name>` behind this
+same interface, so callers do not change.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
@@ -23,7 +25,11 @@ from models_registry.selectors import enabled_model_names
 
 logger = logging.getLogger(__name__)
 
+MODE = "embedded"
+
 _host = EngineHost()
+# Unload before interpreter teardown: llama.cpp's finalizers fail once modules are gone.
+atexit.register(_host.shutdown)
 
 
 def engine_host() -> EngineHost:
@@ -82,6 +88,6 @@ def load_enabled_models() -> None:
 
 def start_preloading() -> None:
     """Load enabled models on a background thread so the server answers /health meanwhile."""
-    if settings.DISTRIBUTED or not settings.PRELOAD_MODELS:
+    if not settings.PRELOAD_MODELS:
         return
     threading.Thread(target=load_enabled_models, name="preload-models", daemon=True).start()

@@ -89,7 +89,10 @@ def _flatten_validation(detail, path: str = "") -> tuple[str | None, str]:
         for key, value in detail.items():
             if key == "non_field_errors":
                 return _flatten_validation(value, path)
-            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, int):  # DRF keys list-item errors by index
+                sub = f"{path}[{key}]"
+            else:
+                sub = f"{path}.{key}" if path else str(key)
             return _flatten_validation(value, sub)
     if isinstance(detail, list):
         for index, value in enumerate(detail):

@@ -150,6 +150,10 @@ class LlamaCppEngine(Engine):
                 f"{len(prompt_tokens) + max_tokens} tokens ({len(prompt_tokens)} in the prompt, "
                 f"{max_tokens} in the completion). Please reduce the length of the prompt or completion."
             )
+        if not self.spec.options.get("prefix_cache", False):
+            # Reusing a cached prefix evaluates the prompt in different batch splits, which
+            # shifts logits slightly: identical requests would then differ at temperature 0.
+            llama.reset()
         llama.set_seed(sampling.seed if sampling.seed is not None else random.randint(0, 2**31 - 1))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(sampling.stop)

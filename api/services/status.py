@@ -16,7 +16,7 @@ async def health() -> tuple[bool, str]:
 async def system_status() -> dict:
     ready, reason = await health()
     return {
-        "mode": "distributed" if settings.DISTRIBUTED else "embedded",
+        "mode": dispatch.MODE,
         "ready": ready,
         "reason": reason,
         "inference_engine_setting": settings.INFERENCE_ENGINE,

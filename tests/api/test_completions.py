@@ -1,0 +1,147 @@
+"""Chat and legacy completions through the real ASGI stack, on echo and on the real model."""
+
+import asyncio
+
+import pytest
+
+from api.dispatch import engine_host
+from monitoring.models import RequestRecord
+
+from .sse import sse_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ECHO_CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three four five"}]}
+
+
+async def test_chat_completion_shape_and_usage(client, echo_model):
+    response = await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_tokens": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["model"] == "echo"
+    choice = body["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "one two three"}
+    assert choice["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+async def test_max_completion_tokens_and_stop(client, echo_model):
+    body = (await client.post("/v1/chat/completions",
+                              json={**ECHO_CHAT, "max_completion_tokens": 4, "stop": [" three"]})).json()
+    assert body["choices"][0]["message"]["content"] == "one two"
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_streaming_chat_events(client, echo_model):
+    response = await client.post("/v1/chat/completions", json={
+        **ECHO_CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    content = [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
+    assert "".join(content) == "one two three four five"
+    assert len([c for c in content if c]) == 5  # one event per token
+    finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finish) == 1 and finish[0]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
+    assert all(c["usage"] is None for c in chunks[:-1])
+
+
+async def test_streaming_without_usage_has_no_usage_field(client, echo_model):
+    events = sse_events((await client.post("/v1/chat/completions", json={**ECHO_CHAT, "stream": True})).text)
+    assert all("usage" not in e for e in events[:-1])
+
+
+async def test_legacy_completion_and_stream(client, echo_model):
+    body = (await client.post("/v1/completions", json={"model": "echo", "prompt": "a b c", "max_tokens": 2})).json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "a b"
+    assert body["usage"]["completion_tokens"] == 2
+    streamed = sse_events((await client.post("/v1/completions", json={
+        "model": "echo", "prompt": ["a b c"], "stream": True})).text)
+    assert streamed[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["text"] for e in streamed[:-1]) == "a b c"
+
+
+async def test_legacy_completion_rejects_batches_and_echo(client, echo_model):
+    batch = await client.post("/v1/completions", json={"model": "echo", "prompt": ["a", "b"]})
+    assert batch.status_code == 400 and batch.json()["error"]["param"] == "prompt"
+    echo = await client.post("/v1/completions", json={"model": "echo", "prompt": "a", "echo": True})
+    assert echo.status_code == 400 and echo.json()["error"]["param"] == "echo"
+
+
+async def test_eight_concurrent_requests_overlap(client, echo_model):
+    """Waiting for tokens must not hold Django's one sync thread: all 8 are in the engine at once."""
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_tokens": 1})  # load the engine
+    engine = engine_host().engine_for("echo")
+    engine.peak_in_flight = 0
+    body = {"model": "echo", "messages": [{"role": "user", "content": " ".join(["w"] * 20)}]}
+    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(8)))
+    assert all(r.status_code == 200 for r in responses)
+    assert engine.peak_in_flight == 8
+
+
+async def test_one_record_per_request_whatever_the_outcome(client, echo_model):
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_tokens": 2})
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "stream": True})
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_tokens": 10_000})
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "model": "missing"})
+    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "temperature": -1})
+    records = [r async for r in RequestRecord.objects.order_by("created_at")]
+    assert [r.status_code for r in records] == [200, 200, 400, 404, 400]
+    ok, streamed, overflow, missing, invalid = records
+    assert (ok.prompt_tokens, ok.completion_tokens, ok.finish_reason, ok.engine) == (5, 2, "length", "echo")
+    assert ok.ttft_ms is not None and ok.duration_ms >= ok.ttft_ms and ok.tokens_per_second > 0
+    assert ok.api_key_id is not None and ok.worker.startswith("embedded@")
+    assert streamed.stream and streamed.completion_tokens == 5 and streamed.finish_reason == "stop"
+    assert overflow.error_type == "context_length_exceeded"
+    assert missing.error_type == "model_not_found" and missing.model_name == "missing"
+    assert invalid.error_type == "invalid_value"
+    assert len({r.request_id for r in records}) == 5
+
+
+async def test_records_hold_no_prompt_text(client, echo_model):
+    await client.post("/v1/chat/completions", json={"model": "echo", "messages": [
+        {"role": "user", "content": "supersecretprompt"}]})
+    record = await RequestRecord.objects.aget()
+    assert "supersecretprompt" not in str(vars(record))
+
+
+@pytest.mark.model
+async def test_real_model_chat_and_stream_agree(client, smollm2):
+    """At temperature 0 with a seed, streamed deltas join to the non-streamed text."""
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 12, "temperature": 0, "seed": 7}
+    whole = (await client.post("/v1/chat/completions", json=body)).json()
+    events = sse_events((await client.post("/v1/chat/completions", json={
+        **body, "stream": True, "stream_options": {"include_usage": True}})).text)
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
+    assert whole["choices"][0]["message"]["content"] == streamed
+    assert streamed.strip()
+    assert events[-2]["usage"] == whole["usage"]
+    assert whole["usage"]["completion_tokens"] <= 12
+
+
+@pytest.mark.model
+async def test_real_model_alias_and_completion(client, smollm2):
+    body = (await client.post("/v1/completions", json={
+        "model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 5, "temperature": 0})).json()
+    assert body["model"] == "SmolLM2-135M-Instruct"
+    assert body["usage"]["prompt_tokens"] > 0 and 0 < body["usage"]["completion_tokens"] <= 5
+    assert body["choices"][0]["text"]
+
+
+@pytest.mark.model
+async def test_real_model_context_overflow(client, smollm2):
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2048}
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    ok = await client.post("/v1/chat/completions", json={**body, "max_tokens": 2})
+    assert ok.status_code == 200

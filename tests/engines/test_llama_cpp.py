@@ -1,0 +1,130 @@
+"""The llama.cpp engine on the real bundled SmolLM2 GGUF."""
+
+import asyncio
+
+import pytest
+
+from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+from engines.errors import ContextOverflowError
+from engines.llama_cpp import LlamaCppEngine
+
+pytestmark = pytest.mark.model
+
+CONTEXT = 512
+POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
+
+
+@pytest.fixture(scope="module")
+def engine(gguf_path):
+    engine = LlamaCppEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))
+    engine.load()
+    yield engine
+    engine.unload()
+
+
+def chat(messages=POEM, **sampling) -> GenerationRequest:
+    sampling = {"max_tokens": 16, "temperature": 0.0, "seed": 7, **sampling}
+    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=tuple(messages))
+
+
+async def collect(engine, request) -> list[Chunk]:
+    return [chunk async for chunk in engine.generate(request)]
+
+
+def text_of(chunks: list[Chunk]) -> str:
+    return "".join(c.text for c in chunks)
+
+
+def prompt_ids(engine, messages) -> list[int]:
+    """The rendered chat prompt through the model's own tokenizer, independent of the engine's path."""
+    prompt, adds_bos = engine.render_chat(list(messages))
+    return engine._llama.tokenize(prompt.encode("utf-8"), add_bos=not adds_bos, special=True)
+
+
+async def test_greedy_chat_is_deterministic(engine):
+    first = await collect(engine, chat())
+    second = await collect(engine, chat())
+    assert text_of(first).strip()
+    assert [(c.text, c.token_ids) for c in first] == [(c.text, c.token_ids) for c in second]
+    assert first[-1].finish_reason in ("stop", "length")
+
+
+async def test_counts_come_from_the_model_tokenizer(engine):
+    chunks = await collect(engine, chat())
+    final = chunks[-1]
+    ids = prompt_ids(engine, POEM)
+    # Template markers are single special tokens, and BOS is not added twice.
+    rendered, _ = engine.render_chat(list(POEM))
+    assert ids.count(engine._llama.token_bos()) == rendered.count("<|im_start|>")
+    assert final.prompt_tokens == len(ids)
+    streamed = [t for c in chunks for t in c.token_ids]
+    assert final.completion_tokens == len(streamed) == 16
+    assert engine._llama.detokenize(streamed).decode("utf-8", errors="replace") == text_of(chunks)
+
+
+async def test_stop_sequence_cuts_text(engine):
+    full = text_of(await collect(engine, chat()))
+    words = full.split()
+    assert len(words) >= 3, full
+    stop = " " + words[2]
+    chunks = await collect(engine, chat(stop=(stop,)))
+    assert text_of(chunks) == full[: full.index(stop)]
+    assert chunks[-1].finish_reason == "stop"
+
+
+async def test_max_tokens_beyond_context_raises(engine):
+    with pytest.raises(ContextOverflowError, match=f"maximum context length is {CONTEXT}"):
+        await collect(engine, chat(max_tokens=CONTEXT))
+    assert engine.in_flight == 0
+
+
+async def test_closing_the_stream_stops_decoding(engine):
+    stream = engine.generate(chat())
+    assert (await anext(stream)).text
+    assert (await anext(stream)).text
+    await stream.aclose()
+    assert engine.in_flight == 0
+    # The decoding thread is single; once it is free again, read how far the context got.
+    evaluated = await asyncio.get_running_loop().run_in_executor(engine._executor, lambda: engine._llama.n_tokens)
+    assert evaluated <= len(prompt_ids(engine, POEM)) + 4, "decoding went on after the consumer left"
+
+    after = await collect(engine, chat(max_tokens=4))
+    assert after[-1].finish_reason == "length" and after[-1].completion_tokens == 4
+    assert engine.in_flight == 0
+
+
+async def test_concurrent_requests_all_complete(engine):
+    prompts = ["Name a colour.", "Name a fruit.", "Name an animal.", "Name a city."]
+    results = await asyncio.gather(*(
+        collect(engine, chat([{"role": "user", "content": p}], max_tokens=4)) for p in prompts
+    ))
+    for chunks in results:
+        assert chunks[-1].finish_reason in ("stop", "length")
+        assert 1 <= chunks[-1].completion_tokens <= 4
+    assert engine.peak_in_flight >= 4
+    assert engine.in_flight == 0
+
+
+async def test_event_loop_runs_while_the_model_computes(engine):
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    # A longish prompt makes prefill take a while before the first chunk can arrive.
+    messages = [{"role": "user", "content": "Tell me about the sea and the waves. " * 12}]
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0)
+        start = ticks
+        stream = engine.generate(chat(messages, max_tokens=2))
+        await anext(stream)
+        ticks_before_first_chunk = ticks - start
+        await stream.aclose()
+    finally:
+        task.cancel()
+    # A blocked loop could tick at most once before the first chunk.
+    assert ticks_before_first_chunk >= 5
