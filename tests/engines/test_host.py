@@ -59,6 +59,8 @@ def test_a_successful_load_clears_an_earlier_failure(host):
     assert "failed to load" in host.readiness(["echo"])[1]
     host.ensure_loaded("echo", ECHO)
     assert host.readiness(["echo"]) == (True, "ready")
+    host.shutdown()
+    assert host.readiness(["echo"]) == (False, "no engine loaded yet")
 
 
 def test_states_snapshot(host):

@@ -49,6 +49,13 @@ async def test_greedy_chat_is_deterministic(engine):
     assert first[-1].finish_reason in ("stop", "length")
 
 
+async def test_seed_makes_sampling_repeatable(engine):
+    """At temperature 0 the seed is moot; at 1.0 only the seed can make two runs agree."""
+    first = text_of(await collect(engine, chat(temperature=1.0, seed=1234)))
+    second = text_of(await collect(engine, chat(temperature=1.0, seed=1234)))
+    assert first == second
+
+
 async def test_counts_come_from_the_model_tokenizer(engine):
     chunks = await collect(engine, chat())
     final = chunks[-1]
@@ -86,7 +93,8 @@ async def test_closing_the_stream_stops_decoding(engine):
     assert engine.in_flight == 0
     # The decoding thread is single; once it is free again, read how far the context got.
     evaluated = await asyncio.get_running_loop().run_in_executor(engine._executor, lambda: engine._llama.n_tokens)
-    assert evaluated <= len(prompt_ids(engine, POEM)) + 4, "decoding went on after the consumer left"
+    # Uncancelled it would reach prompt + 15; a little slack for a loaded machine.
+    assert evaluated <= len(prompt_ids(engine, POEM)) + 6, "decoding went on after the consumer left"
 
     after = await collect(engine, chat(max_tokens=4))
     assert after[-1].finish_reason == "length" and after[-1].completion_tokens == 4
