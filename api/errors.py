@@ -52,6 +52,14 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+class WorkerLost(ApiError):
+    """The worker running the request died; the request cannot be finished."""
+
+    status = 502
+    type = "server_error"
+    code = "worker_lost"
+
+
 class EngineFailure(ApiError):
     status = 500
     type = "server_error"

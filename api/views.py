@@ -43,7 +43,7 @@ class _CompletionView(APIView):
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
         if isinstance(result, StreamResult):
-            response = StreamingHttpResponse(result.events, content_type="text/event-stream")
+            response = StreamingHttpResponse(result.sse(), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
             return response

@@ -1,11 +1,20 @@
-"""The Celery app. Workers host engines in distributed mode (REDIS_URL set)."""
+"""The Celery app. Workers host engines in distributed mode (REDIS_URL set):
+
+    celery -A inference_platform worker --models smollm2 --concurrency 8
+"""
 
 import os
 
 from celery import Celery
+from click import Option
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
 
 app = Celery("inference_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.worker_pool = "threads"  # jobs wait on the engine loop; threads are enough
+app.user_options["worker"].add(
+    Option(["--models"], default=None, help='Comma-separated model names to host, or "all" (WORKER_MODELS).')
+)
+app.steps["worker"].add("api.worker.bootstep:EngineHostStep")
 app.autodiscover_tasks()

@@ -27,6 +27,11 @@ env = environ.Env(
     LOG_PROMPTS=(bool, False),
     ADMIN_USERNAME=(str, "admin"),
     ADMIN_PASSWORD=(str, ""),
+    WORKER_MODELS=(str, "all"),
+    WORKER_HEARTBEAT_SECONDS=(float, 1.0),
+    WORKER_DEAD_AFTER_SECONDS=(float, 5.0),
+    QUEUE_TIMEOUT_SECONDS=(float, 300.0),
+    REDIS_TIMEOUT_SECONDS=(float, 2.0),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -57,6 +62,8 @@ ADMIN_USERNAME = env("ADMIN_USERNAME")
 ADMIN_PASSWORD = env("ADMIN_PASSWORD")
 
 REDIS_URL = env("REDIS_URL")
+# Bound on every Redis call from the web side, so an outage is a quick 503, not a hang.
+REDIS_TIMEOUT_SECONDS = env("REDIS_TIMEOUT_SECONDS")
 DISTRIBUTED = bool(REDIS_URL)
 
 INSTALLED_APPS = [
@@ -114,13 +121,49 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 if DISTRIBUTED:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Replies are read as they arrive; capacity only guards against a vanished reader.
+            "CONFIG": {
+                "hosts": [{
+                    "address": REDIS_URL,
+                    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                    # Longer than channels-redis's 5 s blocking pop, which would otherwise race it.
+                    "socket_timeout": 30,
+                }],
+                "capacity": 1000,
+                "expiry": 120,
+            },
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Distributed mode: Celery workers host the engines (see api/worker/). Which models a worker
+# hosts: a comma-separated list or "all" enabled ones; `--models` on the command line wins.
+WORKER_MODELS = env("WORKER_MODELS")
+# Workers refresh a liveness key this often; one silent for WORKER_DEAD_AFTER_SECONDS is dead.
+WORKER_HEARTBEAT_SECONDS = env("WORKER_HEARTBEAT_SECONDS")
+WORKER_DEAD_AFTER_SECONDS = env("WORKER_DEAD_AFTER_SECONDS")
+# How long a job may wait in its queue for a worker before the client gets a 503.
+QUEUE_TIMEOUT_SECONDS = env("QUEUE_TIMEOUT_SECONDS")
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_TASK_ALWAYS_EAGER = not DISTRIBUTED
+# Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Ack on start: a job whose worker dies mid-stream has a client that already got an error;
+# running it again elsewhere would stream to nobody.
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT_SECONDS
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+    "socket_timeout": max(REDIS_TIMEOUT_SECONDS, 10.0),  # BRPOP waits up to a few seconds
+}
+CELERY_TASK_PUBLISH_RETRY = False  # fail fast to a 503 when Redis is down
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

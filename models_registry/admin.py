@@ -6,7 +6,7 @@ from django.template.response import TemplateResponse
 from engines.platform import explain_engine_choice
 from django.conf import settings
 
-from .models import ApiKey, ServedModel
+from .models import ApiKey, ServedModel, WorkerRegistration
 from .services.api_keys import api_key_assign_secret, api_key_revoke
 
 
@@ -75,3 +75,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(key=key)
             self.log_change(request, key, "Revoked")
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+@admin.register(WorkerRegistration)
+class WorkerRegistrationAdmin(admin.ModelAdmin):
+    """Read-only: workers keep their own rows up to date."""
+
+    list_display = ("worker_id", "host", "pid", "state", "models_list", "in_flight", "concurrency",
+                    "last_heartbeat", "started_at")
+    list_filter = ("state", "host")
+    search_fields = ("worker_id", "host")
+
+    @admin.display(description="Models")
+    def models_list(self, obj):
+        return ", ".join(obj.hosted_models or [])
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -104,3 +104,31 @@ class ApiKey(models.Model):
     def is_active(self, now=None) -> bool:
         now = now or timezone.now()
         return not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+
+class WorkerRegistration(models.Model):
+    """A Celery worker process that hosts engines; it keeps this row fresh while alive."""
+
+    class State(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        DRAINING = "draining"
+        DEAD = "dead"
+
+    worker_id = models.CharField(max_length=200, unique=True, help_text="host:pid:random, unique per start")
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    hosted_models = models.JSONField(default=list, help_text="Names of the models this worker hosts.")
+    engines = models.JSONField(default=dict, blank=True, help_text="Engine serving each model.")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING, db_index=True)
+    concurrency = models.PositiveIntegerField(default=1)
+    in_flight = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat = models.DateTimeField(db_index=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-last_heartbeat"]
+
+    def __str__(self):
+        return f"{self.worker_id} ({self.state})"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .models import ApiKey, ServedModel
+import datetime as dt
+
+from django.conf import settings
+from django.utils import timezone
+
+from .models import ApiKey, ServedModel, WorkerRegistration
 
 
 def served_models_for_key(*, key: ApiKey) -> list[ServedModel]:
@@ -23,3 +28,10 @@ def served_model_for_key(*, key: ApiKey, name: str) -> ServedModel | None:
 
 def enabled_model_names() -> list[str]:
     return list(ServedModel.objects.filter(enabled=True).values_list("name", flat=True))
+
+
+def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
+    """Workers that are ready, heard from recently, and host `model_name`."""
+    fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+    candidates = WorkerRegistration.objects.filter(state=WorkerRegistration.State.READY, last_heartbeat__gte=fresh)
+    return [w for w in candidates if model_name in (w.hosted_models or [])]

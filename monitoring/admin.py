@@ -7,10 +7,10 @@ from .models import RequestRecord
 class RequestRecordAdmin(admin.ModelAdmin):
     """Read-only: records are written only by the request path."""
 
-    list_display = ("created_at", "model_name", "engine", "api_key", "endpoint", "stream", "status_code",
-                    "finish_reason", "prompt_tokens", "completion_tokens", "ttft_ms", "duration_ms",
+    list_display = ("created_at", "model_name", "engine", "worker", "api_key", "endpoint", "stream", "status_code",
+                    "finish_reason", "prompt_tokens", "completion_tokens", "queue_wait_ms", "ttft_ms", "duration_ms",
                     "tokens_per_second")
-    list_filter = ("status_code", "finish_reason", "engine", "endpoint", "stream", "model_name", "created_at")
+    list_filter = ("status_code", "finish_reason", "engine", "worker", "endpoint", "stream", "model_name", "created_at")
     search_fields = ("request_id", "model_name", "api_key__name", "api_key__prefix", "error_type")
     date_hierarchy = "created_at"
 

@@ -18,6 +18,8 @@ class RequestRecord(models.Model):
     stream = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    queue_wait_ms = models.FloatField(null=True, blank=True,
+                                      help_text="Time the job waited for a worker, ms.")
     ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to first token, ms.")
     duration_ms = models.FloatField(help_text="Total time, ms.")
     tokens_per_second = models.FloatField(null=True, blank=True,

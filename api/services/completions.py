@@ -18,7 +18,7 @@ from models_registry.selectors import served_model_for_key
 from .. import dispatch
 from ..errors import INTERNAL_ERROR, ModelNotFound, UnsupportedParameter, error_info
 from ..serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
-from .openai_format import CHAT, ChunkWriter, completion_body
+from .openai_format import CHAT, STREAM_DONE, ChunkWriter, completion_body, sse_event
 from .tracking import CLIENT_CLOSED, RequestTracker
 
 logger = logging.getLogger(__name__)
@@ -35,14 +35,28 @@ class JsonResult:
 
 @dataclass
 class StreamResult:
-    events: AsyncIterator[bytes]
+    """OpenAI chunk objects, then error bodies if any, then STREAM_DONE. Closing it cancels."""
+
+    events: AsyncIterator[dict | str]
+
+    async def sse(self) -> AsyncIterator[bytes]:
+        """The same stream as Server-Sent Events."""
+        async with aclosing(self.events) as events:
+            async for event in events:
+                yield sse_event(event)
 
 
-async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], object]) -> JsonResult | StreamResult:
-    """Answer one completion request; exactly one record is written whatever happens."""
+async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], object],
+                           force_stream: bool = False) -> JsonResult | StreamResult:
+    """Answer one completion request; exactly one record is written whatever happens.
+
+    `force_stream` is for transports that always stream (WebSockets), whatever `stream` says.
+    """
     tracker = RequestTracker(endpoint=kind, api_key_id=key.pk)
     try:
         body = _validate(kind, read_body())
+        if force_stream:
+            body["stream"] = True
         tracker.stream = bool(body.get("stream"))
         tracker.model_name = body["model"]
         model = await sync_to_async(served_model_for_key)(key=key, name=body["model"])
@@ -55,7 +69,7 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
         request = _generation_request(kind, body, model, tracker.request_id)
         if settings.LOG_PROMPTS:
             logger.info("request %s prompt: %r", tracker.request_id, request.messages or request.prompt)
-        chunks = dispatch.generate(model, request)
+        chunks = dispatch.generate(model, request, record=tracker.record_fields(), on_started=tracker.started)
         if tracker.stream:
             # Wait for the first chunk before answering, so errors found before any token
             # (context overflow, a model that will not load) still get a proper 4xx/5xx.
@@ -161,8 +175,8 @@ async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: Async
 
 
 async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk],
-                         first: Chunk) -> AsyncIterator[bytes]:
-    """SSE events for one request. Closing this iterator (client gone) cancels generation."""
+                         first: Chunk) -> AsyncIterator[dict | str]:
+    """Chunk objects for one request. Closing this iterator (client gone) cancels generation."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"],
                          include_usage=include_usage)
@@ -186,7 +200,7 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
         yield writer.finish(chunk.finish_reason)
         if include_usage:
             yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
-        yield writer.DONE
+        yield STREAM_DONE
     except (asyncio.CancelledError, GeneratorExit):
         raise
     except Exception as exc:
@@ -196,6 +210,6 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
             logger.exception("stream %s failed", tracker.request_id)
             error = INTERNAL_ERROR
         status, finish_reason = error.status, "error"
-        yield writer.error(error.body())
+        yield error.body()
     finally:
         await tracker.finish(status=status, finish_reason=finish_reason, error=error)

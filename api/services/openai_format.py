@@ -45,8 +45,18 @@ def completion_body(*, kind: str, completion_id: str, model: str, text: str, fin
     }
 
 
+# Ends every stream: SSE sends it as `data: [DONE]`, WebSockets as a text frame.
+STREAM_DONE = "[DONE]"
+
+
+def sse_event(obj: dict | str) -> bytes:
+    """One Server-Sent Event carrying a chunk object, an error body or the end marker."""
+    payload = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    return b"data: " + payload.encode() + b"\n\n"
+
+
 class ChunkWriter:
-    """Formats streamed pieces as SSE `data:` events for one request."""
+    """Builds the OpenAI chunk objects of one streamed request."""
 
     def __init__(self, *, kind: str, completion_id: str, model: str, include_usage: bool):
         self.kind = kind
@@ -55,7 +65,7 @@ class ChunkWriter:
         self.include_usage = include_usage
         self.created = int(time.time())
 
-    def _event(self, choices: list, **extra) -> bytes:
+    def _event(self, choices: list, **extra) -> dict:
         obj = {
             "id": self.completion_id,
             "object": "chat.completion.chunk" if self.kind == CHAT else "text_completion",
@@ -67,7 +77,7 @@ class ChunkWriter:
         if self.include_usage:
             obj["usage"] = None
         obj.update(extra)
-        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+        return obj
 
     def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
         if self.kind == CHAT:
@@ -79,22 +89,16 @@ class ChunkWriter:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
-    def opening(self) -> bytes | None:
+    def opening(self) -> dict | None:
         """Chat streams open with the assistant role, as OpenAI's do."""
         return self._event([self._choice("", None, role=True)]) if self.kind == CHAT else None
 
-    def delta(self, text: str) -> bytes:
+    def delta(self, text: str) -> dict:
         return self._event([self._choice(text, None)])
 
-    def finish(self, finish_reason: str) -> bytes:
+    def finish(self, finish_reason: str) -> dict:
         text = None if self.kind == CHAT else ""
         return self._event([self._choice(text, openai_finish_reason(finish_reason))])
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict:
         return self._event([], usage=usage(prompt_tokens, completion_tokens))
-
-    @staticmethod
-    def error(body: dict) -> bytes:
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-    DONE = b"data: [DONE]\n\n"

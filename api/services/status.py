@@ -10,7 +10,7 @@ from .. import dispatch
 
 async def health() -> tuple[bool, str]:
     """Ready when at least one enabled model has a loaded engine in this process."""
-    return await sync_to_async(dispatch.readiness)()
+    return await dispatch.readiness()
 
 
 async def system_status() -> dict:
@@ -21,6 +21,6 @@ async def system_status() -> dict:
         "reason": reason,
         "inference_engine_setting": settings.INFERENCE_ENGINE,
         "platform": dispatch.platform_info(),
-        "engines": dispatch.engine_host().states(),
+        "engines": dispatch.engine_states(),
         "system": await sync_to_async(system_snapshot, thread_sensitive=False)(),
     }

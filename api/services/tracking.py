@@ -3,45 +3,55 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-import os
-import socket
 import time
 import uuid
 
 from asgiref.sync import sync_to_async
-from django.utils import timezone
 
 from monitoring.services import request_record_create
 
-from ..errors import ErrorInfo
+from ..errors import ErrorInfo, WorkerLost
 
 logger = logging.getLogger(__name__)
 
-WORKER_ID = f"embedded@{socket.gethostname()}:{os.getpid()}"
 CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answer"
 
 
 class RequestTracker:
-    """Collects what a request's record needs as the request proceeds."""
+    """Collects what a request's record needs as the request proceeds.
 
-    def __init__(self, *, endpoint: str, api_key_id: int | None):
-        self.request_id = uuid.uuid4().hex
+    Times are wall-clock (time.time) so that a worker on another process can go on
+    timing a request that a web process started.
+    """
+
+    def __init__(self, *, endpoint: str, api_key_id: int | None, request_id: str | None = None,
+                 started_at: float | None = None):
+        self.request_id = request_id or uuid.uuid4().hex
         self.endpoint = endpoint
         self.api_key_id = api_key_id
-        self.created_at = timezone.now()
-        self._t0 = time.perf_counter()
+        self.started_at = started_at if started_at is not None else time.time()
         self._first_token_at: float | None = None
         self.model_name = ""
         self.engine = ""
+        self.worker = ""
+        self.queue_wait_ms: float | None = None
         self.stream = False
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.recorded_by_worker = False
         self._finished = False
+
+    def started(self, worker: str, queue_wait_ms: float, records_itself: bool) -> None:
+        """A host took the job; a remote worker then writes the record, not this process."""
+        self.worker = worker
+        self.queue_wait_ms = queue_wait_ms
+        self.recorded_by_worker = records_itself
 
     def first_token(self) -> None:
         if self._first_token_at is None:
-            self._first_token_at = time.perf_counter()
+            self._first_token_at = time.time()
 
     def streamed(self, token_count: int) -> None:
         """Count tokens as they pass, so a cancelled stream's record still says how far it got."""
@@ -51,26 +61,37 @@ class RequestTracker:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
 
+    def record_fields(self) -> dict:
+        """What this request carries to a worker so the worker can write the record."""
+        return {"endpoint": self.endpoint, "api_key_id": self.api_key_id, "model_name": self.model_name,
+                "engine": self.engine, "stream": self.stream}
+
     async def finish(self, *, status: int, finish_reason: str = "", error: ErrorInfo | None = None) -> None:
-        """Write the record once; later calls are ignored. Never raises."""
+        """Write the record once; later calls are ignored. Never raises.
+
+        When a worker owns the record, this process writes it only if the worker was lost.
+        """
         if self._finished:
             return
         self._finished = True
-        now = time.perf_counter()
+        if self.recorded_by_worker and not (error and error.code == WorkerLost.code):
+            return
+        now = time.time()
         fields = dict(
             request_id=self.request_id,
-            created_at=self.created_at,
+            created_at=dt.datetime.fromtimestamp(self.started_at, tz=dt.timezone.utc),
             endpoint=self.endpoint,
             stream=self.stream,
-            duration_ms=(now - self._t0) * 1000,
+            duration_ms=(now - self.started_at) * 1000,
             status_code=status,
             api_key_id=self.api_key_id,
             model_name=self.model_name,
             engine=self.engine,
-            worker=WORKER_ID,
+            worker=self.worker,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            ttft_ms=(self._first_token_at - self._t0) * 1000 if self._first_token_at else None,
+            ttft_ms=(self._first_token_at - self.started_at) * 1000 if self._first_token_at else None,
+            queue_wait_ms=self.queue_wait_ms,
             finish_reason=finish_reason,
             error_type=(error.code or error.type) if error else "",
             error_message=error.message if error else "",

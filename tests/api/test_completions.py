@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from api.dispatch import engine_host
+from api.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
 
 from .sse import sse_events

@@ -1,0 +1,88 @@
+"""The one dispatch interface between the API and the engine hosts.
+
+Embedded mode (no REDIS_URL) runs the engine host inside this process. Distributed mode
+sends the job to the Celery queue `model.<name>`, and a worker streams chunks back over the
+channel layer. Callers see the same async iterator of chunks either way.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+
+from django.conf import settings
+
+from engines.base import Chunk, GenerationRequest, ModelSpec
+from engines.platform import detect_best_engine, get_platform_info
+from engines.registry import engine_class
+from models_registry.models import ServedModel
+
+# Called once a host has taken the job: (worker id, queue wait in ms, whether that host
+# writes the request's record itself).
+OnStarted = Callable[[str, float, bool], None]
+
+MODE = "distributed" if settings.DISTRIBUTED else "embedded"
+
+
+@functools.cache
+def platform_info() -> dict:
+    """Hardware facts never change while the process lives, and probing runs nvidia-smi."""
+    return get_platform_info()
+
+
+def resolve_engine(model: ServedModel) -> str:
+    """The concrete engine for a model; `auto` follows INFERENCE_ENGINE, then the hardware."""
+    if model.engine != "auto":
+        return model.engine
+    force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
+    return detect_best_engine(force, info=None if force else platform_info())
+
+
+def model_spec(model: ServedModel) -> ModelSpec:
+    return ModelSpec(
+        name=model.name,
+        source=model.source,
+        context_length=model.context_length,
+        options=dict(model.engine_options or {}),
+    )
+
+
+def engine_capabilities(model: ServedModel) -> frozenset[str]:
+    """Features the model's engine declares; raises EngineUnavailableError if it cannot run here."""
+    return engine_class(resolve_engine(model)).capabilities
+
+
+def _backend():
+    if settings.DISTRIBUTED:
+        from . import distributed
+
+        return distributed
+    from . import embedded
+
+    return embedded
+
+
+def generate(model: ServedModel, request: GenerationRequest, *, record: dict,
+             on_started: OnStarted) -> AsyncIterator[Chunk]:
+    """Stream chunks for one request from whichever host serves `model`."""
+    return _backend().generate(model, request, record=record, on_started=on_started)
+
+
+async def readiness() -> tuple[bool, str]:
+    """Whether at least one enabled model can be served now, with a reason if not."""
+    return await _backend().readiness()
+
+
+def engine_states() -> list[dict]:
+    """Engines loaded in this process (none in a distributed web process)."""
+    from .embedded import engine_host
+
+    return engine_host().states()
+
+
+def start_preloading() -> None:
+    """Embedded mode loads enabled models at start-up; workers do it in distributed mode."""
+    if not settings.DISTRIBUTED and settings.PRELOAD_MODELS:
+        from .embedded import start_preloading as start
+
+        start()

@@ -1,0 +1,158 @@
+"""Distributed mode, web side: enqueue the job on `model.<name>`, read replies off the channel layer.
+
+A job's lifecycle on the reply channel: `job.started` (which worker, its control channel,
+how long the job queued), then `job.chunks` batches until one carries a finish reason, or a
+`job.error`. While waiting, the web process checks the worker's liveness key, so a worker
+killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from engines.base import Chunk, GenerationRequest
+from models_registry.models import ServedModel
+from models_registry.selectors import enabled_model_names, ready_workers_for
+from models_registry.services.workers import workers_mark_silent_dead
+
+from ..errors import ServiceUnavailable, WorkerLost
+from . import model_spec, resolve_engine, wire
+
+logger = logging.getLogger(__name__)
+
+
+def queue_name(model_name: str) -> str:
+    return f"model.{model_name}"
+
+
+def liveness_key(worker_id: str) -> str:
+    return f"inference:worker-alive:{worker_id}"
+
+
+def cancelled_key(request_id: str) -> str:
+    return f"inference:cancelled:{request_id}"
+
+
+@asynccontextmanager
+async def redis_client():
+    """A short-lived client with tight timeouts: an outage must become a quick 503."""
+    client = aioredis.from_url(settings.REDIS_URL, socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+                               socket_timeout=settings.REDIS_TIMEOUT_SECONDS)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _unavailable(what: str, exc: BaseException) -> ServiceUnavailable:
+    logger.warning("%s: %s", what, exc)
+    return ServiceUnavailable(f"The job queue is unreachable ({what}); try again shortly.")
+
+
+def _publish(message: dict, queue: str) -> None:
+    from ..tasks import generate_task
+
+    generate_task.apply_async(args=[message], queue=queue, retry=False)
+
+
+async def generate(model: ServedModel, request: GenerationRequest, *, record: dict,
+                   on_started) -> AsyncIterator[Chunk]:
+    if not await sync_to_async(ready_workers_for)(model_name=model.name):
+        await sync_to_async(workers_mark_silent_dead)()
+        raise ServiceUnavailable(
+            f"No ready worker hosts model `{model.name}`. Start one with "
+            f"`celery -A inference_platform worker --models {model.name}`."
+        )
+    layer = get_channel_layer()
+    reply_channel = await layer.new_channel()
+    message = wire.job_message(engine=resolve_engine(model), spec=model_spec(model), request=request,
+                               reply_channel=reply_channel, submitted_at=time.time(), record=record)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_publish, message, queue_name(model.name)),
+                               timeout=settings.REDIS_TIMEOUT_SECONDS * 2)
+    except Exception as exc:  # kombu raises its own and OS-level errors for a dead broker
+        raise _unavailable("could not enqueue the job", exc) from exc
+
+    started: dict | None = None
+    finished = False
+    queue_deadline = time.monotonic() + settings.QUEUE_TIMEOUT_SECONDS
+    poll = max(settings.WORKER_HEARTBEAT_SECONDS, 0.2)
+    try:
+        while True:
+            try:
+                reply = await asyncio.wait_for(layer.receive(reply_channel), timeout=poll)
+            except TimeoutError:
+                if started is not None:
+                    if not await _worker_alive(started["worker"]):
+                        raise WorkerLost(f"Worker {started['worker']} stopped while running this request.")
+                elif time.monotonic() > queue_deadline:
+                    raise ServiceUnavailable(
+                        f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s.")
+                continue
+            except (RedisError, OSError) as exc:
+                raise _unavailable("lost the reply channel", exc) from exc
+            kind = reply.get("type")
+            if kind == wire.JOB_STARTED:
+                started = reply
+                on_started(reply["worker"], reply["queue_wait_ms"], True)
+            elif kind == wire.JOB_CHUNKS:
+                for data in reply["chunks"]:
+                    chunk = wire.chunk_from_dict(data)
+                    if chunk.finish_reason is not None:
+                        finished = True
+                    yield chunk
+                    if finished:
+                        return
+            elif kind == wire.JOB_ERROR:
+                finished = True
+                raise wire.error_from_dict(reply["error"])
+            else:
+                logger.error("unexpected reply %r for request %s", kind, request.request_id)
+    finally:
+        if not finished:
+            await asyncio.shield(_cancel(request.request_id, started))
+
+
+async def _worker_alive(worker_id: str) -> bool:
+    try:
+        async with redis_client() as client:
+            return bool(await client.exists(liveness_key(worker_id)))
+    except (RedisError, OSError) as exc:
+        raise _unavailable("could not check the worker", exc) from exc
+
+
+async def _cancel(request_id: str, started: dict | None) -> None:
+    """Stop the job: tell its worker, or mark it so a worker that picks it up later skips it."""
+    try:
+        if started is not None:
+            await get_channel_layer().send(started["control"], {"type": wire.JOB_CANCEL, "request_id": request_id})
+        else:
+            async with redis_client() as client:
+                await client.set(cancelled_key(request_id), 1, ex=int(settings.QUEUE_TIMEOUT_SECONDS) + 60)
+    except Exception:
+        logger.warning("could not cancel request %s", request_id, exc_info=True)
+
+
+async def readiness() -> tuple[bool, str]:
+    names = await sync_to_async(enabled_model_names)()
+    if not names:
+        return False, "no enabled models are registered"
+    for name in names:
+        if await sync_to_async(ready_workers_for)(model_name=name):
+            try:
+                async with redis_client() as client:
+                    await client.ping()
+            except (RedisError, OSError) as exc:
+                return False, f"Redis unreachable: {exc}"
+            return True, "ready"
+    return False, "no ready worker hosts any enabled model"

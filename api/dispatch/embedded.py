@@ -1,0 +1,59 @@
+"""Embedded mode: the engine host lives in this (web) process."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from asgiref.sync import sync_to_async
+
+from engines.base import Chunk, GenerationRequest
+from engines.host import EngineHost
+from models_registry.models import ServedModel
+from models_registry.selectors import enabled_model_names
+
+from . import model_spec, resolve_engine
+
+logger = logging.getLogger(__name__)
+
+WORKER_ID = f"embedded@{socket.gethostname()}:{os.getpid()}"
+
+_host = EngineHost()
+# Unload before interpreter teardown: llama.cpp's finalizers fail once modules are gone.
+atexit.register(_host.shutdown)
+
+
+def engine_host() -> EngineHost:
+    """This process's engine host."""
+    return _host
+
+
+async def generate(model: ServedModel, request: GenerationRequest, *, record: dict,
+                   on_started) -> AsyncIterator[Chunk]:
+    on_started(WORKER_ID, 0.0, False)
+    async with aclosing(_host.generate(resolve_engine(model), model_spec(model), request)) as chunks:
+        async for chunk in chunks:
+            yield chunk
+
+
+async def readiness() -> tuple[bool, str]:
+    return _host.readiness(await sync_to_async(enabled_model_names)())
+
+
+def load_enabled_models() -> None:
+    """Blocking: load every enabled model, logging (not raising) failures."""
+    for model in ServedModel.objects.filter(enabled=True):
+        try:
+            _host.ensure_loaded(resolve_engine(model), model_spec(model))
+        except Exception:
+            logger.exception("could not load model %s", model.name)
+
+
+def start_preloading() -> None:
+    """Load enabled models on a background thread so the server answers /health meanwhile."""
+    threading.Thread(target=load_enabled_models, name="preload-models", daemon=True).start()

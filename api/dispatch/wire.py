@@ -1,0 +1,66 @@
+"""The JSON messages between web processes and workers (Celery job, channel-layer replies)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from engines import errors as engine_errors
+from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+
+JOB_STARTED = "job.started"
+JOB_CHUNKS = "job.chunks"
+JOB_ERROR = "job.error"
+JOB_CANCEL = "job.cancel"
+
+
+def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, reply_channel: str,
+                submitted_at: float, record: dict[str, Any]) -> dict[str, Any]:
+    """Everything a worker needs to run one request and record it."""
+    return {
+        "engine": engine,
+        "spec": dataclasses.asdict(spec),
+        "request_id": request.request_id,
+        "sampling": dataclasses.asdict(request.sampling),
+        "messages": list(request.messages) if request.messages is not None else None,
+        "prompt": request.prompt,
+        "reply_channel": reply_channel,
+        "submitted_at": submitted_at,
+        "record": record,
+    }
+
+
+def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, GenerationRequest]:
+    sampling = dict(message["sampling"])
+    sampling["stop"] = tuple(sampling.get("stop") or ())
+    request = GenerationRequest(
+        request_id=message["request_id"],
+        sampling=SamplingParams(**sampling),
+        messages=tuple(message["messages"]) if message["messages"] is not None else None,
+        prompt=message["prompt"],
+    )
+    return message["engine"], ModelSpec(**message["spec"]), request
+
+
+def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
+    data = {"text": chunk.text, "ids": list(chunk.token_ids)}
+    if chunk.finish_reason is not None:
+        data.update(finish=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
+                    completion_tokens=chunk.completion_tokens)
+    return data
+
+
+def chunk_from_dict(data: dict[str, Any]) -> Chunk:
+    return Chunk(text=data["text"], token_ids=tuple(data["ids"]), finish_reason=data.get("finish"),
+                 prompt_tokens=data.get("prompt_tokens"), completion_tokens=data.get("completion_tokens"))
+
+
+def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:
+    return {"kind": type(exc).__name__, "message": str(exc), "param": exc.param}
+
+
+def error_from_dict(data: dict[str, Any]) -> engine_errors.EngineError:
+    kind = getattr(engine_errors, data.get("kind", ""), None)
+    if not (isinstance(kind, type) and issubclass(kind, engine_errors.EngineError)):
+        kind = engine_errors.EngineCrashedError
+    return kind(data["message"], param=data.get("param"))

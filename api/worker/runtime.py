@@ -1,0 +1,248 @@
+"""The engine host inside a Celery worker process.
+
+One asyncio loop on its own thread runs every job of this process, the heartbeat and the
+control channel that receives cancellations. Celery's thread-pool slots only wait on that
+loop, which keeps the number of jobs taken at once equal to the pool's concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from contextlib import aclosing
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from engines.errors import EngineError
+from engines.host import EngineHost
+from models_registry.models import ServedModel, WorkerRegistration
+from models_registry.services import workers as worker_services
+
+from ..dispatch import model_spec, resolve_engine, wire
+from ..dispatch.distributed import cancelled_key, liveness_key
+from ..errors import error_info
+from ..services.tracking import CLIENT_CLOSED, RequestTracker
+
+logger = logging.getLogger(__name__)
+
+# A job's chunks are sent in batches: whatever the engine produced while the previous send
+# was in flight goes out together, so per-token overhead stays bounded when tokens are fast.
+MAX_BATCH = 256
+JOB_TIME_LIMIT_SECONDS = 3600
+DB_HEARTBEAT_EVERY = 3  # write the database row every few liveness beats
+
+
+def resolve_worker_models(option: str | None) -> list[ServedModel]:
+    """Models named by --models / WORKER_MODELS ("all" = every enabled one)."""
+    wanted = (option or settings.WORKER_MODELS or "all").strip()
+    enabled = list(ServedModel.objects.filter(enabled=True))
+    if wanted == "all":
+        return enabled
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    by_name = {m.name: m for m in enabled}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"no enabled model named {', '.join(missing)}")
+    return [by_name[n] for n in names]
+
+
+class WorkerRuntime:
+    def __init__(self, models: list[ServedModel], concurrency: int):
+        self.models = models
+        self.concurrency = concurrency
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.host = EngineHost()
+        self.loop = asyncio.new_event_loop()
+        self.control_channel = ""
+        self.jobs: dict[str, asyncio.Task] = {}
+        self._thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
+        self._heartbeat: asyncio.Task | None = None
+        self._control: asyncio.Task | None = None
+        self._redis: aioredis.Redis | None = None
+
+    # --- lifecycle (called from the Celery bootstep, on the worker's main thread) ---
+
+    def start(self) -> None:
+        """Register, load every model, then report ready. Blocks until loaded."""
+        names = [m.name for m in self.models]
+        worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
+                                        models=names, concurrency=self.concurrency)
+        engines = {}
+        try:
+            for model in self.models:
+                engine = resolve_engine(model)
+                self.host.ensure_loaded(engine, model_spec(model))
+                engines[model.name] = engine
+        except Exception as exc:
+            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD,
+                                             error=str(exc))
+            raise
+        self._thread.start()
+        self._run(self._open())
+        worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.READY,
+                                         engines=engines)
+        logger.info("worker %s ready: %s", self.worker_id, ", ".join(f"{n} on {e}" for n, e in engines.items()))
+
+    def drain(self) -> None:
+        """Stop advertising this worker; jobs already running go on."""
+        worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
+
+    def stop(self) -> None:
+        """After Celery has finished the running jobs: deregister and unload."""
+        try:
+            self._run(self._close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD)
+            self.host.shutdown()
+
+    def _run(self, coroutine, timeout: float | None = 30):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _open(self) -> None:
+        self._redis = aioredis.from_url(settings.REDIS_URL)
+        await self._beat()
+        self.control_channel = await get_channel_layer().new_channel()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        self._control = asyncio.create_task(self._control_loop())
+
+    async def _close(self) -> None:
+        for task in (self._heartbeat, self._control):
+            if task:
+                task.cancel()
+        if self._redis is not None:
+            await self._redis.delete(liveness_key(self.worker_id))
+            await self._redis.aclose()
+
+    async def _beat(self) -> None:
+        await self._redis.set(liveness_key(self.worker_id), 1, px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+
+    async def _heartbeat_loop(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(settings.WORKER_HEARTBEAT_SECONDS)
+            try:
+                await self._beat()
+                beats += 1
+                if beats % DB_HEARTBEAT_EVERY == 0:
+                    await sync_to_async(self._db_heartbeat, thread_sensitive=False)()
+            except Exception:
+                logger.warning("heartbeat failed", exc_info=True)
+
+    def _db_heartbeat(self) -> None:
+        worker_services.worker_heartbeat(worker_id=self.worker_id, in_flight=len(self.jobs))
+        worker_services.workers_mark_silent_dead()
+
+    async def _control_loop(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(self.control_channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("control channel failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") == wire.JOB_CANCEL and message.get("request_id") in self.jobs:
+                self.jobs[message["request_id"]].cancel()
+            else:
+                logger.warning("ignoring control message %r", message.get("type"))
+
+    # --- jobs (called from Celery pool threads) ---
+
+    def run_job(self, message: dict) -> None:
+        """Blocking: serve one job on the engine loop."""
+        self._run(self._serve(message), timeout=None)
+
+    async def _serve(self, message: dict) -> None:
+        engine_name, spec, request = wire.job_from_message(message)
+        record = message["record"]
+        tracker = RequestTracker(endpoint=record["endpoint"], api_key_id=record["api_key_id"],
+                                 request_id=request.request_id, started_at=message["submitted_at"])
+        tracker.model_name, tracker.engine, tracker.stream = record["model_name"], engine_name, record["stream"]
+        queue_wait_ms = max(0.0, (time.time() - message["submitted_at"]) * 1000)
+        tracker.started(self.worker_id, queue_wait_ms, records_itself=False)
+        if await self._redis.exists(cancelled_key(request.request_id)):
+            await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
+            return
+        reply = message["reply_channel"]
+        layer = get_channel_layer()
+        task = asyncio.current_task()
+        self.jobs[request.request_id] = task
+        try:
+            await layer.send(reply, {"type": wire.JOB_STARTED, "worker": self.worker_id,
+                                     "control": self.control_channel, "queue_wait_ms": queue_wait_ms})
+            async with asyncio.timeout(JOB_TIME_LIMIT_SECONDS):
+                await self._stream(engine_name, spec, request, tracker, lambda m: layer.send(reply, m))
+        except asyncio.CancelledError:
+            await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
+            if task.cancelling():
+                task.uncancel()
+        except EngineError as exc:
+            info = error_info(exc)
+            await tracker.finish(status=info.status, finish_reason="error", error=info)
+            await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(exc)})
+        except Exception as exc:
+            logger.exception("job %s failed", request.request_id)
+            crashed = EngineError(f"worker failed: {exc}")
+            info = error_info(crashed)
+            await tracker.finish(status=info.status, finish_reason="error", error=info)
+            await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(crashed)})
+        finally:
+            self.jobs.pop(request.request_id, None)
+
+    async def _stream(self, engine_name, spec, request, tracker: RequestTracker, send) -> None:
+        produced: asyncio.Queue = asyncio.Queue()
+
+        async def pump():
+            try:
+                async with aclosing(self.host.generate(engine_name, spec, request)) as chunks:
+                    async for chunk in chunks:
+                        produced.put_nowait(chunk)
+            except BaseException as exc:  # handed to the sender, which re-raises it
+                produced.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            while True:
+                batch = [await produced.get()]
+                while not produced.empty() and len(batch) < MAX_BATCH:
+                    batch.append(produced.get_nowait())
+                failure = next((item for item in batch if isinstance(item, BaseException)), None)
+                chunks = [item for item in batch if not isinstance(item, BaseException)]
+                final = next((c for c in chunks if c.finish_reason is not None), None)
+                for chunk in chunks:
+                    tracker.first_token()
+                    tracker.streamed(len(chunk.token_ids))
+                if final is not None:
+                    # Record before the last send, so the record exists when the client's answer does.
+                    tracker.counts(final.prompt_tokens, final.completion_tokens)
+                    await tracker.finish(status=200, finish_reason=final.finish_reason)
+                if chunks:
+                    await send({"type": wire.JOB_CHUNKS, "chunks": [wire.chunk_to_dict(c) for c in chunks]})
+                if failure is not None:
+                    raise failure
+                if final is not None:
+                    return
+        finally:
+            pump_task.cancel()
+            await asyncio.gather(pump_task, return_exceptions=True)
+
+
+async def _send_quietly(layer, channel: str, message: dict) -> None:
+    try:
+        await layer.send(channel, message)
+    except Exception:
+        logger.warning("could not send %s to %s", message.get("type"), channel, exc_info=True)

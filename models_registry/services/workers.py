@@ -1,0 +1,45 @@
+"""Worker registrations: workers write their own rows; anyone may mark silent ones dead."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.utils import timezone
+
+from ..models import WorkerRegistration
+
+State = WorkerRegistration.State
+
+
+def worker_register(*, worker_id: str, host: str, pid: int, models: list[str], concurrency: int) -> WorkerRegistration:
+    """Announce a starting worker (state loading)."""
+    worker, _ = WorkerRegistration.objects.update_or_create(
+        worker_id=worker_id,
+        defaults=dict(host=host, pid=pid, hosted_models=models, concurrency=concurrency, state=State.LOADING,
+                      last_heartbeat=timezone.now(), in_flight=0, error=""),
+    )
+    return worker
+
+
+def worker_set_state(*, worker_id: str, state: str, engines: dict | None = None, error: str = "") -> None:
+    """Move a worker to a new state (ready once its models are loaded, draining on shutdown)."""
+    fields = {"state": state, "last_heartbeat": timezone.now(), "error": error[:500]}
+    if engines is not None:
+        fields["engines"] = engines
+    WorkerRegistration.objects.filter(worker_id=worker_id).update(**fields)
+
+
+def worker_heartbeat(*, worker_id: str, in_flight: int) -> None:
+    """Record that the worker is alive, and how busy it is."""
+    WorkerRegistration.objects.filter(worker_id=worker_id).exclude(state=State.DEAD).update(
+        last_heartbeat=timezone.now(), in_flight=in_flight
+    )
+
+
+def workers_mark_silent_dead(*, now: dt.datetime | None = None) -> int:
+    """Mark workers whose heartbeat is older than WORKER_DEAD_AFTER_SECONDS as dead."""
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+    return WorkerRegistration.objects.filter(last_heartbeat__lt=cutoff).exclude(state=State.DEAD).update(
+        state=State.DEAD, in_flight=0
+    )
