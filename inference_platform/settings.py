@@ -8,6 +8,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engines.platform import ENGINE_CHOICES
 
@@ -64,6 +65,13 @@ ADMIN_PASSWORD = env("ADMIN_PASSWORD")
 REDIS_URL = env("REDIS_URL")
 # Bound on every Redis call from the web side, so an outage is a quick 503, not a hang.
 REDIS_TIMEOUT_SECONDS = env("REDIS_TIMEOUT_SECONDS")
+# Pooled Redis connections go stale when Redis restarts: ping idle ones before use and
+# retry a command once on a fresh connection, so service recovers by itself.
+REDIS_CONNECTION_OPTIONS = {
+    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+    "health_check_interval": 2,
+    "retry_on_error": [RedisConnectionError],
+}
 DISTRIBUTED = bool(REDIS_URL)
 
 INSTALLED_APPS = [
@@ -127,7 +135,7 @@ if DISTRIBUTED:
             "CONFIG": {
                 "hosts": [{
                     "address": REDIS_URL,
-                    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                    **REDIS_CONNECTION_OPTIONS,
                     # Longer than channels-redis's 5 s blocking pop, which would otherwise race it.
                     "socket_timeout": 30,
                 }],
@@ -149,8 +157,10 @@ WORKER_DEAD_AFTER_SECONDS = env("WORKER_DEAD_AFTER_SECONDS")
 QUEUE_TIMEOUT_SECONDS = env("QUEUE_TIMEOUT_SECONDS")
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-# Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers.
+# Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers
+# (and survive a worker that dies) instead of waiting prefetched behind a busy one.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_DISABLE_PREFETCH = True
 # Ack on start: a job whose worker dies mid-stream has a client that already got an error;
 # running it again elsewhere would stream to nobody.
 CELERY_TASK_ACKS_LATE = False

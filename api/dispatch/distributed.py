@@ -46,7 +46,7 @@ def cancelled_key(request_id: str) -> str:
 @asynccontextmanager
 async def redis_client():
     """A short-lived client with tight timeouts: an outage must become a quick 503."""
-    client = aioredis.from_url(settings.REDIS_URL, socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    client = aioredis.from_url(settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS,
                                socket_timeout=settings.REDIS_TIMEOUT_SECONDS)
     try:
         yield client

@@ -21,7 +21,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from engines.errors import EngineError
+from redis.exceptions import RedisError
+
+from engines.errors import EngineError, EngineUnavailableError
 from engines.host import EngineHost
 from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.services import workers as worker_services
@@ -109,7 +111,7 @@ class WorkerRuntime:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def _open(self) -> None:
-        self._redis = aioredis.from_url(settings.REDIS_URL)
+        self._redis = aioredis.from_url(settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS)
         await self._beat()
         self.control_channel = await get_channel_layer().new_channel()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
@@ -194,7 +196,10 @@ class WorkerRuntime:
             await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(exc)})
         except Exception as exc:
             logger.exception("job %s failed", request.request_id)
-            crashed = EngineError(f"worker failed: {exc}")
+            if isinstance(exc, (RedisError, OSError)):  # infrastructure, not the engine: retryable
+                crashed = EngineUnavailableError(f"the worker lost Redis: {exc}")
+            else:
+                crashed = EngineError(f"worker failed: {exc}")
             info = error_info(crashed)
             await tracker.finish(status=info.status, finish_reason="error", error=info)
             await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(crashed)})

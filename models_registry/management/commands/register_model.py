@@ -1,0 +1,43 @@
+"""manage.py register_model NAME --source PATH [--engine auto] [--context-length N] [--alias A] [--option k=v]."""
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from engines.platform import ENGINE_CHOICES
+from models_registry.services.served_models import served_model_register
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """k=v with v parsed as JSON when it is JSON (numbers, booleans), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CommandError(f"--option {text!r}: use key=value")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+class Command(BaseCommand):
+    help = "Register (or update) a served model, validated like the admin form."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--source", default="", help="GGUF file or model directory (not needed for echo)")
+        parser.add_argument("--engine", default="auto", choices=ENGINE_CHOICES)
+        parser.add_argument("--context-length", type=int, default=2048)
+        parser.add_argument("--alias", action="append", default=[], help="Another name clients may use")
+        parser.add_argument("--option", action="append", default=[], help="Engine option key=value")
+        parser.add_argument("--disabled", action="store_true")
+
+    def handle(self, *args, name, source, engine, context_length, alias, option, disabled, **options):
+        try:
+            model = served_model_register(
+                name=name, source=source, engine=engine, context_length=context_length, aliases=alias,
+                engine_options=dict(parse_option(o) for o in option), enabled=not disabled,
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
+        self.stdout.write(f"Registered {model.name} ({model.engine}, context {model.context_length})")

@@ -1,0 +1,163 @@
+"""A real distributed deployment on this machine, for tests and benchmarks.
+
+A private redis-server on a free port, a fresh PostgreSQL database, daphne web processes and
+Celery worker processes, all started as subprocesses with the commands the README gives.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from ..compat.live_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+BIN = Path(sys.executable).parent
+
+
+def _wait(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited {process.returncode}\n{log.read_text() if log else ''}")
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}\n{log.read_text()[-4000:] if log else ''}")
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    redis_port: int = field(default_factory=free_port)
+    db_name: str = field(default_factory=lambda: f"inference_it_{secrets.token_hex(4)}")
+    procs: list[Proc] = field(default_factory=list)
+    redis: Proc | None = None
+
+    @property
+    def database_url(self) -> str:
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.db_name}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1",
+                   WORKER_HEARTBEAT_SECONDS="0.5", WORKER_DEAD_AFTER_SECONDS="3", **extra)
+        return env
+
+    # --- infrastructure ---
+
+    def start_redis(self) -> None:
+        log = self.tmp / "redis.log"
+        process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        )
+        self.redis = Proc("redis", process, log)
+        _wait(lambda: _redis_ping(self.redis_port), 15, "redis", process, log)
+
+    def stop_redis(self) -> None:
+        if self.redis:
+            self.redis.stop(signal.SIGKILL)
+
+    def create_database(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.manage("migrate", "-v0")
+
+    def drop_database(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(),
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        with psycopg.connect(self.database_url) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    # --- platform processes ---
+
+    def start_worker(self, name: str, models: str, concurrency: int = 4, wait: bool = True) -> Proc:
+        log = self.tmp / f"worker-{name}.log"
+        process = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "inference_platform", "worker", "--models", models,
+             "--concurrency", str(concurrency), "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+             "-l", "info"],
+            cwd=REPO, env=self.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        proc = Proc(name, process, log)
+        self.procs.append(proc)
+        if wait:
+            _wait(lambda: self.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
+        return proc
+
+    def worker_state(self, pid: int) -> str | None:
+        rows = self.query("SELECT state FROM models_registry_workerregistration WHERE pid = %s "
+                          "ORDER BY started_at DESC LIMIT 1", pid)
+        return rows[0][0] if rows else None
+
+    def worker_id(self, pid: int) -> str:
+        return self.query("SELECT worker_id FROM models_registry_workerregistration WHERE pid = %s "
+                          "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
+
+    def start_web(self, name: str = "web") -> str:
+        port = free_port()
+        log = self.tmp / f"{name}.log"
+        process = subprocess.Popen(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "inference_platform.asgi:application"],
+            cwd=REPO, env=self.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(Proc(name, process, log))
+        base_url = f"http://127.0.0.1:{port}"
+        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code in (200, 503), 60, name, process, log)
+        return base_url
+
+    def shutdown(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.stop_redis()
+
+
+def _redis_ping(port: int) -> bool:
+    import redis
+
+    return redis.Redis(port=port, socket_connect_timeout=0.5).ping()
