@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django; WebSocket routing arrives with distributed mode."""
+"""ASGI entry point: HTTP through Django, WebSocket streaming through Channels consumers."""
 
 import os
 
@@ -8,10 +8,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
 from api.dispatch import start_preloading  # noqa: E402
+from api.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    # No origin check: sockets authenticate with an API key, never with the browser's
+    # cookies, so another site's page gains nothing by opening one.
+    "websocket": URLRouter(websocket_urlpatterns),
+})
 
 start_preloading()

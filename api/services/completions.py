@@ -54,9 +54,10 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
     """
     tracker = RequestTracker(endpoint=kind, api_key_id=key.pk)
     try:
-        body = _validate(kind, read_body())
-        if force_stream:
-            body["stream"] = True
+        data = read_body()
+        if force_stream and isinstance(data, dict):
+            data = {**data, "stream": True}  # before validation: stream_options requires it
+        body = _validate(kind, data)
         tracker.stream = bool(body.get("stream"))
         tracker.model_name = body["model"]
         model = await sync_to_async(served_model_for_key)(key=key, name=body["model"])
