@@ -14,7 +14,6 @@ from contextlib import aclosing
 from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest, ModelSpec
-from .errors import EngineUnavailableError
 from .registry import create_engine
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -16,20 +15,6 @@ from .live_server import start_live_server
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 CHAT = [{"role": "user", "content": "Tell me about the sea in two sentences."}]
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = start_live_server(tmp_path_factory.mktemp("live"))
-    assert server.api_key, server.log()
-    yield server
-    server.stop()
-    assert server.process.returncode is not None
-
-
-@pytest.fixture(scope="module")
-def sdk(live):
-    return openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -6,30 +6,15 @@ import json
 import sqlite3
 import time
 
-import openai
 import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
-from .live_server import start_live_server
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 CHAT = [{"role": "user", "content": "Tell me about the sea in two sentences."}]
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = start_live_server(tmp_path_factory.mktemp("live-ws"))
-    assert server.api_key, server.log()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def sdk(live):
-    return openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120)
 
 
 def ws_url(live, path: str = "/ws/v1/chat/completions") -> str:
