@@ -30,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,9 +123,11 @@ def _cpu_by_group() -> dict[str, float] | None:
 
 
 class CpuAccount:
-    """CPU used by processes that are neither this benchmark, its platform, nor PostgreSQL."""
+    """CPU used by processes that are not this benchmark or its platform (PostgreSQL counts as
+    platform in distributed mode only: embedded mode does not use it)."""
 
-    def __init__(self):
+    def __init__(self, postgres_is_ours: bool):
+        self.postgres_is_ours = postgres_is_ours
         self.start = _cpu_by_group()
         self.t0 = time.perf_counter()
 
@@ -133,9 +136,10 @@ class CpuAccount:
         if self.start is None or end is None or wall <= 0:
             return None
         delta = {k: end[k] - self.start[k] for k in end}
-        other = max(0.0, delta["machine"] - delta["ours"] - delta["postgres"])
+        other = max(0.0, delta["machine"] - delta["ours"] - (delta["postgres"] if self.postgres_is_ours else 0.0))
         cores = os.cpu_count() or 1
-        return {"ours_cpu_s": round(delta["ours"], 1), "postgres_cpu_s": round(delta["postgres"], 1),
+        return {"wall_s": round(wall, 3), "ours_cpu_s": round(delta["ours"], 1),
+                "postgres_cpu_s": round(delta["postgres"], 1),
                 "other_cpu_s": round(other, 1), "other_share": round(other / (wall * cores), 3)}
 
 
@@ -216,13 +220,14 @@ class LevelResult:
             "requests_per_s": round(len(ok) / self.wall_s, 3) if self.wall_s > 0 else None,
             "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_p95_ms": ms(percentile(ttfts, 0.95)),
             "latency_p50_ms": ms(percentile(totals, 0.5)), "latency_p95_ms": ms(percentile(totals, 0.95)),
-            "finish_reasons": {r: sum(1 for s in ok if s.finish_reason == r) for r in sorted({str(s.finish_reason) for s in ok})},
+            "finish_reasons": dict(sorted(Counter(str(s.finish_reason) for s in ok).items())),
             "error_messages": errors[:5],
             "cpu": self.cpu,
         }
 
 
-async def run_level(client: AsyncOpenAI, level: int, n_requests: int, prompts: list[str], max_tokens: int) -> LevelResult:
+async def run_level(client: AsyncOpenAI, level: int, n_requests: int, prompts: list[str], max_tokens: int,
+                    mode: str) -> LevelResult:
     """Keep `level` requests in flight until `n_requests` are done; wall time spans the whole batch."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(n_requests):
@@ -237,14 +242,14 @@ async def run_level(client: AsyncOpenAI, level: int, n_requests: int, prompts: l
                 return
             samples[index] = await one_request(client, prompts[index % len(prompts)], max_tokens)
 
-    cpu = CpuAccount()
+    cpu = CpuAccount(postgres_is_ours=mode == "distributed")
     start = time.perf_counter()
     await asyncio.gather(*(client_loop() for _ in range(min(level, n_requests))))
     wall = time.perf_counter() - start
     return LevelResult(level, n_requests, wall, [s for s in samples if s is not None], cpu.result())
 
 
-async def measure_mode(base_url: str, api_key: str, args, prompts: list[str]) -> list[LevelResult]:
+async def measure_mode(mode: str, base_url: str, api_key: str, args, prompts: list[str]) -> list[LevelResult]:
     # Enough connections for the highest level; no SDK retries, which would hide failures.
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max(args.levels) + 8,
                                                         max_keepalive_connections=max(args.levels) + 8),
@@ -259,7 +264,7 @@ async def measure_mode(base_url: str, api_key: str, args, prompts: list[str]) ->
         results = []
         for level in args.levels:
             n_requests = args.requests_per_level or max(8, 2 * level)
-            result = await run_level(client, level, n_requests, prompts, args.max_tokens)
+            result = await run_level(client, level, n_requests, prompts, args.max_tokens, mode)
             s = result.summary()
             other = (s["cpu"] or {}).get("other_share")
             print(f"  level {level:>3}: {s['ok']}/{n_requests} ok in {s['wall_s']:.2f}s, "
@@ -317,7 +322,7 @@ def run_embedded(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
             raise RuntimeError(f"no API key in the platform's output:\n{server.log()[-3000:]}")
         _ready(server.base_url)
         print(f"[embedded] ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
-        return asyncio.run(measure_mode(server.base_url, api_key, args, prompts))
+        return asyncio.run(measure_mode("embedded", server.base_url, api_key, args, prompts))
     except Exception:
         print(f"[embedded] last platform output:\n{server.log()[-3000:]}", file=sys.stderr)
         raise
@@ -345,7 +350,7 @@ def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
         _ready(base_url)
         print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
               f"(worker --models {MODEL} --concurrency {WORKER_CONCURRENCY})", flush=True)
-        return asyncio.run(measure_mode(base_url, api_key, args, prompts))
+        return asyncio.run(measure_mode("distributed", base_url, api_key, args, prompts))
     except Exception:
         for proc in cluster.procs:
             print(f"[distributed] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
@@ -468,7 +473,7 @@ def main() -> int:
                 runner = run_embedded if mode == "embedded" else run_distributed
                 results[mode] = [r.summary() for r in runner(args, prompts, tmp)]
     except KeyboardInterrupt:
-        print("\ninterrupted; platform processes stopped and the database dropped", file=sys.stderr)
+        print("\ninterrupted; the processes, database and files this run made are gone", file=sys.stderr)
         return 130
 
     for mode, summaries in results.items():
@@ -477,10 +482,17 @@ def main() -> int:
     if ratios:
         print_comparison(ratios)
     print("\nTok/s is completion tokens over the batch's wall time; TTFT is the first content delta at the client.")
-    print("llama.cpp serves one sequence at a time per engine, so at higher concurrency requests mostly queue:")
-    print("throughput stays flat while TTFT and latency grow with the level.")
+    if args.engine == "llama_cpp":
+        print("llama.cpp serves one sequence at a time per engine, so at higher concurrency requests mostly queue:")
+        print("throughput stays flat while TTFT and latency grow with the level.")
+    else:
+        print("echo (token_delay_ms=0) does no model work: these numbers are the platform's own cost per request")
+        print("and per token (HTTP, auth, records, SSE; plus Celery, Redis and the channel layer when distributed).")
+        if any(s["wall_s"] < 2 for ss in results.values() for s in ss):
+            print("Some levels took under 2 s: pass --requests-per-level 200 or more for steadier echo numbers.")
+    # CPU time is counted in 10 ms ticks: over a fraction of a second the share means nothing.
     noisy = [(mode, s["level"], s["cpu"]["other_share"]) for mode, ss in results.items() for s in ss
-             if s["cpu"] and s["cpu"]["other_share"] > 0.10]
+             if s["cpu"] and s["cpu"]["wall_s"] >= 1 and s["cpu"]["other_share"] > 0.10]
     for mode, level, share in noisy:
         print(f"Warning: other processes used {share:.0%} of the machine during {mode} level {level}; "
               f"its numbers are noisy.")
@@ -490,8 +502,9 @@ def main() -> int:
               "distributed_over_embedded": ratios}
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    compact = {**record, "results": {mode: [{k: v for k, v in s.items() if k not in ("error_messages", "finish_reasons")}
-                                            for s in ss] for mode, ss in results.items()}}
+    dropped = ("error_messages", "finish_reasons")
+    compact = {**record, "results": {mode: [{k: v for k, v in s.items() if k not in dropped} for s in ss]
+                                     for mode, ss in results.items()}}
     print(json.dumps(compact, separators=(",", ":")))
     failed = sum(s["errors"] for ss in results.values() for s in ss)
     if failed:

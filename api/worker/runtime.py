@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 256
 JOB_TIME_LIMIT_SECONDS = 3600
 DB_HEARTBEAT_EVERY = 3  # write the database row every few liveness beats
+DRAIN_TIMEOUT_SECONDS = 600  # on shutdown, how long running jobs may take to finish
 
 
 def resolve_worker_models(option: str | None) -> list[ServedModel]:
@@ -98,8 +99,13 @@ class WorkerRuntime:
         worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
 
     def stop(self) -> None:
-        """After Celery has finished the running jobs: deregister and unload."""
+        """Let running jobs finish (the consumer has stopped taking new ones), then deregister and unload.
+
+        Celery stops this step before it stops the pool, so the jobs' threads are still waiting
+        on this loop here: tearing it down first would fail their clients and hang the pool.
+        """
         try:
+            self._run(self._wait_for_jobs(), timeout=None)
             self._run(self._close())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -116,6 +122,13 @@ class WorkerRuntime:
         self.control_channel = await get_channel_layer().new_channel()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         self._control = asyncio.create_task(self._control_loop())
+
+    async def _wait_for_jobs(self) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while self.jobs and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for task in list(self.jobs.values()):  # past the deadline: cancel, which records them
+            task.cancel()
 
     async def _close(self) -> None:
         for task in (self._heartbeat, self._control):

@@ -6,10 +6,12 @@ import asyncio
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 pytestmark = [pytest.mark.distributed, pytest.mark.live]
 
@@ -108,6 +110,59 @@ def test_concurrent_requests_spread_over_both_workers(deployment):
     assert all(r["completion_tokens"] == 25 for r in rows)
 
 
+def test_websocket_streams_and_cancels_through_workers(deployment):
+    url = deployment.base_url.replace("http://", "ws://") + "/ws/v1/chat/completions"
+    with ws_connect(url, additional_headers={"Authorization": f"Bearer {deployment.api_key}"},
+                    open_timeout=30) as socket:
+        socket.send(json.dumps({"type": "request", "body": {
+            "model": "echo", "messages": [{"role": "user", "content": "over the socket"}]}}))
+        frames = []
+        while (frame := socket.recv(timeout=30)) != "[DONE]":
+            frames.append(json.loads(frame))
+        text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames if f.get("choices"))
+        assert text == "over the socket"
+
+        socket.send(json.dumps({"type": "request", "body": {
+            "model": "echo", "messages": [{"role": "user", "content": LONG_PROMPT}]}}))
+        received = 0
+        while received < 3:
+            if json.loads(socket.recv(timeout=30)).get("choices"):
+                received += 1
+        socket.send(json.dumps({"type": "cancel"}))
+        while socket.recv(timeout=30) != "[DONE]":
+            pass
+    (record,) = wait_for_records(deployment, 1, "WHERE finish_reason = 'cancelled' AND model_name = 'echo'")
+    assert record["completion_tokens"] < 100 and record["worker"]
+
+
+def test_stopped_worker_drains_then_leaves(deployment):
+    """SIGTERM: the worker stops advertising itself, finishes its running request, then exits dead."""
+    leaving = deployment.start_worker("leaving", "slow-echo", concurrency=1)
+    pid = leaving.process.pid
+    body = {"model": "slow-echo", "messages": [{"role": "user", "content": " ".join(["z"] * 40)}]}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(httpx.post, f"{deployment.base_url}/v1/chat/completions", json=body, timeout=60,
+                              headers={"Authorization": f"Bearer {deployment.api_key}"})
+        deadline = time.monotonic() + 20
+        while not deployment.query("SELECT 1 FROM models_registry_workerregistration WHERE pid = %s AND in_flight > 0",
+                                   pid):
+            assert time.monotonic() < deadline, "the request never reached the worker"
+            time.sleep(0.1)
+        leaving.process.send_signal(signal.SIGTERM)
+        states = set()
+        deadline = time.monotonic() + 60
+        while leaving.process.poll() is None:
+            assert time.monotonic() < deadline, "the worker did not exit after SIGTERM"
+            states.add(deployment.worker_state(pid))
+            time.sleep(0.05)
+        response = running.result()
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 40
+    assert "draining" in states
+    assert leaving.process.returncode == 0
+    assert deployment.worker_state(pid) == "dead"
+
+
 def test_model_without_a_worker_is_a_fast_503(deployment, sdk):
     with pytest.raises(openai.APIStatusError) as caught:
         sdk.chat.completions.create(model="orphan", messages=[{"role": "user", "content": "hi"}], timeout=10)
@@ -167,8 +222,9 @@ def test_killed_worker_fails_its_request_and_queued_ones_move_on(deployment):
     loop.close()
     assert [r.status_code for r in responses] == [200, 200]
     rescuer_id = deployment.worker_id(rescuer.process.pid)
-    served = records(deployment, "WHERE model_name = 'slow-echo' AND status_code = 200")
-    assert {r["worker"] for r in served} == {rescuer_id}
+    queued_ids = [r.json()["id"].removeprefix("chatcmpl-") for r in responses]
+    served = records(deployment, "WHERE request_id = ANY(%s)", queued_ids)
+    assert {r["worker"] for r in served} == {rescuer_id} and len(served) == 2
     # The surviving workers' heartbeats mark the silent one dead.
     deadline = time.monotonic() + 20
     while deployment.worker_state(victim.process.pid) != "dead":
