@@ -10,10 +10,6 @@ from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
-# Request features an engine may support; the API rejects a request that uses one the
-# engine does not declare, instead of silently ignoring it.
-FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "tools", "response_format", "embeddings")
-
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -71,7 +67,7 @@ class Engine(abc.ABC):
     """Loads one model and generates for many concurrent requests."""
 
     name: str = "base"
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset()  # this engine's row of engines.capabilities
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator
 
 from .base import Chunk, Engine, GenerationRequest
+from .capabilities import CAPABILITIES
 from .errors import ContextOverflowError
 from .stops import StopMatcher
 
@@ -24,7 +25,7 @@ def echo_tokenize(text: str) -> list[str]:
 
 class EchoEngine(Engine):
     name = "echo"
-    capabilities = frozenset({"streaming", "stop", "seed"})
+    capabilities = CAPABILITIES["echo"]
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest
+from .capabilities import CAPABILITIES
 from .errors import ContextOverflowError, EngineCrashedError, EngineUnavailableError, EngineError
 from .stops import StopMatcher
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 class LlamaCppEngine(Engine):
     name = "llama_cpp"
-    capabilities = frozenset({"streaming", "stop", "seed"})
+    capabilities = CAPABILITIES["llama_cpp"]
 
     def __init__(self, spec):
         super().__init__(spec)

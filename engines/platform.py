@@ -11,8 +11,12 @@ from typing import Any
 
 import psutil
 
-CONCRETE_ENGINES = ("llama_cpp", "mlx", "vllm", "echo")
+from .capabilities import CAPABILITIES
+
+CONCRETE_ENGINES = tuple(CAPABILITIES)  # every engine a served model may name
 ENGINE_CHOICES = ("auto",) + CONCRETE_ENGINES
+# What INFERENCE_ENGINE may force onto `auto` models: upstream needs a URL of its own per model.
+FORCEABLE_ENGINES = ("auto", "llama_cpp", "mlx", "vllm", "echo")
 
 
 def _module_available(name: str) -> bool:
@@ -71,9 +75,9 @@ def explain_engine_choice(
 ) -> tuple[str, str]:
     """Return the chosen engine and a one-line reason an operator can read."""
     if force_engine and force_engine != "auto":
-        if force_engine not in CONCRETE_ENGINES:
+        if force_engine not in FORCEABLE_ENGINES:
             raise ValueError(
-                f"Unknown engine {force_engine!r}; choose one of {', '.join(ENGINE_CHOICES)}"
+                f"Unknown engine {force_engine!r}; choose one of {', '.join(FORCEABLE_ENGINES)}"
             )
         return force_engine, f"forced: {force_engine}"
     info = info if info is not None else get_platform_info()

@@ -10,7 +10,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from engines.platform import ENGINE_CHOICES
+from engines.platform import FORCEABLE_ENGINES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -47,9 +47,9 @@ PORT = env("PORT")
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
 INFERENCE_ENGINE = env("INFERENCE_ENGINE")
-if INFERENCE_ENGINE not in ENGINE_CHOICES:
+if INFERENCE_ENGINE not in FORCEABLE_ENGINES:
     raise ImproperlyConfigured(
-        f"INFERENCE_ENGINE={INFERENCE_ENGINE!r} is not an engine; choose one of {', '.join(ENGINE_CHOICES)}"
+        f"INFERENCE_ENGINE={INFERENCE_ENGINE!r} is not an engine; choose one of {', '.join(FORCEABLE_ENGINES)}"
     )
 BUNDLED_MODEL_NAME = env("BUNDLED_MODEL_NAME")
 BUNDLED_MODEL_CONTEXT = env("BUNDLED_MODEL_CONTEXT")
@@ -189,6 +189,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 # collectstatic writes here (the Docker image does it at build time); WhiteNoise serves it.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
 # Without collected files (a development checkout), WhiteNoise finds them in the apps.
 WHITENOISE_USE_FINDERS = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

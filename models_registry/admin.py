@@ -1,10 +1,13 @@
 """Admin for served models and API keys. Writes go through the services."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
+from engines.capabilities import CAPABILITIES, FEATURES
 from engines.platform import explain_engine_choice
-from django.conf import settings
 
 from .models import ApiKey, ServedModel, WorkerRegistration
 from .services.api_keys import api_key_assign_secret, api_key_revoke
@@ -15,10 +18,11 @@ class ServedModelAdmin(admin.ModelAdmin):
     list_display = ("name", "engine", "resolved_engine", "context_length", "enabled", "updated_at")
     list_filter = ("engine", "enabled")
     search_fields = ("name", "source", "description")
-    readonly_fields = ("resolved_engine", "created_at", "updated_at")
+    readonly_fields = ("resolved_engine", "capability_table", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "aliases", "enabled", "description", "owned_by")}),
-        ("Engine", {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options")}),
+        ("Engine", {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options",
+                               "capability_table")}),
         ("Defaults", {"fields": ("default_params",)}),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
@@ -29,9 +33,27 @@ class ServedModelAdmin(admin.ModelAdmin):
             return "-"
         if obj.engine != "auto":
             return obj.engine
-        force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
-        engine, reason = explain_engine_choice(force)
+        engine, reason = self._resolve(obj)
         return f"{engine} ({reason})"
+
+    @admin.display(description="Capabilities")
+    def capability_table(self, obj):
+        """engines.capabilities as a table; the row of this model's engine is bold."""
+        current = self._resolve(obj)[0] if obj is not None and obj.engine else None
+        header = format_html_join("", "<th>{}</th>", ((f,) for f in FEATURES))
+        rows = format_html_join("", '<tr{}><th>{}</th>{}</tr>', (
+            (mark_safe(' style="font-weight:bold"') if engine == current else "", engine,
+             format_html_join("", "<td>{}</td>", (("yes" if f in features else "no",) for f in FEATURES)))
+            for engine, features in CAPABILITIES.items()
+        ))
+        return format_html('<table id="capability-table"><tr><th>engine</th>{}</tr>{}</table>', header, rows)
+
+    @staticmethod
+    def _resolve(obj) -> tuple[str, str]:
+        if obj.engine != "auto":
+            return obj.engine, "chosen for this model"
+        force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
+        return explain_engine_choice(force)
 
 
 @admin.register(ApiKey)

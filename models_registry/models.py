@@ -13,7 +13,7 @@ from .validators import (
     validate_default_params,
     validate_json_object,
     validate_model_name,
-    validate_source_path,
+    validate_source_for_engine,
 )
 
 
@@ -25,7 +25,8 @@ class ServedModel(models.Model):
     engine = models.CharField(max_length=16, choices=[(e, e) for e in ENGINE_CHOICES], default="auto",
                               help_text="`auto` picks by the hardware of the process that loads it.")
     source = models.CharField(max_length=1024, blank=True,
-                              help_text="Path of a GGUF file or a model directory (blank only for echo).")
+                              help_text="A GGUF file or model directory; for vllm also a Hugging Face id; "
+                                        "for upstream the upstream's model name (optional); blank for echo.")
     context_length = models.PositiveIntegerField(default=2048, validators=[MinValueValidator(16)])
     default_params = models.JSONField(default=dict, blank=True, validators=[validate_default_params],
                                       help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.')
@@ -47,14 +48,10 @@ class ServedModel(models.Model):
 
     def clean(self):
         errors = {}
-        if self.engine != "echo":
-            if not self.source:
-                errors["source"] = "A source path is required for every engine but echo."
-            else:
-                try:
-                    validate_source_path(self.source)
-                except ValidationError as exc:
-                    errors["source"] = exc.messages
+        try:
+            validate_source_for_engine(self.engine, self.source, self.engine_options)
+        except ValidationError as exc:
+            errors.update(exc.message_dict if hasattr(exc, "error_dict") else {"source": exc.messages})
         if isinstance(self.aliases, list):
             clash = self._alias_clashes()
             if clash:

@@ -1,11 +1,14 @@
 """Validation for registry fields, shared by the models and the admin forms."""
 
+import re
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+URL_PATTERN = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 validate_model_name = RegexValidator(
     MODEL_NAME_PATTERN,
@@ -47,3 +50,23 @@ def validate_default_params(value) -> None:
 def validate_json_object(value) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Must be a JSON object.")
+
+
+HF_MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def validate_source_for_engine(engine: str, source: str, engine_options) -> None:
+    """What each engine needs as its source (and, for upstream, its base URL)."""
+    if engine == "echo":
+        return
+    if engine == "upstream":
+        base_url = (engine_options or {}).get("base_url") if isinstance(engine_options, dict) else None
+        if not isinstance(base_url, str) or not URL_PATTERN.match(base_url):
+            raise ValidationError({"engine_options": [
+                'The upstream engine needs {"base_url": "http://host:port/v1"} (and optionally "api_key").']})
+        return
+    if not source:
+        raise ValidationError("A source is required: a GGUF file or a model directory.")
+    if engine == "vllm" and HF_MODEL_ID_PATTERN.match(source) and not Path(source).exists():
+        return  # vLLM resolves Hugging Face ids from its own cache on the GPU host
+    validate_source_path(source)

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from engines.base import Chunk, GenerationRequest, ModelSpec
 from engines.platform import detect_best_engine, get_platform_info
-from engines.registry import engine_class
+from engines.capabilities import capabilities_of
 from models_registry.models import ServedModel
 
 # Called once a host has taken the job: (worker id, queue wait in ms, whether that host
@@ -48,8 +48,8 @@ def model_spec(model: ServedModel) -> ModelSpec:
 
 
 def engine_capabilities(model: ServedModel) -> frozenset[str]:
-    """Features the model's engine declares; raises EngineUnavailableError if it cannot run here."""
-    return engine_class(resolve_engine(model)).capabilities
+    """Features the model's engine supports, from the table (no engine library is imported)."""
+    return capabilities_of(resolve_engine(model))
 
 
 def _backend():

@@ -36,3 +36,9 @@ def test_every_environment_setting_is_documented():
     readme = (REPO / "README.md").read_text()
     undocumented = [name for name in env.scheme if f"`{name}`" not in readme]
     assert not undocumented, f"document these variables in the README: {undocumented}"
+
+
+def test_readme_shows_the_capability_table_from_the_code():
+    from engines.capabilities import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text(), "regenerate the README's capability table"

@@ -101,3 +101,15 @@ def test_served_model_add_and_change_page(admin_client, gguf_path):
     assert model.aliases == ["s"] and model.engine == "llama_cpp"
     page = admin_client.get(reverse("admin:models_registry_servedmodel_change", args=[model.pk]))
     assert page.status_code == 200 and "Resolves to" in page.content.decode()
+
+
+def test_model_page_shows_the_capability_table_with_its_engine_in_bold(admin_client, gguf_path):
+    from engines.capabilities import CAPABILITIES
+
+    admin_client.post(reverse("admin:models_registry_servedmodel_add"),
+                      served_model_form(name="smol", source=gguf_path))
+    model = ServedModel.objects.get(name="smol")
+    page = admin_client.get(reverse("admin:models_registry_servedmodel_change", args=[model.pk])).content.decode()
+    table = page[page.index('id="capability-table"'):page.index("</table>", page.index('id="capability-table"'))]
+    assert all(f"<th>{engine}</th>" in table for engine in CAPABILITIES)
+    assert '<tr style="font-weight:bold"><th>llama_cpp</th>' in table

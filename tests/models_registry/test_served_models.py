@@ -115,3 +115,23 @@ def test_ensure_bundled_refreshes_only_a_stale_source(tmp_path, gguf_path):
     ServedModel.objects.filter(pk=model.pk).update(source=str(tmp_path))
     served_model_ensure_bundled()
     assert ServedModel.objects.get().source == str(tmp_path)
+
+
+@pytest.mark.django_db
+def test_upstream_needs_a_base_url_not_a_source():
+
+    model = ServedModel(name="up", engine="upstream", engine_options={})
+    with pytest.raises(ValidationError) as caught:
+        model.full_clean()
+    assert "base_url" in str(caught.value.message_dict.get("engine_options"))
+    model.engine_options = {"base_url": "http://127.0.0.1:8080/v1"}
+    model.full_clean()
+
+
+@pytest.mark.django_db
+def test_vllm_accepts_a_hugging_face_id_but_checks_paths():
+
+    ServedModel(name="v1", engine="vllm", source="HuggingFaceTB/SmolLM2-135M-Instruct").full_clean()
+    with pytest.raises(ValidationError) as caught:
+        ServedModel(name="v2", engine="vllm", source="/no/such/dir").full_clean()
+    assert "No file or directory" in str(caught.value)

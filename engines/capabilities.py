@@ -1,0 +1,38 @@
+"""The one table of which request features each engine supports.
+
+The API rejects a request that uses a feature its engine lacks (400 naming the parameter and
+the engine) instead of silently ignoring it. The admin and the README show this same table;
+a test keeps the README's copy in step. Importing this module imports no engine library.
+"""
+
+from __future__ import annotations
+
+from .errors import EngineUnavailableError
+
+FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "tools", "response_format", "embeddings")
+
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "llama_cpp": frozenset({"streaming", "stop", "seed"}),
+    "mlx": frozenset({"streaming", "stop", "seed"}),
+    # vLLM itself supports more; these are what its proxy forwards today.
+    "vllm": frozenset({"streaming", "stop", "seed"}),
+    "upstream": frozenset({"streaming", "stop", "seed"}),
+    "echo": frozenset({"streaming", "stop", "seed"}),
+}
+
+
+def capabilities_of(engine: str) -> frozenset[str]:
+    """Features a concrete engine supports."""
+    try:
+        return CAPABILITIES[engine]
+    except KeyError:
+        raise EngineUnavailableError(f"unknown engine {engine!r}") from None
+
+
+def markdown_table() -> str:
+    """The table as Markdown, as the README shows it."""
+    lines = ["| engine | " + " | ".join(FEATURES) + " |", "|---|" + "---|" * len(FEATURES)]
+    for engine, features in CAPABILITIES.items():
+        cells = ["yes" if feature in features else "no" for feature in FEATURES]
+        lines.append(f"| `{engine}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
