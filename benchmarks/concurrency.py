@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -40,9 +39,10 @@ from openai import AsyncOpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.embedded import embedded_platform, no_interrupts  # noqa: E402
+from benchmarks.machine import CpuAccount, CpuSpan, noisy  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
-from tests.compat.live_server import start_live_server  # noqa: E402
-from tests.distributed.cluster import Cluster  # noqa: E402
+from tests.distributed.cluster import Cluster, _wait  # noqa: E402  (its poll loop, with the web process's log)
 
 MODEL = "smollm2"
 WORKER_CONCURRENCY = 16
@@ -69,78 +69,6 @@ def echo_prompts(max_tokens: int) -> list[str]:
         words = prompt.split()
         out.append(" ".join(words * math.ceil(max_tokens / len(words))))
     return out
-
-
-# --------------------------------------------------------------------------- CPU accounting
-
-
-def _proc_stat(pid: int) -> tuple[int, str, float] | None:
-    """(parent pid, command name, CPU seconds of it and its reaped children) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    head, _, rest = text.rpartition(")")
-    fields = rest.split()
-    comm = head.split("(", 1)[1] if "(" in head else ""
-    # utime + stime + cutime + cstime: children that exited and were reaped (PostgreSQL's
-    # per-connection backends, for one) stay counted, in their parent.
-    return int(fields[1]), comm, sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_by_group() -> dict[str, float] | None:
-    """CPU seconds so far: this benchmark and everything it started; PostgreSQL; the whole machine."""
-    machine = _machine_busy_s()
-    if machine is None:
-        return None
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
-            stats[int(entry)] = stat
-    ours = {os.getpid()}
-    changed = True
-    while changed:  # descendants of this process: the platform, redis, worker, daphne
-        changed = False
-        for pid, (ppid, _, _) in stats.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
-                changed = True
-    return {
-        "ours": sum(stats[pid][2] for pid in ours if pid in stats),
-        "postgres": sum(cpu for pid, (_, comm, cpu) in stats.items() if comm == "postgres" and pid not in ours),
-        "machine": machine,
-    }
-
-
-class CpuAccount:
-    """CPU used by processes that are not this benchmark or its platform (PostgreSQL counts as
-    platform in distributed mode only: embedded mode does not use it)."""
-
-    def __init__(self, postgres_is_ours: bool):
-        self.postgres_is_ours = postgres_is_ours
-        self.start = _cpu_by_group()
-        self.t0 = time.perf_counter()
-
-    def result(self) -> dict | None:
-        end, wall = _cpu_by_group(), time.perf_counter() - self.t0
-        if self.start is None or end is None or wall <= 0:
-            return None
-        delta = {k: end[k] - self.start[k] for k in end}
-        other = max(0.0, delta["machine"] - delta["ours"] - (delta["postgres"] if self.postgres_is_ours else 0.0))
-        cores = os.cpu_count() or 1
-        return {"wall_s": round(wall, 3), "ours_cpu_s": round(delta["ours"], 1),
-                "postgres_cpu_s": round(delta["postgres"], 1),
-                "other_cpu_s": round(other, 1), "other_share": round(other / (wall * cores), 3)}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -246,7 +174,16 @@ async def run_level(client: AsyncOpenAI, level: int, n_requests: int, prompts: l
     start = time.perf_counter()
     await asyncio.gather(*(client_loop() for _ in range(min(level, n_requests))))
     wall = time.perf_counter() - start
-    return LevelResult(level, n_requests, wall, [s for s in samples if s is not None], cpu.result())
+    return LevelResult(level, n_requests, wall, [s for s in samples if s is not None], _cpu_record(cpu.measure()))
+
+
+def _cpu_record(span: CpuSpan | None) -> dict | None:
+    """The level's "cpu" entry in the JSON output."""
+    if span is None:
+        return None
+    return {"wall_s": round(span.wall_s, 3), "ours_cpu_s": round(span.ours_s, 1),
+            "postgres_cpu_s": round(span.postgres_s, 1),
+            "other_cpu_s": round(span.other_s, 1), "other_share": round(span.other_share, 3)}
 
 
 async def measure_mode(mode: str, base_url: str, api_key: str, args, prompts: list[str]) -> list[LevelResult]:
@@ -279,56 +216,17 @@ async def measure_mode(mode: str, base_url: str, api_key: str, args, prompts: li
 # --------------------------------------------------------------------------- the two modes
 
 
-@contextlib.contextmanager
-def _no_interrupts():
-    """A second Ctrl-C must not cut the clean-up short and leave processes or a database behind."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _ready(base_url: str, timeout: float = 120) -> None:
-    """Wait until /health says 200 (a model can be served)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{base_url}/health did not turn 200 within {timeout:.0f}s")
-
-
 def run_embedded(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
-    extra_env = {
-        "INFERENCE_ENGINE": args.engine,  # echo: the bundled 'smollm2' is served by the echo engine
-        "REDIS_URL": "",  # an inherited REDIS_URL would turn this into distributed mode
-        "PYTHONUNBUFFERED": "1",  # the "API key:" line must reach the log before /health turns ready
-    }
     print(f"[embedded] starting ./run.sh (INFERENCE_ENGINE={args.engine}, fresh SQLite in {tmp})", flush=True)
     started = time.perf_counter()
-    server = start_live_server(tmp, extra_env)
-    try:
-        api_key = server.api_key
-        deadline = time.monotonic() + 10
-        while not api_key and time.monotonic() < deadline:
-            time.sleep(0.2)
-            api_key = next((line.split()[2] for line in server.log().splitlines() if line.startswith("API key:")
-                            and line.split()[2].startswith("ipk-")), "")
-        if not api_key:
-            raise RuntimeError(f"no API key in the platform's output:\n{server.log()[-3000:]}")
-        _ready(server.base_url)
-        print(f"[embedded] ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
-        return asyncio.run(measure_mode("embedded", server.base_url, api_key, args, prompts))
-    except Exception:
-        print(f"[embedded] last platform output:\n{server.log()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        with _no_interrupts():
-            server.stop()
+    # echo: the bundled 'smollm2' is served by the echo engine
+    with embedded_platform(tmp, args.engine) as server:
+        try:
+            print(f"[embedded] ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
+            return asyncio.run(measure_mode("embedded", server.base_url, server.api_key, args, prompts))
+        except Exception:
+            print(f"[embedded] last platform output:\n{server.log()[-3000:]}", file=sys.stderr)
+            raise
 
 
 def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
@@ -346,8 +244,10 @@ def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
             cluster.manage("register_model", MODEL, "--source", str(args.model_path), "--engine", "llama_cpp")
         api_key = cluster.manage("issue_api_key", "concurrency-benchmark").strip()
         cluster.start_worker("bench", MODEL, concurrency=WORKER_CONCURRENCY)
-        base_url = cluster.start_web()
-        _ready(base_url)
+        base_url = cluster.start_web()  # it waits for /health to answer at all: 503 until a worker is seen
+        web = cluster.procs[-1]
+        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code == 200, 120,
+              "GET /health == 200", web.process, web.log)
         print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
               f"(worker --models {MODEL} --concurrency {WORKER_CONCURRENCY})", flush=True)
         return asyncio.run(measure_mode("distributed", base_url, api_key, args, prompts))
@@ -357,7 +257,7 @@ def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
                   file=sys.stderr)
         raise
     finally:
-        with _no_interrupts():
+        with no_interrupts():
             try:
                 cluster.shutdown()
             finally:
@@ -490,10 +390,9 @@ def main() -> int:
         print("and per token (HTTP, auth, records, SSE; plus Celery, Redis and the channel layer when distributed).")
         if any(s["wall_s"] < 2 for ss in results.values() for s in ss):
             print("Some levels took under 2 s: pass --requests-per-level 200 or more for steadier echo numbers.")
-    # CPU time is counted in 10 ms ticks: over a fraction of a second the share means nothing.
-    noisy = [(mode, s["level"], s["cpu"]["other_share"]) for mode, ss in results.items() for s in ss
-             if s["cpu"] and s["cpu"]["wall_s"] >= 1 and s["cpu"]["other_share"] > 0.10]
-    for mode, level, share in noisy:
+    noisy_levels = [(mode, s["level"], s["cpu"]["other_share"]) for mode, ss in results.items() for s in ss
+                    if s["cpu"] and noisy(s["cpu"]["other_share"], s["cpu"]["wall_s"])]
+    for mode, level, share in noisy_levels:
         print(f"Warning: other processes used {share:.0%} of the machine during {mode} level {level}; "
               f"its numbers are noisy.")
 

@@ -15,28 +15,22 @@ import argparse
 import json
 import os
 import platform as platform_module
-import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
 import urllib.request
-from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models_registry.bundled import bundled_model_path  # noqa: E402  (needs ROOT on sys.path; no Django)
+from benchmarks.embedded import embedded_platform  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.machine import CpuAccount, major_faults, noisy  # noqa: E402
+from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django)
 
 DEFAULT_PROMPT = "Write a long story about a lighthouse keeper."
-API_KEY_LINE = re.compile(r"^API key:\s+(ipk-\S+)")
 
 
 @dataclass
@@ -67,179 +61,13 @@ class Sample:
         return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
 
 
-# --------------------------------------------------------------------------- platform process
-
-
-class PlatformProcess:
-    """`./run.sh` as a subprocess on a free port with a fresh SQLite database."""
-
-    def __init__(self, workdir: Path, log_path: Path):
-        self.workdir = workdir
-        self.log_path = log_path
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.api_key: str | None = None
-        self.proc: subprocess.Popen | None = None
-        self._key_seen = threading.Event()
-        self._tail: deque[str] = deque(maxlen=60)
-        self._reader: threading.Thread | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            PORT=str(self.port),
-            HOST="127.0.0.1",  # nothing outside this machine needs to reach it
-            DATABASE_URL=f"sqlite:///{self.workdir / 'bench.sqlite3'}",
-            INFERENCE_ENGINE="llama_cpp",  # an inherited INFERENCE_ENGINE=echo would measure nothing
-            PYTHONUNBUFFERED="1",  # the API key line must reach the pipe before the server starts
-        )
-        env.pop("REDIS_URL", None)  # embedded mode: the engine runs in the web process
-        self.proc = subprocess.Popen(
-            ["./run.sh"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # its own process group, so stopping it reaches only what it started
-        )
-        self._reader = threading.Thread(target=self._drain, name="platform-output", daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        """Keep the pipe empty (a full pipe would stall the server) and pick out the API key."""
-        assert self.proc is not None and self.proc.stdout is not None
-        with open(self.log_path, "w", encoding="utf-8") as log:
-            for line in self.proc.stdout:
-                log.write(line)
-                log.flush()
-                self._tail.append(line.rstrip("\n"))
-                match = API_KEY_LINE.match(line.strip())
-                if match and self.api_key is None:
-                    self.api_key = match.group(1)
-                    self._key_seen.set()
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Block until the key was printed and GET /health answers 200."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if self._key_seen.is_set() and _health_ok(self.base_url):
-                return
-            time.sleep(0.25)
-        what = "an 'API key:' line" if not self._key_seen.is_set() else "GET /health == 200"
-        raise RuntimeError(f"platform not ready after {timeout_s:.0f}s (waiting for {what})\n{self.tail()}")
-
-    def _check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"platform exited early with status {self.proc.returncode}\n{self.tail()}")
-
-    def tail(self) -> str:
-        return "--- last platform output ---\n" + "\n".join(self._tail)
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Terminate, wait, and kill only on timeout."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            _signal_group(self.proc, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.proc, signal.SIGKILL)
-                self.proc.wait(timeout=timeout_s)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the group this script created with start_new_session
-    except ProcessLookupError:
-        pass
-
-
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 onwards); None off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def major_faults(pid: int) -> int | None:
-    """Major page faults of a process so far: each one is a read from disk.
-
-    The model is mmap'd: weights the kernel dropped from the page cache come back from disk
-    on the next request, as a TTFT spike that is neither side's doing. This makes it visible.
-    """
-    fields = _proc_stat_fields(pid)
-    return int(fields[9]) if fields else None  # field 12: majflt
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far."""
-    fields = _proc_stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None  # fields 14, 15
-
-
-def machine_busy_cpu_s() -> float | None:
-    """CPU seconds all processes on the machine have used since boot (not idle, not iowait)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuAccount:
-    """How much CPU processes other than this one and the platform used during a stretch."""
-
-    def __init__(self, pids: list[int]):
-        self.pids = pids
-        self._start = self._snapshot()
-        self._wall = time.perf_counter()
-
-    def _snapshot(self) -> tuple[float | None, float | None]:
-        ours = [process_cpu_s(pid) for pid in self.pids]
-        return machine_busy_cpu_s(), None if None in ours else sum(ours)
-
-    def others(self) -> dict | None:
-        """CPU seconds used by everything else, and that as a share of all cores' time."""
-        end, wall = self._snapshot(), time.perf_counter() - self._wall
-        if None in (*self._start, *end) or wall <= 0:
-            return None
-        other = max(0.0, (end[0] - self._start[0]) - (end[1] - self._start[1]))
-        return {"cpu_s": round(other, 1), "wall_s": round(wall, 1),
-                "share_of_machine": round(other / (wall * (os.cpu_count() or 1)), 3)}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _health_ok(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+# --------------------------------------------------------------------------- the two sides
 
 
 def _get_json(url: str, api_key: str) -> dict:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-# --------------------------------------------------------------------------- the two sides
 
 
 class DirectSide:
@@ -471,51 +299,51 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-single-stream-") as tmp:
         workdir = Path(tmp)
-        server = PlatformProcess(workdir, workdir / "platform.log")
-        direct = platform = None
-        try:
-            print(f"Starting the platform: ./run.sh on {server.base_url} (fresh SQLite in {workdir})", flush=True)
-            started = time.perf_counter()
-            server.start()
-            server.wait_ready(args.startup_timeout)
-            print(f"Platform ready in {time.perf_counter() - started:.1f}s", flush=True)
-            # INFERENCE_ENGINE=llama_cpp is forced above; this only guards against a surprise.
-            status = _get_json(f"{server.base_url}/v1/system/status", server.api_key)
-            engines = [e.get("engine") for e in status.get("engines") or [] if isinstance(e, dict)]
-            if engines and "llama_cpp" not in engines:
-                raise RuntimeError(f"platform is not serving with llama_cpp (engines: {engines})")
+        print(f"Starting the platform: ./run.sh (fresh SQLite in {workdir})", flush=True)
+        started = time.perf_counter()
+        with embedded_platform(workdir, "llama_cpp", args.startup_timeout) as server:
+            print(f"Platform ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
+            direct = platform = None
+            try:
+                # INFERENCE_ENGINE=llama_cpp is forced above; this only guards against a surprise.
+                status = _get_json(f"{server.base_url}/v1/system/status", server.api_key)
+                engines = [e.get("engine") for e in status.get("engines") or [] if isinstance(e, dict)]
+                if engines and "llama_cpp" not in engines:
+                    raise RuntimeError(f"platform is not serving with llama_cpp (engines: {engines})")
 
-            print(f"Loading {model_path.name} in-process with llama-cpp-python", flush=True)
-            direct = DirectSide(model_path, args.n_ctx, args.direct_prefix_cache)
-            n_threads = direct.llama.n_threads
-            n_threads_batch = direct.llama.n_threads_batch
-            platform = PlatformSide(server.base_url, server.api_key, args.model, server.proc.pid)
-            print(f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
-                  f"n_batch={direct.llama.n_batch} (llama-cpp-python defaults; the platform's engine uses "
-                  f"the same unless the model's engine_options say otherwise)")
-            print(f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
-                  f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate", flush=True)
+                print(f"Loading {model_path.name} in-process with llama-cpp-python", flush=True)
+                direct = DirectSide(model_path, args.n_ctx, args.direct_prefix_cache)
+                n_threads = direct.llama.n_threads
+                n_threads_batch = direct.llama.n_threads_batch
+                platform = PlatformSide(server.base_url, server.api_key, args.model, server.process.pid)
+                print(f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
+                      f"n_batch={direct.llama.n_batch} (llama-cpp-python defaults; the platform's engine uses "
+                      f"the same unless the model's engine_options say otherwise)")
+                print(f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
+                      f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate", flush=True)
 
-            account = CpuAccount([os.getpid(), server.proc.pid])
-            samples = run_benchmark(args, direct, platform)
-            others = account.others()
-        except BaseException:
-            if server.proc is not None and server.proc.poll() is not None:
-                print(server.tail(), file=sys.stderr)
-            raise
-        finally:
-            if platform is not None:
-                platform.close()
-            if direct is not None:
-                direct.close()
-            server.stop()
+                account = CpuAccount()  # this process and the platform are ours; the rest is noise
+                samples = run_benchmark(args, direct, platform)
+                span = account.measure()
+            except BaseException:
+                if server.process.poll() is not None:
+                    tail = "\n".join(server.log().splitlines()[-60:])
+                    print(f"--- last platform output ---\n{tail}", file=sys.stderr)
+                raise
+            finally:
+                if platform is not None:
+                    platform.close()
+                if direct is not None:
+                    direct.close()
 
     summary = summarize(samples)
     print_table(summary)
+    others = None if span is None else {"cpu_s": round(span.other_s, 1), "wall_s": round(span.wall_s, 1),
+                                         "share_of_machine": round(span.other_share, 3)}
     if others is not None:
         print(f"Other processes used {others['cpu_s']} CPU-s during the {others['wall_s']} s of warm-up and "
               f"measured runs ({others['share_of_machine']:.0%} of the machine's {os.cpu_count()} cores).")
-        if others["share_of_machine"] > 0.1:
+        if noisy(others["share_of_machine"], others["wall_s"]):
             print("Warning: they compete for the cores with both sides, so these numbers are noisy "
                   "(TTFT most of all); rerun on a quieter machine or with more --runs.")
     import llama_cpp

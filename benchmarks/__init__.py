@@ -1,0 +1,1 @@
+"""Speed benchmarks, run as scripts from the repository root (see README.md)."""

@@ -1,0 +1,89 @@
+"""The platform in embedded mode for a benchmark: `./run.sh`, fresh SQLite, stopped with all it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.machine import process_table
+from tests.compat.live_server import KEY_LINE, LiveServer, start_live_server
+
+STOP_TIMEOUT_S = 15.0
+
+
+@contextlib.contextmanager
+def no_interrupts() -> Iterator[None]:
+    """A second Ctrl-C must not cut the clean-up short and leave processes or a database behind."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def embedded_platform(tmp: Path, engine: str, ready_timeout: float = 120) -> Iterator[LiveServer]:
+    """./run.sh on a free port with a fresh SQLite file in tmp, until /health is 200 and the API key
+    is known; on the way out its whole process group is stopped."""
+    extra_env = {
+        "INFERENCE_ENGINE": engine,  # an inherited INFERENCE_ENGINE would measure another engine
+        "REDIS_URL": "",  # settings read "" as unset; an inherited REDIS_URL would mean distributed mode
+        "PYTHONUNBUFFERED": "1",  # the "API key:" line must reach the log before /health turns ready
+    }
+    leaders = _our_group_leaders()
+    try:
+        server = start_live_server(tmp, extra_env, ready_timeout)
+    except BaseException:
+        # On a timeout start_live_server kills run.sh alone, on Ctrl-C nothing: end the process
+        # group it started (run.sh's pip, say), as for a server that did start.
+        with no_interrupts():
+            for pgid in _our_group_leaders() - leaders:
+                _signal_group(pgid, signal.SIGKILL)
+        raise
+    try:
+        _wait_for_api_key(server)
+        yield server
+    finally:
+        with no_interrupts():
+            _stop(server)
+
+
+def _our_group_leaders() -> set[int]:
+    """Children of this process that lead their own process group (started with start_new_session)."""
+    me = os.getpid()
+    return {pid for pid, stat in process_table().items() if stat.ppid == me and stat.pgrp == pid}
+
+
+def _wait_for_api_key(server: LiveServer, timeout_s: float = 10) -> None:
+    """start_live_server reads the key once, when /health turns 200: give a late line a moment."""
+    deadline = time.monotonic() + timeout_s
+    while not server.api_key:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no API key in the platform's output:\n{server.log()[-3000:]}")
+        time.sleep(0.2)
+        match = KEY_LINE.search(server.log())
+        server.api_key = match.group(1) if match else ""
+
+
+def _stop(server: LiveServer) -> None:
+    """SIGTERM to the process group run.sh started; SIGKILL to it only if the server outlives the timeout."""
+    process = server.process
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)  # start_live_server gives run.sh its own session, so this reaches only its processes
+    except ProcessLookupError:
+        pass
