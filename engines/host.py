@@ -32,11 +32,11 @@ class EngineHost:
         """Blocking: return the loaded engine for `spec`, loading it on first use."""
         with self._lock:
             engine = self._engines.get(spec.name)
-            if engine is not None and engine.name == engine_name and engine.spec == spec:
+            if engine is not None and engine.name == engine_name and engine.spec == spec and engine.loaded:
                 return engine
             self._loading.add(spec.name)
             try:
-                if engine is not None:  # the registry entry changed: reload
+                if engine is not None:  # the registry entry changed, or the engine failed: reload
                     engine.unload()
                     del self._engines[spec.name]
                 engine = create_engine(engine_name, spec)

@@ -163,13 +163,14 @@ async def test_errors_leave_the_engine_usable(client, echo_model):
 
 
 @pytest.fixture
-def mlx_model(transactional_db, gguf_path):
+def vllm_model(transactional_db, gguf_path):
     from models_registry.services.served_models import served_model_register
 
-    return served_model_register(name="needs-mlx", source=gguf_path, engine="mlx")
+    return served_model_register(name="needs-vllm", source=gguf_path, engine="vllm")
 
 
-async def test_engine_that_cannot_run_here_is_503(client, mlx_model):
-    body = {"model": "needs-mlx", "messages": [{"role": "user", "content": "hi"}]}
+async def test_engine_that_cannot_run_here_is_503(client, vllm_model):
+    """vLLM needs a CUDA GPU and is not installed on these machines."""
+    body = {"model": "needs-vllm", "messages": [{"role": "user", "content": "hi"}]}
     error = assert_openai_error(await client.post("/v1/chat/completions", json=body), 503, "service_unavailable")
-    assert "mlx" in error["message"]
+    assert "vLLM is not installed" in error["message"]
