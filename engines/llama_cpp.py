@@ -1,31 +1,28 @@
 """The llama.cpp engine, on llama-cpp-python.
 
-llama.cpp is not thread-safe per model, so each engine owns one decoding thread and
-serves one sequence at a time from a queue. The event loop only ever awaits an
-asyncio.Queue that the thread fills, so it is never blocked. Continuous batching will
-replace the single thread without changing the async interface.
+llama.cpp is not thread-safe per model, so it decodes on one thread (engines.threaded) and
+serves one sequence at a time. Continuous batching will replace the single thread without
+changing the async interface.
 """
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import concurrent.futures
 import logging
 import random
-import threading
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
-from .errors import ContextOverflowError, EngineCrashedError, EngineUnavailableError, EngineError
+from .errors import ContextOverflowError, EngineUnavailableError
 from .stops import StopMatcher
+from .threaded import SingleThreadEngine
 
 logger = logging.getLogger(__name__)
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(SingleThreadEngine):
     name = "llama_cpp"
     capabilities = CAPABILITIES["llama_cpp"]
 
@@ -82,32 +79,6 @@ class LlamaCppEngine(Engine):
         result = self._formatter(messages=list(messages))
         return result.prompt, bool(result.added_special)
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        self._require()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Chunk | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
-                cancelled.set()
-
-        loop.run_in_executor(self._executor, self._decode, request, emit, cancelled)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            # Reached on normal end, on error and when the consumer stops listening
-            # (client disconnect): the decoding thread checks this before every token.
-            cancelled.set()
-
     def _require(self):
         if self._llama is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
@@ -119,23 +90,6 @@ class LlamaCppEngine(Engine):
             prompt, adds_bos = self.render_chat(list(request.messages))
             return llama.tokenize(prompt.encode("utf-8"), add_bos=not adds_bos, special=True)
         return llama.tokenize((request.prompt or "").encode("utf-8"), add_bos=True, special=False)
-
-    def _decode(
-        self,
-        request: GenerationRequest,
-        emit: Callable[[Chunk | BaseException], None],
-        cancelled: threading.Event,
-    ) -> None:
-        """Runs on the engine's thread: tokenize, sample token by token, emit deltas."""
-        if cancelled.is_set():  # cancelled while still queued
-            return
-        try:
-            emit(self._decode_unsafe(request, emit, cancelled))
-        except EngineError as exc:
-            emit(exc)
-        except Exception as exc:  # a crash in one request must not kill the thread
-            logger.exception("llama.cpp generation failed for request %s", request.request_id)
-            emit(EngineCrashedError(f"llama.cpp failed: {exc}"))
 
     def _decode_unsafe(self, request, emit, cancelled) -> Chunk:
         import llama_cpp
