@@ -1,4 +1,5 @@
 from django.urls import path, re_path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from . import views
 from .exceptions import not_found_view
@@ -10,6 +11,8 @@ urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="completions"),
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
+    path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     # Unknown API paths answer in OpenAI's error shape even with DEBUG on.
     re_path(r"^v1/", not_found_view),
 ]

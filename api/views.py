@@ -5,11 +5,13 @@ from django.http import StreamingHttpResponse
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from . import schema
 from .services import status as status_service
 from .services.completions import CHAT, StreamResult, completion_serve
 from .services.models import model_detail, model_list
 
 
+@schema.HEALTH
 class HealthView(APIView):
     """Liveness and readiness; needs no key."""
 
@@ -22,16 +24,19 @@ class HealthView(APIView):
         return Response(body, status=200 if ready else 503)
 
 
+@schema.MODEL_LIST
 class ModelListView(APIView):
     async def get(self, request):
         return Response(await model_list(key=request.auth))
 
 
+@schema.MODEL_DETAIL
 class ModelDetailView(APIView):
     async def get(self, request, model_id: str):
         return Response(await model_detail(key=request.auth, name=model_id))
 
 
+@schema.SYSTEM_STATUS
 class SystemStatusView(APIView):
     async def get(self, request):
         return Response(await status_service.system_status())
@@ -50,9 +55,11 @@ class _CompletionView(APIView):
         return Response(result.body)
 
 
+@schema.CHAT_COMPLETIONS
 class ChatCompletionsView(_CompletionView):
     kind = CHAT
 
 
+@schema.COMPLETIONS
 class CompletionsView(_CompletionView):
     kind = "completions"

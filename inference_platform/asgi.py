@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 
 from api.dispatch import start_preloading  # noqa: E402
 from api.routing import websocket_urlpatterns  # noqa: E402
+from monitoring.host_samples import start_process_sampler  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
@@ -21,3 +22,4 @@ application = ProtocolTypeRouter({
 })
 
 start_preloading()
+start_process_sampler(role="web")

@@ -33,6 +33,9 @@ env = environ.Env(
     WORKER_DEAD_AFTER_SECONDS=(float, 5.0),
     QUEUE_TIMEOUT_SECONDS=(float, 300.0),
     REDIS_TIMEOUT_SECONDS=(float, 2.0),
+    SYSTEM_SAMPLE_SECONDS=(float, 5.0),
+    METRICS_ACCESS=(str, ""),
+    METRICS_TOKEN=(str, ""),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -83,6 +86,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's JS and CSS served locally: no CDN, works offline
     "channels",
     "models_registry",
     "api",
@@ -128,6 +133,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     )
+    # Tests get a file too: an in-memory database fails concurrent writes at once ("table is
+    # locked") instead of waiting, which would drop records of requests finishing together.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 
 if DISTRIBUTED:
     CHANNEL_LAYERS = {
@@ -157,6 +165,16 @@ WORKER_HEARTBEAT_SECONDS = env("WORKER_HEARTBEAT_SECONDS")
 WORKER_DEAD_AFTER_SECONDS = env("WORKER_DEAD_AFTER_SECONDS")
 # How long a job may wait in its queue for a worker before the client gets a 503.
 QUEUE_TIMEOUT_SECONDS = env("QUEUE_TIMEOUT_SECONDS")
+
+# Each web and worker process samples CPU, memory, disk and GPU this often (0 turns it off;
+# status pages then sample on demand). See monitoring/sampler.py.
+SYSTEM_SAMPLE_SECONDS = env("SYSTEM_SAMPLE_SECONDS")
+# Who may read GET /metrics: "open", "staff" (an admin session) or "token" (Bearer METRICS_TOKEN).
+# Open by default only while DEBUG, so a local Prometheus scrapes the embedded mode as is.
+METRICS_ACCESS = env("METRICS_ACCESS") or ("open" if DEBUG else "token")
+if METRICS_ACCESS not in ("open", "staff", "token"):
+    raise ImproperlyConfigured(f"METRICS_ACCESS={METRICS_ACCESS!r}; choose one of open, staff, token")
+METRICS_TOKEN = env("METRICS_TOKEN")  # no default: with "token" and none set, /metrics answers 403
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers
@@ -201,6 +219,36 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "api.exceptions.openai_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI document at /v1/openapi.json and the Swagger UI at /v1/docs (see api/schema.py).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Inference platform API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "An OpenAI-compatible API for the models this platform serves. Every `/v1` endpoint takes "
+        "`Authorization: Bearer <key>` (keys are issued in the admin); `GET /health` needs none. "
+        "Errors come in OpenAI's shape, `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`; "
+        "a method a path does not allow answers 405 in that shape.\n\n"
+        "With `\"stream\": true` the completion endpoints answer `text/event-stream`: one "
+        "`data: <chunk JSON>` event per chunk, ending with `data: [DONE]`; an error after the stream "
+        "has started arrives as a `data: {\"error\": ...}` event.\n\n"
+        "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions` "
+        "and `ws://HOST:PORT/ws/v1/completions` take `{\"type\": \"request\", \"body\": {...}}` "
+        "(the body you would POST here), always stream, and end every request with a `[DONE]` text "
+        "frame; authenticate with the `Authorization` header on the handshake or a first "
+        "`{\"type\": \"auth\", \"api_key\": \"<key>\"}` message. See the README for the full protocol."
+    ),
+    # 3.1: event-stream responses describe each event's JSON payload (contentSchema).
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs are public: a stale key in the browser must not lock them.
+    "SERVE_AUTHENTICATION": [],
+    # Bearer scheme: api/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

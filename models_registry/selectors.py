@@ -30,6 +30,12 @@ def enabled_model_names() -> list[str]:
     return list(ServedModel.objects.filter(enabled=True).values_list("name", flat=True))
 
 
+def active_worker_ids() -> list[str]:
+    """Workers not marked dead; their liveness keys in Redis tell which are really alive."""
+    return list(WorkerRegistration.objects.exclude(state=WorkerRegistration.State.DEAD)
+                .values_list("worker_id", flat=True))
+
+
 def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     """Workers that are ready, heard from recently, and host `model_name`."""
     fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)

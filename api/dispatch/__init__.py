@@ -73,6 +73,11 @@ async def readiness() -> tuple[bool, str]:
     return await _backend().readiness()
 
 
+async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
+    """(running, waiting) requests per model, over every host that serves it."""
+    return await _backend().request_load(model_names)
+
+
 def engine_states() -> list[dict]:
     """Engines loaded in this process (none in a distributed web process)."""
     from .embedded import engine_host

@@ -9,6 +9,7 @@ killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from engines.base import Chunk, GenerationRequest
 from models_registry.models import ServedModel
-from models_registry.selectors import enabled_model_names, ready_workers_for
+from models_registry.selectors import active_worker_ids, enabled_model_names, ready_workers_for
 from models_registry.services.workers import workers_mark_silent_dead
 
 from ..errors import ServiceUnavailable, WorkerLost
@@ -141,6 +142,31 @@ async def _cancel(request_id: str, started: dict | None) -> None:
                 await client.set(cancelled_key(request_id), 1, ex=int(settings.QUEUE_TIMEOUT_SECONDS) + 60)
     except Exception:
         logger.warning("could not cancel request %s", request_id, exc_info=True)
+
+
+async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
+    """Running: the jobs live workers report in their liveness keys. Waiting: the jobs still in
+    each model's queue (Celery's Redis transport keeps a queue as a list under its name)."""
+    worker_ids = await sync_to_async(active_worker_ids)()
+    try:
+        async with redis_client() as client:
+            async with client.pipeline(transaction=False) as pipe:
+                for name in model_names:
+                    pipe.llen(queue_name(name))
+                waiting = await pipe.execute()
+            beats = await client.mget([liveness_key(w) for w in worker_ids]) if worker_ids else []
+    except (RedisError, OSError) as exc:
+        raise _unavailable("could not read the queues", exc) from exc
+    running: dict[str, int] = {}
+    for beat in beats:
+        # Absent: the worker stopped heartbeating, so nothing runs there. A bare "1": a worker
+        # from before liveness keys carried the load.
+        report = json.loads(beat) if beat else None
+        if isinstance(report, dict):
+            for name, count in report.get("running", {}).items():
+                running[name] = running.get(name, 0) + count
+    queued = dict(zip(model_names, waiting))
+    return {name: (running.get(name, 0), queued.get(name, 0)) for name in dict.fromkeys([*model_names, *running])}
 
 
 async def readiness() -> tuple[bool, str]:

@@ -45,6 +45,15 @@ async def readiness() -> tuple[bool, str]:
     return _host.readiness(await sync_to_async(enabled_model_names)())
 
 
+async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
+    """Requests inside each engine of this process count as running (an engine may queue some
+    internally); nothing waits outside the engines in embedded mode."""
+    load = dict.fromkeys(model_names, (0, 0))
+    for state in _host.states():
+        load[state["model"]] = (state["in_flight"], 0)
+    return load
+
+
 def load_enabled_models() -> None:
     """Blocking: load every enabled model, logging (not raising) failures."""
     for model in ServedModel.objects.filter(enabled=True):

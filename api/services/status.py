@@ -3,6 +3,7 @@
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from monitoring.host_samples import hosts_status
 from monitoring.system import system_snapshot
 
 from .. import dispatch
@@ -23,4 +24,6 @@ async def system_status() -> dict:
         "platform": dispatch.platform_info(),
         "engines": dispatch.engine_states(),
         "system": await sync_to_async(system_snapshot, thread_sensitive=False)(),
+        # Every web and worker process (distributed) or this one (embedded): latest sample, averages.
+        "hosts": await sync_to_async(hosts_status, thread_sensitive=False)(),
     }

@@ -8,12 +8,14 @@ loop, which keeps the number of jobs taken at once equal to the pool's concurren
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from contextlib import aclosing
 
 import redis.asyncio as aioredis
@@ -27,6 +29,7 @@ from engines.errors import EngineError, EngineUnavailableError
 from engines.host import EngineHost
 from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.services import workers as worker_services
+from monitoring.host_samples import start_process_sampler, stop_process_sampler
 
 from ..dispatch import model_spec, resolve_engine, wire
 from ..dispatch.distributed import cancelled_key, liveness_key
@@ -66,6 +69,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self.control_channel = ""
         self.jobs: dict[str, asyncio.Task] = {}
+        self.running = Counter()  # jobs per model, published with each heartbeat for /metrics
         self._thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
         self._heartbeat: asyncio.Task | None = None
         self._control: asyncio.Task | None = None
@@ -76,6 +80,7 @@ class WorkerRuntime:
     def start(self) -> None:
         """Register, load every model, then report ready. Blocks until loaded."""
         names = [m.name for m in self.models]
+        start_process_sampler(role="worker", name=self.worker_id)
         worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
                                         models=names, concurrency=self.concurrency)
         engines = {}
@@ -112,6 +117,7 @@ class WorkerRuntime:
             self._thread.join(timeout=10)
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD)
             self.host.shutdown()
+            stop_process_sampler()
 
     def _run(self, coroutine, timeout: float | None = 30):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -139,7 +145,10 @@ class WorkerRuntime:
             await self._redis.aclose()
 
     async def _beat(self) -> None:
-        await self._redis.set(liveness_key(self.worker_id), 1, px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+        # The liveness key carries the running jobs per model: /metrics sums them over live
+        # workers, and a dead worker's jobs vanish exactly when the worker counts as dead.
+        load = json.dumps({"running": {model: count for model, count in self.running.items() if count}})
+        await self._redis.set(liveness_key(self.worker_id), load, px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
 
     async def _heartbeat_loop(self) -> None:
         beats = 0
@@ -194,6 +203,7 @@ class WorkerRuntime:
         layer = get_channel_layer()
         task = asyncio.current_task()
         self.jobs[request.request_id] = task
+        self.running[spec.name] += 1
         try:
             await layer.send(reply, {"type": wire.JOB_STARTED, "worker": self.worker_id,
                                      "control": self.control_channel, "queue_wait_ms": queue_wait_ms})
@@ -218,6 +228,7 @@ class WorkerRuntime:
             await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(crashed)})
         finally:
             self.jobs.pop(request.request_id, None)
+            self.running[spec.name] -= 1
 
     async def _stream(self, engine_name, spec, request, tracker: RequestTracker, send) -> None:
         produced: asyncio.Queue = asyncio.Queue()

@@ -63,7 +63,14 @@ async def test_error_message_never_echoes_the_key(anonymous, echo_model):
     assert "secret-that-must-not-leak" not in response.text
 
 
-async def test_health_needs_no_key(anonymous, echo_model):
+@pytest.fixture
+def unloaded_model(transactional_db):
+    from models_registry.services.served_models import served_model_register
+
+    return served_model_register(name="never-loaded", source="", engine="echo")
+
+
+async def test_health_needs_no_key(anonymous, unloaded_model):
     response = await anonymous.get("/health")
     # Nothing is preloaded in tests: the echo model is registered but not loaded yet.
     assert response.status_code == 503
