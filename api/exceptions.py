@@ -5,7 +5,7 @@ import logging
 from django.http import JsonResponse
 from rest_framework.response import Response
 
-from .errors import INTERNAL_ERROR, error_info
+from .errors import INTERNAL_ERROR, RateLimited, error_info
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +19,8 @@ def openai_exception_handler(exc, context):
     response = Response(info.body(), status=info.status)
     if info.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 
@@ -27,6 +29,23 @@ def not_found_view(request, exception=None):
         {"error": {"message": f"Unknown request URL: {request.method} {request.path}.",
                    "type": "invalid_request_error", "param": None, "code": "unknown_url"}},
         status=404,
+    )
+
+
+def bad_request_view(request, exception=None):
+    """Django's own 400s (e.g. a missing or disallowed Host header), in OpenAI's shape."""
+    return JsonResponse(
+        {"error": {"message": "Bad request: the request's headers or framing are invalid.",
+                   "type": "invalid_request_error", "param": None, "code": "bad_request"}},
+        status=400,
+    )
+
+
+def permission_denied_view(request, exception=None):
+    return JsonResponse(
+        {"error": {"message": "You do not have permission to perform this request.",
+                   "type": "invalid_request_error", "param": None, "code": "permission_denied"}},
+        status=403,
     )
 
 

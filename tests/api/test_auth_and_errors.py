@@ -181,3 +181,10 @@ async def test_engine_that_cannot_run_here_is_503(client, vllm_model):
     body = {"model": "needs-vllm", "messages": [{"role": "user", "content": "hi"}]}
     error = assert_openai_error(await client.post("/v1/chat/completions", json=body), 503, "service_unavailable")
     assert "vLLM is not installed" in error["message"]
+
+
+async def test_django_level_bad_request_is_openai_json(client, echo_model):
+    """A request Django itself refuses (here: an empty Host header) still answers in the error shape."""
+    response = await client.post("/v1/completions", json={"model": "echo", "prompt": "x"}, headers={"host": ""})
+    assert_openai_error(response, 400, "bad_request")
+    assert response.headers["content-type"].startswith("application/json")

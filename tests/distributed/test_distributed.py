@@ -173,7 +173,8 @@ def test_model_without_a_worker_is_a_fast_503(deployment, sdk):
 def _stream_until_error(base_url: str, key: str, body: dict, on_chunk) -> tuple[list[str], dict | None]:
     """Read an SSE stream; return the texts received and the in-band error, if any."""
     texts, error = [], None
-    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=30,
+    # Generous per-read bound: on a loaded 2-core machine a kill is still seen in seconds.
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=90,
                       headers={"Authorization": f"Bearer {key}"}) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
