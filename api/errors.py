@@ -46,6 +46,18 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+class RateLimited(ApiError):
+    """A per-key limit was reached; the response carries Retry-After (seconds)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     type = "server_error"

@@ -6,6 +6,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from click import Option
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
@@ -18,3 +19,8 @@ app.user_options["worker"].add(
 )
 app.steps["worker"].add("api.worker.bootstep:EngineHostStep")
 app.autodiscover_tasks()
+# Run with `celery -A inference_platform beat`; one beat process per deployment.
+app.conf.beat_schedule = {
+    "prune-request-records": {"task": "monitoring.prune_request_records", "schedule": crontab(hour=3, minute=17),
+                              "options": {"queue": "default"}},
+}

@@ -36,6 +36,8 @@ env = environ.Env(
     SYSTEM_SAMPLE_SECONDS=(float, 5.0),
     METRICS_ACCESS=(str, ""),
     METRICS_TOKEN=(str, ""),
+    RECORD_RETENTION_DAYS=(int, 30),
+    RECORD_RETENTION_BATCH_SIZE=(int, 5000),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -175,6 +177,12 @@ METRICS_ACCESS = env("METRICS_ACCESS") or ("open" if DEBUG else "token")
 if METRICS_ACCESS not in ("open", "staff", "token"):
     raise ImproperlyConfigured(f"METRICS_ACCESS={METRICS_ACCESS!r}; choose one of open, staff, token")
 METRICS_TOKEN = env("METRICS_TOKEN")  # no default: with "token" and none set, /metrics answers 403
+# Celery beat prunes request records older than this daily (0 keeps them forever), this many rows
+# per transaction; `manage.py prune_request_records` does the same on demand.
+RECORD_RETENTION_DAYS = env("RECORD_RETENTION_DAYS")
+RECORD_RETENTION_BATCH_SIZE = env("RECORD_RETENTION_BATCH_SIZE")
+if RECORD_RETENTION_DAYS < 0 or RECORD_RETENTION_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("RECORD_RETENTION_DAYS must be >= 0 and RECORD_RETENTION_BATCH_SIZE >= 1")
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers

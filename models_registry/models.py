@@ -90,6 +90,15 @@ class ApiKey(models.Model):
     revoked = models.BooleanField(default=False)
     allowed_models = models.ManyToManyField(ServedModel, blank=True, related_name="api_keys",
                                             help_text="Leave empty to allow every model.")
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                            verbose_name="requests per minute",
+                                            help_text="Leave blank for no limit.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                            verbose_name="tokens per minute",
+                                            help_text="Prompt plus completion tokens. Leave blank for no limit.")
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                                    verbose_name="concurrent requests",
+                                                    help_text="Leave blank for no limit.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,6 +2,25 @@ from django.contrib import admin
 
 from .models import RequestRecord
 
+# The admin index shows a link to the request dashboard (templates/admin/monitoring_index.html).
+admin.site.index_template = "admin/monitoring_index.html"
+
+
+class StatusClassFilter(admin.SimpleListFilter):
+    """2xx / 4xx / 5xx at a glance; the exact codes are in the status code filter."""
+
+    title = "status class"
+    parameter_name = "status_class"
+
+    def lookups(self, request, model_admin):
+        return [("2xx", "2xx success"), ("4xx", "4xx client error"), ("5xx", "5xx server error")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("2xx", "4xx", "5xx"):
+            low = int(self.value()[0]) * 100
+            return queryset.filter(status_code__gte=low, status_code__lt=low + 100)
+        return queryset
+
 
 @admin.register(RequestRecord)
 class RequestRecordAdmin(admin.ModelAdmin):
@@ -10,7 +29,9 @@ class RequestRecordAdmin(admin.ModelAdmin):
     list_display = ("created_at", "model_name", "engine", "worker", "api_key", "endpoint", "stream", "status_code",
                     "finish_reason", "prompt_tokens", "completion_tokens", "queue_wait_ms", "ttft_ms", "duration_ms",
                     "tokens_per_second")
-    list_filter = ("status_code", "finish_reason", "engine", "worker", "endpoint", "stream", "model_name", "created_at")
+    list_filter = ("model_name", "api_key", StatusClassFilter, "status_code", "finish_reason", "worker", "engine",
+                   "endpoint", "stream", "created_at")
+    list_select_related = ("api_key",)
     search_fields = ("request_id", "model_name", "api_key__name", "api_key__prefix", "error_type")
     date_hierarchy = "created_at"
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+
+from django.db import transaction
+from django.utils import timezone
 
 from .models import RequestRecord
+
+logger = logging.getLogger(__name__)
 
 
 def request_record_create(
@@ -54,3 +60,26 @@ def request_record_create(
         error_message=error_message[:500],
     ))
     return record
+
+
+def request_records_prune(*, older_than_days: int, batch_size: int = 5000, now: dt.datetime | None = None) -> int:
+    """Delete records older than `older_than_days`, `batch_size` primary keys at a time; returns how many.
+
+    Each batch is its own short transaction, so pruning millions of rows never holds one long
+    lock or one huge transaction, and an interrupted run keeps what it already deleted.
+    """
+    if older_than_days < 0:
+        raise ValueError("older_than_days must be 0 or more")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cutoff = (now or timezone.now()) - dt.timedelta(days=older_than_days)
+    old = RequestRecord.objects.filter(created_at__lt=cutoff).order_by("pk").values_list("pk", flat=True)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(old[:batch_size])
+            if not batch:
+                return deleted
+            # Records have no dependants or delete signals, so Django issues one DELETE per batch.
+            deleted += RequestRecord.objects.filter(pk__in=batch).delete()[0]
+        logger.info("pruned %d request records older than %s", deleted, cutoff.isoformat())

@@ -17,6 +17,7 @@ from models_registry.selectors import served_model_for_key
 
 from .. import dispatch
 from ..errors import INTERNAL_ERROR, ModelNotFound, UnsupportedParameter, error_info
+from ..limits import Admission, limits_admit
 from ..serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
 from .openai_format import CHAT, STREAM_DONE, ChunkWriter, completion_body, sse_event
 from .tracking import CLIENT_CLOSED, RequestTracker
@@ -53,6 +54,8 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
     `force_stream` is for transports that always stream (WebSockets), whatever `stream` says.
     """
     tracker = RequestTracker(endpoint=kind, api_key_id=key.pk)
+    admission: Admission | None = None
+    handed_to_stream = False
     try:
         data = read_body()
         if force_stream and isinstance(data, dict):
@@ -65,6 +68,7 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
             raise ModelNotFound(
                 f"The model `{body['model']}` does not exist or you do not have access to it.", param="model"
             )
+        admission = await limits_admit(key=key)  # 429 past a per-key limit
         tracker.engine = dispatch.resolve_engine(model)
         _check_capabilities(kind, body, model, tracker.engine)
         request = _generation_request(kind, body, model, tracker.request_id)
@@ -79,7 +83,8 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
             except BaseException:
                 await chunks.aclose()
                 raise
-            return StreamResult(_stream_events(kind, body, tracker, chunks, first))
+            handed_to_stream = True  # the stream gives the admission back when it ends
+            return StreamResult(_stream_events(kind, body, tracker, chunks, first, admission))
         return JsonResult(await _collect(kind, body, tracker, chunks))
     except asyncio.CancelledError:
         await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
@@ -88,6 +93,13 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
         info = error_info(exc) or INTERNAL_ERROR
         await tracker.finish(status=info.status, finish_reason="error", error=info)
         raise
+    finally:
+        if admission is not None and not handed_to_stream:
+            await admission.finish(tokens=_tokens_used(tracker))
+
+
+def _tokens_used(tracker: RequestTracker) -> int:
+    return (tracker.prompt_tokens or 0) + (tracker.completion_tokens or 0)
 
 
 def _validate(kind: str, data) -> dict:
@@ -176,7 +188,7 @@ async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: Async
 
 
 async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk],
-                         first: Chunk) -> AsyncIterator[dict | str]:
+                         first: Chunk, admission: Admission) -> AsyncIterator[dict | str]:
     """Chunk objects for one request. Closing this iterator (client gone) cancels generation."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"],
@@ -214,3 +226,4 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
         yield error.body()
     finally:
         await tracker.finish(status=status, finish_reason=finish_reason, error=error)
+        await admission.finish(tokens=_tokens_used(tracker))

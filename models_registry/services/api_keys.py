@@ -62,15 +62,26 @@ def api_key_issue(
     owner=None,
     expires_at: dt.datetime | None = None,
     model_names: list[str] | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+    concurrency_limit: int | None = None,
 ) -> IssuedKey:
-    """Create a key and return it with its plaintext, which is shown once and never stored."""
+    """Create a key and return it with its plaintext, which is shown once and never stored.
+
+    Limits are per minute (requests, prompt + completion tokens) and in flight; None is unlimited.
+    """
+    for label, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit),
+                         ("concurrency_limit", concurrency_limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"{label} must be a positive integer or None (unlimited)")
     models = []
     if model_names:
         models = list(ServedModel.objects.filter(name__in=model_names))
         missing = sorted(set(model_names) - {m.name for m in models})
         if missing:
             raise ValueError(f"unknown model(s): {', '.join(missing)}")
-    key = ApiKey(name=name, owner=owner, expires_at=expires_at)
+    key = ApiKey(name=name, owner=owner, expires_at=expires_at, rpm_limit=rpm_limit, tpm_limit=tpm_limit,
+                 concurrency_limit=concurrency_limit)
     plaintext = api_key_assign_secret(key=key)
     if models:
         key.allowed_models.set(models)
@@ -98,3 +109,32 @@ def api_key_revoke(*, key: ApiKey) -> None:
     """Revoke a key; requests with it get 401 from now on."""
     ApiKey.objects.filter(pk=key.pk).update(revoked=True)
     key.revoked = True
+
+
+ROTATED_SUFFIX = " (rotated)"
+
+
+@transaction.atomic
+def api_key_rotate(*, key: ApiKey, grace_seconds: int, now: dt.datetime | None = None) -> IssuedKey:
+    """Issue a successor of `key` and let the old key live on for `grace_seconds` only.
+
+    The new key copies the owner, model allowlist, limits and expiry, and is named
+    "<name> (rotated)". The old key's expiry becomes now + grace, never later than an expiry
+    it already had. Rotating a revoked or expired key is refused.
+    """
+    if grace_seconds < 0:
+        raise ValueError("grace_seconds must be 0 or more")
+    now = now or timezone.now()
+    old = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if not old.is_active(now):
+        raise ValueError("a revoked or expired key cannot be rotated; issue a new one")
+    name = old.name if old.name.endswith(ROTATED_SUFFIX) else old.name + ROTATED_SUFFIX
+    new = ApiKey(name=name[:100], owner=old.owner, expires_at=old.expires_at, rpm_limit=old.rpm_limit,
+                 tpm_limit=old.tpm_limit, concurrency_limit=old.concurrency_limit)
+    plaintext = api_key_assign_secret(key=new)
+    new.allowed_models.set(old.allowed_models.all())
+    grace_end = now + dt.timedelta(seconds=grace_seconds)
+    if old.expires_at is None or grace_end < old.expires_at:
+        ApiKey.objects.filter(pk=old.pk).update(expires_at=grace_end)
+        key.expires_at = grace_end
+    return IssuedKey(key=new, plaintext=plaintext)
