@@ -15,9 +15,8 @@ from typing import Any
 
 from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
-from .errors import ContextOverflowError, EngineUnavailableError
-from .stops import StopMatcher
-from .threaded import SingleThreadEngine
+from .errors import EngineUnavailableError
+from .threaded import SingleThreadEngine, completion_budget, stream_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -97,25 +96,22 @@ class LlamaCppEngine(SingleThreadEngine):
         llama = self._require()
         sampling = request.sampling
         prompt_tokens = self._prompt_tokens(request)
-        n_ctx = llama.n_ctx()
-        max_tokens = sampling.max_tokens if sampling.max_tokens is not None else n_ctx - len(prompt_tokens)
-        if len(prompt_tokens) + max_tokens > n_ctx:
-            raise ContextOverflowError(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{len(prompt_tokens) + max_tokens} tokens ({len(prompt_tokens)} in the prompt, "
-                f"{max_tokens} in the completion). Please reduce the length of the prompt or completion."
-            )
+        max_tokens = completion_budget(prompt_tokens=len(prompt_tokens), max_tokens=sampling.max_tokens,
+                                       n_ctx=llama.n_ctx())
         if not self.spec.options.get("prefix_cache", False):
             # Reusing a cached prefix evaluates the prompt in different batch splits, which
             # shifts logits slightly: identical requests would then differ at temperature 0.
             llama.reset()
         llama.set_seed(sampling.seed if sampling.seed is not None else random.randint(0, 2**31 - 1))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(sampling.stop)
         vocab = llama._model.vocab
         generated: list[int] = []
-        pending_ids: list[int] = []
-        finish = "length"
+
+        def to_text(token: int) -> str:
+            piece = llama.detokenize([token], prev_tokens=prompt_tokens + generated)
+            generated.append(token)
+            return decoder.decode(piece)
+
         tokens = llama.generate(
             prompt_tokens,
             temp=sampling.temperature,
@@ -125,34 +121,13 @@ class LlamaCppEngine(SingleThreadEngine):
             reset=True,
         )
         try:
-            while len(generated) < max_tokens:
-                if cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                token = next(tokens)
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                piece = llama.detokenize([token], prev_tokens=prompt_tokens + generated)
-                generated.append(token)
-                pending_ids.append(token)
-                safe = matcher.feed(decoder.decode(piece))
-                if safe:
-                    emit(Chunk(text=safe, token_ids=tuple(pending_ids)))
-                    pending_ids = []
-                if matcher.stopped:
-                    finish = "stop"
-                    break
+            return stream_tokens(
+                tokens, max_tokens=max_tokens, is_end=lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
+                to_text=to_text, final_text=lambda: decoder.decode(b"", final=True), stops=sampling.stop,
+                emit=emit, cancelled=cancelled, prompt_tokens=len(prompt_tokens),
+            )
         finally:
             tokens.close()
-        tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
-        return Chunk(
-            text=tail,
-            token_ids=tuple(pending_ids) if tail else (),
-            finish_reason=finish,
-            prompt_tokens=len(prompt_tokens),
-            completion_tokens=len(generated),
-        )
 
 
 def _token_text(llama, token_id: int) -> str:

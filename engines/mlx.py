@@ -18,9 +18,8 @@ from typing import Any
 
 from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
-from .errors import ContextOverflowError, EngineUnavailableError
-from .stops import StopMatcher
-from .threaded import SingleThreadEngine
+from .errors import EngineUnavailableError
+from .threaded import SingleThreadEngine, completion_budget, stream_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -150,16 +149,8 @@ class MlxEngine(SingleThreadEngine):
         model = self._require()
         sampling = request.sampling
         prompt = self.prompt_ids(request)
-        n_ctx = self.spec.context_length
-        room = n_ctx - len(prompt)
-        max_tokens = sampling.max_tokens if sampling.max_tokens is not None else room
-        # room < 1: a prompt that fills the window leaves nothing to generate into.
-        if max_tokens > room or room < 1:
-            raise ContextOverflowError(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{len(prompt) + max_tokens} tokens ({len(prompt)} in the prompt, "
-                f"{max_tokens} in the completion). Please reduce the length of the prompt or completion."
-            )
+        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=sampling.max_tokens,
+                                       n_ctx=self.spec.context_length)
         # MLX seeds are unsigned 64-bit; any client integer maps onto one.
         mx.random.seed(sampling.seed % 2**64 if sampling.seed is not None else random.randint(0, 2**31 - 1))
         processors = make_logits_processors(
@@ -167,48 +158,23 @@ class MlxEngine(SingleThreadEngine):
             frequency_penalty=sampling.frequency_penalty, frequency_context_size=PENALTY_WINDOW,
         )
         text = TextStream(self._encoder, prompt)
-        matcher = StopMatcher(sampling.stop)
-        generated: list[int] = []
-        pending_ids: list[int] = []
-        finish = "length"
-        if max_tokens > 0 and prompt:
-            steps = generate_step(
-                mx.array(prompt), model, max_tokens=max_tokens,
-                sampler=make_sampler(sampling.temperature, sampling.top_p),  # temp 0 is argmax
-                logits_processors=processors or None,
-            )
-            # generate_step queues step n+1 before yielding token n, so a cancel leaves at
-            # most that one step computing. wired_limit keeps the weights resident on Metal,
-            # as mlx-lm's own generate does; it does nothing on CPU.
-            with wired_limit(model, [generation_stream]):
-                try:
-                    while len(generated) < max_tokens:
-                        if cancelled.is_set():
-                            finish = "cancelled"
-                            break
-                        token = next(steps)[0]
-                        if token in self._eos_ids:
-                            finish = "stop"
-                            break
-                        generated.append(token)
-                        pending_ids.append(token)
-                        safe = matcher.feed(text.add(token))
-                        if safe:
-                            emit(Chunk(text=safe, token_ids=tuple(pending_ids)))
-                            pending_ids = []
-                        if matcher.stopped:
-                            finish = "stop"
-                            break
-                finally:
-                    steps.close()
-        tail = matcher.feed(text.flush()) + matcher.flush()
-        return Chunk(
-            text=tail,
-            token_ids=tuple(pending_ids) if tail else (),
-            finish_reason=finish,
-            prompt_tokens=len(prompt),
-            completion_tokens=len(generated),
+        steps = generate_step(
+            mx.array(prompt), model, max_tokens=max_tokens,
+            sampler=make_sampler(sampling.temperature, sampling.top_p),  # temp 0 is argmax
+            logits_processors=processors or None,
         )
+        # generate_step queues step n+1 before yielding token n, so a cancel leaves at
+        # most that one step computing. wired_limit keeps the weights resident on Metal,
+        # as mlx-lm's own generate does; it does nothing on CPU.
+        with wired_limit(model, [generation_stream]):
+            try:
+                return stream_tokens(
+                    (step[0] for step in steps), max_tokens=max_tokens, is_end=lambda t: t in self._eos_ids,
+                    to_text=text.add, final_text=text.flush, stops=sampling.stop, emit=emit,
+                    cancelled=cancelled, prompt_tokens=len(prompt),
+                )
+            finally:
+                steps.close()
 
 
 class TextStream:

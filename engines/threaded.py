@@ -11,10 +11,11 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from .base import Chunk, Engine, GenerationRequest
-from .errors import EngineCrashedError, EngineError
+from .errors import ContextOverflowError, EngineCrashedError, EngineError
+from .stops import StopMatcher
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +70,63 @@ class SingleThreadEngine(Engine):
         except Exception as exc:  # a crash in one request must not kill the thread
             logger.exception("%s generation failed for request %s", self.name, request.request_id)
             emit(EngineCrashedError(f"{self.name} failed: {exc}"))
+
+
+def completion_budget(*, prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int:
+    """Tokens a request may generate: its max_tokens, or what the context has left.
+
+    Raises ContextOverflowError when the prompt and the completion do not both fit, or
+    when the prompt fills the window and leaves nothing to generate into.
+    """
+    room = n_ctx - prompt_tokens
+    budget = max_tokens if max_tokens is not None else room
+    if budget > room or room < 1:
+        raise ContextOverflowError(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, "
+            f"{budget} in the completion). Please reduce the length of the prompt or completion."
+        )
+    return budget
+
+
+def stream_tokens(
+    tokens: Iterator[int],
+    *,
+    max_tokens: int,
+    is_end: Callable[[int], bool],
+    to_text: Callable[[int], str],
+    final_text: Callable[[], str],
+    stops: tuple[str, ...],
+    emit: Emit,
+    cancelled: threading.Event,
+    prompt_tokens: int,
+) -> Chunk:
+    """The per-token loop of a decoding thread; returns the final chunk with the counts.
+
+    `to_text` turns one more token into whatever text it completes (incremental decoding
+    holds back partial characters); `final_text` releases what is still held at the end.
+    """
+    matcher = StopMatcher(stops)
+    generated = 0
+    pending_ids: list[int] = []
+    finish = "length"
+    while generated < max_tokens:
+        if cancelled.is_set():
+            finish = "cancelled"
+            break
+        token = next(tokens, None)
+        if token is None or is_end(token):
+            finish = "stop"
+            break
+        generated += 1
+        pending_ids.append(token)
+        safe = matcher.feed(to_text(token))
+        if safe:
+            emit(Chunk(text=safe, token_ids=tuple(pending_ids)))
+            pending_ids = []
+        if matcher.stopped:
+            finish = "stop"
+            break
+    tail = matcher.feed(final_text()) + matcher.flush()
+    return Chunk(text=tail, token_ids=tuple(pending_ids) if tail else (), finish_reason=finish,
+                 prompt_tokens=prompt_tokens, completion_tokens=generated)
