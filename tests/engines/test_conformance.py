@@ -19,6 +19,7 @@ from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.registry import create_engine
 
 from .openai_server import openai_server
+from tests.engines.helpers import collect
 
 ENGINES = ["llama_cpp", "mlx", "upstream", "echo", "vllm"]
 # Engines whose counts come from their own tokenizer, token by token. llama_cpp.server does
@@ -59,10 +60,6 @@ def request_for(max_tokens: int, stop: tuple[str, ...] = (), chat: bool = False)
         return GenerationRequest(request_id="c", sampling=sampling, messages=({"role": "user", "content": PROMPT},))
     return GenerationRequest(request_id="c", sampling=sampling, prompt=PROMPT)
 
-
-async def collect(engine, request):
-    async with aclosing(engine.generate(request)) as chunks:
-        return [chunk async for chunk in chunks]
 
 
 async def test_chat_gives_text_and_a_final_chunk(engine):

@@ -2,9 +2,10 @@ import asyncio
 
 import pytest
 
-from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.echo import EchoEngine, echo_tokenize
 from engines.errors import ContextOverflowError
+from tests.engines.helpers import collect
 
 
 def make_engine(context_length: int = 64, **options) -> EchoEngine:
@@ -17,9 +18,6 @@ def chat(text: str, **sampling) -> GenerationRequest:
     return GenerationRequest(request_id="r", sampling=SamplingParams(**sampling),
                              messages=({"role": "user", "content": text},))
 
-
-async def collect(engine: EchoEngine, request: GenerationRequest) -> list[Chunk]:
-    return [chunk async for chunk in engine.generate(request)]
 
 
 def test_echo_tokenize_keeps_leading_whitespace_per_word():

@@ -4,9 +4,10 @@ import asyncio
 
 import pytest
 
-from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.errors import ContextOverflowError
 from engines.llama_cpp import LlamaCppEngine
+from tests.engines.helpers import collect, text_of
 
 pytestmark = pytest.mark.model
 
@@ -27,12 +28,6 @@ def chat(messages=POEM, **sampling) -> GenerationRequest:
     return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=tuple(messages))
 
 
-async def collect(engine, request) -> list[Chunk]:
-    return [chunk async for chunk in engine.generate(request)]
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks)
 
 
 def prompt_ids(engine, messages) -> list[int]:

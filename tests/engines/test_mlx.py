@@ -19,10 +19,11 @@ from mlx.utils import tree_flatten
 from mlx_lm.models.llama import Model
 
 from engines import mlx_gguf
-from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.errors import ContextOverflowError, EngineUnavailableError
 from engines.llama_cpp import LlamaCppEngine
 from engines.mlx import MlxEngine
+from tests.engines.helpers import collect, text_of
 
 pytestmark = pytest.mark.model
 
@@ -70,12 +71,6 @@ def chat(content, **sampling) -> GenerationRequest:
                              messages=({"role": "user", "content": content},))
 
 
-async def collect(engine, request) -> list[Chunk]:
-    return [chunk async for chunk in engine.generate(request)]
-
-
-def text_of(chunks):
-    return "".join(c.text for c in chunks)
 
 
 def ids_of(chunks):

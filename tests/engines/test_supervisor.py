@@ -15,6 +15,7 @@ from engines.supervised import SupervisedServerEngine
 from engines.supervisor import RestartPolicy, ServerSupervisor, render
 
 from .openai_server import llama_server_command
+from tests.engines.helpers import collect
 
 POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
 
@@ -32,9 +33,6 @@ def chat(**sampling) -> GenerationRequest:
     sampling = {"max_tokens": 8, "temperature": 0.0, "seed": 7, **sampling}
     return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=POEM)
 
-
-async def collect(engine, request):
-    return [chunk async for chunk in engine.generate(request)]
 
 
 def llama_engine(gguf_path, **options) -> SupervisedServerEngine:

@@ -17,6 +17,7 @@ from engines.errors import (
 from engines.upstream import OpenAIProxy, UpstreamEngine, _error_from_body
 
 from .openai_server import free_port, openai_server, replay_server
+from tests.engines.helpers import collect, text_of
 
 KEY = "upstream-test-key"
 POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
@@ -63,12 +64,6 @@ def complete(prompt: str, **sampling) -> GenerationRequest:
     return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), prompt=prompt)
 
 
-async def collect(engine, request):
-    return [chunk async for chunk in engine.generate(request)]
-
-
-def text_of(chunks) -> str:
-    return "".join(c.text for c in chunks)
 
 
 def direct(server, path: str, body: dict) -> dict:
