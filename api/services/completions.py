@@ -135,9 +135,12 @@ def _check_capabilities(kind: str, body: dict, model: ServedModel, engine_name: 
 
 
 def _wants_format(response_format) -> bool:
-    return isinstance(response_format, dict) and response_format.get("type", "text") != "text" or (
-        response_format is not None and not isinstance(response_format, dict)
-    )
+    """Whether the request asks for anything but plain text output."""
+    if response_format is None:
+        return False
+    if isinstance(response_format, dict):
+        return response_format.get("type", "text") != "text"
+    return True
 
 
 def _generation_request(kind: str, body: dict, model: ServedModel, request_id: str) -> GenerationRequest:
