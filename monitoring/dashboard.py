@@ -35,6 +35,9 @@ WINDOWS = {
 # group-by name -> the record column it groups on
 GROUPS = {"model": "model_name", "key": "api_key_id", "worker": "worker"}
 PERCENTILES = {"p50": 0.5, "p95": 0.95}
+# The newest bucket's rates divide by at least this much time, so a request in its first
+# instant does not read as a huge spike.
+MIN_COVERED_SECONDS = 5.0
 PERCENTILE_COLUMNS = {"ttft": "ttft_ms", "latency": "duration_ms"}
 # Charted series, in display order: (name, title, unit)
 METRICS = (
@@ -156,15 +159,18 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
     labels = _group_labels(group_by, list(totals))
     order = sorted(totals, key=lambda g: (-totals[g], labels[g]))
     index = {bucket: i for i, bucket in enumerate(buckets)}
-    minutes, seconds = step.total_seconds() / 60, step.total_seconds()
+    # Rates divide by the time each bucket covers. The newest bucket is still filling, so it
+    # covers only the time since it began; dividing by the whole step would make it read low.
+    covered = [step.total_seconds()] * len(buckets)
+    covered[-1] = min(step.total_seconds(), max(MIN_COVERED_SECONDS, (now - buckets[-1]).total_seconds()))
     series = {metric: {labels[g]: [0.0 if metric in ("requests_per_minute", "completion_tokens_per_second")
                                    else None] * len(buckets) for g in order} for metric, _, _ in METRICS}
     for (bucket, grp), row in cells.items():
         i, label = index.get(bucket), labels[grp]
         if i is None:
             continue
-        series["requests_per_minute"][label][i] = row["requests"] / minutes
-        series["completion_tokens_per_second"][label][i] = (row["completion_tokens"] or 0) / seconds
+        series["requests_per_minute"][label][i] = row["requests"] * 60 / covered[i]
+        series["completion_tokens_per_second"][label][i] = (row["completion_tokens"] or 0) / covered[i]
         series["error_rate"][label][i] = 100 * row["errors"] / row["requests"]
         for metric in PERCENTILE_COLUMNS:
             for name in PERCENTILES:

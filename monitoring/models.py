@@ -35,3 +35,18 @@ class RequestRecord(models.Model):
 
     def __str__(self):
         return f"{self.request_id} {self.model_name} {self.status_code}"
+
+
+class MetricTotal(models.Model):
+    """One running total behind /metrics (see monitoring.metric_totals): only ever added to, so
+    pruning request records never lowers a Prometheus counter."""
+
+    model_name = models.CharField(max_length=256, help_text="The model as the client named it.")
+    series = models.CharField(max_length=64)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_name", "series"], name="one_total_per_model_series")]
+
+    def __str__(self):
+        return f"{self.model_name} {self.series} = {self.value}"

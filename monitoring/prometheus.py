@@ -1,7 +1,7 @@
 """The Prometheus exposition of /metrics, under vLLM's metric names so its Grafana boards fit.
 
-Values are not kept in this process: a collector turns the totals the database computed at
-scrape time (monitoring.selectors) and the current load into metric families, and
+Values are not kept in this process: a collector turns the running totals in the database
+(monitoring.selectors) and the current load into metric families, and
 prometheus-client writes the text format. That is why no multiprocess directory is needed.
 """
 
@@ -12,7 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from .selectors import HISTOGRAMS, ModelTotals
+from .metric_totals import HISTOGRAMS
+from .selectors import ModelTotals
 
 LABEL = "model_name"  # vLLM's label for the served model
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import RequestRecord
+from .metric_totals import record_increments
+from .models import MetricTotal, RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def request_record_create(
     """
     seconds = duration_ms / 1000
     tokens_per_second = completion_tokens / seconds if completion_tokens and seconds > 0 else None
-    record, _ = RequestRecord.objects.get_or_create(request_id=request_id, defaults=dict(
+    fields = dict(
         created_at=created_at,
         api_key_id=api_key_id,
         model_name=model_name[:256],
@@ -58,8 +59,31 @@ def request_record_create(
         status_code=status_code,
         error_type=error_type,
         error_message=error_message[:500],
-    ))
+    )
+    # One transaction: the /metrics totals grow exactly when the record is created, once.
+    with transaction.atomic():
+        record, created = RequestRecord.objects.get_or_create(request_id=request_id, defaults=fields)
+        if created:
+            metric_totals_add(record.model_name, record_increments(fields))
     return record
+
+
+def metric_totals_add(model_name: str, increments: dict[str, float]) -> None:
+    """Add to the running totals in one upsert (SQLite and PostgreSQL both have ON CONFLICT).
+
+    Rows go in series order, so concurrent writers lock the same rows in the same order and
+    cannot deadlock each other on PostgreSQL.
+    """
+    if not increments:
+        return
+    table = connection.ops.quote_name(MetricTotal._meta.db_table)
+    rows = sorted(increments.items())
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    params = [item for series, amount in rows for item in (model_name, series, float(amount))]
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} (model_name, series, value) VALUES {values} "
+                       f"ON CONFLICT (model_name, series) DO UPDATE SET value = {table}.value + excluded.value",
+                       params)
 
 
 def request_records_prune(*, older_than_days: int, batch_size: int = 5000, now: dt.datetime | None = None) -> int:

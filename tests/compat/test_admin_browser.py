@@ -12,44 +12,30 @@ from pathlib import Path
 
 import openai
 import pytest
-from playwright import sync_api as playwright_sync
+
+from .browser import PNG_MAGIC, admin_login, chromium, new_page, screenshot
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODEL = "browser-smol"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
+    with new_page(browser) as page:
+        yield page
 
 
 def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"admin-{name}.png"
-    path.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this one
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return screenshot(page, ARTIFACTS / f"admin-{name}.png")
 
 
 def assert_ok(response) -> None:
@@ -61,13 +47,7 @@ def test_operator_registers_model_issues_key_and_sees_request_on_dashboard(live,
     screenshots = []
 
     # (1) Log in to the admin.
-    assert_ok(page.goto(f"{base}/admin/"))
-    assert "/admin/login/" in page.url
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "live-test-password")
-    page.click("input[type=submit]")
-    page.wait_for_load_state()
-    assert page.url.rstrip("/") == f"{base}/admin", page.url
+    admin_login(page, base, "admin", "live-test-password")
     assert page.locator("#user-tools").inner_text().upper().startswith("WELCOME")
     assert page.locator("#monitoring-dashboard-link").is_visible()
     screenshots.append(shot(page, "01-login"))

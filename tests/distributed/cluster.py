@@ -103,8 +103,8 @@ class Cluster:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
-    def manage(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(),
+    def manage(self, *args: str, **env: str) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(**env),
                                 capture_output=True, text=True, timeout=120)
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

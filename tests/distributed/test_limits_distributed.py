@@ -55,6 +55,22 @@ def test_rpm_holds_across_two_web_processes(cluster, webs):
     assert rejected[0][0] == 20
 
 
+def test_tpm_holds_across_two_web_processes(cluster, webs):
+    """Each request uses 5 tokens (3 prompt + 2 completion), sent one at a time, alternating web processes.
+    Tokens count when a request ends, so the window admits requests until its total reaches 20:
+    the 5th request is refused by whichever process gets it, and so is every later one."""
+    key = cluster.manage("issue_api_key", "tpm20", "--tpm", "20").strip()
+    away_from_a_minute_edge()
+    responses = [httpx.post(f"{webs[i % 2]}/v1/chat/completions", json=CHAT, timeout=60,
+                            headers={"Authorization": f"Bearer {key}"}) for i in range(8)]
+    assert [r.status_code for r in responses] == [200] * 4 + [429] * 4
+    assert sum(r.json()["usage"]["total_tokens"] for r in responses[:4]) == 20
+    for response in responses[4:]:
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "20 tokens per minute" in response.json()["error"]["message"]
+
+
 def test_concurrency_holds_across_two_web_processes(cluster, webs):
     key = cluster.manage("issue_api_key", "conc2", "--concurrency", "2").strip()
     slow = {**CHAT, "max_tokens": 40, "messages": [{"role": "user", "content": " ".join(["w"] * 40)}]}

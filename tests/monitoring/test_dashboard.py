@@ -89,6 +89,20 @@ def test_hour_window_buckets_by_minute_and_aggregates_exactly(dataset):
     assert errors["alpha"][i + 2] is None  # no requests: a gap, not a 0 % error rate
 
 
+def test_newest_bucket_rates_cover_only_the_time_it_has_run():
+    """NOW is 20 s into its minute: 2 requests there are 6 per minute, not 2."""
+    for n in (1, 2):
+        record(n, at=NOW - dt.timedelta(seconds=10 + n), tokens=10)
+    record(3, at=NOW.replace(second=0) - dt.timedelta(seconds=30), tokens=10)  # a whole, finished minute
+    board = request_dashboard(window="hour", group_by="model", now=NOW)
+    rpm, tps = board.series["requests_per_minute"]["alpha"], board.series["completion_tokens_per_second"]["alpha"]
+    assert (rpm[-1], tps[-1]) == (pytest.approx(6), pytest.approx(20 / 20))
+    assert (rpm[-2], tps[-2]) == (pytest.approx(1), pytest.approx(10 / 60))
+    # In a minute's first instant the rate divides by a floor of 5 s, not by ~0.
+    early = request_dashboard(window="hour", group_by="model", now=NOW.replace(second=0, microsecond=1000))
+    assert early.series["requests_per_minute"]["alpha"][-1] == pytest.approx(2 * 60 / 5)
+
+
 def test_percentiles_match_percentile_cont(dataset):
     board = request_dashboard(window="hour", group_by="model", now=NOW)
     i = index_of(board, T0)
@@ -121,7 +135,8 @@ def test_group_by_worker_and_key(dataset):
     by_worker = request_dashboard(window="day", group_by="worker", now=NOW)
     assert by_worker.totals == {"w1": 10, "w2": 3}  # the day window includes the 3-hour-old record
     hour = NOW.replace(minute=0, second=0)
-    assert by_worker.series["requests_per_minute"]["w2"][by_worker.buckets.index(hour)] == pytest.approx(3 / 60)
+    # The newest hour has run for 30 min 20 s: its 3 requests are a rate over that time.
+    assert by_worker.series["requests_per_minute"]["w2"][by_worker.buckets.index(hour)] == pytest.approx(3 / (1820 / 60))
     by_key = request_dashboard(window="week", group_by="key", now=NOW)
     key = dataset["key"]
     assert by_key.totals == {f"team-a ({key.prefix})": 9, "(no key)": 4}

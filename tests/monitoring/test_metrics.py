@@ -1,6 +1,8 @@
 """GET /metrics through the real ASGI stack: values match the records, the format parses, access is guarded."""
 
 import asyncio
+import datetime as dt
+import importlib
 import os
 import re
 import subprocess
@@ -10,13 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.db import connections
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.dispatch.embedded import engine_host
-from monitoring.models import RequestRecord
-from monitoring.selectors import E2E_BUCKETS, TTFT_BUCKETS
+from monitoring.metric_totals import E2E_BUCKETS, TTFT_BUCKETS, bucket_index
+from monitoring.models import MetricTotal, RequestRecord
+from monitoring.selectors import request_totals
+from monitoring.services import request_record_create, request_records_prune
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,6 +136,52 @@ async def test_running_gauge_counts_requests_inside_the_engine(client, echo_mode
     assert value(samples, "vllm:num_requests_running", model_name="echo") == 3
     assert all(r.status_code == 200 for r in await asyncio.gather(*requests))
     assert value(await scrape(client), "vllm:num_requests_running", model_name="echo") == 0
+
+
+async def test_counters_survive_pruning_and_a_second_write_of_a_record(client, echo_model):
+    """Prometheus reads a counter that goes down as a restart (and rate() spikes): pruning old
+    records must leave the totals alone, and a record written twice counts once."""
+    for _ in range(3):
+        await client.post("/v1/chat/completions", json={**ECHO, "max_tokens": 2})
+    before = await scrape(client)
+    record = await RequestRecord.objects.afirst()
+    await sync_to_async(request_record_create)(  # the worker and the web process both report one request
+        request_id=record.request_id, created_at=record.created_at, endpoint="chat", stream=False, duration_ms=5.0,
+        status_code=200, model_name="echo", engine="echo", prompt_tokens=6, completion_tokens=2, finish_reason="length")
+    pruned = await sync_to_async(request_records_prune)(older_than_days=0, now=timezone.now() + dt.timedelta(days=1))
+    assert pruned == 3 and await RequestRecord.objects.acount() == 0
+    assert await scrape(client) == before
+    assert value(before, "vllm:request_success_total", model_name="echo", finished_reason="length") == 3
+    assert value(before, "vllm:generation_tokens_total", model_name="echo") == 6
+
+
+def test_backfill_equals_the_totals_written_one_record_at_a_time(transactional_db):
+    """Migration 0003 starts the totals from stored records: the same numbers as recording them live."""
+    outcomes = [("stop", 200, 12.0), ("length", 200, 700.0), ("cancelled", 499, None), ("error", 500, None)]
+    for n, (reason, status, ttft) in enumerate(outcomes * 3):
+        request_record_create(request_id=f"b{n}", created_at=timezone.now(), endpoint="chat", stream=False,
+                              duration_ms=100.0 * n, status_code=status, model_name="m", engine="echo",
+                              prompt_tokens=n, completion_tokens=2 * n, ttft_ms=ttft, queue_wait_ms=3.0,
+                              finish_reason=reason)
+    request_record_create(request_id="unknown-model", created_at=timezone.now(), endpoint="chat", stream=False,
+                          duration_ms=1.0, status_code=404, model_name="nope")  # no engine: never a series
+    def totals() -> dict:
+        return {(model, series): v for model, series, v in MetricTotal.objects.values_list("model_name", "series", "value")}
+
+    live = totals()
+    MetricTotal.objects.all().delete()
+    backfill = importlib.import_module("monitoring.migrations.0003_metrictotal").backfill_from_records
+    backfill(django_apps, None)
+    assert totals() == pytest.approx(live)  # sums of seconds, added in another order
+    assert {model for model, _ in live} == {"m"}
+    assert request_totals()["m"].finished == {"stop": 3, "length": 3, "abort": 3}
+
+
+@pytest.mark.parametrize(("milliseconds", "bucket"), [(0.0, 0), (1.0, 0), (1.0001, 1), (70.0, 6), (80.0, 6),
+                                                       (2_560_000.0, 21), (2_560_000.1, None)])
+def test_an_observation_lands_in_the_first_bucket_that_holds_it(milliseconds, bucket):
+    """TTFT bounds run 1, 5, 10, 20, 40, 60, 80 ms ... 2560 s; `le` includes the bound itself."""
+    assert bucket_index(TTFT_BUCKETS, milliseconds) == bucket
 
 
 @pytest.mark.model

@@ -1,0 +1,83 @@
+"""What one finished request adds to the cumulative /metrics totals (plain Python, no database).
+
+Prometheus counters must never go down: a drop reads as a process restart, and `rate()` then
+shows a spike. So /metrics does not count request records (pruning them would lower the
+counts); each new record adds its increments to a small table of running totals instead, and
+those are only ever added to.
+
+A total is named by a series string:
+
+- `finished:<reason>` (vLLM's finished_reason: stop, length, abort) or `failed`: requests;
+- `prompt_tokens`, `generation_tokens`: tokens;
+- `<histogram>:count`, `<histogram>:sum` (seconds) and `<histogram>:bucket:<i>`: observations
+  whose value lies in bucket i, that is at most bound i and above bound i-1. The exposition
+  makes them cumulative (`le`), so one observation touches one row, not every bucket above it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+
+# vLLM's own bucket bounds (vllm/v1/metrics/loggers.py), so its Grafana boards' quantiles fit.
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+               120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+QUEUE_BUCKETS = E2E_BUCKETS
+
+# name -> (the record's millisecond field, bucket bounds in seconds)
+HISTOGRAMS = {
+    "e2e": ("duration_ms", E2E_BUCKETS),
+    "ttft": ("ttft_ms", TTFT_BUCKETS),
+    "queue": ("queue_wait_ms", QUEUE_BUCKETS),
+}
+
+# Our finish reasons as vLLM's `finished_reason` label names them; "error" is not a success.
+FINISHED_REASONS = {"stop": "stop", "length": "length", "cancelled": "abort"}
+FAILED = "failed"
+FINISHED_PREFIX = "finished:"
+PROMPT_TOKENS, GENERATION_TOKENS = "prompt_tokens", "generation_tokens"
+
+
+def finished_series(reason: str) -> str:
+    return f"{FINISHED_PREFIX}{reason}"
+
+
+def bucket_series(histogram: str, index: int) -> str:
+    return f"{histogram}:bucket:{index}"
+
+
+def bucket_index(bounds: tuple[float, ...], milliseconds: float) -> int | None:
+    """The first bucket whose bound holds the value, or None above the last bound (only +Inf holds it).
+
+    Bounds are compared in milliseconds, rounded: 0.07 * 1000 is 70.00000000000001, which
+    would move a bucket edge.
+    """
+    index = bisect.bisect_left([round(bound * 1000, 6) for bound in bounds], milliseconds)
+    return index if index < len(bounds) else None
+
+
+def record_increments(record: Mapping) -> dict[str, float]:
+    """{series: amount} one record adds. Only requests that reached a model count (engine set):
+    a client naming a model that does not exist must not create series. Latency histograms hold
+    requests that finished, not those that failed."""
+    if not record.get("engine"):
+        return {}
+    increments = {PROMPT_TOKENS: record.get("prompt_tokens") or 0,
+                  GENERATION_TOKENS: record.get("completion_tokens") or 0}
+    reason = FINISHED_REASONS.get(record.get("finish_reason") or "")
+    if reason is None:
+        increments[FAILED] = 1
+        return increments
+    increments[finished_series(reason)] = 1
+    for name, (field, bounds) in HISTOGRAMS.items():
+        milliseconds = record.get(field)
+        if milliseconds is None:
+            continue
+        increments[f"{name}:count"] = 1
+        increments[f"{name}:sum"] = milliseconds / 1000
+        index = bucket_index(bounds, milliseconds)
+        if index is not None:
+            increments[bucket_series(name, index)] = 1
+    return increments
