@@ -39,10 +39,9 @@ from openai import AsyncOpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.embedded import embedded_platform, no_interrupts  # noqa: E402
 from benchmarks.machine import CpuAccount, CpuSpan, noisy  # noqa: E402
+from benchmarks.platforms import distributed_platform, embedded_platform  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
-from tests.distributed.cluster import Cluster, _wait  # noqa: E402  (its poll loop, with the web process's log)
 
 MODEL = "smollm2"
 WORKER_CONCURRENCY = 16
@@ -230,39 +229,18 @@ def run_embedded(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
 
 
 def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
-    cluster = Cluster(tmp=tmp)
-    print(f"[distributed] redis :{cluster.redis_port}, PostgreSQL database {cluster.db_name}", flush=True)
     started = time.perf_counter()
-    database_created = False
-    try:
-        cluster.start_redis()
-        database_created = True  # set first: a failed migrate still leaves a database to drop
-        cluster.create_database()
+    with distributed_platform(tmp, "distributed") as cluster:
         if args.engine == "echo":
             cluster.manage("register_model", MODEL, "--engine", "echo", "--option", "token_delay_ms=0")
         else:
             cluster.manage("register_model", MODEL, "--source", str(args.model_path), "--engine", "llama_cpp")
         api_key = cluster.manage("issue_api_key", "concurrency-benchmark").strip()
         cluster.start_worker("bench", MODEL, concurrency=WORKER_CONCURRENCY)
-        base_url = cluster.start_web()  # it waits for /health to answer at all: 503 until a worker is seen
-        web = cluster.procs[-1]
-        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code == 200, 120,
-              "GET /health == 200", web.process, web.log)
+        base_url = cluster.start_web(ready=True)
         print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
               f"(worker --models {MODEL} --concurrency {WORKER_CONCURRENCY})", flush=True)
         return asyncio.run(measure_mode("distributed", base_url, api_key, args, prompts))
-    except Exception:
-        for proc in cluster.procs:
-            print(f"[distributed] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
-                  file=sys.stderr)
-        raise
-    finally:
-        with no_interrupts():
-            try:
-                cluster.shutdown()
-            finally:
-                if database_created:
-                    cluster.drop_database()
 
 
 # --------------------------------------------------------------------------- report

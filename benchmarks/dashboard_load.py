@@ -30,14 +30,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.platforms import distributed_platform  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 from tests.compat.browser import admin_login, chromium, new_page, screenshot  # noqa: E402
-from tests.distributed.cluster import BIN, Cluster, _wait  # noqa: E402
+from tests.distributed.cluster import BIN, Cluster  # noqa: E402
 
 MODELS = ("smollm2", "smollm2-chat")
 KEYS = ("chat-app", "support-bot", "batch-jobs")  # batch-jobs carries an RPM limit, so some of its calls get 429
@@ -46,6 +45,7 @@ ADMIN_USER, ADMIN_PASSWORD = "operator", "dashboard-load-password"
 # The dashboard's group labels, computed in SQL straight from the table, to check its totals against.
 GROUP_COLUMNS = {"model": "r.model_name", "key": "k.name || ' (' || k.prefix || ')'",
                  "worker": "COALESCE(NULLIF(r.worker, ''), '(none)')"}
+WIDE_VIEWPORT = {"width": 1920, "height": 1000}
 SETTLE_SECONDS = 30  # abandoned streams are recorded by their worker a moment after the client hangs up
 
 
@@ -111,6 +111,7 @@ def photograph(base_url: str, out: Path, report: LoadReport, key_id: int) -> Non
                                        int(totals.nth(i).get_attribute("data-requests"))
                                        for i in range(totals.count())}
             report.screenshots.append(screenshot(page, out / f"dashboard-by-{group}.png"))
+        page.set_viewport_size(WIDE_VIEWPORT)  # the request list has 15 columns
         page.goto(f"{base_url}/admin/monitoring/requestrecord/")
         report.screenshots.append(screenshot(page, out / "request-records.png"))
         page.goto(f"{base_url}/admin/models_registry/apikey/{key_id}/change/")
@@ -119,20 +120,12 @@ def photograph(base_url: str, out: Path, report: LoadReport, key_id: int) -> Non
 
 def run(tmp: Path, out: Path, *, duration: int, users: int, rpm_limit: int = 12) -> LoadReport:
     out.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(tmp=tmp)
     report = LoadReport()
-    database_created = False
-    try:
-        cluster.start_redis()
-        database_created = True  # set first: a failed migrate still leaves a database to drop
-        cluster.create_database()
+    with distributed_platform(tmp, "load") as cluster:
         keys = prepare(cluster, str(bundled_model_path()), rpm_limit)
         for name, models in WORKERS.items():
             cluster.start_worker(name, models, concurrency=4)
-        base_url = cluster.start_web()
-        web = cluster.procs[-1]
-        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code == 200, 120,
-              "GET /health == 200", web.process, web.log)
+        base_url = cluster.start_web(ready=True)
 
         report.sent, report.failures = run_locust(base_url, keys, users=users, duration=duration, out=out)
 
@@ -148,16 +141,7 @@ def run(tmp: Path, out: Path, *, duration: int, users: int, rpm_limit: int = 12)
         report.rows = {group: count_rows(cluster, group) for group in GROUP_COLUMNS}
         key_id = cluster.query("SELECT id FROM models_registry_apikey WHERE name = %s", KEYS[0])[0][0]
         photograph(base_url, out, report, key_id)
-        return report
-    except Exception:
-        for proc in cluster.procs:
-            print(f"[load] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
-                  file=sys.stderr)
-        raise
-    finally:
-        cluster.shutdown()
-        if database_created:
-            cluster.drop_database()
+    return report
 
 
 def print_report(report: LoadReport) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.embedded import embedded_platform  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.platforms import embedded_platform  # noqa: E402  (needs ROOT on sys.path)
 from benchmarks.machine import CpuAccount, major_faults, noisy  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django)
 

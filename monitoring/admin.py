@@ -22,18 +22,39 @@ class StatusClassFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _rounded(value: float | None, digits: int = 0) -> str | None:
+    return None if value is None else f"{value:,.{digits}f}"
+
+
 @admin.register(RequestRecord)
 class RequestRecordAdmin(admin.ModelAdmin):
     """Read-only: records are written only by the request path."""
 
     list_display = ("created_at", "model_name", "engine", "worker", "api_key", "endpoint", "stream", "status_code",
-                    "finish_reason", "prompt_tokens", "completion_tokens", "queue_wait_ms", "ttft_ms", "duration_ms",
-                    "tokens_per_second")
+                    "finish_reason", "prompt_tokens", "completion_tokens", "queue_wait", "ttft", "duration",
+                    "tokens_per_second_rounded")
     list_filter = ("model_name", "api_key", StatusClassFilter, "status_code", "finish_reason", "worker", "engine",
                    "endpoint", "stream", "created_at")
     list_select_related = ("api_key",)
     search_fields = ("request_id", "model_name", "api_key__name", "api_key__prefix", "error_type")
     date_hierarchy = "created_at"
+
+    # Milliseconds and rates rounded for reading; the change page shows the stored values.
+    @admin.display(description="queue wait ms", ordering="queue_wait_ms", empty_value="-")
+    def queue_wait(self, record):
+        return _rounded(record.queue_wait_ms)
+
+    @admin.display(description="TTFT ms", ordering="ttft_ms", empty_value="-")
+    def ttft(self, record):
+        return _rounded(record.ttft_ms)
+
+    @admin.display(description="duration ms", ordering="duration_ms")
+    def duration(self, record):
+        return _rounded(record.duration_ms)
+
+    @admin.display(description="tokens/s", ordering="tokens_per_second", empty_value="-")
+    def tokens_per_second_rounded(self, record):
+        return _rounded(record.tokens_per_second, digits=1)
 
     def has_add_permission(self, request):
         return False

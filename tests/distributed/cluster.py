@@ -139,7 +139,9 @@ class Cluster:
         return self.query("SELECT worker_id FROM models_registry_workerregistration WHERE pid = %s "
                           "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
 
-    def start_web(self, name: str = "web") -> str:
+    def start_web(self, name: str = "web", *, ready: bool = False) -> str:
+        """A daphne web process; returns its base URL once /health answers at all (503 until a worker
+        is seen), or with `ready` once it answers 200."""
         port = free_port()
         log = self.tmp / f"{name}.log"
         process = subprocess.Popen(
@@ -148,7 +150,8 @@ class Cluster:
         )
         self.procs.append(Proc(name, process, log))
         base_url = f"http://127.0.0.1:{port}"
-        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code in (200, 503), 60, name, process, log)
+        healthy = (200,) if ready else (200, 503)
+        _wait(lambda: httpx.get(f"{base_url}/health", timeout=2).status_code in healthy, 120, name, process, log)
         return base_url
 
     def shutdown(self) -> None:

@@ -1,7 +1,8 @@
-"""docker/compose.yaml is valid and wires web, worker, redis and postgres together.
+"""docker/compose.yaml is valid and wires web, worker, beat, redis and postgres together.
 
-No Docker engine runs on the development machines, so images are not built here; the
-compose client still parses, interpolates and validates the file.
+Building the image takes longer than the whole suite (llama-cpp-python compiles), so the tests
+do not build or run it (docker/README.md says how it was run by hand); the compose client
+still parses, interpolates and validates the file.
 """
 
 import json
@@ -56,6 +57,27 @@ def test_web_and_worker_run_the_distributed_commands(config):
         assert env["DEBUG"] == "false" and env["SECRET_KEY"] == "test-secret"
         assert service["depends_on"]["setup"]["condition"] == "service_completed_successfully"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_one_beat_sends_the_retention_prune(config):
+    beat = config["services"]["beat"]
+    assert beat["command"][:4] == ["celery", "-A", "inference_platform", "beat"]
+    # The image's user cannot write /app, where beat would keep its schedule by default.
+    assert beat["command"][beat["command"].index("--schedule") + 1].startswith("/tmp/")
+    # The image's check probes the web server; compose v1 writes `disable: true` as test NONE.
+    assert beat["healthcheck"].get("disable") is True or beat["healthcheck"].get("test") == ["NONE"]
+    assert beat["environment"]["REDIS_URL"].startswith("redis://redis:")
+    assert beat["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    assert "deploy" not in beat or beat["deploy"].get("replicas", 1) == 1
+
+
+def test_the_build_context_leaves_local_state_out():
+    """At the root, both BuildKit and the legacy builder read it (a docker/Dockerfile.dockerignore only BuildKit)."""
+    ignored = (COMPOSE_FILE.parents[1] / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", "var/*", "test-artifacts"} <= set(ignored)
+    assert not (COMPOSE_FILE.parent / "Dockerfile.dockerignore").exists()
+    # No `# syntax=` line: BuildKit would pull that frontend image, which fails offline.
+    assert not (COMPOSE_FILE.parent / "Dockerfile").read_text().startswith("# syntax=")
 
 
 def test_the_image_is_built_from_the_repository(config):

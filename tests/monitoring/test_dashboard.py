@@ -219,7 +219,12 @@ def test_changelist_filters_and_columns(staff_client, dataset):
     titles = {spec.title for spec in response.context["cl"].filter_specs}
     assert {"model name", "api key", "status code", "status class", "finish reason", "worker", "created at"} <= titles
     html = response.content.decode()
-    assert "column-ttft_ms" in html and "column-tokens_per_second" in html
+    assert "column-ttft" in html and "column-tokens_per_second_rounded" in html
+    # Milliseconds read rounded: 95.0 ms TTFT, 4000.0 ms total, 50 tokens in 4 s.
+    assert '<td class="field-ttft">95</td>' in html and '<td class="field-duration">4,000</td>' in html
+    assert '<td class="field-tokens_per_second_rounded">12.5</td>' in html
+    by_ttft = staff_client.get("/admin/monitoring/requestrecord/?o=-12")  # list_display[12], TTFT, descending
+    assert [r.ttft_ms for r in by_ttft.context["cl"].result_list][:2] == [300.0, 200.0]
     filtered = staff_client.get("/admin/monitoring/requestrecord/?status_class=5xx")
     assert filtered.context["cl"].result_count == 1
     assert staff_client.get("/admin/monitoring/requestrecord/?worker=w2").context["cl"].result_count == 3

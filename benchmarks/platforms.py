@@ -1,4 +1,5 @@
-"""The platform in embedded mode for a benchmark: `./run.sh`, fresh SQLite, stopped with all it started."""
+"""The platform for a benchmark, stopped with all it started: embedded (`./run.sh`, fresh SQLite) or
+distributed (tests/distributed/cluster.py: private redis-server, fresh PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.machine import process_table
 from tests.compat.live_server import KEY_LINE, LiveServer, start_live_server
+from tests.distributed.cluster import Cluster
 
 STOP_TIMEOUT_S = 15.0
 
@@ -51,6 +54,33 @@ def embedded_platform(tmp: Path, engine: str, ready_timeout: float = 120) -> Ite
     finally:
         with no_interrupts():
             _stop(server)
+
+
+@contextlib.contextmanager
+def distributed_platform(tmp: Path, label: str) -> Iterator[Cluster]:
+    """A Cluster with its Redis running and its database migrated; the caller starts workers and web
+    processes. On an error each process's last output is printed; on the way out every process
+    stops and the database is dropped."""
+    cluster = Cluster(tmp=tmp)
+    print(f"[{label}] redis :{cluster.redis_port}, PostgreSQL database {cluster.db_name}", flush=True)
+    database_created = False
+    try:
+        cluster.start_redis()
+        database_created = True  # set first: a failed migrate still leaves a database to drop
+        cluster.create_database()
+        yield cluster
+    except Exception:
+        for proc in cluster.procs:
+            print(f"[{label}] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
+                  file=sys.stderr)
+        raise
+    finally:
+        with no_interrupts():
+            try:
+                cluster.shutdown()
+            finally:
+                if database_created:
+                    cluster.drop_database()
 
 
 def _our_group_leaders() -> set[int]:
