@@ -45,7 +45,7 @@ ADMIN_USER, ADMIN_PASSWORD = "operator", "dashboard-load-password"
 # The dashboard's group labels, computed in SQL straight from the table, to check its totals against.
 GROUP_COLUMNS = {"model": "r.model_name", "key": "k.name || ' (' || k.prefix || ')'",
                  "worker": "COALESCE(NULLIF(r.worker, ''), '(none)')"}
-WIDE_VIEWPORT = {"width": 1920, "height": 1000}
+WIDE_VIEWPORT = {"width": 2560, "height": 1000}
 SETTLE_SECONDS = 30  # abandoned streams are recorded by their worker a moment after the client hangs up
 
 
