@@ -257,6 +257,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # /metrics is a plain Django view: monitoring/schema.py describes it.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "monitoring.schema.add_metrics_operation"],
 }
 
 LOGGING = {

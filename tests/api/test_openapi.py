@@ -32,6 +32,7 @@ PATHS = {
     "/v1/chat/completions": {"post"},
     "/v1/completions": {"post"},
     "/v1/system/status": {"get"},
+    "/metrics": {"get"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -64,11 +65,13 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
     for path, methods in PATHS.items():
         for method in methods:
             operation = document["paths"][path][method]
-            expected = [] if path == "/health" else [{"ApiKeyAuth": []}]
+            expected = {"/health": [], "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}]}.get(
+                path, [{"ApiKeyAuth": []}])
             assert operation.get("security", []) == expected, (path, method)
             assert "500" in operation["responses"]
             if path != "/health":
                 assert "401" in operation["responses"], path
+    assert set(document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     for path in ("/v1/chat/completions", "/v1/completions"):
         responses = document["paths"][path]["post"]["responses"]
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
@@ -167,9 +170,9 @@ def _use_served_model(case) -> None:
                 container[key] = MODEL
 
 
-# /health has no parameters, body or key, so there is nothing invalid to send it.
+# /health and /metrics have no parameters, body or key, so there is nothing invalid to send them.
 FUZZ = [(path, method, mode) for path, method in OPERATIONS for mode in GenerationMode
-        if not (path == "/health" and mode == GenerationMode.NEGATIVE)]
+        if not (path in ("/health", "/metrics") and mode == GenerationMode.NEGATIVE)]
 
 
 @pytest.mark.live
