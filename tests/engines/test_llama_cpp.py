@@ -4,28 +4,21 @@ import asyncio
 
 import pytest
 
-from engines.base import GenerationRequest, ModelSpec, SamplingParams
+from engines.base import ModelSpec
 from engines.errors import ContextOverflowError
 from engines.llama_cpp import LlamaCppEngine
-from tests.engines.helpers import collect, text_of
+from tests.engines.helpers import POEM, collect, loaded, text_of
+from tests.engines.helpers import greedy_chat as chat
 
 pytestmark = pytest.mark.model
 
 CONTEXT = 512
-POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
 
 
 @pytest.fixture(scope="module")
 def engine(gguf_path):
-    engine = LlamaCppEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))
-    engine.load()
-    yield engine
-    engine.unload()
-
-
-def chat(messages=POEM, **sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 16, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=tuple(messages))
+    with loaded(LlamaCppEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))) as engine:
+        yield engine
 
 
 

@@ -23,7 +23,7 @@ from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.errors import ContextOverflowError, EngineUnavailableError
 from engines.llama_cpp import LlamaCppEngine
 from engines.mlx import MlxEngine
-from tests.engines.helpers import collect, text_of
+from tests.engines.helpers import collect, greedy_chat, greedy_completion, loaded, text_of
 
 pytestmark = pytest.mark.model
 
@@ -41,10 +41,8 @@ NEAR_TIE_PROMPTS = ("What is the capital of France?",)
 
 @pytest.fixture(scope="module")
 def engine(gguf_path):
-    engine = MlxEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))
-    engine.load()
-    yield engine
-    engine.unload()
+    with loaded(MlxEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +59,11 @@ def llama_vocab(gguf_path):
 
 
 def raw(prompt=PROMPT, **sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 6, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), prompt=prompt)
+    return greedy_completion(prompt, **{"max_tokens": 6, **sampling})
 
 
 def chat(content, **sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 8, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling),
-                             messages=({"role": "user", "content": content},))
+    return greedy_chat(({"role": "user", "content": content},), **{"max_tokens": 8, **sampling})
 
 
 
@@ -279,10 +274,8 @@ async def test_concurrent_requests_all_complete(engine):
 
 @pytest.fixture(scope="module")
 def llama_engine(gguf_path):
-    engine = LlamaCppEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))
-    engine.load()
-    yield engine
-    engine.unload()
+    with loaded(LlamaCppEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=CONTEXT))) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ import time
 import psutil
 import pytest
 
-from engines.base import GenerationRequest, ModelSpec, SamplingParams
+from engines.base import GenerationRequest, ModelSpec
 from engines.errors import EngineUnavailableError
 from engines.supervised import SupervisedServerEngine
 from engines.supervisor import RestartPolicy, ServerSupervisor, render
 
 from .openai_server import llama_server_command
-from tests.engines.helpers import collect
+from tests.engines.helpers import POEM, collect, greedy_chat
 
-POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
 
 # A plain HTTP server that also forks a long sleeper, as vLLM forks its GPU workers.
 FORKING_SERVER = (
@@ -30,8 +29,7 @@ FORKING_SERVER = (
 
 
 def chat(**sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 8, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=POEM)
+    return greedy_chat(POEM, **{"max_tokens": 8, **sampling})
 
 
 

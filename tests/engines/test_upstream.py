@@ -17,10 +17,11 @@ from engines.errors import (
 from engines.upstream import OpenAIProxy, UpstreamEngine, _error_from_body
 
 from .openai_server import free_port, openai_server, replay_server
-from tests.engines.helpers import collect, text_of
+from tests.engines.helpers import POEM, collect, loaded, text_of
+from tests.engines.helpers import greedy_chat as chat
+from tests.engines.helpers import greedy_completion as complete
 
 KEY = "upstream-test-key"
-POEM = ({"role": "user", "content": "Write a short poem about the sea."},)
 # Far more tokens than the 2048-token window: the upstream itself must refuse it.
 TOO_LONG = ({"role": "user", "content": "hello " * 2500},)
 
@@ -39,29 +40,15 @@ def make_engine(server, gguf_path, **options) -> UpstreamEngine:
 
 @pytest.fixture(scope="module")
 def engine(server, gguf_path):
-    engine = make_engine(server, gguf_path)
-    engine.load()
-    yield engine
-    engine.unload()
+    with loaded(make_engine(server, gguf_path)) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def unstreamed(server, gguf_path):
     """The same upstream asked without streaming: llama_cpp.server reports usage only then."""
-    engine = make_engine(server, gguf_path, stream=False)
-    engine.load()
-    yield engine
-    engine.unload()
-
-
-def chat(messages=POEM, **sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 16, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), messages=tuple(messages))
-
-
-def complete(prompt: str, **sampling) -> GenerationRequest:
-    sampling = {"max_tokens": 16, "temperature": 0.0, "seed": 7, **sampling}
-    return GenerationRequest(request_id="t", sampling=SamplingParams(**sampling), prompt=prompt)
+    with loaded(make_engine(server, gguf_path, stream=False)) as engine:
+        yield engine
 
 
 
