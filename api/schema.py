@@ -173,11 +173,16 @@ class AssistantMessageSerializer(serializers.Serializer):
     content = serializers.CharField(allow_blank=True)
 
 
-class ChatChoiceSerializer(serializers.Serializer):
+# What a chat choice and a text choice share; each adds its `message` or `text`. (A comment, not a
+# docstring: drf-spectacular would print a docstring as both schemas' description.)
+class _ChoiceBaseSerializer(serializers.Serializer):
     index = serializers.IntegerField(min_value=0)
-    message = AssistantMessageSerializer()
     logprobs = serializers.DictField(allow_null=True, help_text="Always null: no engine returns logprobs.")
     finish_reason = serializers.ChoiceField(choices=FINISH_REASONS)
+
+
+class ChatChoiceSerializer(_ChoiceBaseSerializer):
+    message = AssistantMessageSerializer()
 
 
 class ChatCompletionSerializer(_CompletionBaseSerializer):
@@ -187,11 +192,8 @@ class ChatCompletionSerializer(_CompletionBaseSerializer):
     choices = ChatChoiceSerializer(many=True)
 
 
-class TextChoiceSerializer(serializers.Serializer):
-    index = serializers.IntegerField(min_value=0)
+class TextChoiceSerializer(_ChoiceBaseSerializer):
     text = serializers.CharField(allow_blank=True)
-    logprobs = serializers.DictField(allow_null=True, help_text="Always null: no engine returns logprobs.")
-    finish_reason = serializers.ChoiceField(choices=FINISH_REASONS)
 
 
 class TextCompletionSerializer(_CompletionBaseSerializer):
