@@ -1,4 +1,5 @@
-"""What one finished request adds to the cumulative /metrics totals (plain Python, no database).
+"""What one finished request adds to the cumulative /metrics totals, and how the stored totals read
+back per model (plain Python, no database).
 
 Prometheus counters must never go down: a drop reads as a process restart, and `rate()` then
 shows a spike. So /metrics does not count request records (pruning them would lower the
@@ -17,6 +18,8 @@ A total is named by a series string:
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import functools
 from collections.abc import Mapping
 
 # vLLM's own bucket bounds (vllm/v1/metrics/loggers.py), so its Grafana boards' quantiles fit.
@@ -37,6 +40,7 @@ HISTOGRAMS = {
 FINISHED_REASONS = {"stop": "stop", "length": "length", "cancelled": "abort"}
 FAILED = "failed"
 FINISHED_PREFIX = "finished:"
+BUCKET_PREFIX = "bucket:"
 PROMPT_TOKENS, GENERATION_TOKENS = "prompt_tokens", "generation_tokens"
 
 
@@ -44,17 +48,24 @@ def finished_series(reason: str) -> str:
     return f"{FINISHED_PREFIX}{reason}"
 
 
+def histogram_series(histogram: str, part: str) -> str:
+    """`part` is "count", "sum" or "bucket:<i>"."""
+    return f"{histogram}:{part}"
+
+
 def bucket_series(histogram: str, index: int) -> str:
-    return f"{histogram}:bucket:{index}"
+    return histogram_series(histogram, f"{BUCKET_PREFIX}{index}")
+
+
+@functools.cache
+def _bounds_ms(bounds: tuple[float, ...]) -> list[float]:
+    # Rounded: 0.07 * 1000 is 70.00000000000001, which would move a bucket edge.
+    return [round(bound * 1000, 6) for bound in bounds]
 
 
 def bucket_index(bounds: tuple[float, ...], milliseconds: float) -> int | None:
-    """The first bucket whose bound holds the value, or None above the last bound (only +Inf holds it).
-
-    Bounds are compared in milliseconds, rounded: 0.07 * 1000 is 70.00000000000001, which
-    would move a bucket edge.
-    """
-    index = bisect.bisect_left([round(bound * 1000, 6) for bound in bounds], milliseconds)
+    """The first bucket whose bound holds the value, or None above the last bound (only +Inf holds it)."""
+    index = bisect.bisect_left(_bounds_ms(bounds), milliseconds)
     return index if index < len(bounds) else None
 
 
@@ -75,9 +86,55 @@ def record_increments(record: Mapping) -> dict[str, float]:
         milliseconds = record.get(field)
         if milliseconds is None:
             continue
-        increments[f"{name}:count"] = 1
-        increments[f"{name}:sum"] = milliseconds / 1000
+        increments[histogram_series(name, "count")] = 1
+        increments[histogram_series(name, "sum")] = milliseconds / 1000
         index = bucket_index(bounds, milliseconds)
         if index is not None:
             increments[bucket_series(name, index)] = 1
     return increments
+
+
+@dataclasses.dataclass
+class HistogramTotals:
+    """Cumulative bucket counts (one per bound, `le` semantics), the count and the sum in seconds."""
+
+    buckets: list[int]
+    count: int = 0
+    sum_seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class ModelTotals:
+    """One model's totals as /metrics exports them, read back from the stored series."""
+
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    finished: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(FINISHED_REASONS.values(), 0))
+    failed: int = 0
+    histograms: dict[str, HistogramTotals] = dataclasses.field(
+        default_factory=lambda: {name: HistogramTotals([0] * len(bounds)) for name, (_, bounds) in HISTOGRAMS.items()})
+
+    def add(self, series: str, value: float) -> None:
+        """Add one stored total; a series this version does not export is left out."""
+        if series == PROMPT_TOKENS:
+            self.prompt_tokens += int(value)
+        elif series == GENERATION_TOKENS:
+            self.generation_tokens += int(value)
+        elif series == FAILED:
+            self.failed += int(value)
+        elif series.startswith(FINISHED_PREFIX):
+            reason = series.removeprefix(FINISHED_PREFIX)
+            self.finished[reason] = self.finished.get(reason, 0) + int(value)
+        else:
+            name, _, part = series.partition(":")
+            histogram = self.histograms.get(name)
+            if histogram is None:
+                return
+            if part == "count":
+                histogram.count += int(value)
+            elif part == "sum":
+                histogram.sum_seconds += value
+            elif part.startswith(BUCKET_PREFIX):
+                # Stored per bucket; exported cumulatively (`le`): this bucket and every one above it.
+                for above in range(int(part.removeprefix(BUCKET_PREFIX)), len(histogram.buckets)):
+                    histogram.buckets[above] += int(value)

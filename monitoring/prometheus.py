@@ -12,8 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from .metric_totals import HISTOGRAMS
-from .selectors import ModelTotals
+from .metric_totals import HISTOGRAMS, ModelTotals
 
 LABEL = "model_name"  # vLLM's label for the served model
 
