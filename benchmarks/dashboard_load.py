@@ -53,7 +53,7 @@ SETTLE_SECONDS = 30  # abandoned streams are recorded by their worker a moment a
 class LoadReport:
     sent: int = 0  # requests locust made
     failures: int = 0  # locust failures: unexpected statuses or broken streams
-    recorded: int = 0  # request records for the run's keys
+    recorded: int = 0  # request records in the run's own database
     statuses: Counter = field(default_factory=Counter)
     dashboard: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> {label: requests}
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> {label: count(*) from the table}
