@@ -101,6 +101,26 @@ async def test_tokens_under_the_limit_are_admitted(client, echo_model, api_key, 
     assert_rate_limited(await client.post("/v1/chat/completions", json=chat(max_tokens=2)))
 
 
+@pytest.mark.model
+async def test_tokens_per_minute_count_what_the_real_model_used(client, smollm2, api_key, clock):
+    """SmolLM2's own tokenizer counts: the chat template's prompt tokens plus the completion's."""
+    await set_limits(api_key, tpm_limit=50)
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8,
+            "temperature": 0}
+    first = await client.post("/v1/chat/completions", json=body)
+    assert first.status_code == 200
+    used = first.json()["usage"]["total_tokens"]
+    assert used > 8  # the template alone is more than a few tokens
+    # Admitted while the minute's total is under the limit, refused once it reaches it.
+    responses = [first]
+    while sum(r.json()["usage"]["total_tokens"] for r in responses) < 50:
+        responses.append(await client.post("/v1/chat/completions", json=body))
+        assert responses[-1].status_code == 200
+    assert len(responses) == -(-50 // used)  # ceil: the request that crossed the limit still ran
+    error = assert_rate_limited(await client.post("/v1/chat/completions", json=body))
+    assert "50 tokens per minute" in error["message"]
+
+
 async def wait_in_flight(key_id: int, count: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while limits._local.in_flight(key_id) != count:
