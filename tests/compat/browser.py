@@ -19,7 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @contextlib.contextmanager
 def chromium() -> Iterator[playwright_sync.Browser]:
     if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
+        raise RuntimeError(f"{CHROMIUM} is missing: ./test.sh installs it as root, or run apt-get install -y chromium")
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
