@@ -43,18 +43,27 @@ class LiveServer:
                 self.process.wait()
 
 
+# What a platform process takes from the test process: enough to find programs, and pip's and the
+# proxies' settings for run.sh's install step; nothing that configures the platform. An exported
+# INFERENCE_ENGINE, REDIS_URL, DEBUG or DATABASE_URL would otherwise change what a test tests.
+PASSED_ON = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy",
+                       "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"})
+
+
+def platform_env(**settings: str) -> dict[str, str]:
+    """A minimal environment for a platform process: the machine's basics, unbuffered output, then `settings`."""
+    env = {name: value for name, value in os.environ.items() if name in PASSED_ON or name.startswith("PIP_")}
+    env.setdefault("LANG", "C.UTF-8")
+    env["PYTHONUNBUFFERED"] = "1"  # the "API key:" line must reach the log before /health turns ready
+    env.update(settings)
+    return env
+
+
 def start_live_server(tmp_dir: Path, extra_env: dict | None = None, ready_timeout: float = 120) -> LiveServer:
-    """Run ./run.sh with a fresh SQLite file; wait until /health says ok."""
+    """Run ./run.sh with a fresh SQLite file and the README's defaults; wait until /health says ok."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "DATABASE_URL": f"sqlite:///{tmp_dir / 'live.sqlite3'}",
-        "ADMIN_PASSWORD": "live-test-password",
-        **(extra_env or {}),
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env = platform_env(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{tmp_dir / 'live.sqlite3'}",
+                       ADMIN_PASSWORD="live-test-password", **(extra_env or {}))
     log_path = tmp_dir / "server.log"
     log = open(log_path, "wb")  # a restart on the same directory starts a fresh log
     process = subprocess.Popen([str(REPO / "run.sh")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from ..compat.live_server import free_port
+from ..compat.live_server import free_port, platform_env
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -73,10 +73,9 @@ class Cluster:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1",
-                   WORKER_HEARTBEAT_SECONDS="0.5", WORKER_DEAD_AFTER_SECONDS="3", **extra)
-        return env
+        """The cluster's settings on a minimal environment: an exported setting cannot change the test."""
+        return platform_env(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
+                            WORKER_HEARTBEAT_SECONDS="0.5", WORKER_DEAD_AFTER_SECONDS="3", **extra)
 
     # --- infrastructure ---
 
