@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -15,6 +16,56 @@ from .live_server import start_live_server
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 CHAT = [{"role": "user", "content": "Tell me about the sea in two sentences."}]
+# Settings the test process may have exported, each of which would change what this module tests
+# (or stop the server starting) if it reached ./run.sh. PYTHONUNBUFFERED goes too: the fixture
+# must set it itself for the "API key:" line to be read.
+EXPORTED = {"INFERENCE_ENGINE": "echo", "REDIS_URL": "redis://nowhere.invalid:6379/0", "LOG_PROMPTS": "true",
+            "DJANGO_SETTINGS_MODULE": "no.such.settings"}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The README's server, started while the test process exports settings that must not reach it."""
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in EXPORTED.items():
+            environment.setenv(name, value)
+        environment.delenv("PYTHONUNBUFFERED", raising=False)
+        server = start_live_server(tmp_path_factory.mktemp("openai_sdk"))
+    assert server.api_key, server.log()
+    yield server
+    server.stop()
+    assert server.process.returncode is not None
+
+
+@pytest.fixture(scope="module")
+def sent():
+    """Completion requests this module sent through `sdk`, with the status of each answer."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def sdk(live, sent):
+    def count(response: httpx.Response) -> None:
+        if response.request.method == "POST" and response.request.url.path.endswith("/completions"):
+            sent.append(response.status_code)
+
+    http_client = httpx.Client(event_hooks={"response": [count]})
+    yield openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120,
+                        http_client=http_client)
+    http_client.close()
+
+
+def _status(live) -> dict:
+    response = httpx.get(f"{live.base_url}/v1/system/status", headers={"Authorization": f"Bearer {live.api_key}"},
+                         timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_an_exported_environment_does_not_reach_the_server(live):
+    status = _status(live)
+    assert (status["mode"], status["inference_engine_setting"]) == ("embedded", "auto")
+    assert [(engine["engine"], engine["model"]) for engine in status["engines"]] == [("llama_cpp", "smollm2")]
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +101,28 @@ def test_chat_usage_matches_the_tokenizer(sdk, tokenizer):
 def test_streaming_arrives_in_pieces_and_matches(sdk):
     kwargs = dict(model="smollm2", messages=CHAT, max_tokens=24, temperature=0, seed=11)
     whole = sdk.chat.completions.create(**kwargs).choices[0].message.content
-    arrivals, pieces, usage = [], [], None
+    pieces, usage = [], None
     for chunk in sdk.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}):
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
-            arrivals.append(time.perf_counter())
         if chunk.usage:
             usage = chunk.usage
     assert "".join(pieces) == whole
     assert len(pieces) >= 10, "tokens should arrive as separate events"
-    assert arrivals == sorted(arrivals) and arrivals[-1] > arrivals[0]  # spread over time, not one burst
     assert usage is not None and usage.completion_tokens <= 24
+
+
+def test_the_first_tokens_arrive_while_the_model_is_still_generating(sdk, live):
+    """Spread over the generation, not sent in one burst at its end: when the first piece is here,
+    the engine still has the request in flight (400 tokens leave it far from done)."""
+    before = len(_records(live, "WHERE finish_reason = 'cancelled'"))
+    stream = sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=400, temperature=0, stream=True)
+    first = next(chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
+    try:
+        assert [engine["in_flight"] for engine in _status(live)["engines"]] == [1], first
+    finally:
+        stream.close()
+    _wait_for_records(live, "WHERE finish_reason = 'cancelled'", before + 1)  # the engine let it go
 
 
 def test_text_completion(sdk):
@@ -100,27 +162,51 @@ def _records(live, where: str) -> list[tuple]:
         ).fetchall()
 
 
+def _wait_for_records(live, where: str, count: int) -> list[tuple]:
+    """The records matching `where` once there are `count` of them (records are written as requests end)."""
+    deadline = time.monotonic() + 60
+    while len(rows := _records(live, where)) < count:
+        assert time.monotonic() < deadline, f"{len(rows)} records {where}, expected {count}"
+        time.sleep(0.2)
+    return rows
+
+
 def test_closing_a_stream_cancels_generation(sdk, live):
+    greedy = dict(model="smollm2", messages=CHAT, max_tokens=8, temperature=0)
+    reference = sdk.chat.completions.create(**greedy).choices[0].message.content
     before = len(_records(live, "WHERE finish_reason = 'cancelled'"))
     stream = sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=1500, stream=True)
     for index, _ in enumerate(stream):
         if index == 3:
             break
     stream.close()
-    deadline = time.monotonic() + 30
-    while len(cancelled := _records(live, "WHERE finish_reason = 'cancelled'")) == before:
-        assert time.monotonic() < deadline, "no cancelled record appeared"
-        time.sleep(0.2)
+    cancelled = _wait_for_records(live, "WHERE finish_reason = 'cancelled'", before + 1)
     finish_reason, completion_tokens, status_code, stream_flag = cancelled[-1]
     assert status_code == 499 and stream_flag
     assert completion_tokens < 100, "generation went on after the client left"
-    after = sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=2)
-    assert after.choices[0].message.content is not None
+    # The engine is free and unharmed: the same greedy request gives the same answer as before.
+    after = sdk.chat.completions.create(**greedy)
+    assert after.choices[0].message.content.strip() and after.choices[0].message.content == reference
+    assert after.usage.completion_tokens == 8 and after.choices[0].finish_reason == "length"
 
 
-def test_every_request_left_one_record(live):
-    rows = _records(live, "")
-    assert rows and all(status in (200, 400, 404, 499) for _, _, status, _ in rows)
+def test_every_request_left_one_record(sdk, live, sent):
+    """One record per completion request this module sent, with the status the client saw
+    (a stream the client closed is 200 on the wire and 499 in its record)."""
+    sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        sdk.completions.create(model="no-such-model", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="smollm2", messages=CHAT, temperature=9)
+    rows = _wait_for_records(live, "", len(sent))
+    assert len(rows) == len(sent)
+    on_the_wire = [200 if status == 499 else status for _, _, status, _ in rows]
+    assert sorted(on_the_wire) == sorted(sent)
+
+
+def test_prompts_are_not_logged(live):
+    """The README's default (LOG_PROMPTS off) holds whatever the test process exported."""
+    assert CHAT[0]["content"] not in live.log()
 
 
 def test_restart_is_idempotent_and_the_first_key_still_works(live):
