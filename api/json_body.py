@@ -57,8 +57,7 @@ def _check(value) -> None:
         item, depth = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item):
-                raise InvalidJson("a lone UTF-16 surrogate escape (\\ud800-\\udfff) in a string, "
-                                  "which is not a Unicode character")
+                raise InvalidJson("a string holds a lone UTF-16 surrogate escape, which is not a Unicode character")
             continue
         if isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:

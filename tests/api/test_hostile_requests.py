@@ -4,6 +4,7 @@ Issue 9's F1, F3, F4, F6, F7, F10, F11 and F12 (F8, the WebSocket side, is in te
 """
 
 import json
+import socket
 
 import httpx
 import openai
@@ -14,6 +15,7 @@ from django.core.asgi import get_asgi_application
 
 from api.json_body import MAX_DEPTH, InvalidJson, parse_json
 from monitoring.models import RequestRecord
+from tests.compat.live_server import start_live_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -264,3 +266,44 @@ async def test_static_traversal_through_whitenoise_under_debug_is_refused(transa
     response = await get_raw(app, TRAVERSAL)
     assert response["status"] == 404
     assert b"SECRET_KEY" not in response["body"]
+
+
+# The same through daphne, as ./run.sh serves (DEBUG's static handler in front, if on)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    server = start_live_server(tmp_path_factory.mktemp("hostile_requests"))
+    assert server.api_key, server.log()
+    yield server
+    server.stop()
+
+
+@pytest.mark.live
+@pytest.mark.model
+def test_live_chunked_chat_completion(live):
+    body = json.dumps({"model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+
+    def pieces():
+        for start in range(0, len(body), 10):
+            yield body[start:start + 10].encode()
+
+    headers = {"Authorization": f"Bearer {live.api_key}", "Content-Type": "application/json"}
+    response = httpx.post(f"{live.base_url}{CHAT}", content=pieces(), headers=headers, timeout=120)
+    assert response.status_code == 200, response.text[:1000]
+    assert response.json()["usage"]["completion_tokens"] >= 1
+    too_big = httpx.post(f"{live.base_url}{CHAT}", content=(b"x" * 1024 for _ in range(5 * 1024)),
+                         headers=headers, timeout=120)
+    assert_openai_error(too_big, 413, "request_too_large")
+
+
+@pytest.mark.live
+def test_live_static_traversal_is_404(live):
+    host, port = live.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(f"GET {TRAVERSAL} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:500]
+    assert b"SECRET_KEY" not in answer
