@@ -214,7 +214,7 @@ async def test_the_openai_sdk_gets_not_found_for_an_endpoint_we_lack(asgi_app, a
     assert raised.value.status_code == 404 and raised.value.code == "unknown_url"
 
 
-# F10: POST /admin
+# F10: POST /admin (and any path whose slash-appended form exists)
 
 
 @pytest.mark.parametrize("debug", [True, False])
@@ -225,6 +225,14 @@ async def test_admin_without_its_slash_redirects_never_500(anonymous, transactio
     response = await anonymous.request(method, "/admin")
     assert response.status_code == 301, response.text[:500]
     assert response.headers["location"] == "/admin/"
+
+
+@pytest.mark.parametrize("debug", [True, False])
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_bare_v1_is_openai_404_never_500(client, echo_model, settings, debug, method):
+    """"/v1/" matches the API's catch-all, so APPEND_SLASH raised for a POST to "/v1" under DEBUG."""
+    settings.DEBUG = debug
+    assert_openai_error(await client.request(method, "/v1"), 404, "unknown_url")
 
 
 # F11: path traversal under /static/
