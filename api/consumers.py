@@ -16,11 +16,13 @@ from contextlib import aclosing
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_verify
 
-from .errors import INTERNAL_ERROR, ErrorInfo, error_info
+from .errors import INTERNAL_ERROR, ErrorInfo, RequestTooLarge, error_info
+from .json_body import parse_json
 from .services.completions import completion_serve
 from .services.openai_format import CHAT, STREAM_DONE, TEXT
 
@@ -128,6 +130,9 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
         problem = None
         if text_data is None:
             problem = _invalid_message("Send messages as JSON text frames, not binary frames.")
+        elif _too_large(text_data):
+            problem = error_info(RequestTooLarge(
+                f"A message is larger than this server's limit of {settings.MAX_REQUEST_BODY_BYTES} bytes."))
         else:
             try:
                 message = await self.decode_json(text_data)
@@ -210,8 +215,17 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=STREAM_DONE)
 
     @classmethod
+    async def decode_json(cls, text_data):
+        return parse_json(text_data)  # the HTTP bodies' rules: bounded nesting, no lone surrogates
+
+    @classmethod
     async def encode_json(cls, content):
         return json.dumps(content, separators=(",", ":"))  # the same bytes as the SSE payloads
+
+
+def _too_large(text: str) -> bool:
+    """Whether a message is over MAX_REQUEST_BODY_BYTES, counted in UTF-8 as HTTP bodies are."""
+    return len(text.encode("utf-8", "surrogatepass")) > settings.MAX_REQUEST_BODY_BYTES
 
 
 def _message_problem(content) -> ErrorInfo | None:

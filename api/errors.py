@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions as drf
 
 from engines import errors as engine_errors
@@ -44,6 +45,13 @@ class InvalidApiKey(ApiError):
 class ModelNotFound(ApiError):
     status = 404
     code = "model_not_found"
+
+
+class RequestTooLarge(ApiError):
+    """The body is over MAX_REQUEST_BODY_BYTES (an HTTP body or a WebSocket message)."""
+
+    status = 413
+    code = "request_too_large"
 
 
 class RateLimited(ApiError):
@@ -127,6 +135,8 @@ def error_info(exc: BaseException) -> ErrorInfo | None:
     """Map any exception the API expects to an ErrorInfo; None means an unexpected bug."""
     if isinstance(exc, engine_errors.EngineError):
         exc = _from_engine_error(exc)
+    if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = RequestTooLarge("The request body is larger than this server's limit.")
     if isinstance(exc, ApiError):
         return ErrorInfo(exc.status, exc.type, exc.code, exc.message, exc.param)
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):

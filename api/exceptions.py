@@ -1,8 +1,10 @@
 """The single DRF exception handler and the JSON 404/500 pages, all in OpenAI's error shape."""
 
 import logging
+from functools import wraps
 
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 
 from .errors import INTERNAL_ERROR, RateLimited, error_info
@@ -24,6 +26,7 @@ def openai_exception_handler(exc, context):
     return response
 
 
+@csrf_exempt  # also the /v1 catch-all: an unknown path is a 404 for POST too, not a CSRF 403
 def not_found_view(request, exception=None):
     return JsonResponse(
         {"error": {"message": f"Unknown request URL: {request.method} {request.path}.",
@@ -47,6 +50,31 @@ def permission_denied_view(request, exception=None):
                    "type": "invalid_request_error", "param": None, "code": "permission_denied"}},
         status=403,
     )
+
+
+def allow_methods(*methods: str):
+    """Guard a plain (async) Django view: other methods get a 405 in OpenAI's shape.
+
+    The view is CSRF-exempt so that a wrong method is answered as such, not as a CSRF 403;
+    only the safe methods given here ever reach it.
+    """
+
+    def decorate(view):
+        @wraps(view)
+        async def guarded(request, *args, **kwargs):
+            if request.method not in methods:
+                response = JsonResponse(
+                    {"error": {"message": f"Method \"{request.method}\" not allowed.",
+                               "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}},
+                    status=405,
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return await view(request, *args, **kwargs)
+
+        return csrf_exempt(guarded)
+
+    return decorate
 
 
 def server_error_view(request):

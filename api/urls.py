@@ -13,6 +13,7 @@ urlpatterns = [
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
-    # Unknown API paths answer in OpenAI's error shape even with DEBUG on.
-    re_path(r"^v1/", not_found_view),
+    # Unknown API paths answer in OpenAI's error shape even with DEBUG on. Bare "v1" too:
+    # otherwise APPEND_SLASH, seeing "v1/" match, raises on a POST under DEBUG.
+    re_path(r"^v1(/|$)", not_found_view),
 ]

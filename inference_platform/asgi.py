@@ -11,11 +11,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
 from api.dispatch import start_preloading  # noqa: E402
+from api.request_body import RequestBodyLimit  # noqa: E402
 from api.routing import websocket_urlpatterns  # noqa: E402
 from monitoring.host_samples import start_process_sampler  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    # Bodies are bounded by MAX_REQUEST_BODY_BYTES, and chunked ones read, before Django sees them.
+    "http": RequestBodyLimit(django_asgi_app),
     # No origin check: sockets authenticate with an API key, never with the browser's
     # cookies, so another site's page gains nothing by opening one.
     "websocket": URLRouter(websocket_urlpatterns),

@@ -38,6 +38,7 @@ env = environ.Env(
     METRICS_TOKEN=(str, ""),
     RECORD_RETENTION_DAYS=(int, 30),
     RECORD_RETENTION_BATCH_SIZE=(int, 5000),
+    MAX_REQUEST_BODY_BYTES=(int, 4 * 1024 * 1024),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -184,6 +185,13 @@ RECORD_RETENTION_BATCH_SIZE = env("RECORD_RETENTION_BATCH_SIZE")
 if RECORD_RETENTION_DAYS < 0 or RECORD_RETENTION_BATCH_SIZE < 1:
     raise ImproperlyConfigured("RECORD_RETENTION_DAYS must be >= 0 and RECORD_RETENTION_BATCH_SIZE >= 1")
 
+# Largest request body (HTTP, chunked or not) and WebSocket message accepted; larger ones get
+# a 413 `request_too_large` (see api/request_body.py). Django's own check uses the same bound.
+MAX_REQUEST_BODY_BYTES = env("MAX_REQUEST_BODY_BYTES")
+if MAX_REQUEST_BODY_BYTES < 1:
+    raise ImproperlyConfigured("MAX_REQUEST_BODY_BYTES must be >= 1")
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Take a job only when a pool slot is free, so queued jobs stay in Redis for idle workers
 # (and survive a worker that dies) instead of waiting prefetched behind a busy one.
@@ -218,13 +226,17 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
 # Without collected files (a development checkout), WhiteNoise finds them in the apps.
 WHITENOISE_USE_FINDERS = DEBUG
+# Django's two finders, answering "not found" rather than 500 for `/static/../x` (see the module).
+STATICFILES_FINDERS = ["inference_platform.staticfiles.SafeFileSystemFinder",
+                       "inference_platform.staticfiles.SafeAppDirectoriesFinder"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON with bounded nesting and no lone surrogates (api/json_body.py), as WebSockets parse it.
+    "DEFAULT_PARSER_CLASSES": ["api.json_body.JsonBodyParser"],
     "EXCEPTION_HANDLER": "api.exceptions.openai_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import RedirectView
 
+from api.exceptions import allow_methods
 from monitoring.admin_views import dashboard_view
 from monitoring.views import metrics_view
 
@@ -8,7 +11,10 @@ urlpatterns = [
     # Before admin.site.urls, whose catch-all would answer 404; admin_view makes it staff-only.
     path("admin/monitoring/dashboard/", admin.site.admin_view(dashboard_view), name="monitoring_dashboard"),
     path("admin/", admin.site.urls),
-    path("metrics", metrics_view, name="metrics"),  # Prometheus; outside /v1, as vLLM has it
+    # Without this, CommonMiddleware's APPEND_SLASH answers POST /admin with a 500 under DEBUG.
+    path("admin", csrf_exempt(RedirectView.as_view(pattern_name="admin:index", permanent=True))),
+    # Prometheus; outside /v1, as vLLM has it. GET only: POST is a 405, not a CSRF 403.
+    path("metrics", allow_methods("GET")(metrics_view), name="metrics"),
     path("", include("api.urls")),
 ]
 

@@ -288,3 +288,39 @@ async def test_a_revoked_key_is_refused_on_its_next_request(open_socket, api_key
     await request(socket, ECHO_CHAT)
     await expect_unauthorized(socket)
     assert await RequestRecord.objects.acount() == 1
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+SURROGATE_CHAT = '{"model": "echo", "messages": [{"role": "user", "content": "\\ud800"}]}'
+
+
+@pytest.mark.parametrize("text", [
+    '{"type": "request", "body": {"model": "echo", "messages": ' + DEEP + "}}",
+    DEEP,
+    '{"type": "request", "body": ' + SURROGATE_CHAT + "}",
+    '{"type": "request", "body": {"model": "echo", "\\udfff": 1, "messages": []}}',
+], ids=["deep body", "deep message", "surrogate in content", "surrogate as a field name"])
+async def test_unparseable_json_is_an_error_frame_and_the_connection_stays_open(open_socket, api_key, echo_model,
+                                                                                text):
+    """JSON Python parses but the API refuses (too deep, lone surrogates): the README's invalid_message."""
+    socket = await open_socket(key=api_key)
+    await socket.send_to(text_data=text)
+    error = (await socket.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (error["code"], error["type"]) == ("invalid_message", "invalid_request_error")
+    assert "\ud800" not in error["message"] and "\udfff" not in error["message"]
+    assert await socket.receive_nothing(timeout=0.05)  # no [DONE]: no request was started
+    await request(socket, ECHO_CHAT)
+    assert joined(await frames_until_done(socket)) == ECHO_TEXT
+
+
+async def test_a_message_over_the_body_limit_is_refused_and_the_connection_stays_open(open_socket, api_key,
+                                                                                      echo_model, settings):
+    settings.MAX_REQUEST_BODY_BYTES = 1000
+    socket = await open_socket(key=api_key)
+    await request(socket, {**ECHO_CHAT, "messages": [{"role": "user", "content": "x" * 1000}]})
+    error = (await socket.receive_json_from(timeout=TIMEOUT))["error"]
+    assert (error["code"], error["type"]) == ("request_too_large", "invalid_request_error")
+    assert "1000 bytes" in error["message"]
+    assert await socket.receive_nothing(timeout=0.05)
+    await request(socket, ECHO_CHAT)  # under the limit
+    assert joined(await frames_until_done(socket)) == ECHO_TEXT
