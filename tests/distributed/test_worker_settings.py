@@ -50,7 +50,7 @@ def deployment(tmp_path_factory):
         cluster.drop_database()
 
 
-def start_worker(cluster: Cluster, name: str, *args: str, **env: str) -> Proc:
+def start_worker(cluster: Cluster, name: str, *args: str, wait: bool = True, **env: str) -> Proc:
     """A worker started like the README's, but with only the arguments given (no --models unless in args)."""
     log = cluster.tmp / f"worker-{name}.log"
     process = subprocess.Popen(
@@ -60,7 +60,8 @@ def start_worker(cluster: Cluster, name: str, *args: str, **env: str) -> Proc:
     )
     proc = Proc(name, process, log)
     cluster.procs.append(proc)
-    _wait(lambda: cluster.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
+    if wait:
+        _wait(lambda: cluster.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
     return proc
 
 
@@ -117,6 +118,13 @@ def test_worker_models_env_picks_what_a_worker_hosts(deployment):
     refused = chat(deployment, "beta")
     assert refused.status_code == 503, refused.text
     assert "No ready worker hosts model `beta`" in refused.json()["error"]["message"]
+
+
+def test_worker_models_naming_no_enabled_model_stops_the_worker(deployment):
+    worker = start_worker(deployment, "ghostly", wait=False, WORKER_MODELS="alpha,ghost")
+    assert worker.process.wait(timeout=90) != 0
+    assert "no enabled model named ghost" in worker.log.read_text()
+    assert deployment.worker_state(worker.process.pid) is None  # never registered
 
 
 def test_models_option_wins_over_worker_models(deployment):
