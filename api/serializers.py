@@ -127,7 +127,9 @@ class CompletionRequestSerializer(SamplingFieldsSerializer):
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=16)
+    # Unset means the model's default, else OpenAI's 16 (applied with the other sampling defaults).
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                          help_text="Defaults to the model's default, else 16.")
 
     def validate_prompt(self, value):
         if isinstance(value, str):

@@ -28,6 +28,11 @@ def served_model_for_key(*, key: ApiKey, name: str) -> ServedModel | None:
     return None
 
 
+def served_model_by_name(*, name: str) -> ServedModel | None:
+    """The model registered under exactly `name`, enabled or not."""
+    return ServedModel.objects.filter(name=name).first()
+
+
 def enabled_model_names() -> list[str]:
     return list(ServedModel.objects.filter(enabled=True).values_list("name", flat=True))
 

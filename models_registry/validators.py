@@ -16,9 +16,32 @@ validate_model_name = RegexValidator(
     "(this is the `model` value clients send).",
 )
 
-SAMPLING_DEFAULT_KEYS = {
-    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
+
+def _number(low: float, high: float):
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+
+def _integer(low: float = float("-inf")):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _stop(value) -> bool:
+    sequences = [value] if isinstance(value, str) else value
+    return isinstance(sequences, list) and len(sequences) <= 4 and all(isinstance(s, str) and s for s in sequences)
+
+
+# What a request may send for each sampling default (as api/serializers.py accepts it): a default
+# the API would refuse from a client is refused when the model is saved, not on every request later.
+SAMPLING_DEFAULTS = {
+    "temperature": (_number(0, 2), "a number from 0 to 2"),
+    "top_p": (_number(0, 1), "a number from 0 to 1"),
+    "max_tokens": (_integer(1), "an integer of at least 1"),
+    "stop": (_stop, "a string or a list of up to 4 strings"),
+    "seed": (_integer(), "an integer"),
+    "presence_penalty": (_number(-2, 2), "a number from -2 to 2"),
+    "frequency_penalty": (_number(-2, 2), "a number from -2 to 2"),
 }
+SAMPLING_DEFAULT_KEYS = set(SAMPLING_DEFAULTS)
 
 
 def validate_source_path(value: str) -> None:
@@ -45,6 +68,10 @@ def validate_default_params(value) -> None:
         raise ValidationError(
             f"Unknown default parameter(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(SAMPLING_DEFAULT_KEYS))}."
         )
+    for name, default in value.items():
+        valid, expected = SAMPLING_DEFAULTS[name]
+        if not valid(default):
+            raise ValidationError(f"{name} must be {expected}.")
 
 
 def validate_json_object(value) -> None:

@@ -25,8 +25,10 @@ from .tracking import CLIENT_CLOSED, RequestTracker
 logger = logging.getLogger(__name__)
 
 _SERIALIZERS = {CHAT: ChatCompletionRequestSerializer, "completions": CompletionRequestSerializer}
-# OpenAI's defaults where neither the request nor the model's defaults say otherwise.
-_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+# OpenAI's defaults where neither the request nor the model's defaults say otherwise; legacy
+# completions stop at 16 tokens unless told otherwise, chat at the end of the context.
+_SAMPLING_DEFAULTS = {CHAT: {"temperature": 1.0, "top_p": 1.0},
+                      "completions": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16}}
 
 
 @dataclass
@@ -144,13 +146,13 @@ def _wants_format(response_format) -> bool:
 
 
 def _generation_request(kind: str, body: dict, model: ServedModel, request_id: str) -> GenerationRequest:
-    defaults = {**_SAMPLING_DEFAULTS, **(model.default_params or {})}
+    defaults = {**_SAMPLING_DEFAULTS[kind], **(model.default_params or {})}
 
     def pick(name):
         value = body.get(name)
         return value if value is not None else defaults.get(name)
 
-    stop = body.get("stop") or tuple(defaults.get("stop") or ())
+    stop = body.get("stop") or defaults.get("stop") or ()  # a string is one sequence, never split
     sampling = SamplingParams(
         max_tokens=pick("max_tokens"),
         temperature=pick("temperature"),

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.platform import ENGINE_CHOICES
+from models_registry.selectors import served_model_by_name
 from models_registry.services.served_models import served_model_register
 
 
@@ -33,10 +34,13 @@ class Command(BaseCommand):
         parser.add_argument("--disabled", action="store_true")
 
     def handle(self, *args, name, source, engine, context_length, alias, option, disabled, **options):
+        # Sampling defaults have no flag here: registering again keeps those set in the admin.
+        existing = served_model_by_name(name=name)
         try:
             model = served_model_register(
                 name=name, source=source, engine=engine, context_length=context_length, aliases=alias,
                 engine_options=dict(parse_option(o) for o in option), enabled=not disabled,
+                default_params=existing.default_params if existing else None,
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
