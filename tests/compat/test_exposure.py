@@ -3,8 +3,13 @@ log, an answer to oversized requests, static files, and HTTPS behind a TLS proxy
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 
 import httpx
@@ -59,11 +64,15 @@ def test_the_served_default_runs_with_debug_off(served):
 
 
 def test_a_bad_host_header_gets_no_debug_page(served):
+    offset = len(served.log())
     response = httpx.get(f"{served.base_url}/v1/models", headers={"Host": "a b"}, timeout=30)
     assert response.status_code == 400
     assert len(response.content) < 2000, "Django's debug page is about 74 KB"
     for leak in ("Traceback", "SECRET_KEY", "settings", "DisallowedHost"):
         assert leak not in response.text
+    assert len(_log_lines_after(served, offset, 1, r"/v1/models 400")) == 1
+    log = served.log()[offset:]
+    assert "Invalid HTTP_HOST header: 'a b'" in log and "Traceback" not in log  # one line, no traceback
 
 
 def test_an_unknown_path_lists_no_url_patterns(served):
@@ -195,3 +204,35 @@ def test_admin_login_works_behind_a_tls_proxy(behind_proxy):
 
 def test_health_answers_plain_http_for_probes(behind_proxy):
     assert httpx.get(f"{behind_proxy.base_url}/health", timeout=30).status_code == 200
+
+
+def test_a_web_process_without_setup(tmp_path):
+    """`serve --no-setup` (a distributed web process) serves without migrating or issuing anything."""
+    from .live_server import REPO, free_port
+
+    database = tmp_path / "untouched.sqlite3"
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "DEBUG")}
+    env.update(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{database}", INFERENCE_ENGINE="echo",
+               PRELOAD_MODELS="false")
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "manage.py", "serve", "--no-setup"], cwd=REPO, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/docs", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.3)
+        assert response.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    output = (tmp_path / "serve.log").read_text()
+    assert "API key:" not in output and "(DEBUG off)" in output
+    tables = sqlite3.connect(database).execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    assert tables == []

@@ -17,10 +17,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--reload", action="store_true", help="Restart on code changes (development).")
+        parser.add_argument("--no-setup", action="store_true",
+                            help="Skip migrate and first-run setup: a distributed web process, where one "
+                                 "`migrate` and `setup_embedded` run before the web processes start.")
 
-    def handle(self, *args, reload, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("setup_embedded")
+    def handle(self, *args, reload, no_setup, **options):
+        if not no_setup:
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("setup_embedded")
         if reload:
             autoreload.run_with_reloader(self.serve, signal_handlers=False)
         else:
