@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-from daphne.server import Server
+from daphne.server import Server  # first: it installs the asyncio reactor twisted must use
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from api.errors import ErrorInfo
