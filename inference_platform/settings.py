@@ -1,6 +1,7 @@
 """Settings, read from the environment through one `env` object (django-environ).
 
-No environment at all gives the embedded default: SQLite, in-process engine host, DEBUG on.
+No environment at all gives the embedded default: SQLite, in-process engine host. DEBUG is on,
+except under `manage.py serve` (./run.sh), which manage.py starts with DEBUG off unless asked.
 Setting REDIS_URL switches to distributed mode.
 """
 
@@ -11,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engines.platform import FORCEABLE_ENGINES
+from inference_platform.secret_key import secret_key_from_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,14 +41,19 @@ env = environ.Env(
     RECORD_RETENTION_DAYS=(int, 30),
     RECORD_RETENTION_BATCH_SIZE=(int, 5000),
     MAX_REQUEST_BODY_BYTES=(int, 4 * 1024 * 1024),
+    SECURE_PROXY_SSL_HEADER=(bool, False),
+    CSRF_TRUSTED_ORIGINS=(list, []),
+    SECURE_SSL_REDIRECT=(bool, False),
+    SECURE_HSTS_SECONDS=(int, 0),
+    SECURE_HSTS_INCLUDE_SUBDOMAINS=(bool, False),
+    SECURE_HSTS_PRELOAD=(bool, False),
+    SESSION_COOKIE_SECURE=(bool, False),
+    CSRF_COOKIE_SECURE=(bool, False),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
+# Django's debug pages show settings and URL patterns to anyone: never on a server that is exposed.
 DEBUG = env("DEBUG")
-if DEBUG:
-    SECRET_KEY = env("SECRET_KEY", default="django-insecure-embedded-default-only-for-debug")
-else:
-    SECRET_KEY = env("SECRET_KEY")  # no default: production must set it
 
 HOST = env("HOST")
 PORT = env("PORT")
@@ -79,6 +86,31 @@ REDIS_CONNECTION_OPTIONS = {
     "retry_on_error": [RedisConnectionError],
 }
 DISTRIBUTED = bool(REDIS_URL)
+
+# The environment's SECRET_KEY wins. Without one, the processes of one host share a key generated
+# once into var/secret_key (mode 0600): the embedded default. A distributed production deployment
+# must set it, or each host would sign sessions and CSRF tokens the others reject.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DISTRIBUTED and not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set; with REDIS_URL and DEBUG=false all hosts must share one. Generate it with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = secret_key_from_file(BASE_DIR / "var" / "secret_key")
+
+# HTTPS behind a TLS-terminating reverse proxy (README, "Security"). Trust X-Forwarded-Proto only when
+# the proxy sets it and clients cannot reach this server around the proxy.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env("SECURE_PROXY_SSL_HEADER") else None
+# The proxy's public origins (https://llm.example.com) when the Host it passes on differs.
+CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
+SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT")
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # health checks probe plain HTTP from inside the host
+SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env("SECURE_HSTS_PRELOAD")
+SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = env("CSRF_COOKIE_SECURE")
 
 INSTALLED_APPS = [
     "daphne",
@@ -224,11 +256,12 @@ STATIC_URL = "static/"
 # collectstatic writes here (the Docker image does it at build time); WhiteNoise serves it.
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
-# Without collected files (a development checkout), WhiteNoise finds them in the apps.
-WHITENOISE_USE_FINDERS = DEBUG
 # Django's two finders, answering "not found" rather than 500 for `/static/../x` (see the module).
 STATICFILES_FINDERS = ["inference_platform.staticfiles.SafeFileSystemFinder",
                        "inference_platform.staticfiles.SafeAppDirectoriesFinder"]
+# WhiteNoise also finds files in the apps (admin, Swagger UI), as collectstatic would, once at start:
+# every entry point (./run.sh, daphne, DEBUG on or off) serves them without a collect step.
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
@@ -278,7 +311,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"server_errors_only": {"()": "api.access_log.ServerErrorsOnly"},
+                "without_traceback": {"()": "api.access_log.WithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # One line per request, with query values and keys redacted: api/access_log.py, from `serve`.
+    # Nothing logs request bodies or headers; prompts only with LOG_PROMPTS.
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own console handler would print every django.* record a second time while DEBUG.
+        "django": {"handlers": [], "level": "NOTSET"},
+        # "Unauthorized: /v1/models" repeats the access log's line; its 5xx records carry the traceback.
+        "django.request": {"filters": ["server_errors_only"]},
+        # Suspicious requests (a bad Host header, an oversized form) are the client's doing: one line each.
+        **{f"django.security.{name}": {"filters": ["without_traceback"]} for name in (
+            "DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent", "SuspiciousFileOperation")},
+    },
 }

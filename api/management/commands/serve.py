@@ -1,17 +1,42 @@
-"""Migrate, run first-run setup, and serve HTTP on HOST:PORT through daphne."""
+"""Migrate, run first-run setup, and serve HTTP and WebSocket on HOST:PORT through daphne."""
 
+from daphne.endpoints import build_endpoint_description_strings
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.utils import autoreload
+from django.utils.module_loading import import_string
+
+from api.access_log import log_action
+from api.http_server import PlatformServer
 
 
 class Command(BaseCommand):
-    help = "Start the platform on HOST:PORT (embedded default: SQLite, in-process engines)."
+    help = ("Start the platform on HOST:PORT (embedded default: SQLite, in-process engines). "
+            "DEBUG is off unless the environment turns it on.")
 
     def add_arguments(self, parser):
         parser.add_argument("--reload", action="store_true", help="Restart on code changes (development).")
+        parser.add_argument("--no-setup", action="store_true",
+                            help="Skip migrate and first-run setup: a distributed web process, where one "
+                                 "`migrate` and `setup_embedded` run before the web processes start.")
 
-    def handle(self, *args, reload, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("setup_embedded")
-        call_command("runserver", f"{settings.HOST}:{settings.PORT}", use_reloader=reload)
+    def handle(self, *args, reload, no_setup, **options):
+        if not no_setup:
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("setup_embedded")
+        if reload:
+            autoreload.run_with_reloader(self.serve, signal_handlers=False)
+        else:
+            self.serve(signal_handlers=True)
+
+    def serve(self, *, signal_handlers: bool) -> None:
+        """Run daphne's server itself, not the runserver development command, until interrupted."""
+        self.stdout.write(f"Serving on http://{settings.HOST}:{settings.PORT}/ (DEBUG {'on' if settings.DEBUG else 'off'})")
+        self.stdout.flush()  # the key and login above reach a log file before the first request can
+        PlatformServer(
+            application=import_string(settings.ASGI_APPLICATION),
+            endpoints=build_endpoint_description_strings(host=settings.HOST, port=settings.PORT),
+            signal_handlers=signal_handlers,
+            action_logger=log_action,
+        ).run()
