@@ -49,7 +49,8 @@ def test_services_and_health_checks(config):
 
 def test_web_and_worker_run_the_distributed_commands(config):
     web, worker = config["services"]["web"], config["services"]["worker"]
-    assert web["command"][0] == "daphne" and "inference_platform.asgi:application" in web["command"]
+    assert web["command"] == ["python", "manage.py", "serve", "--no-setup"]
+    assert web["environment"]["HOST"] == "0.0.0.0" and web["environment"]["PORT"] == "8000"
     assert worker["command"][:4] == ["celery", "-A", "inference_platform", "worker"]
     for service in (web, worker):
         env = service["environment"]
