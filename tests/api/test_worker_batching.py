@@ -50,6 +50,7 @@ def runtime(transactional_db, redis_channel_layer):
     runtime.start()
     yield runtime
     runtime.stop()
+    runtime.loop.close()  # channels-redis closes its pools on that loop here, not at garbage collection
     if sampling:
         start_process_sampler(role="web")
 
