@@ -6,6 +6,7 @@ real Redis, under a prefix of this test's own. Each send is a Redis round trip, 
 than the engine's next token, so the runtime must batch what piles up meanwhile.
 """
 
+import asyncio
 import time
 import uuid
 
@@ -58,13 +59,14 @@ def runtime(transactional_db, redis_channel_layer):
 async def replies(layer, channel: str) -> list[dict]:
     """Every message on `channel` up to the one that carries the finish reason (or an error)."""
     received = []
-    while True:
-        message = await layer.receive(channel)
-        received.append(message)
-        if message["type"] == wire.JOB_ERROR:
-            return received
-        if message["type"] == wire.JOB_CHUNKS and any("finish" in c for c in message["chunks"]):
-            return received
+    async with asyncio.timeout(60):  # the job has ended: everything is already in Redis
+        while True:
+            message = await layer.receive(channel)
+            received.append(message)
+            if message["type"] == wire.JOB_ERROR:
+                return received
+            if message["type"] == wire.JOB_CHUNKS and any("finish" in c for c in message["chunks"]):
+                return received
 
 
 def test_fast_tokens_are_sent_in_batches(runtime, redis_channel_layer):
