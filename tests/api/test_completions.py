@@ -85,6 +85,7 @@ async def test_eight_concurrent_requests_overlap(asgi_app, client, api_key):
     await sync_to_async(register_long_echo)()
     await client.post("/v1/chat/completions", json=long_chat(max_tokens=1))  # load the engine
     engine = engine_host().engine_for(LONG_ECHO)
+    engine.peak_in_flight = 0
     held = [HeldPost(asgi_app, "/v1/chat/completions", long_chat(), key=api_key) for _ in range(8)]
     try:
         await wait_until(lambda: engine.in_flight == 8, "all 8 requests inside the engine")
