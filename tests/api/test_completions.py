@@ -1,12 +1,12 @@
 """Chat and legacy completions through the real ASGI stack, on echo and on the real model."""
 
-import asyncio
-
 import pytest
+from asgiref.sync import sync_to_async
 
 from api.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
 
+from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
 from .sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,15 +76,24 @@ async def test_legacy_completion_rejects_batches_and_echo(client, echo_model):
     assert echo.status_code == 400 and echo.json()["error"]["param"] == "echo"
 
 
-async def test_eight_concurrent_requests_overlap(client, echo_model):
-    """Waiting for tokens must not hold Django's one sync thread: all 8 are in the engine at once."""
-    await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_tokens": 1})  # load the engine
-    engine = engine_host().engine_for("echo")
+async def test_eight_concurrent_requests_overlap(asgi_app, client, api_key):
+    """Waiting for tokens must not hold Django's one sync thread: all 8 are in the engine at once.
+
+    Each request would run for 80 s, so none ends before the others start; the clients hang
+    up once all 8 are in. Were the thread held, the second could never get in.
+    """
+    await sync_to_async(register_long_echo)()
+    await client.post("/v1/chat/completions", json=long_chat(max_tokens=1))  # load the engine
+    engine = engine_host().engine_for(LONG_ECHO)
     engine.peak_in_flight = 0
-    body = {"model": "echo", "messages": [{"role": "user", "content": " ".join(["w"] * 20)}]}
-    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(8)))
-    assert all(r.status_code == 200 for r in responses)
-    assert engine.peak_in_flight == 8
+    held = [HeldPost(asgi_app, "/v1/chat/completions", long_chat(), key=api_key) for _ in range(8)]
+    try:
+        await wait_until(lambda: engine.in_flight == 8, "all 8 requests inside the engine")
+    finally:
+        await hang_up_all(held)
+    assert engine.in_flight == 0 and engine.peak_in_flight == 8
+    statuses = [r.status_code async for r in RequestRecord.objects.filter(model_name=LONG_ECHO)]
+    assert sorted(statuses) == [200] + [499] * 8  # the loading request, then 8 clients gone
 
 
 async def test_one_record_per_request_whatever_the_outcome(client, echo_model):

@@ -16,6 +16,7 @@ from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_issue
 from monitoring.models import RequestRecord
 
+from tests.held import HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
 from .sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,22 +122,23 @@ async def test_tokens_per_minute_count_what_the_real_model_used(client, smollm2,
     assert "50 tokens per minute" in error["message"]
 
 
-async def wait_in_flight(key_id: int, count: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while limits._local.in_flight(key_id) != count:
-        assert time.monotonic() < deadline, f"in flight: {limits._local.in_flight(key_id)}, wanted {count}"
-        await asyncio.sleep(0.01)
+async def wait_in_flight(key_id: int, count: int) -> None:
+    await wait_until(lambda: limits._local.in_flight(key_id) == count, f"{count} requests of the key in flight")
 
 
-async def test_concurrent_requests(client, echo_model, api_key, clock):
+async def test_concurrent_requests(asgi_app, client, echo_model, api_key, clock):
     key = await set_limits(api_key, concurrency_limit=2)
-    long = chat(" ".join(f"w{i}" for i in range(40)))  # 40 tokens at 20 ms each
-    held = [asyncio.create_task(client.post("/v1/chat/completions", json=long)),
-            asyncio.create_task(client.post("/v1/chat/completions", json={**long, "stream": True}))]
-    await wait_in_flight(key.pk, 2)
-    error = assert_rate_limited(await client.post("/v1/chat/completions", json=chat()), retry_after_at_most=1)
-    assert "2 concurrent requests" in error["message"]
-    assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+    await sync_to_async(register_long_echo)()
+    # Two requests that hold their slots until their clients hang up: a plain one and a stream.
+    held = [HeldPost(asgi_app, "/v1/chat/completions", body, key=api_key)
+            for body in (long_chat(), long_chat(stream=True))]
+    try:
+        await wait_in_flight(key.pk, 2)
+        error = assert_rate_limited(await client.post("/v1/chat/completions", json=chat()), retry_after_at_most=1)
+        assert "2 concurrent requests" in error["message"]
+    finally:
+        plain, streamed = await hang_up_all(held)
+    assert plain == [] and streamed[0]["status"] == 200  # the stream had begun; neither had ended
     assert limits._local.in_flight(key.pk) == 0
     assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200
     assert limits._local.in_flight(key.pk) == 0
@@ -148,7 +150,8 @@ async def test_errors_and_cancellation_give_the_slot_back(client, echo_model, ap
     assert too_long.status_code == 400  # context overflow, after admission
     assert limits._local.in_flight(key.pk) == 0
 
-    long = chat(" ".join(f"w{i}" for i in range(200)))
+    await sync_to_async(register_long_echo)()
+    long = long_chat()
     task = asyncio.create_task(completion_serve(kind=CHAT, key=key, read_body=lambda: long))
     await wait_in_flight(key.pk, 1)
     task.cancel()

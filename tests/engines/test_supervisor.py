@@ -1,10 +1,13 @@
 """Supervision of real server processes: llama_cpp.server on the GGUF, and small Python children."""
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import psutil
 import pytest
@@ -26,6 +29,11 @@ FORKING_SERVER = (
     "sys.argv = ['http.server', sys.argv[2], '--bind', '127.0.0.1']\n"
     "runpy.run_module('http.server', run_name='__main__', alter_sys=True)\n"
 )
+# Runs the rest of its arguments once the file named by its first one is gone: a child the
+# test can keep from starting for as long as it needs.
+GATED = "import os, sys, time\nwhile os.path.exists(sys.argv[1]): time.sleep(0.05)\nos.execv(sys.argv[2], sys.argv[2:])"
+# Only turns a hang into a failure; nothing here waits this long when things work.
+DEADLINE_S = 120
 
 
 def chat(**sampling) -> GenerationRequest:
@@ -58,13 +66,24 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-async def wait_until(condition, timeout: float = 10.0) -> bool:
+async def wait_until(condition, timeout: float = DEADLINE_S) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def returns_within(call, timeout: float = DEADLINE_S):
+    """Run a blocking call on a thread and return (or raise) what it does; fail if it hangs."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(call).result(timeout)
+    except FutureTimeout:
+        pytest.fail(f"{call} did not return within {timeout}s")
+    finally:
+        pool.shutdown(wait=False)
 
 
 @pytest.mark.model
@@ -103,17 +122,22 @@ async def test_killed_child_is_restarted_and_waiting_requests_succeed(gguf_path,
 
 
 @pytest.mark.model
-async def test_engine_is_not_ready_while_restarting_and_waits_are_bounded(gguf_path, engines):
-    engine = llama_engine(gguf_path, ready_wait_s=0.2)
+async def test_engine_is_not_ready_while_restarting_and_waits_are_bounded(gguf_path, engines, tmp_path):
+    gate = tmp_path / "hold-the-restart"
+    engine = llama_engine(gguf_path, ready_wait_s=0.2,
+                          command=[sys.executable, "-c", GATED, str(gate), *llama_server_command(gguf_path)])
     engines.append(engine)
     engine.load()
+    gate.touch()  # the next child waits here until the test lets it start
     os.kill(engine.supervisor.pid, signal.SIGKILL)
-    assert await wait_until(lambda: not engine.loaded, timeout=2)
+    assert await wait_until(lambda: not engine.loaded)
     assert engine.state()["server"]["status"] == "restarting"
-    # Loading the model takes the new child far longer than the 0.2 s this engine waits.
+    # The new child cannot be ready while the gate is shut: the request waits 0.2 s and gives up.
     with pytest.raises(EngineUnavailableError, match="restarting"):
         await collect(engine, chat())
-    assert await wait_until(lambda: engine.loaded, timeout=60)
+    assert engine.supervisor.status == "restarting"
+    gate.unlink()
+    assert await wait_until(lambda: engine.loaded)
     assert (await collect(engine, chat()))[-1].finish_reason == "length"
 
 
@@ -123,9 +147,9 @@ async def test_watcher_gives_up_after_the_policy_allows_no_more(gguf_path, engin
     engines.append(engine)
     engine.load()
     os.kill(engine.supervisor.pid, signal.SIGKILL)
-    assert await wait_until(lambda: engine.loaded and engine.supervisor.restarts == 1, timeout=60)
+    assert await wait_until(lambda: engine.loaded and engine.supervisor.restarts == 1)
     os.kill(engine.supervisor.pid, signal.SIGKILL)
-    assert await wait_until(lambda: engine.supervisor.status == "failed", timeout=5)
+    assert await wait_until(lambda: engine.supervisor.status == "failed")
     with pytest.raises(EngineUnavailableError, match="gave up after 1 restarts") as caught:
         await collect(engine, chat())
     assert "killed by SIGKILL" in str(caught.value)
@@ -166,34 +190,35 @@ def test_backoff_doubles_up_to_its_cap():
 
 def test_child_that_never_gets_healthy_times_out_and_is_killed(tmp_path):
     pid_file = tmp_path / "pid"
-    sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)"
+    sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(3600)"
     supervisor = ServerSupervisor(
         "sleepy", [sys.executable, "-c", sleeper, str(pid_file)], health_url="http://{host}:{port}/health",
         policy=RestartPolicy(max_restarts=0), startup_timeout_s=1,
     )
-    started = time.monotonic()
+    # The child would sleep for an hour: only the 1 s start-up timeout ends start() in time.
     with pytest.raises(EngineUnavailableError, match=r"did not answer http://127\.0\.0\.1:\d+/health within 1s"):
-        supervisor.start()
-    assert time.monotonic() - started < 10
+        returns_within(supervisor.start)
     assert not psutil.pid_exists(int(pid_file.read_text()))
     assert supervisor.status == "failed"
 
 
-@pytest.mark.parametrize("mode", ["obey-term", "ignore-term"])
-def test_stop_ends_the_whole_process_group(mode):
+# A child that obeys SIGTERM gets a grace period it will never use up; one that ignores it
+# gets a short one, after which it must be killed.
+@pytest.mark.parametrize("mode, grace_s", [("obey-term", DEADLINE_S), ("ignore-term", 0.5)])
+def test_stop_ends_the_whole_process_group(mode, grace_s, caplog):
+    caplog.set_level(logging.WARNING, logger="engines.supervisor")
     supervisor = ServerSupervisor(
         "forking", [sys.executable, "-c", FORKING_SERVER, mode, "{port}"], health_url="http://{host}:{port}/",
-        startup_timeout_s=30, shutdown_grace_s=0.5,
+        startup_timeout_s=DEADLINE_S, shutdown_grace_s=grace_s,
     )
     supervisor.start()
     try:
         pid = supervisor.pid
         assert len(group_members(pid)) == 2  # the server and the sleeper it forked
     finally:
-        started = time.monotonic()
-        supervisor.stop()
-    # A child that ignores SIGTERM is killed once the grace period is over.
-    assert time.monotonic() - started < 5
+        returns_within(supervisor.stop, timeout=2 * DEADLINE_S)
+    killed = "ignored SIGTERM" in caplog.text
+    assert killed == (mode == "ignore-term"), caplog.text
     assert group_members(pid) == []
     assert supervisor.status == "stopped" and supervisor.pid is None
 

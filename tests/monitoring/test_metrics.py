@@ -1,6 +1,5 @@
 """GET /metrics through the real ASGI stack: values match the records, the format parses, access is guarded."""
 
-import asyncio
 import datetime as dt
 import importlib
 import os
@@ -23,6 +22,7 @@ from monitoring.metric_totals import E2E_BUCKETS, TTFT_BUCKETS, bucket_index
 from monitoring.models import MetricTotal, RequestRecord
 from monitoring.selectors import request_totals
 from monitoring.services import request_record_create, request_records_prune
+from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,19 +123,20 @@ async def test_counters_and_histograms_match_the_records(client, echo_model):
     assert value(samples, "vllm:num_requests_waiting", model_name="echo") == 0
 
 
-async def test_running_gauge_counts_requests_inside_the_engine(client, echo_model):
-    await client.post("/v1/chat/completions", json={**ECHO, "max_tokens": 1})  # load the engine
-    # Different lengths, so the three records are written apart (see the test above).
-    requests = [asyncio.create_task(client.post("/v1/chat/completions", json={
-        "model": "echo", "messages": [{"role": "user", "content": " ".join(["w"] * words)}]}))
-        for words in (40, 50, 60)]
-    engine = engine_host().engine_for("echo")
-    while engine.in_flight < 3:
-        await asyncio.sleep(0.01)
-    samples = await scrape(client)
-    assert value(samples, "vllm:num_requests_running", model_name="echo") == 3
-    assert all(r.status_code == 200 for r in await asyncio.gather(*requests))
-    assert value(await scrape(client), "vllm:num_requests_running", model_name="echo") == 0
+async def test_running_gauge_counts_requests_inside_the_engine(asgi_app, client, api_key):
+    await sync_to_async(register_long_echo)()
+    await client.post("/v1/chat/completions", json=long_chat(max_tokens=1))  # load the engine
+    engine = engine_host().engine_for(LONG_ECHO)
+    # Requests that run until their clients hang up, so all three are inside when /metrics is read.
+    held = [HeldPost(asgi_app, "/v1/chat/completions", long_chat(), key=api_key) for _ in range(3)]
+    try:
+        await wait_until(lambda: engine.in_flight == 3, "3 requests inside the engine")
+        samples = await scrape(client)
+    finally:
+        await hang_up_all(held)
+    assert value(samples, "vllm:num_requests_running", model_name=LONG_ECHO) == 3
+    assert engine.in_flight == 0
+    assert value(await scrape(client), "vllm:num_requests_running", model_name=LONG_ECHO) == 0
 
 
 async def test_counters_survive_pruning_and_a_second_write_of_a_record(client, echo_model):
