@@ -62,12 +62,12 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
             data = {**data, "stream": True}  # before validation: stream_options requires it
         body = _validate(kind, data)
         tracker.stream = bool(body.get("stream"))
-        tracker.model_name = body["model"]
         model = await sync_to_async(served_model_for_key)(key=key, name=body["model"])
         if model is None:
             raise ModelNotFound(
                 f"The model `{body['model']}` does not exist or you do not have access to it.", param="model"
             )
+        tracker.model_name = model.name
         admission = await limits_admit(key=key)  # 429 past a per-key limit
         tracker.engine = dispatch.resolve_engine(model)
         _check_capabilities(kind, body, model, tracker.engine)
