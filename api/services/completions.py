@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 from engines.base import Chunk, GenerationRequest, SamplingParams
 from models_registry.models import ApiKey, ServedModel
@@ -74,6 +75,10 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
         request = _generation_request(kind, body, model, tracker.request_id)
         if settings.LOG_PROMPTS:
             logger.info("request %s prompt: %r", tracker.request_id, request.messages or request.prompt)
+        # Tokens can take minutes. Give this request's database connection back meanwhile (each
+        # request runs its ORM calls on its own thread, so each would hold one): otherwise a few
+        # hundred requests in flight pass PostgreSQL's max_connections and new ones fail.
+        await sync_to_async(close_old_connections)()
         chunks = dispatch.generate(model, request, record=tracker.record_fields(), on_started=tracker.started)
         if tracker.stream:
             # Wait for the first chunk before answering, so errors found before any token
