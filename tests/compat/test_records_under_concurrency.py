@@ -41,7 +41,7 @@ class Served:
     # thread and connection for a moment, so a burst of 200 arrivals would pass this
     # PostgreSQL's max_connections (100 by default) at the key lookup; SQLite has no such limit.
     at_once: int = REQUESTS
-    database: str = ""
+    database: str = ""  # the PostgreSQL database's name; empty on SQLite
 
     def count(self, where: str = "") -> int:
         return self.query(f"SELECT COUNT(*) FROM monitoring_requestrecord {where}")[0][0]
@@ -58,7 +58,8 @@ class Served:
 
 def _register_echo(database_url: str) -> None:
     """An echo model beside the bundled one, registered with the README's command."""
-    env = {**{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}, "DATABASE_URL": database_url}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
+    env = {**inherited, "DATABASE_URL": database_url}
     subprocess.run([sys.executable, "manage.py", "register_model", "echo", "--engine", "echo",
                     "--context-length", "512", "--option", "token_delay_ms=20"],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
