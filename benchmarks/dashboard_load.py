@@ -43,7 +43,7 @@ KEYS = ("chat-app", "support-bot", "batch-jobs")  # batch-jobs carries an RPM li
 WORKERS = {"a": "smollm2", "b": "smollm2,smollm2-chat"}
 ADMIN_USER, ADMIN_PASSWORD = "operator", "dashboard-load-password"
 # The dashboard's group labels, computed in SQL straight from the table, to check its totals against.
-GROUP_COLUMNS = {"model": "r.model_name", "key": "k.name || ' (' || k.prefix || ')'",
+GROUP_COLUMNS = {"model": "COALESCE(NULLIF(r.model_name, ''), '(unknown)')", "key": "k.name || ' (' || k.prefix || ')'",
                  "worker": "COALESCE(NULLIF(r.worker, ''), '(none)')"}
 WIDE_VIEWPORT = {"width": 2560, "height": 1000}
 SETTLE_SECONDS = 30  # abandoned streams are recorded by their worker a moment after the client hangs up

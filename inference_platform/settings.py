@@ -164,10 +164,19 @@ VAR_DIR = BASE_DIR / "var"  # the embedded SQLite file
 VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Concurrent readers while one request writes its record: WAL plus a busy timeout.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
-    )
+    # Many requests finish at once, and each writes its record and totals in one transaction.
+    # SQLite allows one writer: WAL lets readers (key lookups, dashboards) go on beside it, and
+    # the busy timeout makes writers queue for it. IMMEDIATE is what makes them queue: a
+    # deferred transaction starts as a reader, and under WAL a reader whose snapshot another
+    # writer has since moved past cannot become a writer, so SQLite fails it at once
+    # ("database is locked") without waiting, and the record was lost. synchronous=NORMAL is
+    # WAL's usual pairing: commits stay atomic and the file consistent; a power cut (not a
+    # crash) may lose the last commits, in exchange for one fsync per checkpoint, not per commit.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    })
     # Tests get a file too: an in-memory database fails concurrent writes at once ("table is
     # locked") instead of waiting, which would drop records of requests finishing together.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

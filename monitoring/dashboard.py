@@ -118,7 +118,14 @@ def _percentiles_by_window_functions(queryset, unit: str, group_column: str, col
                 for row in cursor.fetchall()}
 
 
+# Records keep no model name a client made up (see request_record_create): every request
+# that named no usable model is one group, however many names were tried.
+UNKNOWN_MODEL = "(unknown)"
+
+
 def _group_labels(group_by: str, keys) -> dict:
+    if group_by == "model":
+        return {k: k or UNKNOWN_MODEL for k in keys}
     if group_by != "key":
         return {k: k or "(none)" for k in keys}
     names = {pk: f"{name} ({prefix})" for pk, name, prefix

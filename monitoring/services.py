@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -12,6 +13,9 @@ from .metric_totals import record_increments
 from .models import MetricTotal, RequestRecord
 
 logger = logging.getLogger(__name__)
+
+# NUL and lone surrogates (JSON can carry both as escapes); see _storable.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def request_record_create(
@@ -38,16 +42,16 @@ def request_record_create(
 
     In distributed mode the worker and the web process can both learn how a request
     ended (e.g. the worker dies right after recording), so the first write wins.
+    `model_name` is the served model's own name, or empty when the request named no model
+    it could use: a name a client made up is never stored.
     """
     seconds = duration_ms / 1000
     tokens_per_second = completion_tokens / seconds if completion_tokens and seconds > 0 else None
+    text = _storable(dict(model_name=model_name, engine=engine, worker=worker, endpoint=endpoint,
+                          finish_reason=finish_reason, error_type=error_type, error_message=error_message))
     fields = dict(
         created_at=created_at,
         api_key_id=api_key_id,
-        model_name=model_name[:256],
-        engine=engine,
-        worker=worker,
-        endpoint=endpoint,
         stream=stream,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -55,10 +59,8 @@ def request_record_create(
         queue_wait_ms=queue_wait_ms,
         duration_ms=duration_ms,
         tokens_per_second=tokens_per_second,
-        finish_reason=finish_reason,
         status_code=status_code,
-        error_type=error_type,
-        error_message=error_message[:500],
+        **text,
     )
     # One transaction: the /metrics totals grow exactly when the record is created, once.
     with transaction.atomic():
@@ -66,6 +68,20 @@ def request_record_create(
         if created:
             metric_totals_add(record.model_name, record_increments(fields))
     return record
+
+
+def _storable(text: dict[str, str]) -> dict[str, str]:
+    """The record's strings cut to their columns' lengths, as any database can store them.
+
+    Error messages can quote what a client sent: a lone surrogate cannot be encoded for
+    SQLite, PostgreSQL refuses NUL, and either would make the record's insert fail and the
+    record be lost. Each becomes U+FFFD instead.
+    """
+    stored = {}
+    for name, value in text.items():
+        value = value[:RequestRecord._meta.get_field(name).max_length]
+        stored[name] = _UNSTORABLE.sub("\N{REPLACEMENT CHARACTER}", value)
+    return stored
 
 
 def metric_totals_add(model_name: str, increments: dict[str, float]) -> None:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import close_old_connections
 from redis.exceptions import RedisError
 
 from engines.base import Chunk, GenerationRequest
@@ -74,6 +75,7 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
             f"No ready worker hosts model `{model.name}`. Start one with "
             f"`celery -A inference_platform worker --models {model.name}`."
         )
+    await sync_to_async(close_old_connections)()  # no connection held while the job runs (see completion_serve)
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
     message = wire.job_message(engine=resolve_engine(model), spec=model_spec(model), request=request,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 from engines.base import Chunk, GenerationRequest, SamplingParams
 from models_registry.models import ApiKey, ServedModel
@@ -64,18 +65,22 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
             data = {**data, "stream": True}  # before validation: stream_options requires it
         body = _validate(kind, data)
         tracker.stream = bool(body.get("stream"))
-        tracker.model_name = body["model"]
         model = await sync_to_async(served_model_for_key)(key=key, name=body["model"])
         if model is None:
             raise ModelNotFound(
                 f"The model `{body['model']}` does not exist or you do not have access to it.", param="model"
             )
+        tracker.model_name = model.name
         admission = await limits_admit(key=key)  # 429 past a per-key limit
         tracker.engine = dispatch.resolve_engine(model)
         _check_capabilities(kind, body, model, tracker.engine)
         request = _generation_request(kind, body, model, tracker.request_id)
         if settings.LOG_PROMPTS:
             logger.info("request %s prompt: %r", tracker.request_id, request.messages or request.prompt)
+        # Tokens can take minutes. Give this request's database connection back meanwhile (each
+        # request runs its ORM calls on its own thread, so each would hold one): otherwise a few
+        # hundred requests in flight pass PostgreSQL's max_connections and new ones fail.
+        await sync_to_async(close_old_connections)()
         chunks = dispatch.generate(model, request, record=tracker.record_fields(), on_started=tracker.started)
         if tracker.stream:
             # Wait for the first chunk before answering, so errors found before any token

@@ -33,6 +33,9 @@ class RequestTracker:
         self.api_key_id = api_key_id
         self.started_at = started_at if started_at is not None else time.time()
         self._first_token_at: float | None = None
+        # The served model's own name (an alias counts as its model), set once the request is
+        # resolved. A name no model answers to stays empty: any key holder could make up
+        # names, and each kept would be a new series on the dashboard.
         self.model_name = ""
         self.engine = ""
         self.worker = ""

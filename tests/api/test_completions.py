@@ -110,7 +110,7 @@ async def test_one_record_per_request_whatever_the_outcome(client, echo_model):
     assert ok.api_key_id is not None and ok.worker.startswith("embedded@")
     assert streamed.stream and streamed.completion_tokens == 5 and streamed.finish_reason == "stop"
     assert overflow.error_type == "context_length_exceeded"
-    assert missing.error_type == "model_not_found" and missing.model_name == "missing"
+    assert missing.error_type == "model_not_found" and missing.model_name == ""  # a made-up name is not kept
     assert invalid.error_type == "invalid_value"
     assert len({r.request_id for r in records}) == 5
 
