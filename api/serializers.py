@@ -5,6 +5,8 @@ from rest_framework import serializers
 from .errors import UnsupportedParameter
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# Part types OpenAI defines; only these are named back in an error, never a client's own string.
+_KNOWN_PART_TYPES = ("image_url", "input_audio", "file", "refusal")
 
 
 class StrictSerializer(serializers.Serializer):
@@ -40,9 +42,17 @@ class StopField(serializers.Field):
 class MessageContentField(serializers.Field):
     """Message content: a string, null, or a list of text parts; normalised to a string."""
 
-    def to_internal_value(self, data):
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_null=True, default="", **kwargs)
+
+    def validate_empty_values(self, data):
+        # DRF answers null itself without calling to_internal_value, so None would reach the
+        # chat template. Null content is an assistant turn that only calls tools: no text.
         if data is None:
-            return ""
+            return True, ""
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data):
         if isinstance(data, str):
             return data
         if isinstance(data, list):
@@ -51,9 +61,9 @@ class MessageContentField(serializers.Field):
                 if not isinstance(part, dict) or "type" not in part:
                     raise serializers.ValidationError("Each content part must be an object with a 'type'.")
                 if part["type"] != "text":
+                    kind = f"{part['type']!r} " if part["type"] in _KNOWN_PART_TYPES else ""
                     raise UnsupportedParameter(
-                        f"Content parts of type {part['type']!r} are not supported; only 'text' is.",
-                        param="messages",
+                        f"Content parts of type {kind}are not supported; only 'text' is.", param="messages",
                     )
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
@@ -66,8 +76,10 @@ class MessageContentField(serializers.Field):
 
 
 class MessageSerializer(StrictSerializer):
-    role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField(required=False, allow_null=True)
+    # The message never repeats the client's value: error messages are stored in records.
+    role = serializers.ChoiceField(choices=ROLES, error_messages={
+        "invalid_choice": f"Must be one of: {', '.join(ROLES)}."})
+    content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
     tool_calls = serializers.ListField(required=False)
     tool_call_id = serializers.CharField(required=False)

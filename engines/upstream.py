@@ -25,6 +25,7 @@ from .errors import (
     EngineUnavailableError,
     UnsupportedParameterError,
 )
+from .inputs import text_messages
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class OpenAIProxy:
         if sampling.frequency_penalty:
             body["frequency_penalty"] = sampling.frequency_penalty
         if request.messages is not None:
-            body["messages"] = list(request.messages)
+            # Null content is valid OpenAI, but servers whose templates concatenate it fail on it.
+            body["messages"] = text_messages(request.messages)
             return "/chat/completions", body
         body["prompt"] = request.prompt
         return "/completions", body
