@@ -32,13 +32,14 @@ def render_template(render: Callable[[list[dict[str, Any]]], Any], messages: Ite
     """Call `render` on the messages; a template that refuses them is the client's error.
 
     Templates reject conversations with `raise_exception` (roles that do not alternate,
-    a system message out of place), which raises jinja2's TemplateError.
+    a system message out of place): llama-cpp-python raises ValueError for it, transformers
+    jinja2's TemplateError.
     """
     from jinja2 import TemplateError
 
     try:
         return render(text_messages(messages))
-    except TemplateError as exc:
+    except (TemplateError, ValueError) as exc:
         raise InvalidInputError(f"The model's chat template cannot format these messages: {exc}") from None
 
 
@@ -60,9 +61,11 @@ def require_tokens(prompt_tokens: list[int], request: GenerationRequest, model: 
     llama.cpp fails an assertion on an empty batch.
     """
     if not prompt_tokens:
-        param = input_param(request)
-        raise InvalidInputError(
-            f"Invalid value for '{param}': must not be empty. Model `{model}` adds no start token, "
-            "so an empty input leaves nothing to generate from.",
-            param=param,
-        )
+        raise empty_input(request, f"Model `{model}` adds no start token, so an empty input leaves nothing "
+                                   "to generate from.")
+
+
+def empty_input(request: GenerationRequest, why: str) -> InvalidInputError:
+    """The error for an input that is empty, naming the field it came in."""
+    param = input_param(request)
+    return InvalidInputError(f"Invalid value for '{param}': must not be empty. {why}", param=param)
