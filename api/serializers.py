@@ -1,10 +1,14 @@
 """Validation of OpenAI request bodies. Unknown fields are rejected, as OpenAI does."""
 
+import re
+
 from rest_framework import serializers
 
 from .errors import UnsupportedParameter
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# A field name that an error may name back as its `param`: what a real client could mean.
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # Part types OpenAI defines; only these are named back in an error, never a client's own string.
 _KNOWN_PART_TYPES = ("image_url", "input_audio", "file", "refusal")
 
@@ -17,7 +21,12 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError({unknown[0]: ["Unrecognized request argument supplied."]})
+            name = unknown[0]
+            if _FIELD_NAME.fullmatch(name):
+                raise serializers.ValidationError({name: ["Unrecognized request argument supplied."]})
+            # Any other name is not repeated: it could be anything, and errors are recorded.
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Unrecognized request argument supplied (its name is not shown)."]})
         return super().to_internal_value(data)
 
 
@@ -61,10 +70,9 @@ class MessageContentField(serializers.Field):
                 if not isinstance(part, dict) or "type" not in part:
                     raise serializers.ValidationError("Each content part must be an object with a 'type'.")
                 if part["type"] != "text":
-                    kind = f"{part['type']!r} " if part["type"] in _KNOWN_PART_TYPES else ""
-                    raise UnsupportedParameter(
-                        f"Content parts of type {kind}are not supported; only 'text' is.", param="messages",
-                    )
+                    named = (f"Content parts of type {part['type']!r} are" if part["type"] in _KNOWN_PART_TYPES
+                             else "This content part type is")
+                    raise UnsupportedParameter(f"{named} not supported; only 'text' is.", param="messages")
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
                 texts.append(part["text"])
