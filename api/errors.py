@@ -29,6 +29,12 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+class InvalidValue(ApiError):
+    """A field is well-formed but its value cannot be used (the code DRF validation errors get)."""
+
+    code = "invalid_value"
+
+
 class UnsupportedParameter(ApiError):
     code = "unsupported_parameter"
 
@@ -102,6 +108,7 @@ def _from_engine_error(exc: engine_errors.EngineError) -> ApiError:
     mapping = {
         engine_errors.ContextOverflowError: ContextLengthExceeded,
         engine_errors.UnsupportedParameterError: UnsupportedParameter,
+        engine_errors.InvalidInputError: InvalidValue,
         engine_errors.EngineUnavailableError: ServiceUnavailable,
         engine_errors.EngineCrashedError: EngineFailure,
     }

@@ -1,10 +1,16 @@
 """Validation of OpenAI request bodies. Unknown fields are rejected, as OpenAI does."""
 
+import re
+
 from rest_framework import serializers
 
 from .errors import UnsupportedParameter
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# A field name that an error may name back as its `param`: what a real client could mean.
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# Part types OpenAI defines; only these are named back in an error, never a client's own string.
+_KNOWN_PART_TYPES = ("image_url", "input_audio", "file", "refusal")
 
 
 class StrictSerializer(serializers.Serializer):
@@ -15,7 +21,12 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError({unknown[0]: ["Unrecognized request argument supplied."]})
+            name = unknown[0]
+            if _FIELD_NAME.fullmatch(name):
+                raise serializers.ValidationError({name: ["Unrecognized request argument supplied."]})
+            # Any other name is not repeated: it could be anything, and errors are recorded.
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Unrecognized request argument supplied (its name is not shown)."]})
         return super().to_internal_value(data)
 
 
@@ -40,9 +51,17 @@ class StopField(serializers.Field):
 class MessageContentField(serializers.Field):
     """Message content: a string, null, or a list of text parts; normalised to a string."""
 
-    def to_internal_value(self, data):
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_null=True, default="", **kwargs)
+
+    def validate_empty_values(self, data):
+        # DRF answers null itself without calling to_internal_value, so None would reach the
+        # chat template. Null content is an assistant turn that only calls tools: no text.
         if data is None:
-            return ""
+            return True, ""
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data):
         if isinstance(data, str):
             return data
         if isinstance(data, list):
@@ -51,10 +70,9 @@ class MessageContentField(serializers.Field):
                 if not isinstance(part, dict) or "type" not in part:
                     raise serializers.ValidationError("Each content part must be an object with a 'type'.")
                 if part["type"] != "text":
-                    raise UnsupportedParameter(
-                        f"Content parts of type {part['type']!r} are not supported; only 'text' is.",
-                        param="messages",
-                    )
+                    named = (f"Content parts of type {part['type']!r} are" if part["type"] in _KNOWN_PART_TYPES
+                             else "This content part type is")
+                    raise UnsupportedParameter(f"{named} not supported; only 'text' is.", param="messages")
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
                 texts.append(part["text"])
@@ -66,8 +84,10 @@ class MessageContentField(serializers.Field):
 
 
 class MessageSerializer(StrictSerializer):
-    role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField(required=False, allow_null=True)
+    # The message never repeats the client's value: error messages are stored in records.
+    role = serializers.ChoiceField(choices=ROLES, error_messages={
+        "invalid_choice": f"Must be one of: {', '.join(ROLES)}."})
+    content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
     tool_calls = serializers.ListField(required=False)
     tool_call_id = serializers.CharField(required=False)

@@ -28,3 +28,9 @@ class EngineUnavailableError(EngineError):
 
 class EngineCrashedError(EngineError):
     """The engine failed while generating; the request cannot be completed."""
+
+
+class InvalidInputError(EngineError):
+    """The messages or prompt cannot become model input (nothing to generate from, bad text)."""
+
+    param = "messages"

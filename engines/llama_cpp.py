@@ -16,6 +16,7 @@ from typing import Any
 from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
+from .inputs import input_param, render_template, require_tokens, utf8
 from .threaded import SingleThreadEngine, completion_budget, stream_tokens
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class LlamaCppEngine(SingleThreadEngine):
         """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
         if self._formatter is None:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        result = self._formatter(messages=list(messages))
+        result = render_template(lambda ready: self._formatter(messages=ready), messages)
         return result.prompt, bool(result.added_special)
 
     def _require(self):
@@ -85,10 +86,14 @@ class LlamaCppEngine(SingleThreadEngine):
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         llama = self._require()
+        param = input_param(request)
         if request.messages is not None:
             prompt, adds_bos = self.render_chat(list(request.messages))
-            return llama.tokenize(prompt.encode("utf-8"), add_bos=not adds_bos, special=True)
-        return llama.tokenize((request.prompt or "").encode("utf-8"), add_bos=True, special=False)
+            tokens = llama.tokenize(utf8(prompt, param=param), add_bos=not adds_bos, special=True)
+        else:
+            tokens = llama.tokenize(utf8(request.prompt or "", param=param), add_bos=True, special=False)
+        require_tokens(tokens, request, self.spec.name)
+        return tokens
 
     def _decode_unsafe(self, request, emit, cancelled) -> Chunk:
         import llama_cpp

@@ -19,6 +19,7 @@ from typing import Any
 from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
+from .inputs import input_param, render_template, require_tokens, utf8
 from .threaded import SingleThreadEngine, completion_budget, stream_tokens
 
 logger = logging.getLogger(__name__)
@@ -100,18 +101,25 @@ class MlxEngine(SingleThreadEngine):
         self._require()
         if not self._tokenizer.chat_template:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        prompt = self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        prompt = render_template(lambda ready: self._tokenizer.apply_chat_template(
+            ready, tokenize=False, add_generation_prompt=True), messages)
         return prompt, True
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The token ids the model is fed for `request`."""
         self._require()
+        param = input_param(request)
         if request.messages is not None:
             # The template writes its own BOS and markers, as llama.cpp's formatter assumes.
             prompt, _ = self.render_chat(list(request.messages))
-            return self._encoder.encode(prompt, add_special_tokens=False).ids
-        # Raw text is data: "<|im_end|>" typed by a user must not become a control token.
-        return self._plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
+            utf8(prompt, param=param)  # the Rust tokenizer cannot take a lone surrogate either
+            ids = self._encoder.encode(prompt, add_special_tokens=False).ids
+        else:
+            utf8(request.prompt or "", param=param)
+            # Raw text is data: "<|im_end|>" typed by a user must not become a control token.
+            ids = self._plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
+        require_tokens(ids, request, self.spec.name)
+        return ids
 
     def _require(self):
         if self._model is None:

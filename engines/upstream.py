@@ -25,6 +25,7 @@ from .errors import (
     EngineUnavailableError,
     UnsupportedParameterError,
 )
+from .inputs import empty_input, text_messages
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class OpenAIProxy:
         if sampling.frequency_penalty:
             body["frequency_penalty"] = sampling.frequency_penalty
         if request.messages is not None:
-            body["messages"] = list(request.messages)
+            # Null content is valid OpenAI, but servers whose templates concatenate it fail on it.
+            body["messages"] = text_messages(request.messages)
             return "/chat/completions", body
         body["prompt"] = request.prompt
         return "/completions", body
@@ -121,6 +123,10 @@ class OpenAIProxy:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield the upstream's deltas, then a final chunk; closing this closes the HTTP response."""
         self._check_budget(request)
+        if request.prompt == "":
+            # The upstream's tokenizer is unknown here, and servers differ: llama-cpp-python's
+            # breaks off its stream on the empty batch, vLLM refuses. Refuse it the same way everywhere.
+            raise empty_input(request, "The upstream server cannot be relied on to generate from nothing.")
         path, body = self.body(request)
         final: Chunk | None = None
         responded = False

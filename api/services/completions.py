@@ -168,7 +168,8 @@ def _generation_request(kind: str, body: dict, model: ServedModel, request_id: s
         frequency_penalty=pick("frequency_penalty") or 0.0,
     )
     if kind == CHAT:
-        messages = tuple({"role": m["role"], "content": m.get("content", "")} for m in body["messages"])
+        # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
+        messages = tuple({"role": m["role"], "content": m.get("content") or ""} for m in body["messages"])
         return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages)
     return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"])
 

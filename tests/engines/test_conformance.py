@@ -16,6 +16,7 @@ from contextlib import aclosing
 import pytest
 
 from engines.base import GenerationRequest, ModelSpec, SamplingParams
+from engines.errors import InvalidInputError
 from engines.registry import create_engine
 
 from .openai_server import openai_server
@@ -108,6 +109,35 @@ async def test_cancellation_frees_the_engine(engine):
         async for _ in chunks:
             break
     await asyncio.sleep(0)
+    assert engine.in_flight == 0
+    after = await collect(engine, request_for(2))
+    assert after[-1].finish_reason in ("stop", "length")
+
+
+async def test_null_content_in_the_history_is_no_text(engine):
+    """OpenAI allows null assistant content (a turn that only called tools); templates need strings."""
+    messages = ({"role": "user", "content": PROMPT}, {"role": "assistant", "content": None},
+                {"role": "user", "content": "Go on."})
+    sampling = SamplingParams(max_tokens=2, temperature=0.0, seed=1)
+    chunks = await collect(engine, GenerationRequest(request_id="n", sampling=sampling, messages=messages))
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert engine.in_flight == 0
+
+
+async def test_an_empty_prompt_is_refused_or_generates_never_crashes(engine):
+    """SmolLM2 adds no start token, so "" is zero tokens: llama.cpp would fail an assertion.
+
+    Proxies cannot see the upstream's tokenizer, and llama-cpp-python's server breaks off
+    its stream on "", so they refuse it too.
+    """
+    request = GenerationRequest(request_id="e", sampling=SamplingParams(max_tokens=2, temperature=0.0), prompt="")
+    if engine.name != "echo":
+        with pytest.raises(InvalidInputError, match="must not be empty") as refused:
+            await collect(engine, request)
+        assert refused.value.param == "prompt"
+    else:  # no model, no tokens: the echo of nothing is nothing
+        chunks = await collect(engine, request)
+        assert chunks[-1].finish_reason in ("stop", "length")
     assert engine.in_flight == 0
     after = await collect(engine, request_for(2))
     assert after[-1].finish_reason in ("stop", "length")

@@ -5,9 +5,12 @@ import asyncio
 import pytest
 
 from engines.base import ModelSpec
-from engines.errors import ContextOverflowError
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from engines.errors import ContextOverflowError, InvalidInputError
+from engines.inputs import render_template
 from engines.llama_cpp import LlamaCppEngine
-from tests.engines.helpers import POEM, collect, loaded, text_of
+from tests.engines.helpers import POEM, collect, greedy_completion, loaded, text_of
 from tests.engines.helpers import greedy_chat as chat
 
 pytestmark = pytest.mark.model
@@ -124,3 +127,33 @@ async def test_event_loop_runs_while_the_model_computes(engine):
         task.cancel()
     # A blocked loop could tick at most once before the first chunk.
     assert ticks_before_first_chunk >= 5
+
+
+@pytest.mark.parametrize("request_", [
+    greedy_completion("\ud800 lone surrogate"),
+    chat([{"role": "user", "content": "x\udfff"}]),
+], ids=["prompt", "messages"])
+async def test_text_that_is_not_unicode_is_bad_input(engine, request_):
+    """A lone surrogate is valid JSON but no character: the client's error, not a crash."""
+    with pytest.raises(InvalidInputError, match="surrogate") as refused:
+        await collect(engine, request_)
+    assert refused.value.param == ("prompt" if request_.prompt is not None else "messages")
+    assert engine.in_flight == 0
+    assert (await collect(engine, chat(max_tokens=2)))[-1].finish_reason in ("stop", "length")
+
+
+async def test_empty_prompt_never_reaches_llama_cpp(engine):
+    with pytest.raises(InvalidInputError, match="must not be empty"):
+        await collect(engine, greedy_completion(""))
+    assert engine.in_flight == 0
+
+
+def test_a_template_that_refuses_the_messages_is_bad_input():
+    """Templates refuse conversations with raise_exception (roles that do not alternate)."""
+    template = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with a user message') }}{% endif %}x"
+    formatter = Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
+    render = lambda messages: formatter(messages=messages)  # noqa: E731
+    with pytest.raises(InvalidInputError, match="must start with a user message") as refused:
+        render_template(render, [{"role": "assistant", "content": None}])
+    assert refused.value.param == "messages"
+    assert render_template(render, [{"role": "user", "content": None}]).prompt == "x"

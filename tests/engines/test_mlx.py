@@ -20,7 +20,7 @@ from mlx_lm.models.llama import Model
 
 from engines import mlx_gguf
 from engines.base import GenerationRequest, ModelSpec, SamplingParams
-from engines.errors import ContextOverflowError, EngineUnavailableError
+from engines.errors import ContextOverflowError, EngineUnavailableError, InvalidInputError
 from engines.llama_cpp import LlamaCppEngine
 from engines.mlx import MlxEngine
 from tests.engines.helpers import collect, greedy_chat, greedy_completion, loaded, text_of
@@ -146,6 +146,21 @@ def test_tokenizer_gives_llama_cpp_ids(engine, llama_vocab, text):
     # A raw prompt is data: control-token text is spelled out, not parsed.
     plain = raw(text)
     assert engine.prompt_ids(plain) == llama_vocab.tokenize(text.encode(), add_bos=True, special=False)
+
+
+def test_a_template_that_refuses_the_messages_is_bad_input(engine):
+    """transformers raises jinja2's TemplateError for raise_exception; it is the client's error, not a crash."""
+    tokenizer = engine._tokenizer
+    original = tokenizer.chat_template
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}"
+                               "{{ raise_exception('Conversation must start with a user message') }}{% endif %}x")
+    try:
+        with pytest.raises(InvalidInputError, match="must start with a user message") as refused:
+            engine.render_chat([{"role": "assistant", "content": None}])
+        assert refused.value.param == "messages"
+        assert engine.render_chat([{"role": "user", "content": None}]) == ("x", True)
+    finally:
+        tokenizer.chat_template = original
 
 
 def test_rendered_chat_prompt_tokenizes_like_llama_cpp(engine, llama_vocab):
