@@ -11,7 +11,8 @@ class RequestRecord(models.Model):
     api_key = models.ForeignKey("models_registry.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="request_records")
     model_name = models.CharField(max_length=256, blank=True, db_index=True,
-                                  help_text="The model as the client named it.")
+                                  help_text="The served model the request resolved to (an alias is recorded "
+                                            "as its model); empty when it named no model its key may use.")
     engine = models.CharField(max_length=16, blank=True)
     worker = models.CharField(max_length=128, blank=True)
     endpoint = models.CharField(max_length=32)
@@ -41,7 +42,7 @@ class MetricTotal(models.Model):
     """One running total behind /metrics (see monitoring.metric_totals): only ever added to, so
     pruning request records never lowers a Prometheus counter."""
 
-    model_name = models.CharField(max_length=256, help_text="The model as the client named it.")
+    model_name = models.CharField(max_length=256, help_text="The served model's registered name.")
     series = models.CharField(max_length=64)
     value = models.FloatField(default=0)
 
