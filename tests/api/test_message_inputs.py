@@ -158,13 +158,19 @@ async def test_unknown_field_names_are_named_back_only_when_plain(client, smollm
     chat = {**SMALL, "messages": [{"role": "user", "content": "x"}]}
     plain = await client.post("/v1/chat/completions", json={**chat, "frobnicate": 1})
     assert plain.status_code == 400 and plain.json()["error"]["param"] == "frobnicate"
-    for name in ["\ud800", "<b>secret-field</b>", "f" * 65]:
+    for name in ["<b>secret-field</b>", "f" * 65]:
         for body, param in [({**chat, name: 1}, None),
                             ({**chat, "messages": [{"role": "user", "content": "x", name: 1}]}, "messages[0]")]:
-            # json.dumps escapes the surrogate, so the body is valid JSON, as a client would send it.
-            response = await client.post("/v1/chat/completions", content=json.dumps(body),
-                                         headers={"Content-Type": "application/json"})
+            response = await client.post("/v1/chat/completions", json=body)
             assert response.status_code == 400, response.text
             error = response.json()["error"]
             assert (error["code"], error["param"]) == ("invalid_value", param)
             assert "Unrecognized request argument" in error["message"] and name not in error["message"]
+    for body in [{**chat, "\ud800": 1}, {**chat, "messages": [{"role": "user", "content": "x", "\ud800": 1}]}]:
+        # json.dumps escapes the surrogate, so the body is valid JSON, as a client would send it;
+        # the parser refuses it before any field is looked at.
+        response = await client.post("/v1/chat/completions", content=json.dumps(body),
+                                     headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_json", None) and "\ud800" not in error["message"]

@@ -62,8 +62,9 @@ def platform_env(**settings: str) -> dict[str, str]:
 def start_live_server(tmp_dir: Path, extra_env: dict | None = None, ready_timeout: float = 120) -> LiveServer:
     """Run ./run.sh with a fresh SQLite file and the README's defaults; wait until /health says ok."""
     port = free_port()
-    env = platform_env(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{tmp_dir / 'live.sqlite3'}",
-                       ADMIN_PASSWORD="live-test-password", **(extra_env or {}))
+    defaults = {"PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": f"sqlite:///{tmp_dir / 'live.sqlite3'}",
+                "ADMIN_PASSWORD": "live-test-password"}
+    env = platform_env(**{**defaults, **(extra_env or {})})  # a test's own settings win
     log_path = tmp_dir / "server.log"
     log = open(log_path, "wb")  # a restart on the same directory starts a fresh log
     process = subprocess.Popen([str(REPO / "run.sh")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -60,12 +60,13 @@ def test_stored_strings_are_bounded_and_storable(db):
     assert "\x00" not in stored.model_name and "\ud800" not in stored.model_name
 
 
-@pytest.mark.parametrize("role", ["\\ud800", "x" * 100_000], ids=["lone-surrogate", "huge"])
-async def test_a_request_whose_error_quotes_the_client_keeps_its_record(client, aliased_echo, role):
+@pytest.mark.parametrize(("role", "code"), [("\\ud800", "invalid_json"), ("x" * 100_000, "invalid_value")],
+                         ids=["lone-surrogate", "huge"])
+async def test_a_request_whose_error_quotes_the_client_keeps_its_record(client, aliased_echo, role, code):
     """The record is written whatever the answer; its message is bounded and storable."""
     body = '{"model": "echo", "messages": [{"role": "%s", "content": "hi"}]}' % role  # JSON escapes stay escaped
     await client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
     record = await RequestRecord.objects.aget()
-    assert record.status_code == 400 and record.error_type == "invalid_value"
+    assert record.status_code == 400 and record.error_type == code
     assert len(record.error_message) <= RequestRecord._meta.get_field("error_message").max_length
     assert "\ud800" not in record.error_message
