@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..compat.live_server import free_port, platform_env
 
@@ -163,3 +164,14 @@ def _redis_ping(port: int) -> bool:
     import redis
 
     return redis.Redis(port=port, socket_connect_timeout=0.5).ping()
+
+
+def scrape(base_url: str, timeout: float = 30) -> dict[str, dict[tuple, float]]:
+    """GET /metrics and parse it: {sample name: {sorted label items: value}}."""
+    response = httpx.get(f"{base_url}/metrics", timeout=timeout)
+    assert response.status_code == 200, response.text
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples

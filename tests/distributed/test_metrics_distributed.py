@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from .cluster import scrape
 
 pytestmark = [pytest.mark.distributed, pytest.mark.live]
 
@@ -22,15 +23,6 @@ def deployment(cluster):
     cluster.web_urls = [cluster.start_web("web1"), cluster.start_web("web2")]
     return cluster
 
-
-def scrape(base_url: str) -> dict[str, dict[tuple, float]]:
-    response = httpx.get(f"{base_url}/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    samples: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
 
 
 def value(samples, name: str, **labels) -> float:

@@ -11,9 +11,8 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from .cluster import BIN, REPO, Cluster, Proc, _wait
+from .cluster import BIN, REPO, Cluster, Proc, _wait, scrape
 
 pytestmark = [pytest.mark.distributed, pytest.mark.live]
 
@@ -173,32 +172,23 @@ def test_a_job_left_waiting_past_queue_timeout_is_a_503(deployment):
     assert timed_out[1:] == ("service_unavailable", "", None)
 
 
-def scrape(deployment) -> dict[str, dict[tuple, float]]:
-    response = httpx.get(f"{deployment.base_url}/metrics", timeout=30)
-    assert response.status_code == 200, response.text
-    samples: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
 
 def test_metrics_answer_from_the_database_while_redis_is_hung_or_down(deployment):
-    before = scrape(deployment)
+    before = scrape(deployment.base_url)
     assert before["vllm:num_requests_running"] and before["vllm:num_requests_waiting"]
     served = before["vllm:request_success_total"][(("finished_reason", "stop"), ("model_name", "alpha"))]
     assert served >= 1
 
     deployment.redis.process.send_signal(signal.SIGSTOP)  # hung: connections open, nothing answers
     try:
-        hung = scrape(deployment)
+        hung = scrape(deployment.base_url)
     finally:
         deployment.redis.process.send_signal(signal.SIGCONT)
     deployment.stop_redis()  # gone: connections refused
-    down = scrape(deployment)
+    down = scrape(deployment.base_url)
     for samples in (hung, down):
         assert "vllm:num_requests_running" not in samples and "vllm:num_requests_waiting" not in samples
         assert samples["vllm:request_success_total"] == before["vllm:request_success_total"]
         assert samples["vllm:prompt_tokens_total"] == before["vllm:prompt_tokens_total"]
     deployment.start_redis()
-    _wait(lambda: "vllm:num_requests_running" in scrape(deployment), 30, "gauges back after Redis returns")
+    _wait(lambda: "vllm:num_requests_running" in scrape(deployment.base_url), 30, "gauges back after Redis returns")
