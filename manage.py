@@ -12,18 +12,16 @@ def main():
         # in the environment or in .env (read first, so that it wins over this default).
         import environ
 
-        environ.Env.read_env(Path(__file__).resolve().parent / ".env")
+        dotenv = Path(__file__).resolve().parent / ".env"
+        if dotenv.exists():
+            environ.Env.read_env(dotenv)
         os.environ.setdefault("DEBUG", "false")
 
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    try:
-        settings.INSTALLED_APPS  # noqa: B018  (imports the settings)
-    except ImproperlyConfigured as exc:
-        # A setting the operator got wrong: one line that says which, not a traceback.
-        sys.exit(f"{Path(sys.argv[0]).name}: {exc}")
+    from inference_platform.startup import settings_or_exit
+
+    settings_or_exit()
     execute_from_command_line(sys.argv)
 
 

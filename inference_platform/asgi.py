@@ -4,8 +4,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
+from inference_platform.startup import settings_or_exit
 
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
+settings_or_exit()  # daphne or uvicorn started directly: one line for a wrong setting
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)

@@ -4,12 +4,20 @@
 """
 
 import os
+import sys
+from pathlib import Path
 
 from celery import Celery
 from celery.schedules import crontab
 from click import Option
 
+from inference_platform.startup import settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
+if Path(sys.argv[0]).name == "celery":
+    # Celery reads the settings while parsing its own options, which would bury a wrong one in a
+    # click traceback. Other programs (manage.py, the ASGI app) check it themselves.
+    settings_or_exit()
 
 app = Celery("inference_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")

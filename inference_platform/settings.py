@@ -41,6 +41,7 @@ env = environ.Env(
     RECORD_RETENTION_DAYS=(int, 30),
     RECORD_RETENTION_BATCH_SIZE=(int, 5000),
     MAX_REQUEST_BODY_BYTES=(int, 4 * 1024 * 1024),
+    DATABASE_POOL_SIZE=(int, 10),
     SECURE_PROXY_SSL_HEADER=(bool, False),
     CSRF_TRUSTED_ORIGINS=(list, []),
     SECURE_SSL_REDIRECT=(bool, False),
@@ -50,7 +51,8 @@ env = environ.Env(
     SESSION_COOKIE_SECURE=(bool, False),
     CSRF_COOKIE_SECURE=(bool, False),
 )
-environ.Env.read_env(BASE_DIR / ".env")
+if (BASE_DIR / ".env").exists():  # otherwise django-environ logs that it is missing, on every start
+    environ.Env.read_env(BASE_DIR / ".env")
 
 # Django's debug pages show settings and URL patterns to anyone: never on a server that is exposed.
 DEBUG = env("DEBUG")
@@ -180,6 +182,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests get a file too: an in-memory database fails concurrent writes at once ("table is
     # locked") instead of waiting, which would drop records of requests finishing together.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Each process borrows from its own pool of at most DATABASE_POOL_SIZE connections. A request
+    # holds one only for its key lookup and its record, so a burst of arrivals queues for the pool
+    # (up to 30 s) instead of opening one connection each and passing PostgreSQL's max_connections.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": env("DATABASE_POOL_SIZE"), "timeout": 30,
+    }
 
 if DISTRIBUTED:
     CHANNEL_LAYERS = {

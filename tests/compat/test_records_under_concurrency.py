@@ -37,10 +37,6 @@ LOCKED = "database is locked"
 class Served:
     server: LiveServer
     query: Callable[[str], list[tuple]]
-    # Requests in flight at once. One web process gives each request's ORM calls their own
-    # thread and connection for a moment, so a burst of 200 arrivals would pass this
-    # PostgreSQL's max_connections (100 by default) at the key lookup; SQLite has no such limit.
-    at_once: int = REQUESTS
     database: str = ""  # the PostgreSQL database's name; empty on SQLite
 
     def count(self, where: str = "") -> int:
@@ -100,7 +96,7 @@ def served(request, tmp_path_factory) -> Iterator[Served]:
         server = start_live_server(tmp, extra_env={**env, "DATABASE_URL": url})
         try:
             _register_echo(url)
-            yield Served(server, _postgres_query(url), at_once=64, database=name)
+            yield Served(server, _postgres_query(url), database=name)
         finally:
             server.stop()
     finally:
@@ -109,8 +105,8 @@ def served(request, tmp_path_factory) -> Iterator[Served]:
 
 
 async def _send_all(served: Served, path: str, bodies: list[dict]) -> list[httpx.Response]:
-    """One non-streaming request per body, all sent at once (up to served.at_once in flight)."""
-    limits = httpx.Limits(max_connections=served.at_once, max_keepalive_connections=served.at_once)
+    """One non-streaming request per body, all sent at once."""
+    limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
     async with httpx.AsyncClient(base_url=served.server.base_url, limits=limits, timeout=900,
                                  headers={"Authorization": f"Bearer {served.server.api_key}"}) as client:
         return await asyncio.gather(*(client.post(path, json=body) for body in bodies))

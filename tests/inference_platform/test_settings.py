@@ -57,6 +57,22 @@ def test_a_wrong_setting_is_one_line_not_a_traceback(manage):
         "manage.py: METRICS_ACCESS='public'; choose one of open, staff, token"]
 
 
+@pytest.mark.parametrize("program", [
+    ["celery", "-A", "inference_platform", "worker"],
+    ["daphne", "-p", "0", "inference_platform.asgi:application"],
+], ids=["celery", "daphne"])
+def test_a_wrong_setting_is_one_line_for_celery_and_daphne_too(tmp_path, program):
+    """Web and worker processes started directly (compose, the README's recipe) say it in one line."""
+    environ = {k: v for k, v in os.environ.items() if k not in OUR_VARS}
+    environ.update(DATABASE_URL=f"sqlite:///{tmp_path / 'check.sqlite3'}", METRICS_ACCESS="public")
+    executable = str(Path(sys.executable).parent / program[0])
+    result = subprocess.run([executable, *program[1:]], cwd=REPO, env=environ, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"{program[0]}: METRICS_ACCESS='public'; choose one of open, staff, token"], result.stderr
+
+
 def _secret_key(manage, **env) -> str:
     result = manage("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)", **env)
     assert result.returncode == 0, result.stderr
