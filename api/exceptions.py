@@ -7,7 +7,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 
-from .errors import INTERNAL_ERROR, RateLimited, error_info
+from .errors import INTERNAL_ERROR, ErrorInfo, RateLimited, error_info
 
 logger = logging.getLogger(__name__)
 
@@ -26,30 +26,23 @@ def openai_exception_handler(exc, context):
     return response
 
 
+def _client_error(status: int, code: str, message: str) -> JsonResponse:
+    """A plain Django view's answer in OpenAI's error shape."""
+    return JsonResponse(ErrorInfo(status, "invalid_request_error", code, message, None).body(), status=status)
+
+
 @csrf_exempt  # also the /v1 catch-all: an unknown path is a 404 for POST too, not a CSRF 403
 def not_found_view(request, exception=None):
-    return JsonResponse(
-        {"error": {"message": f"Unknown request URL: {request.method} {request.path}.",
-                   "type": "invalid_request_error", "param": None, "code": "unknown_url"}},
-        status=404,
-    )
+    return _client_error(404, "unknown_url", f"Unknown request URL: {request.method} {request.path}.")
 
 
 def bad_request_view(request, exception=None):
     """Django's own 400s (e.g. a missing or disallowed Host header), in OpenAI's shape."""
-    return JsonResponse(
-        {"error": {"message": "Bad request: the request's headers or framing are invalid.",
-                   "type": "invalid_request_error", "param": None, "code": "bad_request"}},
-        status=400,
-    )
+    return _client_error(400, "bad_request", "Bad request: the request's headers or framing are invalid.")
 
 
 def permission_denied_view(request, exception=None):
-    return JsonResponse(
-        {"error": {"message": "You do not have permission to perform this request.",
-                   "type": "invalid_request_error", "param": None, "code": "permission_denied"}},
-        status=403,
-    )
+    return _client_error(403, "permission_denied", "You do not have permission to perform this request.")
 
 
 def allow_methods(*methods: str):
@@ -63,11 +56,7 @@ def allow_methods(*methods: str):
         @wraps(view)
         async def guarded(request, *args, **kwargs):
             if request.method not in methods:
-                response = JsonResponse(
-                    {"error": {"message": f"Method \"{request.method}\" not allowed.",
-                               "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}},
-                    status=405,
-                )
+                response = _client_error(405, "method_not_allowed", f"Method \"{request.method}\" not allowed.")
                 response["Allow"] = ", ".join(methods)
                 return response
             return await view(request, *args, **kwargs)

@@ -46,6 +46,7 @@ class HeldPost:
 
     def __init__(self, app, path: str, body: dict, *, key: str):
         self._hang_up = asyncio.Event()
+        self.sent: list[dict] = []  # the ASGI messages the application has sent so far
         self.task = asyncio.create_task(self._post(app, path, json.dumps(body).encode(), key))
 
     async def hang_up(self) -> list[dict]:
@@ -63,7 +64,6 @@ class HeldPost:
             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
         }
         body_sent = False
-        sent: list[dict] = []
 
         async def receive() -> dict:
             nonlocal body_sent
@@ -74,10 +74,10 @@ class HeldPost:
             return {"type": "http.disconnect"}
 
         async def send(message: dict) -> None:
-            sent.append(message)
+            self.sent.append(message)
 
         await app(scope, receive, send)
-        return sent
+        return self.sent
 
 
 async def hang_up_all(held: list[HeldPost]) -> list[list[dict]]:

@@ -134,6 +134,8 @@ async def test_concurrent_requests(asgi_app, client, echo_model, api_key, clock)
             for body in (long_chat(), long_chat(stream=True))]
     try:
         await wait_in_flight(key.pk, 2)
+        # Admitted is not yet answered: a stream's headers wait for its first chunk.
+        await wait_until(lambda: held[1].sent, "the stream's first event")
         error = assert_rate_limited(await client.post("/v1/chat/completions", json=chat()), retry_after_at_most=1)
         assert "2 concurrent requests" in error["message"]
     finally:
