@@ -101,12 +101,22 @@ class LlamaCppEngine(Engine):
         params.n_ctx = parallel * n_ctx_seq
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = parallel
-        # One KV stream per sequence: each attends only over its own tokens, and llama.cpp
-        # itself holds every sequence to n_ctx / n_seq_max.
-        params.kv_unified = False
+        # One KV pool for all sequences. With a stream per sequence llama.cpp splits a batch
+        # into one micro-batch per run of consecutive seq_ids, and the prefix cache makes
+        # the running slots anything but consecutive: no batching would be left. Admission
+        # keeps each sequence within n_ctx_seq, so the pool can never run out.
+        params.kv_unified = bool(options.get("kv_unified", True))
         params.n_threads, params.n_threads_batch = threads, threads_batch
         params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model, params)
+        # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
+        # trained context; admission holds each sequence to context_length, so say nothing.
+        llama_logger = logging.getLogger("llama-cpp-python")
+        level = llama_logger.level
+        llama_logger.setLevel(logging.ERROR)
+        try:
+            ctx = llama_cpp.llama_init_from_model(model, params)
+        finally:
+            llama_logger.setLevel(level)
         if not ctx:
             llama.close()
             raise EngineUnavailableError(f"llama.cpp could not make a context of {params.n_ctx} tokens "

@@ -98,6 +98,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self.steps = 0  # decode calls so far, for tests and status pages
+        self.peak_running = 0
         self._thread = threading.Thread(target=self._loop, name=f"llama-{name}", daemon=True)
         self._thread.start()
 
@@ -118,7 +119,8 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         """Waiting and running counts (racy snapshot; for status pages)."""
-        return {"waiting": len(self._waiting), "running": len(self._running), "parallel": self.parallel}
+        return {"waiting": len(self._waiting), "running": len(self._running), "peak_running": self.peak_running,
+                "parallel": self.parallel}
 
     def slot_tokens(self) -> list[list[int]]:
         """A copy of what each slot's KV holds (for tests; racy while running)."""
@@ -188,6 +190,7 @@ class Scheduler:
         sequence.matcher = StopMatcher(sequence.stops)
         sequence.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._running.append(sequence)
+        self.peak_running = max(self.peak_running, len(self._running))
 
     def _pick_slot(self, prompt: list[int]) -> tuple[Slot, int]:
         """The idle slot sharing the longest prefix with `prompt` (ties: most recent), else the least recent."""
