@@ -82,6 +82,7 @@ class LlamaCppEngine(Engine):
         try:
             import llama_cpp
             from llama_cpp import Llama
+            from llama_cpp._utils import suppress_stdout_stderr
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - the base requirements install it
             raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
@@ -97,6 +98,8 @@ class LlamaCppEngine(Engine):
         model = llama._model.model
         n_ctx_seq = self.spec.context_length
         parallel = int(options.get("parallel") or default_parallel(n_ctx_seq * _kv_bytes_per_token(model)))
+        # Every running sequence needs its token in each step's batch.
+        n_batch = max(n_batch, parallel)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = parallel * n_ctx_seq
         params.n_batch = params.n_ubatch = n_batch
@@ -109,14 +112,10 @@ class LlamaCppEngine(Engine):
         params.n_threads, params.n_threads_batch = threads, threads_batch
         params.no_perf = True
         # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
-        # trained context; admission holds each sequence to context_length, so say nothing.
-        llama_logger = logging.getLogger("llama-cpp-python")
-        level = llama_logger.level
-        llama_logger.setLevel(logging.ERROR)
-        try:
+        # trained context; admission holds each sequence to context_length. Quiet, as
+        # llama-cpp-python itself keeps loading quiet.
+        with suppress_stdout_stderr():
             ctx = llama_cpp.llama_init_from_model(model, params)
-        finally:
-            llama_logger.setLevel(level)
         if not ctx:
             llama.close()
             raise EngineUnavailableError(f"llama.cpp could not make a context of {params.n_ctx} tokens "
@@ -196,6 +195,9 @@ class LlamaCppEngine(Engine):
         prompt = await asyncio.to_thread(self._prompt_tokens, request)
         max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
                                        n_ctx=self.spec.context_length)
+        if max_tokens == 0:  # nothing to generate: no slot needed
+            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0)
+            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
 
