@@ -58,7 +58,8 @@ def default_parallel(kv_bytes_per_seq: int) -> int:
 
 class LlamaCppEngine(Engine):
     """Engine options: `parallel` (slots), `n_threads`, `n_threads_batch`, `n_batch`,
-    `n_gpu_layers`, `prefix_cache` (default on), `top_k`, `min_p`, `repeat_penalty`.
+    `n_gpu_layers`, `prefix_cache` (default on), `kv_unified` (default on), `flash_attn`
+    (default off; true or "auto"), `top_k`, `min_p`, `repeat_penalty`.
 
     Each slot may hold `spec.context_length` tokens (prompt plus completion); the context
     is `parallel` times that.
@@ -111,10 +112,16 @@ class LlamaCppEngine(Engine):
         params.kv_unified = bool(options.get("kv_unified", True))
         params.n_threads, params.n_threads_batch = threads, threads_batch
         params.no_perf = True
+        # Flash attention off by default, as llama-cpp-python's `Llama` has it: the same
+        # GGUF then gives the same greedy text here as there. llama.cpp's own default is auto.
+        flash = options.get("flash_attn", False)
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash == "auto"
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
         # trained context; admission holds each sequence to context_length. Quiet, as
         # llama-cpp-python itself keeps loading quiet.
-        with suppress_stdout_stderr():
+        with suppress_stdout_stderr(disable=False):
             ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             llama.close()

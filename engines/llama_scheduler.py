@@ -11,10 +11,12 @@ longest prefix with its prompt and evaluates only the rest (the prefix cache).
 
 Temperature-0 determinism: llama.cpp is not batch-invariant (logits depend slightly on how
 tokens are split into batches). What holds: the same request sent alone twice gives the
-same tokens. The last prompt token is always evaluated in a step of its own, and a reused
-prefix never covers it, so a repeat reuses exactly the KV its predecessor computed and
-evaluates that last token exactly as the predecessor did. Requests that overlap others
-may differ from their solo runs.
+same tokens. A slot remembers where each of its prompt chunks started; a repeat of a
+cached prompt reuses the KV only up to the start of the chunk that held the last prompt
+token and evaluates that chunk again, split exactly as before. A prompt evaluated from
+scratch alone goes in one chunk (up to n_batch), as llama-server and llama-cpp-python do,
+so their greedy text matches ours. Requests that overlap others, or that reuse a prefix
+of a different prompt, may differ from their solo runs.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Slot:
 
     seq_id: int
     tokens: list[int] = dataclasses.field(default_factory=list)
+    starts: list[int] = dataclasses.field(default_factory=list)  # per token: where its batch chunk began
     busy: bool = False
     last_used: int = 0
 
@@ -183,6 +186,7 @@ class Scheduler:
         # Drop the slot's KV past the reused prefix; positions must continue from `keep`.
         self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
         del slot.tokens[keep:]
+        del slot.starts[keep:]
         sequence.slot = slot
         sequence.n_past = keep
         sequence.cached_tokens = keep
@@ -193,19 +197,23 @@ class Scheduler:
         self.peak_running = max(self.peak_running, len(self._running))
 
     def _pick_slot(self, prompt: list[int]) -> tuple[Slot, int]:
-        """The idle slot sharing the longest prefix with `prompt` (ties: most recent), else the least recent."""
+        """The idle slot sharing the longest prefix with `prompt` (ties: most recent), else the
+        least recent; with how many of its tokens to keep."""
         idle = [slot for slot in self._slots if not slot.busy]
-        # The last prompt token is always evaluated again: its logits start the completion.
-        limit = len(prompt) - 1
-        best, best_keep = None, 0
+        best, best_common = None, 0
         if self.prefix_cache:
             for slot in idle:
-                keep = _common_prefix(slot.tokens, prompt, limit)
-                if keep > best_keep or (keep == best_keep and keep > 0 and slot.last_used > best.last_used):
-                    best, best_keep = slot, keep
+                common = _common_prefix(slot.tokens, prompt)
+                if common > best_common or (common == best_common and common > 0
+                                            and slot.last_used > best.last_used):
+                    best, best_common = slot, common
         if best is None:
-            best = min(idle, key=lambda slot: slot.last_used)
-        return best, best_keep
+            return min(idle, key=lambda slot: slot.last_used), 0
+        if best_common == len(prompt):
+            # The whole prompt is cached: its last token must be evaluated again for its
+            # logits. Redo that token's whole chunk, so the split matches the first time.
+            return best, best.starts[len(prompt) - 1]
+        return best, best_common
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._running if s.cancelled.is_set()]:
@@ -218,6 +226,7 @@ class Scheduler:
 
         def add(sequence: Sequence, tokens: list[int], want_logits: bool) -> None:
             seq_id, start = sequence.slot.seq_id, sequence.n_past
+            sequence.slot.starts.extend([start] * len(tokens))
             for offset, token in enumerate(tokens):
                 row = batch.n_tokens
                 batch.token[row] = token
@@ -239,20 +248,15 @@ class Scheduler:
                 token, sequence.next_token = sequence.next_token, None
                 add(sequence, [token], True)
                 budget -= 1
-        # Then prompts, oldest first, in chunks; the last prompt token goes in a step of its
-        # own (see the module docstring on determinism).
+        # Then prompts, oldest first, in chunks of what the budget has left.
         for sequence in self._running:
             if budget <= 0:
                 break
             if not sequence.prefilling:
                 continue
-            remaining = len(sequence.prompt) - sequence.n_past
-            if remaining > 1:
-                take = min(remaining - 1, budget)
-                add(sequence, sequence.prompt[sequence.n_past:sequence.n_past + take], False)
-            else:
-                take = 1
-                add(sequence, sequence.prompt[-1:], True)
+            take = min(len(sequence.prompt) - sequence.n_past, budget)
+            add(sequence, sequence.prompt[sequence.n_past:sequence.n_past + take],
+                sequence.n_past + take == len(sequence.prompt))
             budget -= take
         if batch.n_tokens == 0:
             return
@@ -311,8 +315,8 @@ class Scheduler:
             self._running.remove(sequence)
 
 
-def _common_prefix(cached: list[int], prompt: list[int], limit: int) -> int:
-    n = min(len(cached), limit)
+def _common_prefix(cached: list[int], prompt: list[int]) -> int:
+    n = min(len(cached), len(prompt))
     for i in range(n):
         if cached[i] != prompt[i]:
             return i
