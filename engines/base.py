@@ -51,6 +51,8 @@ class Chunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Prompt tokens served from the engine's prefix cache; None where an engine does not say.
+    cached_tokens: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,28 +1,70 @@
 """The llama.cpp engine, on llama-cpp-python.
 
-llama.cpp is not thread-safe per model, so it decodes on one thread (engines.threaded) and
-serves one sequence at a time. Continuous batching will replace the single thread without
-changing the async interface.
+Loading keeps llama-cpp-python's `Llama` for the weights, the tokenizer and the chat
+template, and makes a second, batching context on the same weights with the low-level API.
+A scheduler thread (engines.llama_scheduler) owns that context and decodes every running
+sequence in one batch per step; the event loop only awaits an asyncio.Queue it fills.
 """
 
 from __future__ import annotations
 
-import codecs
-import concurrent.futures
+import asyncio
 import logging
-import random
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import Chunk, GenerationRequest
+from .base import Chunk, Engine, GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
 from .inputs import input_param, render_template, require_tokens, utf8
-from .threaded import SingleThreadEngine, completion_budget, stream_tokens
+from .llama_sampling import ChainSettings
+from .llama_scheduler import Scheduler, Sequence
+from .threaded import completion_budget
 
 logger = logging.getLogger(__name__)
 
+# `Llama` insists on a context of its own; ours is separate, so its one stays tiny.
+_LLAMA_OWN_CTX = 64
+# Tokens per decode step, shared by running sequences and prompt chunks (llama-server's
+# n_ubatch default; a bigger batch makes steps, and so every stream's next token, slower).
+DEFAULT_N_BATCH = 512
+# More slots than this gain nothing on CPU: a step is then compute-bound.
+MAX_DEFAULT_PARALLEL = 16
+# The KV cache of all slots may take at most this share of the memory available at load.
+KV_MEMORY_SHARE = 0.25
 
-class LlamaCppEngine(SingleThreadEngine):
+
+def physical_cores() -> int:
+    """Physical cores, as llama-server uses for its threads (hyperthreads do not help matmuls)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def default_parallel(kv_bytes_per_seq: int) -> int:
+    """Slots chosen from the machine: 4 per physical core, from 4 to 16, within memory.
+
+    On CPU a decode step reads every weight once whatever the batch, so each extra sequence
+    in the step is nearly free until the cores saturate; a few sequences per core reach that.
+    The KV cache is allocated up front for every slot, so memory caps the count too.
+    """
+    import psutil
+
+    by_cores = min(MAX_DEFAULT_PARALLEL, max(4, 4 * physical_cores()))
+    by_memory = int(psutil.virtual_memory().available * KV_MEMORY_SHARE) // max(kv_bytes_per_seq, 1)
+    return max(1, min(by_cores, by_memory))
+
+
+class LlamaCppEngine(Engine):
+    """Engine options: `parallel` (slots), `n_threads`, `n_threads_batch`, `n_batch`,
+    `n_gpu_layers`, `prefix_cache` (default on), `kv_unified` (default on), `flash_attn`
+    (default off; true or "auto"), `top_k`, `min_p`, `repeat_penalty`.
+
+    Each slot may hold `spec.context_length` tokens (prompt plus completion); the context
+    is `parallel` times that.
+    """
+
     name = "llama_cpp"
     capabilities = CAPABILITIES["llama_cpp"]
 
@@ -30,23 +72,61 @@ class LlamaCppEngine(SingleThreadEngine):
         super().__init__(spec)
         self._llama = None
         self._formatter = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ctx = None
+        self._scheduler: Scheduler | None = None
 
     @property
     def loaded(self) -> bool:
-        return self._llama is not None
+        return self._scheduler is not None
 
     def load(self) -> None:
         try:
+            import llama_cpp
             from llama_cpp import Llama
+            from llama_cpp._utils import suppress_stdout_stderr
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - the base requirements install it
             raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
-        options = {k: v for k, v in self.spec.options.items() if k in ("n_threads", "n_threads_batch", "n_batch", "n_gpu_layers")}
+        options = self.spec.options
+        threads = int(options.get("n_threads") or physical_cores())
+        threads_batch = int(options.get("n_threads_batch") or threads)
+        n_batch = int(options.get("n_batch") or DEFAULT_N_BATCH)
         try:
-            llama = Llama(model_path=self.spec.source, n_ctx=self.spec.context_length, verbose=False, **options)
+            llama = Llama(model_path=self.spec.source, n_ctx=_LLAMA_OWN_CTX, n_batch=_LLAMA_OWN_CTX,
+                          n_threads=1, n_gpu_layers=int(options.get("n_gpu_layers", 0)), verbose=False)
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
+        model = llama._model.model
+        n_ctx_seq = self.spec.context_length
+        parallel = int(options.get("parallel") or default_parallel(n_ctx_seq * _kv_bytes_per_token(model)))
+        # Every running sequence needs its token in each step's batch.
+        n_batch = max(n_batch, parallel)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = parallel * n_ctx_seq
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = parallel
+        # One KV pool for all sequences. With a stream per sequence llama.cpp splits a batch
+        # into one micro-batch per run of consecutive seq_ids, and the prefix cache makes
+        # the running slots anything but consecutive: no batching would be left. Admission
+        # keeps each sequence within n_ctx_seq, so the pool can never run out.
+        params.kv_unified = bool(options.get("kv_unified", True))
+        params.n_threads, params.n_threads_batch = threads, threads_batch
+        params.no_perf = True
+        # Flash attention off by default, as llama-cpp-python's `Llama` has it: the same
+        # GGUF then gives the same greedy text here as there. llama.cpp's own default is auto.
+        flash = options.get("flash_attn", False)
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash == "auto"
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
+        # trained context; admission holds each sequence to context_length. Quiet, as
+        # llama-cpp-python itself keeps loading quiet.
+        with suppress_stdout_stderr(disable=False):
+            ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            llama.close()
+            raise EngineUnavailableError(f"llama.cpp could not make a context of {params.n_ctx} tokens "
+                                         f"({parallel} × {n_ctx_seq}) for {self.spec.name}")
         template = llama.metadata.get("tokenizer.chat_template")
         if template:
             self._formatter = Jinja2ChatFormatter(
@@ -55,18 +135,29 @@ class LlamaCppEngine(SingleThreadEngine):
                 bos_token=_token_text(llama, llama.token_bos()),
                 stop_token_ids=[llama.token_eos()],
             )
-        self._llama = llama
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"llama-{self.spec.name}"
-        )
+        self._llama, self._ctx = llama, ctx
+        self.parallel, self.n_threads, self.n_threads_batch = parallel, threads, threads_batch
+        self._scheduler = Scheduler(llama, ctx, parallel=parallel, n_ctx_seq=n_ctx_seq, n_batch=n_batch,
+                                    prefix_cache=bool(options.get("prefix_cache", True)), name=self.spec.name)
 
     def unload(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        import llama_cpp
+
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)  # before the weights it was made from
+            self._ctx = None
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self._scheduler is not None:
+            state.update(self._scheduler.stats(), n_threads=self.n_threads, n_threads_batch=self.n_threads_batch)
+        return state
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer (no BOS added)."""
@@ -80,7 +171,7 @@ class LlamaCppEngine(SingleThreadEngine):
         return result.prompt, bool(result.added_special)
 
     def _require(self):
-        if self._llama is None:
+        if self._llama is None or self._scheduler is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._llama
 
@@ -95,44 +186,59 @@ class LlamaCppEngine(SingleThreadEngine):
         require_tokens(tokens, request, self.spec.name)
         return tokens
 
-    def _decode_unsafe(self, request, emit, cancelled) -> Chunk:
-        import llama_cpp
-
-        llama = self._require()
-        sampling = request.sampling
-        prompt_tokens = self._prompt_tokens(request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt_tokens), max_tokens=sampling.max_tokens,
-                                       n_ctx=llama.n_ctx())
-        if not self.spec.options.get("prefix_cache", False):
-            # Reusing a cached prefix evaluates the prompt in different batch splits, which
-            # shifts logits slightly: identical requests would then differ at temperature 0.
-            llama.reset()
-        llama.set_seed(sampling.seed if sampling.seed is not None else random.randint(0, 2**31 - 1))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = llama._model.vocab
-        generated: list[int] = []
-
-        def to_text(token: int) -> str:
-            piece = llama.detokenize([token], prev_tokens=prompt_tokens + generated)
-            generated.append(token)
-            return decoder.decode(piece)
-
-        tokens = llama.generate(
-            prompt_tokens,
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            reset=True,
+    def _settings(self, request: GenerationRequest) -> ChainSettings:
+        sampling, options = request.sampling, self.spec.options
+        return ChainSettings(
+            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+            presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
+            top_k=int(options.get("top_k", 0)), min_p=float(options.get("min_p", 0.0)),
+            repeat_penalty=float(options.get("repeat_penalty", 1.0)),
         )
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self._require()
+        # Templates and tokenizing run off the loop: a long prompt takes a while. The
+        # tokenizer only reads the vocabulary, so it may run beside the scheduler thread.
+        prompt = await asyncio.to_thread(self._prompt_tokens, request)
+        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
+                                       n_ctx=self.spec.context_length)
+        if max_tokens == 0:  # nothing to generate: no slot needed
+            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0)
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+
+        def emit(item: Chunk | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is gone: nobody is listening
+                sequence.cancelled.set()
+
+        sequence = Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
+                            settings=self._settings(request), stops=request.sampling.stop, emit=emit)
+        scheduler = self._scheduler
+        scheduler.submit(sequence)
         try:
-            return stream_tokens(
-                tokens, max_tokens=max_tokens, is_end=lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
-                to_text=to_text, final_text=lambda: decoder.decode(b"", final=True), stops=sampling.stop,
-                emit=emit, cancelled=cancelled, prompt_tokens=len(prompt_tokens),
-            )
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
         finally:
-            tokens.close()
+            # Normal end, error or client gone: the sequence leaves the batch at the next step.
+            sequence.cancelled.set()
+            scheduler.wake()
+
+
+def _kv_bytes_per_token(model) -> int:
+    """KV cache bytes one token takes: K and V, f16, for every layer's KV heads."""
+    import llama_cpp
+
+    n_head = max(llama_cpp.llama_model_n_head(model), 1)
+    head_dim = llama_cpp.llama_model_n_embd(model) // n_head
+    return 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
 
 
 def _token_text(llama, token_id: int) -> str:

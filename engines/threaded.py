@@ -1,7 +1,7 @@
-"""Engines whose library must be driven from one thread (llama.cpp, MLX).
+"""Engines whose library must be driven from one thread, one sequence at a time (MLX).
 
 Each such engine owns a one-thread executor and serves one sequence at a time from its
-queue. The event loop only awaits an asyncio.Queue that the thread fills, so it is never
+queue (the llama.cpp engine batches instead: engines.llama_scheduler). The event loop only awaits an asyncio.Queue that the thread fills, so it is never
 blocked; closing the async iterator sets an Event that the thread checks before every token.
 """
 
