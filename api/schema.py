@@ -154,10 +154,16 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+class PromptTokensDetailsSerializer(serializers.Serializer):
+    cached_tokens = serializers.IntegerField(min_value=0, help_text="Prompt tokens reused from the prefix cache.")
+
+
 class UsageSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField(min_value=0)
     completion_tokens = serializers.IntegerField(min_value=0)
     total_tokens = serializers.IntegerField(min_value=0)
+    prompt_tokens_details = PromptTokensDetailsSerializer(
+        required=False, help_text="Present when the model's engine has a prefix cache (llama_cpp).")
 
 
 class _CompletionBaseSerializer(serializers.Serializer):

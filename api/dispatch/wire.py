@@ -46,13 +46,14 @@ def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
     data = {"text": chunk.text, "ids": list(chunk.token_ids)}
     if chunk.finish_reason is not None:
         data.update(finish=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
-                    completion_tokens=chunk.completion_tokens)
+                    completion_tokens=chunk.completion_tokens, cached_tokens=chunk.cached_tokens)
     return data
 
 
 def chunk_from_dict(data: dict[str, Any]) -> Chunk:
     return Chunk(text=data["text"], token_ids=tuple(data["ids"]), finish_reason=data.get("finish"),
-                 prompt_tokens=data.get("prompt_tokens"), completion_tokens=data.get("completion_tokens"))
+                 prompt_tokens=data.get("prompt_tokens"), completion_tokens=data.get("completion_tokens"),
+                 cached_tokens=data.get("cached_tokens"))
 
 
 def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:

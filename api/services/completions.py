@@ -194,7 +194,7 @@ async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: Async
     return completion_body(
         kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"], text="".join(parts),
         finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
-        completion_tokens=final.completion_tokens or 0,
+        completion_tokens=final.completion_tokens or 0, cached_tokens=final.cached_tokens,
     )
 
 
@@ -223,7 +223,7 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
         status, finish_reason = 200, chunk.finish_reason
         yield writer.finish(chunk.finish_reason)
         if include_usage:
-            yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+            yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0, chunk.cached_tokens)
         yield STREAM_DONE
     except (asyncio.CancelledError, GeneratorExit):
         raise

@@ -16,16 +16,20 @@ def openai_finish_reason(reason: str | None) -> str | None:
     return _OPENAI_FINISH.get(reason, reason) if reason else None
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
+    """OpenAI's usage object; `prompt_tokens_details` only when the engine reports a prefix cache."""
+    body = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        body["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return body
 
 
 def completion_body(*, kind: str, completion_id: str, model: str, text: str, finish_reason: str,
-                    prompt_tokens: int, completion_tokens: int) -> dict:
+                    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
     """The whole (non-streamed) answer."""
     if kind == CHAT:
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
@@ -41,7 +45,7 @@ def completion_body(*, kind: str, completion_id: str, model: str, text: str, fin
         "model": model,
         "system_fingerprint": None,
         "choices": [choice],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
     }
 
 
@@ -100,5 +104,5 @@ class ChunkWriter:
         text = None if self.kind == CHAT else ""
         return self._event([self._choice(text, openai_finish_reason(finish_reason))])
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict:
-        return self._event([], usage=usage(prompt_tokens, completion_tokens))
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
+        return self._event([], usage=usage(prompt_tokens, completion_tokens, cached_tokens))

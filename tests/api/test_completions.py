@@ -133,8 +133,24 @@ async def test_real_model_chat_and_stream_agree(client, smollm2):
     streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
     assert whole["choices"][0]["message"]["content"] == streamed
     assert streamed.strip()
-    assert events[-2]["usage"] == whole["usage"]
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert {k: events[-2]["usage"][k] for k in counts} == {k: whole["usage"][k] for k in counts}
     assert whole["usage"]["completion_tokens"] <= 12
+
+
+@pytest.mark.model
+async def test_real_model_reports_the_cached_prefix(client, smollm2):
+    """A second request sharing a long prefix with the first reuses its KV, and usage says how much."""
+    history = [{"role": "system", "content": "You are a lighthouse keeper on a remote island. " * 12},
+               {"role": "user", "content": "What do you see tonight?"}]
+    body = {"model": "smollm2", "messages": history, "max_tokens": 4, "temperature": 0}
+    first = (await client.post("/v1/chat/completions", json=body)).json()["usage"]
+    follow_up = {**body, "messages": [*history[:1], {"role": "user", "content": "And in the morning?"}],
+                 "stream": True, "stream_options": {"include_usage": True}}
+    events = sse_events((await client.post("/v1/chat/completions", json=follow_up)).text)
+    second = events[-2]["usage"]
+    assert first["prompt_tokens_details"]["cached_tokens"] < 100 <= second["prompt_tokens_details"]["cached_tokens"]
+    assert second["prompt_tokens_details"]["cached_tokens"] < second["prompt_tokens"]
 
 
 @pytest.mark.model
