@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest
@@ -20,7 +21,7 @@ from .errors import EngineUnavailableError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
-from .threaded import completion_budget
+from .threaded import ThreadRelay, completion_budget
 
 logger = logging.getLogger(__name__)
 
@@ -205,30 +206,18 @@ class LlamaCppEngine(Engine):
         if max_tokens == 0:  # nothing to generate: no slot needed
             yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0)
             return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-
-        def emit(item: Chunk | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
-                sequence.cancelled.set()
-
+        relay = ThreadRelay()
         sequence = Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                            settings=self._settings(request), stops=request.sampling.stop, emit=emit)
+                            settings=self._settings(request), stops=request.sampling.stop, emit=relay.emit,
+                            cancelled=relay.cancelled)
         scheduler = self._scheduler
         scheduler.submit(sequence)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async with aclosing(relay.chunks()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             # Normal end, error or client gone: the sequence leaves the batch at the next step.
-            sequence.cancelled.set()
             scheduler.wake()
 
 

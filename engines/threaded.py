@@ -12,6 +12,7 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing
 
 from .base import Chunk, Engine, GenerationRequest
 from .errors import ContextOverflowError, EngineCrashedError, EngineError
@@ -20,6 +21,38 @@ from .stops import StopMatcher
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[Chunk | BaseException], None]
+
+
+class ThreadRelay:
+    """Hands one request's chunks from an engine thread to the event loop awaiting them.
+
+    Made on the loop. The thread calls `emit` (thread-safe); `cancelled` is set once the
+    consumer is gone or done, and the thread checks it before every token.
+    """
+
+    def __init__(self):
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        self.cancelled = threading.Event()
+
+    def emit(self, item: Chunk | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the consumer's loop is gone: nobody is listening
+            self.cancelled.set()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Chunks up to the final one; an emitted error is raised. Closing it sets `cancelled`."""
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancelled.set()
 
 
 class SingleThreadEngine(Engine):
@@ -37,28 +70,13 @@ class SingleThreadEngine(Engine):
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         self._require()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Chunk | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
-                cancelled.set()
-
-        loop.run_in_executor(self._executor, self._decode, request, emit, cancelled)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            # Normal end, error or client gone: the thread checks this before every token.
-            cancelled.set()
+        relay = ThreadRelay()
+        asyncio.get_running_loop().run_in_executor(self._executor, self._decode, request, relay.emit,
+                                                   relay.cancelled)
+        # Normal end, error or client gone: closing the relay stops the thread at its next token.
+        async with aclosing(relay.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def _decode(self, request: GenerationRequest, emit: Emit, cancelled: threading.Event) -> None:
         if cancelled.is_set():  # cancelled while still queued
