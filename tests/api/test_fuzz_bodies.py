@@ -225,23 +225,14 @@ def assert_still_serves(fuzzer: Fuzzer) -> None:
     assert engines["smollm2"]["in_flight"] == 0
 
 
-def test_fuzzed_chat_bodies(fuzzer):
+@pytest.mark.parametrize(("path", "bodies"), [("/v1/chat/completions", chat_bodies),
+                                              ("/v1/completions", completion_bodies)], ids=["chat", "completions"])
+def test_fuzzed_bodies(fuzzer, path, bodies):
     @FUZZ_SETTINGS
-    @given(body=chat_bodies)
+    @given(body=bodies)
     def check(body):
-        assert_answered_well(fuzzer.post("/v1/chat/completions", body), body)
+        assert_answered_well(fuzzer.post(path, body), body)
 
     check()
     assert_both_paths_ran(fuzzer)  # the property really ran against the server
-    assert_still_serves(fuzzer)
-
-
-def test_fuzzed_completion_bodies(fuzzer):
-    @FUZZ_SETTINGS
-    @given(body=completion_bodies)
-    def check(body):
-        assert_answered_well(fuzzer.post("/v1/completions", body), body)
-
-    check()
-    assert_both_paths_ran(fuzzer)
     assert_still_serves(fuzzer)
