@@ -104,7 +104,16 @@ class ErrorInfo:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+class ModelBusy(RateLimited):
+    """The model's waiting queue is full (backpressure): 429 with a Retry-After from its drain rate."""
+
+    type = "server_error"
+    code = "model_busy"
+
+
 def _from_engine_error(exc: engine_errors.EngineError) -> ApiError:
+    if isinstance(exc, engine_errors.EngineBusyError):
+        return ModelBusy(str(exc), retry_after=exc.retry_after, param=exc.param)
     mapping = {
         engine_errors.ContextOverflowError: ContextLengthExceeded,
         engine_errors.UnsupportedParameterError: UnsupportedParameter,

@@ -21,8 +21,9 @@ def openai_exception_handler(exc, context):
     response = Response(info.body(), status=info.status)
     if info.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
-    if isinstance(exc, RateLimited):
-        response["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)  # per-key limits, and a model's full queue
+    if isinstance(exc, RateLimited) or retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     return response
 
 

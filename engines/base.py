@@ -22,28 +22,63 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # Choices generated from the one prompt (the prompt is evaluated once).
+    n: int = 1
+    # Whether to report each generated token's log-probability, and how many alternatives.
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # (token id, bias) pairs added to the logits before sampling.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationRequest:
-    """One job for an engine: either chat messages or a raw prompt, plus sampling."""
+    """One job for an engine: either chat messages or a raw prompt, plus sampling.
+
+    `tenant` names who sent it (the API key); engines that queue serve tenants round-robin.
+    """
 
     request_id: str
     sampling: SamplingParams
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
+    tenant: str = ""
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
 
 
+@dataclasses.dataclass(frozen=True)
+class TopLogprob:
+    """One candidate token at a position, with its log-probability."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability, with the most likely alternatives (sorted)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+    top: tuple[TopLogprob, ...] = ()
+
+
 @dataclasses.dataclass
 class Chunk:
     """A piece of output: a text delta with its token ids, or the final summary.
 
+    `index` is the choice the text belongs to (0 unless the request asked for n > 1).
+    `logprobs`, when asked for, holds one entry per id in `token_ids`.
+
     The last chunk of every generation has `finish_reason` set and carries the
-    engine-tokenizer counts for the whole request.
+    engine-tokenizer counts for the whole request (completion tokens summed over choices).
+    With n > 1, `finish_reasons` holds each choice's reason, by index; `finish_reason`
+    is then choice 0's.
     """
 
     text: str = ""
@@ -53,6 +88,9 @@ class Chunk:
     completion_tokens: int | None = None
     # Prompt tokens served from the engine's prefix cache; None where an engine does not say.
     cached_tokens: int | None = None
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reasons: tuple[FinishReason, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,3 +34,11 @@ class InvalidInputError(EngineError):
     """The messages or prompt cannot become model input (nothing to generate from, bad text)."""
 
     param = "messages"
+
+
+class EngineBusyError(EngineError):
+    """The model's waiting queue is full; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after

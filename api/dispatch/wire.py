@@ -57,11 +57,16 @@ def chunk_from_dict(data: dict[str, Any]) -> Chunk:
 
 
 def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:
-    return {"kind": type(exc).__name__, "message": str(exc), "param": exc.param}
+    data = {"kind": type(exc).__name__, "message": str(exc), "param": exc.param}
+    if isinstance(exc, engine_errors.EngineBusyError):
+        data["retry_after"] = exc.retry_after
+    return data
 
 
 def error_from_dict(data: dict[str, Any]) -> engine_errors.EngineError:
     kind = getattr(engine_errors, data.get("kind", ""), None)
     if not (isinstance(kind, type) and issubclass(kind, engine_errors.EngineError)):
         kind = engine_errors.EngineCrashedError
+    if issubclass(kind, engine_errors.EngineBusyError):
+        return kind(data["message"], param=data.get("param"), retry_after=int(data.get("retry_after") or 1))
     return kind(data["message"], param=data.get("param"))
