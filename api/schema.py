@@ -327,6 +327,10 @@ _WWW_AUTHENTICATE = OpenApiParameter(
     "WWW-Authenticate", OpenApiTypes.STR, location=OpenApiParameter.HEADER, response=[401],
     description='`Bearer realm="api"`',
 )
+_RETRY_AFTER = OpenApiParameter(
+    "Retry-After", OpenApiTypes.INT, location=OpenApiParameter.HEADER, response=[429],
+    description="Seconds to wait before retrying: the rate limit's window, or the model queue's drain estimate.",
+)
 
 
 def _view_schema(method_name: str, **kwargs):
@@ -380,7 +384,7 @@ def _completion_schema(*, operation_id: str, summary: str, request, body, object
         tags=["Completions"],
         request=request,
         examples=examples,
-        parameters=[_WWW_AUTHENTICATE],
+        parameters=[_WWW_AUTHENTICATE, _RETRY_AFTER],
         responses={
             (200, "application/json"): OpenApiResponse(body, description=ok_description),
             (200, "text/event-stream"): _sse_response(chunk, ok_description),
@@ -390,6 +394,8 @@ def _completion_schema(*, operation_id: str, summary: str, request, body, object
             401: _UNAUTHORIZED,
             404: _error("Unknown model, or one outside the key's allowlist (`model_not_found`)."),
             415: _error("The body is not `application/json` (`unsupported_media_type`)."),
+            429: _error("A per-key limit was reached (`rate_limit_exceeded`), or the model's waiting queue is "
+                        "full (`model_busy`); `Retry-After` says when to try again."),
             500: _error("The engine failed (`engine_error`) or an unexpected server error (`internal_error`)."),
             502: _error("The worker running the request died (`worker_lost`, distributed mode)."),
             503: _error("The model's engine cannot run here, or no worker could take the job "

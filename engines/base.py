@@ -5,8 +5,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from typing import Any, Literal
+
+from .admission import AdmissionQueue, max_waiting_option
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -113,6 +115,21 @@ class Engine(abc.ABC):
         self.spec = spec
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._admission: AdmissionQueue | None = None
+
+    @property
+    def slots(self) -> int | None:
+        """Sequences this engine runs at once once loaded; None when it has no such limit here
+        (it then admits everything: a remote server queues, or nothing is scarce)."""
+        return None
+
+    @property
+    def admission(self) -> AdmissionQueue | None:
+        """The bounded queue in front of the slots (engines.admission); None without slots."""
+        if self._admission is None and self.loaded and self.slots is not None:
+            self._admission = AdmissionQueue(slots=self.slots, model=self.spec.name,
+                                             max_waiting=max_waiting_option(self.spec.options, self.spec.name))
+        return self._admission
 
     @property
     @abc.abstractmethod
@@ -132,14 +149,22 @@ class Engine(abc.ABC):
         """Engine-specific generation; see `generate`."""
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Yield chunks for `request`; closing the iterator cancels the generation."""
+        """Yield chunks for `request`; closing the iterator cancels the generation.
+
+        Engines with slots admit it first: it may wait its turn, or be refused at once with
+        EngineBusyError when the model's queue is full (engines.admission).
+        """
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            # aclosing: a consumer that stops early must stop the engine now, not at GC.
-            async with aclosing(self._generate(request)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            admission = self.admission
+            slot = (admission.admitted(tenant=request.tenant, need=request.sampling.n) if admission is not None
+                    else nullcontext())
+            async with slot:
+                # aclosing: a consumer that stops early must stop the engine now, not at GC.
+                async with aclosing(self._generate(request)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
         finally:
             self.in_flight -= 1
 
@@ -153,4 +178,11 @@ class Engine(abc.ABC):
             "peak_in_flight": self.peak_in_flight,
             "context_length": self.spec.context_length,
             "capabilities": sorted(self.capabilities),
+            **self._load_state(),
         }
+
+    def _load_state(self) -> dict[str, int]:
+        """Requests running and waiting, as vLLM's scheduler gauges count them."""
+        if self._admission is not None:  # made at the first request; until then none waits
+            return self._admission.stats()
+        return {"num_requests_running": self.in_flight, "num_requests_waiting": 0}

@@ -58,7 +58,7 @@ def default_parallel(kv_bytes_per_seq: int) -> int:
 
 
 class LlamaCppEngine(Engine):
-    """Engine options: `parallel` (slots), `n_threads`, `n_threads_batch`, `n_batch`,
+    """Engine options: `parallel` (slots), `max_waiting` (engines.admission), `n_threads`, `n_threads_batch`, `n_batch`,
     `n_gpu_layers`, `prefix_cache` (default on), `kv_unified` (default on), `flash_attn`
     (default off; true or "auto"), `top_k`, `min_p`, `repeat_penalty`.
 
@@ -79,6 +79,10 @@ class LlamaCppEngine(Engine):
     @property
     def loaded(self) -> bool:
         return self._scheduler is not None
+
+    @property
+    def slots(self) -> int | None:
+        return self._scheduler.parallel if self._scheduler is not None else None
 
     def load(self) -> None:
         try:

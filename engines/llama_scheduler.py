@@ -121,9 +121,12 @@ class Scheduler:
             self._cond.notify()
 
     def stats(self) -> dict[str, int]:
-        """Waiting and running counts (racy snapshot; for status pages)."""
+        """Waiting and running counts, and the KV cells that running sequences hold out of all
+        (racy snapshot; for status pages and /metrics). An idle slot's cached prefix counts as free."""
         return {"waiting": len(self._waiting), "running": len(self._running), "peak_running": self.peak_running,
-                "parallel": self.parallel}
+                "parallel": self.parallel,
+                "kv_cache_tokens": sum(len(slot.tokens) for slot in self._slots if slot.busy),
+                "kv_cache_capacity": self.parallel * self.n_ctx_seq}
 
     def slot_tokens(self) -> list[list[int]]:
         """A copy of what each slot's KV holds (for tests; racy while running)."""

@@ -60,6 +60,10 @@ class SingleThreadEngine(Engine):
 
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
+    @property
+    def slots(self) -> int:
+        return 1  # one sequence at a time: the others wait in the admission queue
+
     def _require(self):
         """The loaded model, or EngineUnavailableError."""
         raise NotImplementedError

@@ -31,7 +31,7 @@ class RequestRecordAdmin(admin.ModelAdmin):
     """Read-only: records are written only by the request path."""
 
     list_display = ("created_at", "model_name", "engine", "worker", "api_key", "endpoint", "stream", "status_code",
-                    "finish_reason", "prompt_tokens", "completion_tokens", "queue_wait", "ttft", "duration",
+                    "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens", "queue_wait", "ttft", "duration",
                     "tokens_per_second_rounded")
     list_filter = ("model_name", "api_key", StatusClassFilter, "status_code", "finish_reason", "worker", "engine",
                    "endpoint", "stream", "created_at")

@@ -10,6 +10,8 @@ A total is named by a series string:
 
 - `finished:<reason>` (vLLM's finished_reason: stop, length, abort) or `failed`: requests;
 - `prompt_tokens`, `generation_tokens`: tokens;
+- `prefix_cache_queries`, `prefix_cache_hits`: prompt tokens of requests whose engine reports its
+  prefix cache, and those of them it found cached (vLLM's definitions);
 - `<histogram>:count`, `<histogram>:sum` (seconds) and `<histogram>:bucket:<i>`: observations
   whose value lies in bucket i, that is at most bound i and above bound i-1. The exposition
   makes them cumulative (`le`), so one observation touches one row, not every bucket above it.
@@ -42,6 +44,7 @@ FAILED = "failed"
 FINISHED_PREFIX = "finished:"
 BUCKET_PREFIX = "bucket:"
 PROMPT_TOKENS, GENERATION_TOKENS = "prompt_tokens", "generation_tokens"
+PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS = "prefix_cache_queries", "prefix_cache_hits"
 
 
 def finished_series(reason: str) -> str:
@@ -77,6 +80,9 @@ def record_increments(record: Mapping) -> dict[str, float]:
         return {}
     increments = {PROMPT_TOKENS: record.get("prompt_tokens") or 0,
                   GENERATION_TOKENS: record.get("completion_tokens") or 0}
+    if record.get("cached_tokens") is not None:  # engines without a prefix cache leave it empty
+        increments[PREFIX_CACHE_QUERIES] = record.get("prompt_tokens") or 0
+        increments[PREFIX_CACHE_HITS] = record["cached_tokens"]
     reason = FINISHED_REASONS.get(record.get("finish_reason") or "")
     if reason is None:
         increments[FAILED] = 1
@@ -109,6 +115,8 @@ class ModelTotals:
 
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
     finished: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(FINISHED_REASONS.values(), 0))
     failed: int = 0
     histograms: dict[str, HistogramTotals] = dataclasses.field(
@@ -120,6 +128,10 @@ class ModelTotals:
             self.prompt_tokens += int(value)
         elif series == GENERATION_TOKENS:
             self.generation_tokens += int(value)
+        elif series == PREFIX_CACHE_QUERIES:
+            self.prefix_cache_queries += int(value)
+        elif series == PREFIX_CACHE_HITS:
+            self.prefix_cache_hits += int(value)
         elif series == FAILED:
             self.failed += int(value)
         elif series.startswith(FINISHED_PREFIX):

@@ -19,6 +19,9 @@ class RequestRecord(models.Model):
     stream = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt tokens served from the engine's prefix cache; "
+                                         "empty where the engine does not report it.")
     queue_wait_ms = models.FloatField(null=True, blank=True,
                                       help_text="Time the job waited for a worker, ms.")
     ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to first token, ms.")

@@ -12,7 +12,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
+from typing import TYPE_CHECKING
+
 from .metric_totals import HISTOGRAMS, ModelTotals
+
+if TYPE_CHECKING:
+    from api.dispatch import ModelLoad
 
 LABEL = "model_name"  # vLLM's label for the served model
 
@@ -27,20 +32,25 @@ HISTOGRAM_NAMES = {
 class RequestMetricsCollector:
     """One scrape's worth of metric families; `load` is None when it could not be read."""
 
-    def __init__(self, totals: dict[str, ModelTotals], load: dict[str, tuple[int, int]] | None):
+    def __init__(self, totals: dict[str, ModelTotals], load: dict[str, ModelLoad] | None):
         self.totals = totals
         self.load = load
 
     def collect(self):
-        running = GaugeMetricFamily("vllm:num_requests_running", "Number of requests running on an engine.",
+        running = GaugeMetricFamily("vllm:num_requests_running", "Number of requests in model execution batches.",
                                     labels=[LABEL])
-        waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Number of requests waiting for a worker.",
+        waiting = GaugeMetricFamily("vllm:num_requests_waiting",
+                                    "Number of requests waiting to be processed (for a slot, or for a worker).",
                                     labels=[LABEL])
-        for model, (running_now, waiting_now) in sorted((self.load or {}).items()):
-            running.add_metric([model], running_now)
-            waiting.add_metric([model], waiting_now)
-        yield running
-        yield waiting
+        kv_usage = GaugeMetricFamily("vllm:kv_cache_usage_perc",
+                                     "KV-cache usage. 1 means 100 percent usage (cells held by running requests; "
+                                     "only engines that report their KV cache).", labels=[LABEL])
+        for model, load in sorted((self.load or {}).items()):
+            running.add_metric([model], load.running)
+            waiting.add_metric([model], load.waiting)
+            if load.kv_cache_usage is not None:
+                kv_usage.add_metric([model], load.kv_cache_usage)
+        yield from (running, waiting, kv_usage)
 
         # CounterMetricFamily adds the `_total` suffix: these are vllm:prompt_tokens_total and so on.
         prompt = CounterMetricFamily("vllm:prompt_tokens", "Number of prefill tokens processed.", labels=[LABEL])
@@ -51,11 +61,18 @@ class RequestMetricsCollector:
         failure = CounterMetricFamily("inference_platform_request_failure",
                                       "Requests that reached a model and ended in an error (not a vLLM metric).",
                                       labels=[LABEL])
+        # vLLM's prefix cache counters, in tokens: prompt tokens looked up, and those found cached.
+        queries = CounterMetricFamily("vllm:prefix_cache_queries",
+                                      "Prefix cache queries, in terms of number of queried tokens.", labels=[LABEL])
+        hits = CounterMetricFamily("vllm:prefix_cache_hits",
+                                   "Prefix cache hits, in terms of number of cached tokens.", labels=[LABEL])
         histograms = {name: HistogramMetricFamily(metric, help_text, labels=[LABEL])
                       for name, (metric, help_text) in HISTOGRAM_NAMES.items()}
         for model, totals in sorted(self.totals.items()):
             prompt.add_metric([model], totals.prompt_tokens)
             generation.add_metric([model], totals.generation_tokens)
+            queries.add_metric([model], totals.prefix_cache_queries)
+            hits.add_metric([model], totals.prefix_cache_hits)
             for reason, count in totals.finished.items():
                 success.add_metric([model, reason], count)
             failure.add_metric([model], totals.failed)
@@ -64,7 +81,7 @@ class RequestMetricsCollector:
                 buckets = [(floatToGoString(bound), count) for bound, count in zip(bounds, histogram.buckets)]
                 histograms[name].add_metric([model], buckets + [("+Inf", histogram.count)],
                                             sum_value=histogram.sum_seconds)
-        yield from (prompt, generation, success, failure, *histograms.values())
+        yield from (prompt, generation, queries, hits, success, failure, *histograms.values())
 
 
 # Always the classic text format, whatever the Accept header prefers: prometheus-client 0.26
@@ -73,7 +90,7 @@ class RequestMetricsCollector:
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def exposition(totals: dict[str, ModelTotals], load: dict[str, tuple[int, int]] | None) -> bytes:
+def exposition(totals: dict[str, ModelTotals], load: dict[str, ModelLoad] | None) -> bytes:
     """The body of one scrape in Prometheus text format 0.0.4."""
     registry = CollectorRegistry(auto_describe=False)  # no describe(): collect() runs once, at encoding
     registry.register(RequestMetricsCollector(totals, load))

@@ -15,7 +15,8 @@ METRICS_OPERATION = {
         "Request metrics of every web and worker process in Prometheus text format 0.0.4, under vLLM's "
         "metric names (`vllm:time_to_first_token_seconds`, `vllm:e2e_request_latency_seconds`, "
         "`vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:prompt_tokens_total`, "
-        "`vllm:generation_tokens_total`, `vllm:request_success_total`, ...) with the `model_name` label. "
+        "`vllm:generation_tokens_total`, `vllm:request_success_total`, `vllm:prefix_cache_queries_total`, "
+        "`vllm:prefix_cache_hits_total`, `vllm:kv_cache_usage_perc`, ...) with the `model_name` label. "
         "No API key: `METRICS_ACCESS` decides who may read it: `open`, `staff` (an admin session) or "
         "`token` (`Authorization: Bearer <METRICS_TOKEN>`)."
     ),

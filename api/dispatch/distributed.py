@@ -28,7 +28,7 @@ from models_registry.selectors import active_worker_ids, enabled_model_names, re
 from models_registry.services.workers import workers_mark_silent_dead
 
 from ..errors import ServiceUnavailable, WorkerLost
-from . import model_spec, resolve_engine, wire
+from . import ModelLoad, model_spec, resolve_engine, wire
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,10 @@ async def _cancel(request_id: str, started: dict | None) -> None:
         logger.warning("could not cancel request %s", request_id, exc_info=True)
 
 
-async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
-    """Running: the jobs live workers report in their liveness keys. Waiting: the jobs still in
-    each model's queue (Celery's Redis transport keeps a queue as a list under its name)."""
+async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
+    """What live workers report in their liveness keys (jobs running, jobs waiting in an engine's
+    admission queue, KV cells), plus the jobs still in each model's queue as waiting (Celery's
+    Redis transport keeps a queue as a list under its name)."""
     worker_ids = await sync_to_async(active_worker_ids)()
     try:
         async with redis_client() as client:
@@ -159,16 +160,23 @@ async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
             beats = await client.mget([liveness_key(w) for w in worker_ids]) if worker_ids else []
     except (RedisError, OSError) as exc:
         raise _unavailable("could not read the queues", exc) from exc
-    running: dict[str, int] = {}
+    load = {name: ModelLoad(waiting=queued) for name, queued in zip(model_names, waiting)}
     for beat in beats:
         # Absent: the worker stopped heartbeating, so nothing runs there. A bare "1": a worker
         # from before liveness keys carried the load.
         report = json.loads(beat) if beat else None
         if isinstance(report, dict):
-            for name, count in report.get("running", {}).items():
-                running[name] = running.get(name, 0) + count
-    queued = dict(zip(model_names, waiting))
-    return {name: (running.get(name, 0), queued.get(name, 0)) for name in dict.fromkeys([*model_names, *running])}
+            for name, reported in worker_load(report).items():
+                load[name] = load.get(name, ModelLoad()) + reported
+    return load
+
+
+def worker_load(report: dict) -> dict[str, ModelLoad]:
+    """Per model, what one worker's liveness key says (see WorkerRuntime._beat)."""
+    waiting, kv_cache = report.get("waiting", {}), report.get("kv_cache", {})
+    return {name: ModelLoad(running=count, waiting=waiting.get(name, 0), kv_cache_tokens=kv_cache.get(name, (0, 0))[0],
+                            kv_cache_capacity=kv_cache.get(name, (0, 0))[1])
+            for name, count in {**dict.fromkeys(kv_cache, 0), **report.get("running", {})}.items()}
 
 
 async def readiness() -> tuple[bool, str]:

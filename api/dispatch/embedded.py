@@ -17,7 +17,7 @@ from engines.host import EngineHost
 from models_registry.models import ServedModel
 from models_registry.selectors import enabled_model_names
 
-from . import model_spec, resolve_engine
+from . import ModelLoad, model_spec, resolve_engine
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ async def readiness() -> tuple[bool, str]:
     return _host.readiness(await sync_to_async(enabled_model_names)())
 
 
-async def request_load(model_names: list[str]) -> dict[str, tuple[int, int]]:
-    """Requests inside each engine of this process count as running (an engine may queue some
-    internally); nothing waits outside the engines in embedded mode."""
-    load = dict.fromkeys(model_names, (0, 0))
+async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
+    """Each engine's own admission queue says what runs and what waits; nothing waits outside
+    the engines in embedded mode."""
+    load = dict.fromkeys(model_names, ModelLoad())
     for state in _host.states():
-        load[state["model"]] = (state["in_flight"], 0)
+        load[state["model"]] = ModelLoad.of_engine(state)
     return load
 
 

@@ -24,6 +24,7 @@ def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, rep
         "sampling": dataclasses.asdict(request.sampling),
         "messages": list(request.messages) if request.messages is not None else None,
         "prompt": request.prompt,
+        "tenant": request.tenant,
         "reply_channel": reply_channel,
         "submitted_at": submitted_at,
         "record": record,
@@ -38,6 +39,7 @@ def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, Generatio
         sampling=SamplingParams(**sampling),
         messages=tuple(message["messages"]) if message["messages"] is not None else None,
         prompt=message["prompt"],
+        tenant=message.get("tenant", ""),  # absent from jobs a web process of an older version queued
     )
     return message["engine"], ModelSpec(**message["spec"]), request
 

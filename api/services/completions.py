@@ -74,7 +74,7 @@ async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], ob
         admission = await limits_admit(key=key)  # 429 past a per-key limit
         tracker.engine = dispatch.resolve_engine(model)
         _check_capabilities(kind, body, model, tracker.engine)
-        request = _generation_request(kind, body, model, tracker.request_id)
+        request = _generation_request(kind, body, model, tracker.request_id, tenant=str(key.pk))
         if settings.LOG_PROMPTS:
             logger.info("request %s prompt: %r", tracker.request_id, request.messages or request.prompt)
         # Tokens can take minutes. Give this request's database connection back meanwhile (each
@@ -150,7 +150,9 @@ def _wants_format(response_format) -> bool:
     return True
 
 
-def _generation_request(kind: str, body: dict, model: ServedModel, request_id: str) -> GenerationRequest:
+def _generation_request(kind: str, body: dict, model: ServedModel, request_id: str, *,
+                        tenant: str) -> GenerationRequest:
+    """The engine's request; `tenant` (the key) is whom a model's queue serves round-robin."""
     defaults = {**_SAMPLING_DEFAULTS[kind], **(model.default_params or {})}
 
     def pick(name):
@@ -170,8 +172,8 @@ def _generation_request(kind: str, body: dict, model: ServedModel, request_id: s
     if kind == CHAT:
         # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
         messages = tuple({"role": m["role"], "content": m.get("content") or ""} for m in body["messages"])
-        return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages)
-    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"])
+        return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages, tenant=tenant)
+    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"], tenant=tenant)
 
 
 def _completion_id(kind: str, tracker: RequestTracker) -> str:
@@ -189,7 +191,7 @@ async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: Async
                 final = chunk
     if final is None:
         raise RuntimeError("engine ended without a final chunk")
-    tracker.counts(final.prompt_tokens, final.completion_tokens)
+    tracker.counts(final.prompt_tokens, final.completion_tokens, final.cached_tokens)
     await tracker.finish(status=200, finish_reason=final.finish_reason)
     return completion_body(
         kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"], text="".join(parts),
@@ -219,7 +221,7 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
                 if chunk.finish_reason is not None:
                     break
                 chunk = await anext(chunks)
-        tracker.counts(chunk.prompt_tokens, chunk.completion_tokens)
+        tracker.counts(chunk.prompt_tokens, chunk.completion_tokens, chunk.cached_tokens)
         status, finish_reason = 200, chunk.finish_reason
         yield writer.finish(chunk.finish_reason)
         if include_usage:

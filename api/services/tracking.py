@@ -43,6 +43,7 @@ class RequestTracker:
         self.stream = False
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.cached_tokens: int | None = None
         self.recorded_by_worker = False
         self._finished = False
 
@@ -60,9 +61,12 @@ class RequestTracker:
         """Count tokens as they pass, so a cancelled stream's record still says how far it got."""
         self.completion_tokens = (self.completion_tokens or 0) + token_count
 
-    def counts(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+    def counts(self, prompt_tokens: int | None, completion_tokens: int | None,
+               cached_tokens: int | None = None) -> None:
+        """The engine's final counts; `cached_tokens` is None where the engine does not say."""
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.cached_tokens = cached_tokens
 
     def record_fields(self) -> dict:
         """What this request carries to a worker so the worker can write the record."""
@@ -93,6 +97,7 @@ class RequestTracker:
             worker=self.worker,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
             ttft_ms=(self._first_token_at - self.started_at) * 1000 if self._first_token_at else None,
             queue_wait_ms=self.queue_wait_ms,
             finish_reason=finish_reason,

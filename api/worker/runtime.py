@@ -145,10 +145,21 @@ class WorkerRuntime:
             await self._redis.aclose()
 
     async def _beat(self) -> None:
-        # The liveness key carries the running jobs per model: /metrics sums them over live
-        # workers, and a dead worker's jobs vanish exactly when the worker counts as dead.
-        load = json.dumps({"running": {model: count for model, count in self.running.items() if count}})
-        await self._redis.set(liveness_key(self.worker_id), load, px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+        # The liveness key carries the load per model: /metrics sums it over live workers, and a
+        # dead worker's jobs vanish exactly when the worker counts as dead.
+        await self._redis.set(liveness_key(self.worker_id), json.dumps(self.load_report()), px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+
+    def load_report(self) -> dict:
+        """Jobs per model, split into those running and those waiting in the engine's admission
+        queue, and the KV cells (held, total) of engines that report them (api.dispatch.distributed.worker_load)."""
+        engines = {state["model"]: state for state in self.host.states()}
+        waiting = {model: engines[model]["num_requests_waiting"] for model in engines
+                   if engines[model]["num_requests_waiting"]}
+        running = {model: count - waiting.get(model, 0) for model, count in self.running.items()
+                   if count - waiting.get(model, 0) > 0}
+        kv_cache = {model: (state["kv_cache_tokens"], state["kv_cache_capacity"]) for model, state in engines.items()
+                    if state.get("kv_cache_capacity")}
+        return {"running": running, "waiting": waiting, "kv_cache": kv_cache}
 
     async def _heartbeat_loop(self) -> None:
         beats = 0
@@ -257,7 +268,7 @@ class WorkerRuntime:
                     tracker.streamed(len(chunk.token_ids))
                 if final is not None:
                     # Record before the last send, so the record exists when the client's answer does.
-                    tracker.counts(final.prompt_tokens, final.completion_tokens)
+                    tracker.counts(final.prompt_tokens, final.completion_tokens, final.cached_tokens)
                     await tracker.finish(status=200, finish_reason=final.finish_reason)
                 if chunks:
                     await send({"type": wire.JOB_CHUNKS, "chunks": [wire.chunk_to_dict(c) for c in chunks]})
