@@ -172,11 +172,14 @@ async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
 
 
 def worker_load(report: dict) -> dict[str, ModelLoad]:
-    """Per model, what one worker's liveness key says (see WorkerRuntime._beat)."""
-    waiting, kv_cache = report.get("waiting", {}), report.get("kv_cache", {})
-    return {name: ModelLoad(running=count, waiting=waiting.get(name, 0), kv_cache_tokens=kv_cache.get(name, (0, 0))[0],
-                            kv_cache_capacity=kv_cache.get(name, (0, 0))[1])
-            for name, count in {**dict.fromkeys(kv_cache, 0), **report.get("running", {})}.items()}
+    """Per model, what one worker's liveness key says (see WorkerRuntime.load_report)."""
+    running, waiting, kv_cache = report.get("running", {}), report.get("waiting", {}), report.get("kv_cache", {})
+    load = {}
+    for name in {*running, *waiting, *kv_cache}:
+        held, capacity = kv_cache.get(name, (0, 0))
+        load[name] = ModelLoad(running=running.get(name, 0), waiting=waiting.get(name, 0),
+                               kv_cache_tokens=held, kv_cache_capacity=capacity)
+    return load
 
 
 async def readiness() -> tuple[bool, str]:
