@@ -146,17 +146,23 @@ async def test_a_waiter_whose_client_leaves_gives_its_place_back():
 async def test_a_waiter_granted_its_slot_just_as_its_client_leaves_passes_the_slot_on():
     queue = AdmissionQueue(slots=1, max_waiting=2)
     held = Held(queue)
-    await held.send("r1", "key-a")
+    let_go = asyncio.Event()
+
+    async def first():
+        async with queue.admitted(tenant="key-a"):
+            await let_go.wait()
+        held.tasks["w1"].cancel()  # w1 was just granted the slot, and its task has not run since
+
+    running = asyncio.create_task(first())
     await held.send("w1", "key-a")
     await held.send("w2", "key-a")
-    held._release["r1"].set()
-    await held.tasks["r1"]  # r1 released: w1 is granted, but its task has not run yet ...
-    held.tasks["w1"].cancel()  # ... when its client leaves
+    let_go.set()
+    await running
     with pytest.raises(asyncio.CancelledError):
         await held.tasks["w1"]
     for _ in range(3):
         await asyncio.sleep(0)
-    assert held.admitted == ["r1", "w2"] and queue.slots_in_use == 1
+    assert held.admitted == ["w2"] and queue.slots_in_use == 1
     await held.finish("w2")
     assert (queue.running, queue.waiting, queue.slots_in_use) == (0, 0, 0)
 
