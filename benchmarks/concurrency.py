@@ -8,7 +8,7 @@ stream=True, include_usage, temperature 0) with a fixed set of prompts.
 
 - embedded:    `./run.sh` (one process, fresh SQLite database, engine in the web process)
 - distributed: private redis-server, fresh PostgreSQL database, one daphne, one Celery worker
-               `--models smollm2 --concurrency 16`
+               `--models smollm2` (no --concurrency: one pool thread per engine slot)
 
 It prints a table per mode, a comparison table with distributed/embedded ratios measured in
 the same run, and one JSON line. It never passes or fails on timings; it exits non-zero only
@@ -44,7 +44,6 @@ from benchmarks.platforms import distributed_platform, embedded_platform  # noqa
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
 MODEL = "smollm2"
-WORKER_CONCURRENCY = 16
 WARMUP_REQUESTS = 2
 
 # Requests cycle through these, so every level sees the same mix. They ask for long answers
@@ -236,10 +235,11 @@ def run_distributed(args, prompts: list[str], tmp: Path) -> list[LevelResult]:
         else:
             cluster.manage("register_model", MODEL, "--source", str(args.model_path), "--engine", "llama_cpp")
         api_key = cluster.manage("issue_api_key", "concurrency-benchmark").strip()
-        cluster.start_worker("bench", MODEL, concurrency=WORKER_CONCURRENCY)
+        worker = cluster.start_worker("bench", MODEL, concurrency=None)
+        args.worker_concurrency = cluster.worker_concurrency(worker.process.pid)
         base_url = cluster.start_web(ready=True)
         print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
-              f"(worker --models {MODEL} --concurrency {WORKER_CONCURRENCY})", flush=True)
+              f"(worker --models {MODEL}: pool concurrency {args.worker_concurrency} = engine slots)", flush=True)
         return asyncio.run(measure_mode("distributed", base_url, api_key, args, prompts))
 
 
@@ -375,7 +375,7 @@ def main() -> int:
               f"its numbers are noisy.")
 
     record = {"benchmark": "concurrency", "engine": args.engine, "model": MODEL, "max_tokens": args.max_tokens,
-              "cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "results": results,
+              "cores": os.cpu_count(), "worker_concurrency": getattr(args, "worker_concurrency", None), "results": results,
               "distributed_over_embedded": ratios}
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

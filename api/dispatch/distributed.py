@@ -3,7 +3,8 @@
 A job's lifecycle on the reply channel: `job.started` (which worker, its control channel,
 how long the job queued), then `job.chunks` batches until one carries a finish reason, or a
 `job.error`. While waiting, the web process checks the worker's liveness key, so a worker
-killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS.
+killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS. A job whose
+model already has `max_waiting` jobs queued is refused before it is enqueued (see backlog).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from models_registry.selectors import active_worker_ids, enabled_model_names, re
 from models_registry.services.workers import workers_mark_silent_dead
 
 from ..errors import ServiceUnavailable, WorkerLost
-from . import ModelLoad, model_spec, resolve_engine, wire
+from . import ModelLoad, backlog, model_spec, resolve_engine, wire
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
             f"`celery -A inference_platform worker --models {model.name}`."
         )
     await sync_to_async(close_old_connections)()  # no connection held while the job runs (see completion_serve)
+    await _require_queue_room(model)
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
     message = wire.job_message(engine=resolve_engine(model), spec=model_spec(model), request=request,
@@ -90,11 +92,14 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
     finished = False
     queue_deadline = time.monotonic() + settings.QUEUE_TIMEOUT_SECONDS
     poll = max(settings.WORKER_HEARTBEAT_SECONDS, 0.2)
+    replies = ReplyReader(layer, reply_channel)
     try:
         while True:
             try:
-                reply = await asyncio.wait_for(layer.receive(reply_channel), timeout=poll)
-            except TimeoutError:
+                reply = await replies.next(timeout=poll)
+            except (RedisError, OSError) as exc:
+                raise _unavailable("lost the reply channel", exc) from exc
+            if reply is None:
                 if started is not None:
                     if not await _worker_alive(started["worker"]):
                         raise WorkerLost(f"Worker {started['worker']} stopped while running this request.")
@@ -102,8 +107,6 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
                     raise ServiceUnavailable(
                         f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s.")
                 continue
-            except (RedisError, OSError) as exc:
-                raise _unavailable("lost the reply channel", exc) from exc
             kind = reply.get("type")
             if kind == wire.JOB_STARTED:
                 started = reply
@@ -122,8 +125,49 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
             else:
                 logger.error("unexpected reply %r for request %s", kind, request.request_id)
     finally:
+        await replies.close()
         if not finished:
             await asyncio.shield(_cancel(request.request_id, started))
+
+
+class ReplyReader:
+    """Reads one reply channel with one receive kept in flight across polls.
+
+    channels_redis drops a channel's buffered messages when a receive on it is cancelled, so
+    a poll that times out must not cancel the receive (as asyncio.wait_for would): the same
+    receive carries on into the next poll, and only `close` cancels it, once the job is over.
+    """
+
+    def __init__(self, layer, channel: str):
+        self._layer = layer
+        self._channel = channel
+        self._receiving: asyncio.Future | None = None
+
+    async def next(self, timeout: float) -> dict | None:
+        """The next message, or None when none came within `timeout` seconds."""
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(self._layer.receive(self._channel))
+        done, _ = await asyncio.wait({self._receiving}, timeout=timeout)
+        if not done:
+            return None
+        received, self._receiving = self._receiving, None
+        return received.result()
+
+    async def close(self) -> None:
+        if self._receiving is not None:
+            self._receiving.cancel()
+            await asyncio.gather(self._receiving, return_exceptions=True)
+            self._receiving = None
+
+
+async def _require_queue_room(model: ServedModel) -> None:
+    """Refuse at once (429) when the model's queue already holds its `max_waiting` jobs."""
+    limit = backlog.max_waiting(model.engine_options or {})
+    try:
+        async with redis_client() as client:
+            await backlog.require_room(client, model.name, queue_name(model.name), limit)
+    except (RedisError, OSError) as exc:
+        raise _unavailable("could not read the queue", exc) from exc
 
 
 async def _worker_alive(worker_id: str) -> bool:

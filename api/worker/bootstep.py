@@ -18,28 +18,44 @@ def current_runtime():
 
 
 class EngineHostStep(bootsteps.StartStopStep):
-    """Loads models before the consumer starts, so a worker takes jobs only once ready."""
+    """Loads models before the pool is made, so the pool can have one thread per engine slot,
+    and before the consumer starts, so a worker takes jobs only once ready.
+
+    Celery builds a worker in two passes: every step's __init__, then every step's create
+    (the Pool step makes its pool there, from `worker.min_concurrency`). Loading in __init__
+    therefore sizes the pool from the engines as loaded. Requiring the Pool keeps the stop
+    order: this step stops first, while the pool's threads still wait on its engine loop.
+    """
 
     requires = {"celery.worker.components:Pool"}
 
-    def __init__(self, worker, models=None, **options):
+    def __init__(self, worker, models=None, concurrency=None, **options):
+        global _runtime
         super().__init__(worker, **options)
         from ..dispatch.distributed import queue_name
-        from .runtime import resolve_worker_models
+        from .pool_size import pool_concurrency
+        from .runtime import WorkerRuntime, resolve_worker_models
 
-        self.models = resolve_worker_models(models)
-        if not self.models:
+        models = resolve_worker_models(models)
+        if not models:
             raise RuntimeError("this worker has no enabled models to host")
-        for model in self.models:
+        for model in models:
             worker.app.amqp.queues.select_add(queue_name(model.name))
+        _runtime = WorkerRuntime(models)
+        slots = _runtime.load()
+        if worker.autoscale:
+            logger.info("pool autoscales from %s to %s threads (engine slots: %s)",
+                        worker.min_concurrency, worker.max_concurrency, slots)
+        else:
+            # `concurrency` is --concurrency as given (None when absent or 0); `worker.concurrency`
+            # already holds Celery's default, the CPU count, in its place.
+            size, explained = pool_concurrency(slots, concurrency)
+            worker.concurrency = worker.min_concurrency = size
+            logger.info(explained)
         self.concurrency = worker.concurrency
 
     def start(self, worker):
-        global _runtime
-        from .runtime import WorkerRuntime
-
-        _runtime = WorkerRuntime(self.models, self.concurrency)
-        _runtime.start()
+        _runtime.start(self.concurrency)
 
     def stop(self, worker):
         if _runtime is not None:

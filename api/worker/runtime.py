@@ -2,7 +2,8 @@
 
 One asyncio loop on its own thread runs every job of this process, the heartbeat and the
 control channel that receives cancellations. Celery's thread-pool slots only wait on that
-loop, which keeps the number of jobs taken at once equal to the pool's concurrency.
+loop, which keeps the number of jobs taken at once equal to the pool's concurrency, and the
+pool has as many threads as the loaded engines have slots (see pool_size).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.services import workers as worker_services
 from monitoring.host_samples import start_process_sampler, stop_process_sampler
 
-from ..dispatch import model_spec, resolve_engine, wire
+from ..dispatch import backlog, model_spec, resolve_engine, wire
 from ..dispatch.distributed import cancelled_key, liveness_key
 from ..errors import error_info
 from ..services.tracking import CLIENT_CLOSED, RequestTracker
+from .pool_size import engine_slots
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,10 @@ def resolve_worker_models(option: str | None) -> list[ServedModel]:
 
 
 class WorkerRuntime:
-    def __init__(self, models: list[ServedModel], concurrency: int):
+    def __init__(self, models: list[ServedModel]):
         self.models = models
-        self.concurrency = concurrency
+        self.concurrency = 0  # the pool's, known once the engines are loaded
+        self.engines: dict[str, str] = {}  # model name -> engine name
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.host = EngineHost()
         self.loop = asyncio.new_event_loop()
@@ -77,27 +80,34 @@ class WorkerRuntime:
 
     # --- lifecycle (called from the Celery bootstep, on the worker's main thread) ---
 
-    def start(self) -> None:
-        """Register, load every model, then report ready. Blocks until loaded."""
+    def load(self) -> dict[str, int | None]:
+        """Register (state loading) and load every model; returns each model's engine slots. Blocks."""
         names = [m.name for m in self.models]
         start_process_sampler(role="worker", name=self.worker_id)
         worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
                                         models=names, concurrency=self.concurrency)
-        engines = {}
+        slots = {}
         try:
             for model in self.models:
-                engine = resolve_engine(model)
-                self.host.ensure_loaded(engine, model_spec(model))
-                engines[model.name] = engine
+                engine_name = resolve_engine(model)
+                engine = self.host.ensure_loaded(engine_name, model_spec(model))
+                self.engines[model.name] = engine_name
+                slots[model.name] = engine_slots(engine)
         except Exception as exc:
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD,
                                              error=str(exc))
             raise
+        return slots
+
+    def start(self, concurrency: int) -> None:
+        """Start the engine loop and report ready, with the pool's concurrency."""
+        self.concurrency = concurrency
         self._thread.start()
         self._run(self._open())
         worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.READY,
-                                         engines=engines)
-        logger.info("worker %s ready: %s", self.worker_id, ", ".join(f"{n} on {e}" for n, e in engines.items()))
+                                         engines=self.engines, concurrency=concurrency)
+        logger.info("worker %s ready: %s", self.worker_id,
+                    ", ".join(f"{n} on {e}" for n, e in self.engines.items()))
 
     def drain(self) -> None:
         """Stop advertising this worker; jobs already running go on."""
@@ -197,7 +207,18 @@ class WorkerRuntime:
 
     def run_job(self, message: dict) -> None:
         """Blocking: serve one job on the engine loop."""
-        self._run(self._serve(message), timeout=None)
+        self._run(self._serve_and_count(message), timeout=None)
+
+    async def _serve_and_count(self, message: dict) -> None:
+        try:
+            await self._serve(message)
+        finally:
+            # Every job taken off the queue counts, whatever its outcome: web processes
+            # estimate Retry-After from how fast the queue drains.
+            try:
+                await backlog.count_finished(self._redis, message["spec"]["name"])
+            except Exception:
+                logger.warning("could not count a finished job", exc_info=True)
 
     async def _serve(self, message: dict) -> None:
         engine_name, spec, request = wire.job_from_message(message)

@@ -22,11 +22,14 @@ def worker_register(*, worker_id: str, host: str, pid: int, models: list[str], c
     return worker
 
 
-def worker_set_state(*, worker_id: str, state: str, engines: dict | None = None, error: str = "") -> None:
+def worker_set_state(*, worker_id: str, state: str, engines: dict | None = None, concurrency: int | None = None,
+                     error: str = "") -> None:
     """Move a worker to a new state (ready once its models are loaded, draining on shutdown)."""
     fields = {"state": state, "last_heartbeat": timezone.now(), "error": error[:500]}
     if engines is not None:
         fields["engines"] = engines
+    if concurrency is not None:
+        fields["concurrency"] = concurrency
     WorkerRegistration.objects.filter(worker_id=worker_id).update(**fields)
 
 

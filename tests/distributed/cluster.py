@@ -116,12 +116,13 @@ class Cluster:
 
     # --- platform processes ---
 
-    def start_worker(self, name: str, models: str, concurrency: int = 4, wait: bool = True) -> Proc:
+    def start_worker(self, name: str, models: str, concurrency: int | None = 4, wait: bool = True) -> Proc:
+        """A worker for `models`; concurrency None starts it without --concurrency (one thread per engine slot)."""
         log = self.tmp / f"worker-{name}.log"
+        pool = [] if concurrency is None else ["--concurrency", str(concurrency)]
         process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "inference_platform", "worker", "--models", models,
-             "--concurrency", str(concurrency), "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-             "-l", "info"],
+            [str(BIN / "celery"), "-A", "inference_platform", "worker", "--models", models, *pool,
+             "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
             cwd=REPO, env=self.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         proc = Proc(name, process, log)
@@ -134,6 +135,11 @@ class Cluster:
         rows = self.query("SELECT state FROM models_registry_workerregistration WHERE pid = %s "
                           "ORDER BY started_at DESC LIMIT 1", pid)
         return rows[0][0] if rows else None
+
+    def worker_concurrency(self, pid: int) -> int:
+        """The pool size the worker reported when it became ready."""
+        return self.query("SELECT concurrency FROM models_registry_workerregistration WHERE pid = %s "
+                          "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
 
     def worker_id(self, pid: int) -> str:
         return self.query("SELECT worker_id FROM models_registry_workerregistration WHERE pid = %s "
