@@ -15,40 +15,16 @@ over the last DRAIN_WINDOW_SECONDS gives Retry-After: how long until the queue h
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from engines.errors import EngineBusyError
 
-logger = logging.getLogger(__name__)
-
-# Jobs that may wait for a slot when the model's engine options set no `max_waiting`.
-# The same default as embedded mode's engine admission queue (engines/admission.py).
-DEFAULT_MAX_WAITING = 64
 DRAIN_WINDOW_SECONDS = 30
 BUCKET_SECONDS = 5
 # Retry-After when no job finished within the window (nothing to estimate from), and its cap.
 UNKNOWN_DRAIN_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 60
-
-
-def max_waiting(options: Mapping[str, Any]) -> int:
-    """The model's `max_waiting` engine option; the default when absent or not a whole number >= 0."""
-    value = options.get("max_waiting")
-    if value is None:
-        return DEFAULT_MAX_WAITING
-    try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        limit = -1
-    if limit < 0 or limit != value:
-        logger.warning("ignoring engine option max_waiting=%r (a whole number >= 0); using %d",
-                       value, DEFAULT_MAX_WAITING)
-        return DEFAULT_MAX_WAITING
-    return limit
 
 
 def finished_key(model_name: str, bucket: int) -> str:

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
+from engines.admission import max_waiting_option
 from engines.base import Chunk, GenerationRequest
 from models_registry.models import ServedModel
 from models_registry.selectors import active_worker_ids, enabled_model_names, ready_workers_for
@@ -162,7 +163,7 @@ class ReplyReader:
 
 async def _require_queue_room(model: ServedModel) -> None:
     """Refuse at once (429) when the model's queue already holds its `max_waiting` jobs."""
-    limit = backlog.max_waiting(model.engine_options or {})
+    limit = max_waiting_option(model.engine_options or {}, model.name)  # as embedded mode's queue
     try:
         async with redis_client() as client:
             await backlog.require_room(client, model.name, queue_name(model.name), limit)

@@ -17,8 +17,7 @@ UNCOUNTED_ENGINE_SLOTS = 16
 
 def engine_slots(engine: Engine) -> int | None:
     """Requests the loaded engine runs at once (llama.cpp: its `parallel`), or None if it sets no number."""
-    slots = engine.state().get("parallel")
-    return slots if isinstance(slots, int) and slots > 0 else None
+    return engine.slots
 
 
 def pool_concurrency(slots: dict[str, int | None], requested: int | None) -> tuple[int, str]:

@@ -33,8 +33,9 @@ def runtime(transactional_db, redis_channel_layer, gguf_path):  # noqa: F811
     sampling = process_sampler().running  # the runtime's stop() stops this process's sampler
     model = served_model_register(name=MODEL, source=gguf_path, engine="llama_cpp", context_length=1024,
                                   engine_options={"parallel": 1, "max_waiting": 1})
-    runtime = WorkerRuntime(models=[model], concurrency=3)
-    runtime.start()
+    runtime = WorkerRuntime(models=[model])
+    runtime.load()
+    runtime.start(concurrency=3)  # more than the slot: the third job waits in the engine's queue
     yield runtime
     runtime.stop()
     runtime.loop.close()
