@@ -19,7 +19,7 @@ from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest
 from .capabilities import CAPABILITIES
-from .errors import EngineUnavailableError
+from .errors import EngineUnavailableError, InvalidInputError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .mlx_scheduler import Scheduler, Sequence, TextStream
 from .threaded import ThreadRelay, completion_budget
@@ -104,16 +104,10 @@ class MlxEngine(Engine):
         self._model = model
 
     def unload(self) -> None:
+        self._model = None  # the scheduler thread drops its own references as it stops
         if self._scheduler is not None:
-            def release():
-                import mlx.core as mx
-
-                mx.clear_cache()
-
-            self._model = None  # the scheduler thread drops its references as it stops
-            self._scheduler.close(release)
+            self._scheduler.close(release=_clear_mlx_cache)
             self._scheduler = None
-        self._model = None
         self._tokenizer = self._encoder = self._plain_encoder = None
 
     def state(self) -> dict[str, Any]:
@@ -132,6 +126,7 @@ class MlxEngine(Engine):
         if max_tokens == 0:  # nothing to generate: no place in the batch needed
             yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0)
             return
+        self._check_logit_bias(request.sampling.logit_bias)
         relay = ThreadRelay()
         scheduler.submit(Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
                                   sampling=request.sampling, text=TextStream(self._encoder, prompt),
@@ -143,6 +138,13 @@ class MlxEngine(Engine):
         finally:
             # Normal end, error or client gone: the sequence leaves the batch at the next step.
             scheduler.wake()
+
+    def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
+        """Refuse ids outside the vocabulary here: inside the batch they would fail every sequence."""
+        vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
+        bad = [token for token, _ in logit_bias if not 0 <= token < (vocab or 0)]
+        if vocab is not None and bad:
+            raise InvalidInputError(f"logit_bias token ids must be in [0, {vocab}); got {bad[:5]}", param="logit_bias")
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer (special tokens parsed, no BOS)."""
@@ -205,3 +207,10 @@ class MlxEngine(Engine):
         raise EngineUnavailableError(
             f"MLX model source {source!r} is neither a model directory nor a .gguf file"
         )
+
+
+def _clear_mlx_cache() -> None:
+    """Hand MLX's buffer pool back to the system (run on the MLX thread, after the last step)."""
+    import mlx.core as mx
+
+    mx.clear_cache()

@@ -68,6 +68,7 @@ class Scheduler:
         self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future]] = []
         self._cond = threading.Condition()
         self._stopping = False
+        self._release: Callable[[], None] | None = None
         # Counters for tests and status pages.
         self.steps = 0  # BatchGenerator steps that decoded at least one token
         self.shared_steps = 0  # ... of which decoded tokens for more than one sequence
@@ -135,13 +136,9 @@ class Scheduler:
                 "peak_batch": self.peak_batch, "steps": self.steps, "shared_steps": self.shared_steps}
 
     def close(self, release: Callable[[], None] | None = None) -> None:
-        """Stop the loop, run `release` on the thread last, and fail whatever is left."""
-        if release is not None:
-            try:
-                self.call(release)
-            except EngineUnavailableError:
-                pass
+        """Stop the loop, run `release` on the thread once the batch is gone, fail whatever is left."""
         with self._cond:
+            self._release = release
             self._stopping = True
             self._cond.notify()
         self._thread.join()
@@ -257,11 +254,11 @@ class Scheduler:
 
     def _finish(self, sequence: Sequence, reason: FinishReason) -> None:
         """End a sequence: the last text and the final chunk with the counts."""
+        self._active.pop(sequence.uid, None)  # first: whoever reads the final chunk sees it gone
         matcher = sequence.matcher
         tail = matcher.feed(sequence.text.flush()) + matcher.flush()
         sequence.emit(Chunk(text=tail, token_ids=tuple(sequence.pending_ids) if tail else (), finish_reason=reason,
                             prompt_tokens=len(sequence.prompt), completion_tokens=sequence.generated))
-        self._active.pop(sequence.uid, None)
 
     def _reset_generator(self) -> None:
         """After a failed step the batch's caches may be half-written: start from an empty one."""
@@ -272,6 +269,11 @@ class Scheduler:
         if self._generator is not None:
             self._generator.close()  # gives back the wired memory limit on Metal
         self._generator = self._make_generator = None  # and with them the model
+        if self._release is not None:
+            try:
+                self._release()
+            except Exception:
+                logger.exception("releasing MLX memory failed")
 
 
 def make_sampler(sampling: SamplingParams):

@@ -10,6 +10,7 @@ from contextlib import aclosing
 import pytest
 
 from engines.base import ModelSpec
+from engines.errors import InvalidInputError
 from engines.mlx import MlxEngine
 from tests.engines.helpers import collect, greedy_completion, loaded, text_of
 
@@ -140,3 +141,16 @@ async def test_closing_a_queued_stream_never_reaches_the_model(engine):
     await settled(engine)
     assert scheduler.started == started_before + 2
     assert engine.state()["waiting"] == 0 and engine.in_flight == 0
+
+
+async def test_logit_bias_steers_only_its_own_sequence(engine):
+    forced = engine._plain_encoder.encode(" banana").ids[0]
+    biased, plain = await asyncio.gather(
+        collect(engine, counting(1, max_tokens=3, logit_bias=((forced, 100.0),))),
+        collect(engine, counting(1, max_tokens=3)))
+    assert ids_of(biased) == [forced] * 3
+    assert forced not in ids_of(plain)
+    with pytest.raises(InvalidInputError, match="logit_bias") as refused:
+        await collect(engine, counting(1, max_tokens=1, logit_bias=((10**9, 1.0),)))
+    assert refused.value.param == "logit_bias"
+    assert engine.in_flight == 0
