@@ -72,20 +72,6 @@ def ids_of(chunks):
     return [t for c in chunks for t in c.token_ids]
 
 
-class CountingModel:
-    """The real model, counting forward passes so a test can see when compute stops."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.model(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-
 # --- loading the GGUF -------------------------------------------------------------------
 
 
@@ -248,32 +234,25 @@ async def test_seed_makes_sampling_repeatable(engine):
 
 
 async def test_max_tokens_beyond_context_raises_before_generating(engine):
-    counting = CountingModel(engine._model)
-    engine._model = counting
-    try:
-        with pytest.raises(ContextOverflowError, match=f"maximum context length is {CONTEXT}"):
-            await collect(engine, raw(max_tokens=CONTEXT))
-    finally:
-        engine._model = counting.model
-    assert counting.calls == 0
+    started = engine._scheduler.started
+    with pytest.raises(ContextOverflowError, match=f"maximum context length is {CONTEXT}"):
+        await collect(engine, raw(max_tokens=CONTEXT))
+    assert engine._scheduler.started == started  # never reached the model
     assert engine.in_flight == 0
 
 
 async def test_closing_the_stream_stops_decoding(engine):
-    counting = CountingModel(engine._model)
-    engine._model = counting
-    try:
-        stream = engine.generate(raw(max_tokens=8))
-        assert (await anext(stream)).text
-        await stream.aclose()
-        # The thread is single: once it runs this, the cancelled request has let go of it.
-        await asyncio.get_running_loop().run_in_executor(engine._executor, lambda: None)
-    finally:
-        engine._model = counting.model
+    scheduler = engine._scheduler
+    decoded, cancelled = scheduler.tokens_decoded, scheduler.cancelled
+    stream = engine.generate(raw(max_tokens=400))
+    assert (await anext(stream)).text
+    await stream.aclose()
+    # A call queued after the close runs after the scheduler has dropped the sequence.
+    await asyncio.to_thread(scheduler.run, lambda: None)
     assert engine.in_flight == 0
-    # Uncancelled: 1 prefill + 8 token steps + 1 queued ahead = 10. Cancelled after the
-    # first chunk: prefill, token 1, and the steps queued ahead while the cancel landed.
-    assert counting.calls <= 5, f"{counting.calls} forward passes: decoding went on after the consumer left"
+    assert scheduler.cancelled == cancelled + 1 and engine.state()["running"] == 0
+    # Cancelled after the first chunk: only the steps that ran while the cancel landed.
+    assert scheduler.tokens_decoded - decoded <= 5, "decoding went on after the consumer left"
 
     after = await collect(engine, raw(max_tokens=3))
     assert after[-1].finish_reason == "length" and after[-1].completion_tokens == 3
@@ -315,7 +294,7 @@ def reference(gguf):
 
 async def on_engine_thread(engine, fn):
     """Run MLX work on the engine's own thread, the only one that drives MLX."""
-    return await asyncio.get_running_loop().run_in_executor(engine._executor, fn)
+    return await asyncio.to_thread(engine._scheduler.run, fn)
 
 
 def last_logits(model, ids):
