@@ -131,6 +131,7 @@ class LlamaServer:
     base_url: str
     command: list[str]
     log_path: Path
+    pid: int
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -153,7 +154,7 @@ def running_llama_server(binary: Path, model_path: Path, *, alias: str, parallel
     log_path = tmp / "llama-server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = LlamaServer(f"http://127.0.0.1:{port}", command, log_path)
+    server = LlamaServer(f"http://127.0.0.1:{port}", command, log_path, process.pid)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

@@ -1,7 +1,7 @@
 """Speed by prompt length and throughput by concurrency, for any OpenAI-compatible server.
 
 1. Speed: for each prompt class (short: one question; medium: a paragraph of context; long:
-   about 1,200 tokens of text to summarise) it sends `--runs` streamed chat completions one at a
+   about 1,300 tokens of text to summarise) it sends `--runs` streamed chat completions one at a
    time and reports TTFT, decode tok/s (after the first token) and total latency, medians and
    ranges. Each run's prompt starts with its own run number, so no run finds the previous one's
    prompt in the prefix cache: TTFT includes evaluating the prompt.
@@ -52,7 +52,7 @@ _LONG_TOPICS = ("the harbour", "the market", "the ferry", "the bakery", "the fis
 PROMPT_CLASSES = {
     "short": "What is the capital of France?",
     "medium": _PARAGRAPH + "\n\nDescribe a morning in this town from the point of view of the baker.",
-    # ~1,200 tokens: twelve variations of the paragraph, each about a different part of the town.
+    # ~1,300 tokens: twelve variations of the paragraph, each about a different part of the town.
     "long": "".join(f"Part {n + 1}, about {topic}. {_PARAGRAPH}" for n, topic in enumerate(_LONG_TOPICS))
             + "\n\nSummarise the text above in a few sentences.",
 }

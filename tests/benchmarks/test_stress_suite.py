@@ -25,10 +25,11 @@ CHARTS = ("response_times.png", "throughput.png", "failures.png", "cpu.png")
 TARGETS = {"success rate > 95%", "average response < 3 s", "throughput > 50 req/min", "mean CPU < 80%"}
 
 
-def run_suite(host: str, out: Path, *, api_key: str, target: str) -> subprocess.CompletedProcess:
+def run_suite(host: str, out: Path, *, api_key: str, target: str, server_pid: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "STRESS_API_KEY": api_key}
-    return subprocess.run([str(SCRIPT), "--host", host, "--out", str(out), "--runs", "3:8,2:5", "--target", target],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(SCRIPT), "--host", host, "--out", str(out), "--runs", "3:8,2:5", "--target", target,
+                           "--server-pid", str(server_pid)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[str]) -> list[dict]:
@@ -41,6 +42,9 @@ def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[
         with open(folder / "cpu.csv", newline="") as f:
             samples = list(csv.DictReader(f))
         assert samples and all(0 <= float(row["cpu_percent"]) <= 100 for row in samples)
+        # The server's processes were sampled too, and served the requests: some CPU time is theirs.
+        assert all(0 <= float(row["server_cpu_percent"]) <= 100 for row in samples)
+        assert sum(float(row["server_cpu_percent"]) for row in samples) > 0
     for chart in CHARTS:
         assert (out / chart).read_bytes().startswith(PNG_MAGIC), chart
     summary = json.loads((out / "summary.json").read_text())
@@ -50,6 +54,7 @@ def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[
         assert set(run["by_name"]) <= names, run["by_name"]
         assert {t["target"] for t in run["targets"]} == TARGETS
         assert all(t["met"] is not None for t in run["targets"]), run["targets"]
+        assert run["cpu_of"] == "server"
     # Users pick tasks at random; over both runs the inference users answer at least one chat.
     assert sum(run["by_name"].get("chat completion", {}).get("requests", 0) for run in summary) > 0
     assert "success rate > 95%" in result.stdout and "summary.md" in result.stdout
@@ -58,7 +63,7 @@ def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[
 
 def test_the_stress_suite_against_the_platform(tmp_path, live):
     out = tmp_path / "stress"
-    result = run_suite(live.base_url, out, api_key=live.api_key, target="platform")
+    result = run_suite(live.base_url, out, api_key=live.api_key, target="platform", server_pid=live.process.pid)
     check_results(out, result, names={"chat completion", "models", "health", "system status", "rapid health",
                                       "rapid models"})
     assert "| 003users-8s |" in (out / "summary.md").read_text()
@@ -69,6 +74,6 @@ def test_the_stress_suite_against_llama_server(tmp_path, llama_server_binary):
             llama_server_binary, bundled_model_path(), alias="smollm2", parallel=4, threads=2, ctx_per_slot=2048,
             tmp=Path(tmp)) as server:
         out = tmp_path / "stress"
-        result = run_suite(server.base_url, out, api_key="", target="llama-server")
+        result = run_suite(server.base_url, out, api_key="", target="llama-server", server_pid=server.pid)
     # llama-server has no /v1/system/status: the scenario leaves it out rather than counting 404s.
     check_results(out, result, names={"chat completion", "models", "health", "rapid health", "rapid models"})

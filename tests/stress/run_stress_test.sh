@@ -6,10 +6,13 @@
 # locust or the analysis could not run.
 #
 #   STRESS_API_KEY=ipk-... tests/stress/run_stress_test.sh [--host URL] [--out DIR]
-#       [--runs "10:60 50:120 100:180"] [--spawn-rate N] [--target platform|llama-server] [--no-analyze]
+#       [--runs "10:60 50:120 100:180"] [--spawn-rate N] [--target platform|llama-server]
+#       [--server-pid PID] [--no-analyze]
 #
 # --runs takes USERS:SECONDS pairs (e.g. --runs "2:5" for a smoke run). --out defaults to
 # test-artifacts/stress/<UTC time>. STRESS_MODEL picks the model (default smollm2).
+# --server-pid: the server's process (run.sh, daphne, llama-server) when it runs on this machine;
+# its CPU and its children's is then sampled beside the whole machine's, and the CPU target uses it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -19,8 +22,9 @@ RUNS="10:60 50:120 100:180"
 SPAWN_RATE=10
 TARGET="${STRESS_TARGET:-platform}"
 ANALYZE=1
+SERVER_PID=""
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -29,6 +33,7 @@ while [[ $# -gt 0 ]]; do
         --runs) RUNS="$2"; shift 2 ;;
         --spawn-rate) SPAWN_RATE="$2"; shift 2 ;;
         --target) TARGET="$2"; shift 2 ;;
+        --server-pid) SERVER_PID="$2"; shift 2 ;;
         --no-analyze) ANALYZE=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -66,7 +71,7 @@ for run in ${RUNS//,/ }; do
     mkdir -p "$dir"
     rate=$(( users < SPAWN_RATE ? users : SPAWN_RATE ))
     echo "[$(date -u +%H:%M:%S)] $users users for ${seconds}s (spawn rate $rate/s) -> $dir"
-    "$PY" "$ROOT/tests/stress/sample_cpu.py" "$dir/cpu.csv" &
+    "$PY" "$ROOT/tests/stress/sample_cpu.py" "$dir/cpu.csv" ${SERVER_PID:+--pid "$SERVER_PID"} &
     SAMPLER_PID=$!
     status=0
     # --stop-timeout lets users finish the call they are in, so the last requests are counted.
