@@ -73,6 +73,9 @@ def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Pa
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary.is_file() and os.access(binary, os.X_OK):
             return binary
+        if not shutil.which("cmake"):  # llama-cpp-python's own build may have used PyPI's cmake instead
+            raise RuntimeError("building llama-server needs cmake on PATH (Debian: apt-get install cmake), "
+                               "or pass --llama-server PATH to a binary you have")
         started = time.perf_counter()
         log(f"[llama-server] building {BINARY_NAME} from llama-cpp-python {version}'s vendor/llama.cpp "
             f"(-j{jobs}; minutes on 2 cores; cached in {directory})")
