@@ -39,6 +39,7 @@ def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[
     for run in runs:
         folder = out / run
         assert (folder / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+        assert json.loads((folder / "locust.json").read_text())  # the totals, counted after the last calls
         with open(folder / "cpu.csv", newline="") as f:
             samples = list(csv.DictReader(f))
         assert samples and all(0 <= float(row["cpu_percent"]) <= 100 for row in samples)

@@ -1,7 +1,8 @@
 """Charts and targets for a stress suite's results (the folder run_stress_test.sh wrote).
 
-Each run folder holds locust's `locust_stats.csv` and `locust_stats_history.csv` and the CPU
-sample `cpu.csv`. This draws, over time and one line per run:
+Each run folder holds locust's `locust.json` (the totals, counted after the last calls ended),
+`locust_stats.csv` (the same, from before them: used when there is no JSON) and
+`locust_stats_history.csv` (over time), and the CPU sample `cpu.csv`. This draws, over time and one line per run:
 
     response_times.png  median (solid) and 95th percentile (dashed) response time
     throughput.png      requests per second
@@ -93,15 +94,62 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _histogram_percentile(histogram: dict[float, int], q: float) -> float | None:
+    """The response time (ms) below which a share q of the requests fell, from locust's rounded histogram."""
+    count = sum(histogram.values())
+    if not count:
+        return None
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= q * count:
+            return value
+    return max(histogram)
+
+
+def _totals_from_json(path: Path) -> tuple[dict, dict[str, dict]] | None:
+    """Totals from locust's --json-file, written after --stop-timeout: it counts the calls that were still
+    running when the run time ended, which the CSV files (written before) miss."""
+    if not path.is_file():
+        return None
+    entries = json.loads(path.read_text())
+    if not entries:
+        return None
+    histogram: dict[float, int] = {}
+    by_name = {}
+    for entry in entries:
+        times = {float(ms): n for ms, n in dict(entry["response_times"]).items()}
+        for ms, n in times.items():
+            histogram[ms] = histogram.get(ms, 0) + n
+        by_name[entry["name"]] = {"requests": entry["num_requests"], "failures": entry["num_failures"],
+                                  "avg_ms": entry["total_response_time"] / entry["num_requests"]
+                                  if entry["num_requests"] else None,
+                                  "p95_ms": _histogram_percentile(times, 0.95)}
+    requests = sum(e["num_requests"] for e in entries)
+    span = max(e["last_request_timestamp"] or 0 for e in entries) - min(e["start_time"] for e in entries)
+    total = {"requests": requests, "failures": sum(e["num_failures"] for e in entries),
+             "avg_ms": sum(e["total_response_time"] for e in entries) / requests if requests else None,
+             "median_ms": _histogram_percentile(histogram, 0.5), "p95_ms": _histogram_percentile(histogram, 0.95),
+             "requests_per_s": requests / span if span > 0 else None}
+    return total, by_name
+
+
 def load_run(folder: Path) -> Run | None:
     """One run folder's numbers, or None when it has no locust stats."""
     stats = _rows(folder / "locust_stats.csv")
-    total = next((row for row in stats if row.get("Name") == AGGREGATED), None)
-    if total is None:
+    row = next((row for row in stats if row.get("Name") == AGGREGATED), None)
+    from_json = _totals_from_json(folder / "locust.json")
+    if from_json is not None:
+        total, by_name = from_json
+    elif row is not None:
+        total = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                 "avg_ms": _number(row["Average Response Time"]), "median_ms": _number(row["Median Response Time"]),
+                 "p95_ms": _number(row.get("95%")), "requests_per_s": _number(row["Requests/s"])}
+        by_name = {r["Name"]: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
+                               "avg_ms": _number(r["Average Response Time"]), "p95_ms": _number(r.get("95%"))}
+                   for r in stats if r.get("Name") != AGGREGATED}
+    else:
         return None
-    by_name = {row["Name"]: {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                             "avg_ms": _number(row["Average Response Time"]), "p95_ms": _number(row.get("95%"))}
-               for row in stats if row.get("Name") != AGGREGATED}
     history_rows = [row for row in _rows(folder / "locust_stats_history.csv") if row.get("Name") == AGGREGATED]
     t0 = _number(history_rows[0]["Timestamp"]) if history_rows else 0
     history = {
@@ -121,9 +169,8 @@ def load_run(folder: Path) -> Run | None:
     server = [value for value in cpu["server_percent"] if value is not None]
     samples = server or machine
     return Run(
-        name=folder.name, requests=int(total["Request Count"]), failures=int(total["Failure Count"]),
-        avg_response_ms=_number(total["Average Response Time"]), median_response_ms=_number(total["Median Response Time"]),
-        p95_response_ms=_number(total.get("95%")), requests_per_s=_number(total["Requests/s"]),
+        name=folder.name, requests=total["requests"], failures=total["failures"], avg_response_ms=total["avg_ms"],
+        median_response_ms=total["median_ms"], p95_response_ms=total["p95_ms"], requests_per_s=total["requests_per_s"],
         cpu_mean_percent=sum(samples) / len(samples) if samples else None,
         cpu_max_percent=max(samples) if samples else None, cpu_of="server" if server else "machine",
         machine_cpu_mean_percent=sum(machine) / len(machine) if machine else None,
@@ -133,7 +180,7 @@ def load_run(folder: Path) -> Run | None:
 
 def load_runs(results: Path) -> list[Run]:
     folders = sorted(p for p in results.iterdir() if p.is_dir())
-    if (results / "locust_stats.csv").is_file():  # a single run's folder given directly
+    if (results / "locust_stats.csv").is_file() or (results / "locust.json").is_file():  # one run's folder
         folders = [results]
     return [run for folder in folders if (run := load_run(folder)) is not None]
 

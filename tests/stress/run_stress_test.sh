@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The stress suite: tests/stress/locustfile.py headless at 10 users for 60 s, 50 for 120 s and
 # 100 for 180 s (one after the other), each run writing locust's CSV files, its HTML report,
-# its log and a CPU sample (cpu.csv) into its own folder; then analyze_results.py draws the
+# its JSON totals, its log and a CPU sample (cpu.csv) into its own folder; then analyze_results.py draws the
 # charts and prints the targets. It never fails on the numbers: it exits non-zero only when
 # locust or the analysis could not run.
 #
@@ -74,10 +74,11 @@ for run in ${RUNS//,/ }; do
     "$PY" "$ROOT/tests/stress/sample_cpu.py" "$dir/cpu.csv" ${SERVER_PID:+--pid "$SERVER_PID"} &
     SAMPLER_PID=$!
     status=0
-    # --stop-timeout lets users finish the call they are in, so the last requests are counted.
+    # --stop-timeout lets users finish the call they are in, so the last requests are counted: in
+    # locust.json, written at the very end (the CSV files are written before those calls end).
     "$PY" -m locust -f "$ROOT/tests/stress/locustfile.py" --host "$HOST" --headless \
         --users "$users" --spawn-rate "$rate" --run-time "${seconds}s" --stop-timeout 60 \
-        --csv "$dir/locust" --csv-full-history --html "$dir/report.html" --only-summary \
+        --csv "$dir/locust" --csv-full-history --json-file "$dir/locust" --html "$dir/report.html" --only-summary \
         --loglevel WARNING >"$dir/locust.log" 2>&1 || status=$?
     stop_sampler
     # 1 = some requests failed: that is a result for the analysis, not a broken run.
