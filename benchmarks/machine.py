@@ -142,3 +142,17 @@ class CpuAccount:
 def noisy(other_share: float, wall_s: float) -> bool:
     """Whether other processes used enough of the machine, over a long enough span, to warn about it."""
     return wall_s >= MIN_SPAN_S and other_share > NOISY_SHARE
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or the architecture where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.machine import process_table
@@ -17,6 +18,53 @@ from tests.compat.live_server import KEY_LINE, LiveServer, start_live_server
 from tests.distributed.cluster import Cluster
 
 STOP_TIMEOUT_S = 15.0
+MODEL = "smollm2"  # the bundled model's name in both modes
+
+
+@dataclass
+class Endpoint:
+    """A platform that answers: where, with which key, and which mode it runs in."""
+
+    mode: str
+    base_url: str
+    api_key: str
+    worker_concurrency: int | None = None  # distributed: the worker's pool size, one thread per engine slot
+
+
+@contextlib.contextmanager
+def running_platform(mode: str, tmp: Path, *, engine: str = "llama_cpp",
+                     model_path: Path | None = None) -> Iterator[Endpoint]:
+    """The platform serving the bundled model as `MODEL`, in `mode`, until the block ends.
+
+    embedded: ./run.sh with a fresh SQLite file (with engine "echo" its bundled model is served by echo).
+    distributed: private redis-server, fresh PostgreSQL database, one Celery worker
+    `--models smollm2` (no --concurrency: its pool follows the engine's slots) and one daphne.
+    """
+    started = time.perf_counter()
+    if mode == "embedded":
+        print(f"[embedded] starting ./run.sh (INFERENCE_ENGINE={engine}, fresh SQLite in {tmp})", flush=True)
+        with embedded_platform(tmp, engine) as server:
+            print(f"[embedded] ready on {server.base_url} in {time.perf_counter() - started:.1f}s", flush=True)
+            try:
+                yield Endpoint(mode, server.base_url, server.api_key)
+            except Exception:
+                print(f"[embedded] last platform output:\n{server.log()[-3000:]}", file=sys.stderr)
+                raise
+        return
+    if mode != "distributed":
+        raise ValueError(f"unknown mode {mode!r}: embedded or distributed")
+    with distributed_platform(tmp, "distributed") as cluster:
+        if engine == "echo":
+            cluster.manage("register_model", MODEL, "--engine", "echo", "--option", "token_delay_ms=0")
+        else:
+            cluster.manage("register_model", MODEL, "--source", str(model_path), "--engine", engine)
+        api_key = cluster.manage("issue_api_key", "benchmark").strip()
+        worker = cluster.start_worker("bench", MODEL, concurrency=None)
+        pool = cluster.worker_concurrency(worker.process.pid)
+        base_url = cluster.start_web(ready=True)
+        print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
+              f"(worker --models {MODEL}: pool concurrency {pool} = engine slots)", flush=True)
+        yield Endpoint(mode, base_url, api_key, pool)
 
 
 @contextlib.contextmanager

@@ -78,17 +78,22 @@ class DirectSide:
     def __init__(self, model_path: Path, n_ctx: int, prefix_cache: bool):
         from llama_cpp import Llama
 
-        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, verbose=False)
+        from engines.llama_cpp import physical_cores
+
+        # The platform's engine uses the physical cores for decode and prompt alike; llama-cpp-python's
+        # own default (half the logical cores for decode) would compare different thread counts.
+        threads = physical_cores()
+        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                           verbose=False)
         self.prefix_cache = prefix_cache
         self.pid = os.getpid()
 
     def _fresh(self) -> None:
-        """Forget the KV cache unless asked not to.
+        """Forget the KV cache when asked to (--direct-reset).
 
-        llama-cpp-python reuses the cached prefix of the previous prompt by default, but the
-        platform's engine resets before every request (its `prefix_cache` engine option is off
-        by default, for reproducible output). Without this the direct side would skip the
-        prompt evaluation that the platform does, and TTFT would compare different work.
+        llama-cpp-python reuses the cached prefix of the previous prompt by default, and so does
+        the platform's engine (its `prefix_cache` option is on by default): with the same prompt
+        every run, both sides skip most of the prompt evaluation, and TTFT compares like with like.
         """
         if not self.prefix_cache:
             self.llama.reset()
@@ -277,9 +282,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message; pick one that makes a long answer")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--n-ctx", type=int, default=2048, help="direct side's n_ctx; the platform's bundled default is 2048")
-    parser.add_argument("--direct-prefix-cache", action="store_true",
-                        help="let the direct side reuse the previous prompt's KV cache (llama-cpp-python's "
-                             "default); off by default because the platform evaluates every prompt afresh")
+    parser.add_argument("--direct-reset", action="store_true",
+                        help="reset the direct side's KV cache before every request (the platform keeps its "
+                             "prefix cache, so TTFT then compares a full prompt evaluation with a cache hit)")
     parser.add_argument("--model", default=None, help="platform model id (default: the first in /v1/models)")
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for the platform (run.sh may install requirements first)")
@@ -312,13 +317,13 @@ def main(argv=None) -> int:
                     raise RuntimeError(f"platform is not serving with llama_cpp (engines: {engines})")
 
                 print(f"Loading {model_path.name} in-process with llama-cpp-python", flush=True)
-                direct = DirectSide(model_path, args.n_ctx, args.direct_prefix_cache)
+                direct = DirectSide(model_path, args.n_ctx, prefix_cache=not args.direct_reset)
                 n_threads = direct.llama.n_threads
                 n_threads_batch = direct.llama.n_threads_batch
                 platform = PlatformSide(server.base_url, server.api_key, args.model, server.process.pid)
                 print(f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
-                      f"n_batch={direct.llama.n_batch} (llama-cpp-python defaults; the platform's engine uses "
-                      f"the same unless the model's engine_options say otherwise)")
+                      f"n_batch={direct.llama.n_batch} (threads: the physical cores, as the platform's engine "
+                      f"uses unless the model's engine_options say otherwise)")
                 print(f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
                       f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate", flush=True)
 
@@ -355,7 +360,7 @@ def main(argv=None) -> int:
         "runs": args.runs,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
-        "direct_prefix_cache": args.direct_prefix_cache,
+        "direct_prefix_cache": not args.direct_reset,
         "n_threads": n_threads,
         "n_threads_batch": n_threads_batch,
         "cpu_count": os.cpu_count(),
