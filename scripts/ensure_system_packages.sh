@@ -15,6 +15,8 @@ system_package_present() {
       command -v docker-compose >/dev/null 2>&1 ;;
     # tests/distributed starts a private redis-server of its own.
     redis-server) command -v redis-server >/dev/null 2>&1 ;;
+    # tests/benchmarks builds llama.cpp's llama-server once (benchmarks/llama_server.py).
+    cmake) command -v cmake >/dev/null 2>&1 ;;
     *) echo "ensure_system_packages.sh: no check for $1" >&2; return 2 ;;
   esac
 }
@@ -23,7 +25,7 @@ system_package_present() {
 # `set -u` calls an empty array unbound).
 missing_system_packages() {
   local package missing=""
-  for package in chromium docker-compose redis-server; do
+  for package in chromium docker-compose redis-server cmake; do
     system_package_present "$package" || missing="${missing:+$missing }$package"
   done
   echo "$missing"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "ensure_system_packages.sh"
 BASH = shutil.which("bash") or "/bin/bash"
 HAS_CHROMIUM = os.access("/usr/bin/chromium", os.X_OK)
-FAKEABLE = ["docker-compose", "redis-server"]  # their programs are found on PATH
+FAKEABLE = ["docker-compose", "redis-server", "cmake"]  # their programs are found on PATH
 
 FAKE_APT_GET = """#!{bash}
 echo "DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}} $*" >> {log}
@@ -29,7 +29,7 @@ echo "DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}} $*" >> {log}
 [ {install_rc} -eq 0 ] || exit {install_rc}
 for package in "$@"; do
   case "$package" in
-    docker-compose|redis-server) printf '#!{bash}\\n' > {bin}/$package; /bin/chmod 755 {bin}/$package ;;
+    docker-compose|redis-server|cmake) printf '#!{bash}\\n' > {bin}/$package; /bin/chmod 755 {bin}/$package ;;
   esac
 done
 """
@@ -96,6 +96,7 @@ def test_nothing_is_installed_when_the_programs_are_there(bin_dir):
     bin_dir.add_apt_get()
     bin_dir.add("redis-server")
     bin_dir.add("docker-compose")
+    bin_dir.add("cmake")
     result = bin_dir.run()
     assert result.returncode == 0, result.stderr
     if HAS_CHROMIUM:
@@ -107,6 +108,7 @@ def test_nothing_is_installed_when_the_programs_are_there(bin_dir):
 def test_docker_compose_v2_counts_as_the_compose_client(bin_dir):
     bin_dir.add_apt_get()
     bin_dir.add("redis-server")
+    bin_dir.add("cmake")
     bin_dir.add("docker", '#!{bash}\n[ "$1 $2" = "compose version" ]\n')
     bin_dir.run()
     assert not any("docker-compose" in call for call in bin_dir.apt_calls())
