@@ -147,6 +147,8 @@ def test_the_suite_programs_are_the_ones_checked():
     assert "[ -x /usr/bin/chromium ]" in script
     assert 'which("redis-server")' in (REPO / "tests" / "distributed" / "cluster.py").read_text()
     assert "command -v redis-server" in script
-    assert "for package in chromium docker-compose redis-server; do" in script
+    assert 'which("cmake")' in (REPO / "benchmarks" / "llama_server.py").read_text()
+    assert "command -v cmake" in script
+    assert "for package in chromium docker-compose redis-server cmake; do" in script
     assert "source scripts/ensure_system_packages.sh" in (REPO / "test.sh").read_text()
     assert "apt-get" not in (REPO / ".ci" / "run").read_text(), ".ci/run leaves installing to test.sh"
