@@ -22,6 +22,8 @@ A request for n choices takes n slots at once. Its first sequence evaluates the 
 others wait, then copy that KV (`llama_memory_seq_cp`; in the unified pool the cells are shared,
 not copied) and sample their first token from the same logits row, each with its own chain.
 From there each choice runs as a sequence of its own. One final chunk reports all of them.
+With a seed, choice i samples with seed + i; the same request sent alone twice gives the same
+choices again (as above, and because its other choices take the slots that hold its prompt).
 
 Log-probabilities, for the sequences that ask, are a log-softmax of the row's raw logits
 (before bias, penalties and temperature, as vLLM reports them by default).
@@ -244,8 +246,14 @@ class Scheduler:
         self.peak_running = max(self.peak_running, len(self._running))
 
     def _start_sibling(self, sequence: Sequence) -> None:
-        """Reserve a slot for choice i > 0; it gets its prompt's KV when choice 0 has it."""
-        slot = min((slot for slot in self._slots if not slot.busy), key=lambda slot: slot.last_used)
+        """Reserve a slot for choice i > 0; it gets its prompt's KV when choice 0 has it.
+
+        Idle slots that hold this prompt go first: they are copies of what choice 0 is about to
+        hold, so other prompts stay cached; and once they are cleared, choice 0's prompt lands in
+        the same KV cells as the first time, so a repeat gives the same logits.
+        """
+        idle = [slot for slot in self._slots if not slot.busy]
+        slot = max(idle, key=lambda slot: (_common_prefix(slot.tokens, sequence.prompt), -slot.last_used))
         slot.busy = True
         self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
         slot.tokens.clear()
