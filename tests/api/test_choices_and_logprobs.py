@@ -1,13 +1,16 @@
 """n choices, logprobs and logit_bias through the real ASGI stack, to the official openai SDK."""
 
 import httpx
+import jsonschema_rs
 import openai
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
 from api.dispatch.embedded import engine_host
+from api.schema import CHAT_CHUNK, TEXT_CHUNK
 
+from .sse import sse_events
 from .test_auth_and_errors import assert_openai_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -152,3 +155,24 @@ async def test_malformed_choice_and_logprob_fields_are_400(client, echo_model, e
 async def test_legacy_features_the_echo_engine_lacks_are_400(client, echo_model, extra, param):
     body = {"model": "echo", "prompt": "hi", **extra}
     assert_openai_error(await client.post("/v1/completions", json=body), 400, "unsupported_parameter", param)
+
+
+@pytest.mark.model
+async def test_answers_with_choices_and_logprobs_match_the_openapi_schema(client, smollm2):
+    """Schemathesis runs on the echo engine, which has neither: check these shapes here."""
+    components = (await client.get("/v1/openapi.json")).json()["components"]
+
+    def validator(schema: dict):
+        return jsonschema_rs.validator_for({**schema, "components": components})
+
+    chat = {"model": "smollm2", "messages": CHAT, "n": 2, "max_tokens": 4, "logprobs": True, "top_logprobs": 2}
+    text = {"model": "smollm2", "prompt": "The sky is", "n": 2, "max_tokens": 4, "logprobs": 2}
+    for path, body, whole, chunk in [("/v1/chat/completions", chat, "ChatCompletion", CHAT_CHUNK),
+                                     ("/v1/completions", text, "TextCompletion", TEXT_CHUNK)]:
+        answer = (await client.post(path, json=body)).json()
+        validator({"$ref": f"#/components/schemas/{whole}"}).validate(answer)
+        assert all(choice["logprobs"] for choice in answer["choices"])
+        events = sse_events((await client.post(path, json={**body, "stream": True})).text)
+        for event in events[:-1]:
+            validator(chunk).validate(event)
+        assert any(choice["logprobs"] for event in events[:-1] for choice in event["choices"])
