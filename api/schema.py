@@ -80,6 +80,20 @@ class StopFieldScheme(OpenApiSerializerFieldExtension):
         }
 
 
+class LogitBiasFieldScheme(OpenApiSerializerFieldExtension):
+    target_class = "api.serializers.LogitBiasField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+            "maxProperties": 1024,
+            "description": "Token ids (of the model's vocabulary) to a bias added to their logits before "
+                           "sampling; -100 bans a token. 400 unsupported_parameter on engines without it.",
+        }
+
+
 class MessageContentFieldScheme(OpenApiSerializerFieldExtension):
     target_class = "api.serializers.MessageContentField"
 
@@ -179,16 +193,46 @@ class AssistantMessageSerializer(serializers.Serializer):
     content = serializers.CharField(allow_blank=True)
 
 
+class ChatTopLogprobSerializer(serializers.Serializer):
+    token = serializers.CharField(allow_blank=True)
+    logprob = serializers.FloatField(max_value=0)
+    bytes = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=255),
+                                  help_text="The token's UTF-8 bytes (a token may hold part of a character).")
+
+
+class ChatTokenLogprobSerializer(ChatTopLogprobSerializer):
+    top_logprobs = ChatTopLogprobSerializer(many=True, help_text="The `top_logprobs` most likely tokens at this "
+                                                                 "position, most likely first.")
+
+
+class ChatLogprobsSerializer(serializers.Serializer):
+    """Log-probabilities of a chat choice's tokens (with `logprobs: true`), from the raw logits."""
+
+    content = ChatTokenLogprobSerializer(many=True)
+    refusal = serializers.CharField(allow_null=True)
+
+
+class TextLogprobsSerializer(serializers.Serializer):
+    """Log-probabilities of a legacy completion's tokens (with `logprobs: k`), from the raw logits."""
+
+    tokens = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    token_logprobs = serializers.ListField(child=serializers.FloatField(max_value=0))
+    top_logprobs = serializers.ListField(
+        child=serializers.DictField(child=serializers.FloatField(max_value=0)),
+        help_text="Per token: the k most likely tokens and the chosen one, to their log-probabilities.")
+    text_offset = serializers.ListField(child=serializers.IntegerField(min_value=0))
+
+
 # What a chat choice and a text choice share; each adds its `message` or `text`. (A comment, not a
 # docstring: drf-spectacular would print a docstring as both schemas' description.)
 class _ChoiceBaseSerializer(serializers.Serializer):
-    index = serializers.IntegerField(min_value=0)
-    logprobs = serializers.DictField(allow_null=True, help_text="Always null: no engine returns logprobs.")
+    index = serializers.IntegerField(min_value=0, help_text="Which of the `n` choices this is.")
     finish_reason = serializers.ChoiceField(choices=FINISH_REASONS)
 
 
 class ChatChoiceSerializer(_ChoiceBaseSerializer):
     message = AssistantMessageSerializer()
+    logprobs = ChatLogprobsSerializer(allow_null=True)
 
 
 class ChatCompletionSerializer(_CompletionBaseSerializer):
@@ -200,6 +244,7 @@ class ChatCompletionSerializer(_CompletionBaseSerializer):
 
 class TextChoiceSerializer(_ChoiceBaseSerializer):
     text = serializers.CharField(allow_blank=True)
+    logprobs = TextLogprobsSerializer(allow_null=True)
 
 
 class TextCompletionSerializer(_CompletionBaseSerializer):
@@ -275,7 +320,8 @@ CHAT_CHUNK = _chunk_schema("chat.completion.chunk", {
             "type": "object",
             "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
         },
-        "logprobs": {"type": "null"},
+        "logprobs": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/ChatLogprobs"}],
+                     "description": "With `logprobs: true`: those of this chunk's tokens."},
         "finish_reason": _FINISH,
     },
 })
@@ -285,7 +331,8 @@ TEXT_CHUNK = _chunk_schema("text_completion", {
     "properties": {
         "index": {"type": "integer"},
         "text": {"type": "string"},
-        "logprobs": {"type": "null"},
+        "logprobs": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/TextLogprobs"}],
+                     "description": "With `logprobs: k`: those of this chunk's tokens."},
         "finish_reason": _FINISH,
     },
 })

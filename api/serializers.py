@@ -48,6 +48,30 @@ class StopField(serializers.Field):
         return list(value)
 
 
+class LogitBiasField(serializers.Field):
+    """`logit_bias`: token ids (as JSON object keys) to a bias from -100 to 100; normalised to
+    sorted (id, bias) pairs. Whether each id is in the model's vocabulary is the engine's check."""
+
+    MAX_ENTRIES = 1024
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object mapping token ids to biases.")
+        if len(data) > self.MAX_ENTRIES:
+            raise serializers.ValidationError(f"At most {self.MAX_ENTRIES} token ids may be biased.")
+        pairs = []
+        for key, bias in data.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9):
+                raise serializers.ValidationError("Keys must be token ids: non-negative integers, as strings.")
+            if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+                raise serializers.ValidationError("Each bias must be a number from -100 to 100.")
+            pairs.append((int(key), float(bias)))
+        return tuple(sorted(pairs))
+
+    def to_representation(self, value):
+        return {str(token): bias for token, bias in value}
+
+
 class MessageContentField(serializers.Field):
     """Message content: a string, null, or a list of text parts; normalised to a string."""
 
@@ -111,7 +135,7 @@ class SamplingFieldsSerializer(StrictSerializer):
     n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
     frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-    logit_bias = serializers.DictField(required=False, allow_null=True)
+    logit_bias = LogitBiasField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True)
 
     def validate(self, attrs):
@@ -138,6 +162,8 @@ class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
         attrs = super().validate(attrs)
         if attrs.get("max_completion_tokens") is not None:
             attrs["max_tokens"] = attrs["max_completion_tokens"]
+        if attrs.get("top_logprobs") and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": ["top_logprobs requires logprobs to be true."]})
         return attrs
 
 

@@ -7,12 +7,13 @@ a test keeps the README's copy in step. Importing this module imports no engine 
 
 from __future__ import annotations
 
-from .errors import EngineUnavailableError
+from .base import SamplingParams
+from .errors import EngineUnavailableError, UnsupportedParameterError
 
-FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "tools", "response_format", "embeddings")
+FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "logit_bias", "tools", "response_format", "embeddings")
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset({"streaming", "stop", "seed"}),
+    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias"}),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed"}),
@@ -27,6 +28,19 @@ def capabilities_of(engine: str) -> frozenset[str]:
         return CAPABILITIES[engine]
     except KeyError:
         raise EngineUnavailableError(f"unknown engine {engine!r}") from None
+
+
+def require_sampling_features(engine: str, features: frozenset[str], sampling: SamplingParams) -> None:
+    """Raise UnsupportedParameterError where `sampling` asks for what the engine lacks.
+
+    The API checks the same before dispatch; this keeps an engine from silently dropping
+    choices, logprobs or biases when a request reaches it some other way.
+    """
+    wanted = {"n": sampling.n > 1, "logprobs": sampling.logprobs, "logit_bias": bool(sampling.logit_bias)}
+    for feature, used in wanted.items():
+        if used and feature not in features:
+            raise UnsupportedParameterError(f"The '{feature}' parameter is not supported by the {engine} engine.",
+                                            param=feature)
 
 
 def markdown_table() -> str:

@@ -9,6 +9,7 @@ sequence in one batch per step; the event loop only awaits an asyncio.Queue it f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest
 from .capabilities import CAPABILITIES
-from .errors import EngineUnavailableError
+from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
@@ -197,25 +198,59 @@ class LlamaCppEngine(Engine):
             temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
             presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
             top_k=int(options.get("top_k", 0)), min_p=float(options.get("min_p", 0.0)),
-            repeat_penalty=float(options.get("repeat_penalty", 1.0)),
+            repeat_penalty=float(options.get("repeat_penalty", 1.0)), logit_bias=sampling.logit_bias,
         )
+
+    def _check_request(self, request: GenerationRequest) -> None:
+        """Refuse what this model cannot do before any work: too many choices, unknown token ids."""
+        n = request.sampling.n
+        if n > self.parallel:
+            raise UnsupportedParameterError(
+                f"n={n} asks for more choices than the {self.parallel} sequences model {self.spec.name} "
+                f"runs at once (its engine option `parallel`).", param="n")
+        n_vocab = self._llama.n_vocab()
+        bad = [token for token, _ in request.sampling.logit_bias if not 0 <= token < n_vocab]
+        if bad:
+            raise InvalidInputError(f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
+                                    f"{self.spec.name} (ids 0 to {n_vocab - 1}).", param="logit_bias")
+
+    def _sequences(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
+                   ) -> Sequence:
+        """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
+        the choices differ, and the same request gives the same choices again."""
+        sampling, settings = request.sampling, self._settings(request)
+
+        def settings_of(i: int) -> ChainSettings:
+            return settings if sampling.seed is None else dataclasses.replace(settings, seed=sampling.seed + i)
+
+        choices = [
+            Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens, settings=settings_of(i),
+                     stops=sampling.stop, emit=relay.emit, cancelled=relay.cancelled, index=i,
+                     top_logprobs=sampling.top_logprobs if sampling.logprobs else None)
+            for i in range(sampling.n)
+        ]
+        leader = choices[0]
+        leader.siblings = choices[1:]
+        for sibling in leader.siblings:
+            sibling.leader = leader
+        return leader
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         self._require()
+        self._check_request(request)
         # Templates and tokenizing run off the loop: a long prompt takes a while. The
         # tokenizer only reads the vocabulary, so it may run beside the scheduler thread.
         prompt = await asyncio.to_thread(self._prompt_tokens, request)
         max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
                                        n_ctx=self.spec.context_length)
         if max_tokens == 0:  # nothing to generate: no slot needed
-            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0)
+            n = request.sampling.n
+            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0,
+                        finish_reasons=("length",) * n if n > 1 else ())
             return
         relay = ThreadRelay()
-        sequence = Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                            settings=self._settings(request), stops=request.sampling.stop, emit=relay.emit,
-                            cancelled=relay.cancelled)
         scheduler = self._scheduler
-        scheduler.submit(sequence)
+        scheduler.submit(self._sequences(request, prompt, max_tokens, relay))
         try:
             async with aclosing(relay.chunks()) as chunks:
                 async for chunk in chunks:

@@ -17,19 +17,32 @@ token and evaluates that chunk again, split exactly as before. A prompt evaluate
 scratch alone goes in one chunk (up to n_batch), as llama-server and llama-cpp-python do,
 so their greedy text matches ours. Requests that overlap others, or that reuse a prefix
 of a different prompt, may differ from their solo runs.
+
+A request for n choices takes n slots at once. Its first sequence evaluates the prompt; the
+others wait, then copy that KV (`llama_memory_seq_cp`; in the unified pool the cells are shared,
+not copied) and sample their first token from the same logits row, each with its own chain.
+From there each choice runs as a sequence of its own. One final chunk reports all of them.
+With a seed, choice i samples with seed + i; the same request sent alone twice gives the same
+choices again (as above, and because its other choices take the slots that hold its prompt).
+
+Log-probabilities, for the sequences that ask, are a log-softmax of the row's raw logits
+(before bias, penalties and temperature, as vLLM reports them by default).
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import ctypes
 import dataclasses
 import itertools
 import logging
 import threading
 from collections.abc import Callable
 
-from .base import Chunk, FinishReason
+import numpy as np
+
+from .base import Chunk, FinishReason, TokenLogprob, TopLogprob
 from .errors import EngineCrashedError, EngineError, EngineUnavailableError
 from .llama_sampling import ChainSettings, SamplerChain
 from .stops import StopMatcher
@@ -50,12 +63,22 @@ class Sequence:
     stops: tuple[str, ...]
     emit: Emit
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # How many alternatives to report with each token's log-probability; None: no logprobs.
+    top_logprobs: int | None = None
+    # n > 1: the choice this sequence is, and on choice 0 the other choices (which share
+    # `emit` and `cancelled`); they start from choice 0's evaluated prompt.
+    index: int = 0
+    siblings: list[Sequence] = dataclasses.field(default_factory=list)
+    leader: Sequence | None = None
     # Set by the scheduler.
     slot: Slot | None = None
     cached_tokens: int = 0
     n_past: int = 0  # tokens of this sequence in the slot's KV
     generated: list[int] = dataclasses.field(default_factory=list)
     pending_ids: list[int] = dataclasses.field(default_factory=list)
+    pending_logprobs: list[TokenLogprob] = dataclasses.field(default_factory=list)
+    forked: bool = False  # a sibling whose KV now holds the prompt
+    finish_reason: FinishReason | None = None
     next_token: int | None = None  # sampled, not yet evaluated
     sampler: SamplerChain | None = None
     matcher: StopMatcher | None = None
@@ -64,6 +87,17 @@ class Sequence:
     @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.prompt)
+
+    @property
+    def awaiting_prompt(self) -> bool:
+        """A sibling whose prompt choice 0 is still evaluating."""
+        return self.leader is not None and not self.forked
+
+    @property
+    def choices(self) -> list[Sequence]:
+        """Every choice of this sequence's request, by index."""
+        leader = self.leader or self
+        return [leader, *leader.siblings]
 
 
 @dataclasses.dataclass(eq=False)
@@ -101,6 +135,9 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self.steps = 0  # decode calls so far, for tests and status pages
+        self.prompt_tokens_evaluated = 0  # prompt tokens put through decode (cached ones are not)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._pieces: dict[int, tuple[str, tuple[int, ...]]] = {}  # token id -> text and bytes, for logprobs
         self.peak_running = 0
         self._thread = threading.Thread(target=self._loop, name=f"llama-{name}", daemon=True)
         self._thread.start()
@@ -158,9 +195,13 @@ class Scheduler:
             for sequence in admitted:
                 try:
                     self._start(sequence)
+                    for sibling in sequence.siblings:
+                        self._start_sibling(sibling)
                 except Exception as exc:
                     logger.exception("could not start request %s", sequence.request_id)
                     self._finish_with_error(sequence, EngineCrashedError(f"llama.cpp failed: {exc}"))
+                    for sibling in sequence.siblings:
+                        self._release(sibling)
             try:
                 self._drop_cancelled()
                 if self._running:
@@ -172,15 +213,23 @@ class Scheduler:
                     self._finish_with_error(sequence, error, clear_slot=True)
 
     def _admit(self) -> list[Sequence]:
-        """Take waiting sequences while slots are free (called under the lock)."""
+        """Take waiting sequences while slots are free (called under the lock).
+
+        A request for n choices needs n free slots; until it has them, those behind it wait
+        too (FIFO), so that a big request is never passed over for ever.
+        """
         admitted = []
         free = self.parallel - len(self._running)
-        while self._waiting and free > 0:
-            sequence = self._waiting.popleft()
+        while self._waiting:
+            sequence = self._waiting[0]
             if sequence.cancelled.is_set():
+                self._waiting.popleft()
                 continue
+            if len(sequence.choices) > free:
+                break
+            self._waiting.popleft()
             admitted.append(sequence)
-            free -= 1
+            free -= len(sequence.choices)
         return admitted
 
     def _start(self, sequence: Sequence) -> None:
@@ -198,6 +247,35 @@ class Scheduler:
         sequence.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._running.append(sequence)
         self.peak_running = max(self.peak_running, len(self._running))
+
+    def _start_sibling(self, sequence: Sequence) -> None:
+        """Reserve a slot for choice i > 0; it gets its prompt's KV when choice 0 has it.
+
+        Idle slots that hold this prompt go first: they are copies of what choice 0 is about to
+        hold, so other prompts stay cached; and once they are cleared, choice 0's prompt lands in
+        the same KV cells as the first time, so a repeat gives the same logits.
+        """
+        idle = [slot for slot in self._slots if not slot.busy]
+        slot = max(idle, key=lambda slot: (_common_prefix(slot.tokens, sequence.prompt), -slot.last_used))
+        slot.busy = True
+        self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
+        slot.tokens.clear()
+        slot.starts.clear()
+        sequence.slot = slot
+        sequence.sampler = SamplerChain(self._vocab, sequence.settings)
+        sequence.matcher = StopMatcher(sequence.stops)
+        sequence.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._running.append(sequence)
+        self.peak_running = max(self.peak_running, len(self._running))
+
+    def _fork(self, sibling: Sequence) -> None:
+        """Give a sibling the prompt's KV from choice 0 (whose prompt was just evaluated)."""
+        leader = sibling.leader
+        self._llama_cpp.llama_memory_seq_cp(self._memory, leader.slot.seq_id, sibling.slot.seq_id, -1, -1)
+        sibling.slot.tokens[:] = leader.slot.tokens
+        sibling.slot.starts[:] = leader.slot.starts
+        sibling.n_past = leader.n_past
+        sibling.forked = True
 
     def _pick_slot(self, prompt: list[int]) -> tuple[Slot, int]:
         """The idle slot sharing the longest prefix with `prompt` (ties: most recent), else the
@@ -255,11 +333,12 @@ class Scheduler:
         for sequence in self._running:
             if budget <= 0:
                 break
-            if not sequence.prefilling:
+            if not sequence.prefilling or sequence.awaiting_prompt:
                 continue
             take = min(len(sequence.prompt) - sequence.n_past, budget)
             add(sequence, sequence.prompt[sequence.n_past:sequence.n_past + take],
                 sequence.n_past + take == len(sequence.prompt))
+            self.prompt_tokens_evaluated += take
             budget -= take
         if batch.n_tokens == 0:
             return
@@ -268,9 +347,15 @@ class Scheduler:
         if result != 0:
             raise EngineCrashedError(f"llama_decode failed with code {result}")
         for sequence, row in outputs:
-            self._accept(sequence, sequence.sampler.sample(self._ctx, row))
+            row_logprobs = _LazyLogprobs(self._ctx, row, self._n_vocab)
+            # Choice 0's prompt is in: the other choices start from its KV and sample from its row.
+            forks = [sibling for sibling in sequence.siblings if sibling.awaiting_prompt and sibling in self._running]
+            for sibling in forks:
+                self._fork(sibling)
+            for choice in [sequence, *forks]:
+                self._accept(choice, choice.sampler.sample(self._ctx, row), row_logprobs)
 
-    def _accept(self, sequence: Sequence, token: int) -> None:
+    def _accept(self, sequence: Sequence, token: int, row_logprobs: _LazyLogprobs) -> None:
         """One sampled token: stream its text, or end the sequence."""
         if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(sequence, "stop")
@@ -278,10 +363,14 @@ class Scheduler:
         piece = self._llama.detokenize([token], prev_tokens=sequence.prompt + sequence.generated)
         sequence.generated.append(token)
         sequence.pending_ids.append(token)
+        if sequence.top_logprobs is not None:
+            sequence.pending_logprobs.append(self._token_logprob(row_logprobs.values(), token, sequence.top_logprobs))
         safe = sequence.matcher.feed(sequence.decoder.decode(piece))
         if safe:
-            sequence.emit(Chunk(text=safe, token_ids=tuple(sequence.pending_ids)))
+            sequence.emit(Chunk(text=safe, token_ids=tuple(sequence.pending_ids), index=sequence.index,
+                                logprobs=tuple(sequence.pending_logprobs)))
             sequence.pending_ids = []
+            sequence.pending_logprobs = []
         if sequence.matcher.stopped:
             self._finish(sequence, "stop")
         elif len(sequence.generated) >= sequence.max_tokens:
@@ -289,14 +378,49 @@ class Scheduler:
         else:
             sequence.next_token = token
 
+    def _token_logprob(self, logprobs: np.ndarray, token: int, top: int) -> TokenLogprob:
+        alternatives = ()
+        if top > 0:
+            best = np.argpartition(-logprobs, top - 1)[:top]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            alternatives = tuple(TopLogprob(token=text, logprob=float(logprobs[t]), bytes=data)
+                                 for t in best for text, data in [self._piece(int(t))])
+        text, data = self._piece(token)
+        return TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=data, top=alternatives)
+
+    def _piece(self, token: int) -> tuple[str, tuple[int, ...]]:
+        """A token's own text and UTF-8 bytes (special tokens spelled out), cached per id."""
+        known = self._pieces.get(token)
+        if known is None:
+            size = 32
+            while True:
+                buffer = (ctypes.c_char * size)()
+                n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, True)
+                if n >= 0:
+                    break
+                size = -n  # the piece needs this many bytes
+            data = bytes(buffer[:n])
+            known = self._pieces[token] = (data.decode("utf-8", errors="replace"), tuple(data))
+        return known
+
     def _finish(self, sequence: Sequence, reason: FinishReason, *, emit: bool = True) -> None:
-        """End a sequence: final chunk with the counts, slot back to idle with its KV as cache."""
+        """End a sequence, slot back to idle with its KV as cache. The last choice of a request
+        to end sends the final chunk, with the counts of all of them."""
         if emit:
             matcher = sequence.matcher
             tail = matcher.feed(sequence.decoder.decode(b"", final=True)) + matcher.flush()
-            sequence.emit(Chunk(text=tail, token_ids=tuple(sequence.pending_ids) if tail else (),
-                                finish_reason=reason, prompt_tokens=len(sequence.prompt),
-                                completion_tokens=len(sequence.generated), cached_tokens=sequence.cached_tokens))
+            sequence.finish_reason = reason
+            ids, logprobs = (tuple(sequence.pending_ids), tuple(sequence.pending_logprobs)) if tail else ((), ())
+            choices = sequence.choices
+            if all(choice.finish_reason is not None for choice in choices):
+                sequence.emit(Chunk(
+                    text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index,
+                    finish_reason=choices[0].finish_reason, prompt_tokens=len(sequence.prompt),
+                    completion_tokens=sum(len(choice.generated) for choice in choices),
+                    cached_tokens=choices[0].cached_tokens,
+                    finish_reasons=tuple(choice.finish_reason for choice in choices) if len(choices) > 1 else ()))
+            elif tail:
+                sequence.emit(Chunk(text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index))
         self._release(sequence)
 
     def _finish_with_error(self, sequence: Sequence, error: BaseException, *, clear_slot: bool = False) -> None:
@@ -316,6 +440,24 @@ class Scheduler:
             sequence.slot.last_used = next(self._clock)
         if sequence in self._running:
             self._running.remove(sequence)
+
+
+class _LazyLogprobs:
+    """One output row's log-softmax, computed only if a sequence sampling from it asks."""
+
+    def __init__(self, ctx, row: int, n_vocab: int):
+        self._ctx, self._row, self._n_vocab = ctx, row, n_vocab
+        self._values: np.ndarray | None = None
+
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            import llama_cpp
+
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, self._row),
+                                           shape=(self._n_vocab,)).astype(np.float64)
+            shifted = logits - logits.max()
+            self._values = shifted - np.log(np.exp(shifted).sum())
+        return self._values
 
 
 def _common_prefix(cached: list[int], prompt: list[int]) -> int:

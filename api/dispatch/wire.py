@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from engines import errors as engine_errors
-from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams
+from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, TokenLogprob, TopLogprob
 
 JOB_STARTED = "job.started"
 JOB_CHUNKS = "job.chunks"
@@ -34,6 +34,7 @@ def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, rep
 def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, GenerationRequest]:
     sampling = dict(message["sampling"])
     sampling["stop"] = tuple(sampling.get("stop") or ())
+    sampling["logit_bias"] = tuple((int(token), float(bias)) for token, bias in sampling.get("logit_bias") or ())
     request = GenerationRequest(
         request_id=message["request_id"],
         sampling=SamplingParams(**sampling),
@@ -45,17 +46,37 @@ def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, Generatio
 
 
 def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
+    """A chunk as JSON; fields at their defaults are left out (most chunks are one token of choice 0)."""
     data = {"text": chunk.text, "ids": list(chunk.token_ids)}
+    if chunk.index:
+        data["index"] = chunk.index
+    if chunk.logprobs:
+        data["logprobs"] = [_logprob_to_list(entry) for entry in chunk.logprobs]
     if chunk.finish_reason is not None:
         data.update(finish=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
                     completion_tokens=chunk.completion_tokens, cached_tokens=chunk.cached_tokens)
+        if chunk.finish_reasons:
+            data["finish_reasons"] = list(chunk.finish_reasons)
     return data
 
 
 def chunk_from_dict(data: dict[str, Any]) -> Chunk:
     return Chunk(text=data["text"], token_ids=tuple(data["ids"]), finish_reason=data.get("finish"),
                  prompt_tokens=data.get("prompt_tokens"), completion_tokens=data.get("completion_tokens"),
-                 cached_tokens=data.get("cached_tokens"))
+                 cached_tokens=data.get("cached_tokens"), index=data.get("index", 0),
+                 logprobs=tuple(_logprob_from_list(entry) for entry in data.get("logprobs", ())),
+                 finish_reasons=tuple(data.get("finish_reasons", ())))
+
+
+# Logprobs travel as compact lists: [token, logprob, bytes, [[token, logprob, bytes], ...]].
+def _logprob_to_list(entry: TokenLogprob) -> list:
+    return [entry.token, entry.logprob, list(entry.bytes), [[t.token, t.logprob, list(t.bytes)] for t in entry.top]]
+
+
+def _logprob_from_list(data: list) -> TokenLogprob:
+    token, logprob, raw, top = data
+    return TokenLogprob(token=token, logprob=logprob, bytes=tuple(raw),
+                        top=tuple(TopLogprob(token=t, logprob=lp, bytes=tuple(b)) for t, lp, b in top))
 
 
 def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .. import dispatch
 from ..errors import INTERNAL_ERROR, ModelNotFound, UnsupportedParameter, error_info
 from ..limits import Admission, limits_admit
 from ..serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
-from .openai_format import CHAT, STREAM_DONE, ChunkWriter, completion_body, sse_event
+from .openai_format import CHAT, STREAM_DONE, ChoiceResult, ChunkWriter, completion_body, sse_event
 from .tracking import CLIENT_CLOSED, RequestTracker
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,9 @@ def _check_capabilities(kind: str, body: dict, model: ServedModel, engine_name: 
         "streaming": ("stream", bool(body.get("stream"))),
         "stop": ("stop", bool(body.get("stop"))),
         "seed": ("seed", body.get("seed") is not None),
-        "n": ("n", (body.get("n") or 1) > 1 or (body.get("best_of") or 1) > 1),
-        "logprobs": ("logprobs", bool(body.get("logprobs")) or bool(body.get("top_logprobs"))),
+        "n": ("n", (body.get("n") or 1) > 1),
+        "logprobs": ("logprobs", _wants_logprobs(kind, body)),
+        "logit_bias": ("logit_bias", bool(body.get("logit_bias"))),
         "tools": ("tools", bool(body.get("tools")) or body.get("tool_choice") not in (None, "none", "auto")
                   or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", []))),
         "response_format": ("response_format", _wants_format(body.get("response_format"))),
@@ -134,11 +135,16 @@ def _check_capabilities(kind: str, body: dict, model: ServedModel, engine_name: 
                 f"The '{param}' parameter is not supported by the {engine_name} engine serving "
                 f"model `{model.name}`.", param=param,
             )
-    if body.get("logit_bias"):
-        raise UnsupportedParameter(f"'logit_bias' is not supported by the {engine_name} engine.", param="logit_bias")
+    if body.get("best_of") not in (None, body.get("n") or 1):
+        raise UnsupportedParameter("'best_of' is not supported (other than equal to n).", param="best_of")
     if kind != CHAT and (body.get("echo") or body.get("suffix")):
         param = "echo" if body.get("echo") else "suffix"
         raise UnsupportedParameter(f"'{param}' is not supported by the {engine_name} engine.", param=param)
+
+
+def _wants_logprobs(kind: str, body: dict) -> bool:
+    """Chat asks with `logprobs: true`; legacy completions with any `logprobs` count, 0 included."""
+    return body.get("logprobs") is True if kind == CHAT else body.get("logprobs") is not None
 
 
 def _wants_format(response_format) -> bool:
@@ -168,6 +174,10 @@ def _generation_request(kind: str, body: dict, model: ServedModel, request_id: s
         seed=pick("seed"),
         presence_penalty=pick("presence_penalty") or 0.0,
         frequency_penalty=pick("frequency_penalty") or 0.0,
+        n=body.get("n") or 1,
+        logprobs=_wants_logprobs(kind, body),
+        top_logprobs=(body.get("top_logprobs") if kind == CHAT else body.get("logprobs")) or 0,
+        logit_bias=body.get("logit_bias") or (),
     )
     if kind == CHAT:
         # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
@@ -181,23 +191,35 @@ def _completion_id(kind: str, tracker: RequestTracker) -> str:
 
 
 async def _collect(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk]) -> dict:
-    parts: list[str] = []
+    wants_logprobs = _wants_logprobs(kind, body)
+    choices = [ChoiceResult(logprobs=[] if wants_logprobs else None) for _ in range(body.get("n") or 1)]
+    parts: list[list[str]] = [[] for _ in choices]
     final: Chunk | None = None
     async with aclosing(chunks):
         async for chunk in chunks:
             tracker.first_token()
-            parts.append(chunk.text)
+            parts[chunk.index].append(chunk.text)
+            if wants_logprobs:
+                choices[chunk.index].logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 final = chunk
     if final is None:
         raise RuntimeError("engine ended without a final chunk")
     tracker.counts(final.prompt_tokens, final.completion_tokens, final.cached_tokens)
     await tracker.finish(status=200, finish_reason=final.finish_reason)
+    reasons = _finish_reasons(final, len(choices))
+    for choice, text, reason in zip(choices, parts, reasons):
+        choice.text, choice.finish_reason = "".join(text), reason
     return completion_body(
-        kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"], text="".join(parts),
-        finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
-        completion_tokens=final.completion_tokens or 0, cached_tokens=final.cached_tokens,
+        kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"], choices=choices,
+        prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
+        cached_tokens=final.cached_tokens,
     )
+
+
+def _finish_reasons(final: Chunk, n: int) -> tuple[str, ...]:
+    """Each choice's finish reason, from the final chunk (engines give one list for n > 1)."""
+    return final.finish_reasons if len(final.finish_reasons) == n else (final.finish_reason,) * n
 
 
 async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks: AsyncIterator[Chunk],
@@ -205,25 +227,25 @@ async def _stream_events(kind: str, body: dict, tracker: RequestTracker, chunks:
     """Chunk objects for one request. Closing this iterator (client gone) cancels generation."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, tracker), model=body["model"],
-                         include_usage=include_usage)
+                         include_usage=include_usage, n=body.get("n") or 1, logprobs=_wants_logprobs(kind, body))
     status, finish_reason, error = CLIENT_CLOSED, "cancelled", None
     try:
         async with aclosing(chunks):
-            opening = writer.opening()
-            if opening:
+            for opening in writer.openings():
                 yield opening
             chunk = first
             while True:
                 tracker.first_token()
                 tracker.streamed(len(chunk.token_ids))
-                if chunk.text:
-                    yield writer.delta(chunk.text)
+                if chunk.text or chunk.logprobs:
+                    yield writer.delta(chunk.text, chunk.index, chunk.logprobs)
                 if chunk.finish_reason is not None:
                     break
                 chunk = await anext(chunks)
         tracker.counts(chunk.prompt_tokens, chunk.completion_tokens, chunk.cached_tokens)
         status, finish_reason = 200, chunk.finish_reason
-        yield writer.finish(chunk.finish_reason)
+        for index, reason in enumerate(_finish_reasons(chunk, writer.n)):
+            yield writer.finish(reason, index)
         if include_usage:
             yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0, chunk.cached_tokens)
         yield STREAM_DONE

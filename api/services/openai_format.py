@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+
+from engines.base import TokenLogprob
 
 CHAT = "chat.completions"
 TEXT = "completions"
@@ -28,23 +31,57 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None 
     return body
 
 
-def completion_body(*, kind: str, completion_id: str, model: str, text: str, finish_reason: str,
+@dataclasses.dataclass
+class ChoiceResult:
+    """One choice of a whole answer; `logprobs` is None unless the request asked for them."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict:
+    """A chat choice's `logprobs` object."""
+    return {"content": [{"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes),
+                         "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
+                                          for t in e.top]}
+                        for e in entries],
+            "refusal": None}
+
+
+def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int = 0) -> dict:
+    """A legacy completion choice's `logprobs` object; `offset` is where the first token's text
+    starts in the choice's text. Each `top_logprobs` dict also holds the chosen token, as OpenAI's do."""
+    tokens, offsets = [], []
+    for entry in entries:
+        tokens.append(entry.token)
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{**{t.token: t.logprob for t in e.top}, e.token: e.logprob} for e in entries],
+            "text_offset": offsets}
+
+
+def completion_body(*, kind: str, completion_id: str, model: str, choices: list[ChoiceResult],
                     prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
     """The whole (non-streamed) answer."""
-    if kind == CHAT:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "logprobs": None, "finish_reason": openai_finish_reason(finish_reason)}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": openai_finish_reason(finish_reason)}
-        obj = "text_completion"
+    bodies = []
+    for index, choice in enumerate(choices):
+        finish = openai_finish_reason(choice.finish_reason)
+        if kind == CHAT:
+            logprobs = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
+            bodies.append({"index": index, "message": {"role": "assistant", "content": choice.text},
+                           "logprobs": logprobs, "finish_reason": finish})
+        else:
+            logprobs = None if choice.logprobs is None else text_logprobs(choice.logprobs)
+            bodies.append({"index": index, "text": choice.text, "logprobs": logprobs, "finish_reason": finish})
     return {
         "id": completion_id,
-        "object": obj,
+        "object": "chat.completion" if kind == CHAT else "text_completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": None,
-        "choices": [choice],
+        "choices": bodies,
         "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
     }
 
@@ -60,14 +97,18 @@ def sse_event(obj: dict | str) -> bytes:
 
 
 class ChunkWriter:
-    """Builds the OpenAI chunk objects of one streamed request."""
+    """Builds the OpenAI chunk objects of one streamed request (`n` choices, told apart by index)."""
 
-    def __init__(self, *, kind: str, completion_id: str, model: str, include_usage: bool):
+    def __init__(self, *, kind: str, completion_id: str, model: str, include_usage: bool, n: int = 1,
+                 logprobs: bool = False):
         self.kind = kind
         self.completion_id = completion_id
         self.model = model
         self.include_usage = include_usage
+        self.n = n
+        self.logprobs = logprobs
         self.created = int(time.time())
+        self._text_offsets = [0] * n  # legacy logprobs count offsets within each choice's text
 
     def _event(self, choices: list, **extra) -> dict:
         obj = {
@@ -83,26 +124,34 @@ class ChunkWriter:
         obj.update(extra)
         return obj
 
-    def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
+    def _choice(self, index: int, text: str | None, finish_reason: str | None, role: bool = False,
+                logprobs: tuple[TokenLogprob, ...] | None = None) -> dict:
         if self.kind == CHAT:
             delta = {}
             if role:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            body = None if logprobs is None else chat_logprobs(logprobs)
+            return {"index": index, "delta": delta, "logprobs": body, "finish_reason": finish_reason}
+        body = None
+        if logprobs is not None:
+            body = text_logprobs(logprobs, self._text_offsets[index])
+            self._text_offsets[index] += sum(len(entry.token) for entry in logprobs)
+        return {"index": index, "text": text or "", "logprobs": body, "finish_reason": finish_reason}
 
-    def opening(self) -> dict | None:
-        """Chat streams open with the assistant role, as OpenAI's do."""
-        return self._event([self._choice("", None, role=True)]) if self.kind == CHAT else None
+    def openings(self) -> list[dict]:
+        """Chat streams open with the assistant role for every choice, as OpenAI's do."""
+        if self.kind != CHAT:
+            return []
+        return [self._event([self._choice(index, "", None, role=True)]) for index in range(self.n)]
 
-    def delta(self, text: str) -> dict:
-        return self._event([self._choice(text, None)])
+    def delta(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> dict:
+        return self._event([self._choice(index, text, None, logprobs=logprobs if self.logprobs else None)])
 
-    def finish(self, finish_reason: str) -> dict:
+    def finish(self, finish_reason: str, index: int = 0) -> dict:
         text = None if self.kind == CHAT else ""
-        return self._event([self._choice(text, openai_finish_reason(finish_reason))])
+        return self._event([self._choice(index, text, openai_finish_reason(finish_reason))])
 
     def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
         return self._event([], usage=usage(prompt_tokens, completion_tokens, cached_tokens))

@@ -2,7 +2,7 @@ import pytest
 
 from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.echo import EchoEngine
-from engines.errors import EngineUnavailableError
+from engines.errors import EngineUnavailableError, UnsupportedParameterError
 from engines.host import EngineHost
 
 ECHO = ModelSpec(name="echo", source="", context_length=64)
@@ -80,3 +80,17 @@ async def test_generate_loads_on_first_use_and_streams(host):
     assert chunks[-1].finish_reason == "stop"
     assert host.engine_for("echo").loaded
     assert host.engine_for("echo").in_flight == 0
+
+
+@pytest.mark.parametrize("sampling, param", [
+    (SamplingParams(n=2), "n"),
+    (SamplingParams(logprobs=True), "logprobs"),
+    (SamplingParams(logit_bias=((1, 5.0),)), "logit_bias"),
+])
+async def test_an_engine_never_silently_drops_what_it_cannot_do(host, sampling, param):
+    """However a request reaches the host, the echo engine refuses n, logprobs and logit_bias."""
+    request = GenerationRequest(request_id="r", sampling=sampling, prompt="a b")
+    with pytest.raises(UnsupportedParameterError) as refused:
+        async for _ in host.generate("echo", ECHO, request):
+            pass
+    assert refused.value.param == param
