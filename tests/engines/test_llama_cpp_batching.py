@@ -122,9 +122,9 @@ async def test_cancelling_one_of_eight_frees_its_slot(gguf_path):
         assert (await anext(victim)).token_ids
         others = [asyncio.create_task(run(i, engine.generate(counting(10 * i, max_tokens=60)))) for i in range(1, 8)]
         await wait_for(lambda: engine._scheduler.stats()["running"] == 8, "all eight slots running")
-        # Every slot is taken, so a ninth request waits in the engine's queue.
+        # Every slot is taken, so a ninth request waits in the engine's admission queue.
         ninth = asyncio.create_task(run("ninth", engine.generate(counting(900, max_tokens=4))))
-        await wait_for(lambda: engine._scheduler.stats()["waiting"] == 1, "the ninth request queued")
+        await wait_for(lambda: engine.admission.waiting == 1, "the ninth request queued")
         assert not any(name == "ninth" for name, _ in arrivals)
 
         await victim.aclose()
