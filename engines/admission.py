@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from .errors import EngineBusyError, EngineUnavailableError
 
@@ -70,15 +69,10 @@ class AdmissionQueue:
         """Places held per tenant (for status pages and tests)."""
         return {tenant: len(queue) for tenant, queue in self._waiting.items()}
 
-    @contextlib.asynccontextmanager
-    async def admitted(self, *, tenant: str = "", need: int = 1) -> AsyncIterator[None]:
-        """Hold `need` slots for the body; waits for them, or raises EngineBusyError."""
+    def admitted(self, *, tenant: str = "", need: int = 1) -> _Admission:
+        """`async with` it to hold `need` slots for the body; waits for them, or raises EngineBusyError."""
         need = max(1, min(need, self.slots))  # more choices than slots: all slots, the scheduler queues the rest
-        await self._acquire(tenant, need)
-        try:
-            yield
-        finally:
-            self._release(tenant, need)
+        return _Admission(self, tenant, need)
 
     async def _acquire(self, tenant: str, need: int) -> None:
         if not self._waiting_count and self.slots_in_use + need <= self.slots:
@@ -194,6 +188,24 @@ class AdmissionQueue:
         return {"num_requests_running": self.running, "num_requests_waiting": self._waiting_count,
                 "slots": self.slots, "slots_in_use": self.slots_in_use, "max_waiting": self.max_waiting,
                 "refused": self.refused}
+
+
+class _Admission:
+    """One request's hold on its slots.
+
+    A class rather than an async generator: when an event loop shuts down it closes every
+    async generator in no particular order, and a generator-based context manager closed
+    before the generator using it would then fail that one's clean-up.
+    """
+
+    def __init__(self, queue: AdmissionQueue, tenant: str, need: int):
+        self._queue, self._tenant, self._need = queue, tenant, need
+
+    async def __aenter__(self) -> None:
+        await self._queue._acquire(self._tenant, self._need)
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._queue._release(self._tenant, self._need)
 
 
 def max_waiting_option(options: dict, model: str) -> int:

@@ -47,8 +47,9 @@ def runtime(transactional_db, redis_channel_layer):
     """A started worker runtime hosting an echo model that yields tokens as fast as it can."""
     sampling = process_sampler().running  # the runtime's stop() stops this process's sampler
     model = served_model_register(name="echo", source="", engine="echo", context_length=4096)
-    runtime = WorkerRuntime(models=[model], concurrency=1)
-    runtime.start()
+    runtime = WorkerRuntime(models=[model])
+    runtime.load()
+    runtime.start(concurrency=1)
     yield runtime
     runtime.stop()
     runtime.loop.close()  # channels-redis closes its pools on that loop here, not at garbage collection

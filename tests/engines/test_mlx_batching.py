@@ -85,7 +85,8 @@ async def test_cancelling_one_stream_frees_its_place_for_the_others(engine):
     assert first.text and first.finish_reason is None
     others = [asyncio.ensure_future(collect(engine, counting(start, max_tokens=4))) for start in (50, 700)]
     stats = engine.state
-    await wait_for(lambda: stats()["running"] == 2 and stats()["waiting"] == 1, "one shares the batch, one waits")
+    await wait_for(lambda: stats()["running"] == 2 and stats()["num_requests_waiting"] == 1,
+                   "one shares the batch, one waits in the admission queue")
     await long_stream.aclose()
     results = await asyncio.gather(*others)
     for chunks in results:
@@ -93,7 +94,7 @@ async def test_cancelling_one_stream_frees_its_place_for_the_others(engine):
         assert chunks[-1].completion_tokens == len(ids_of(chunks)) == 4
     await settled(engine)
     assert scheduler.cancelled == cancelled_before + 1
-    assert engine.state()["running"] == 0 and engine.state()["waiting"] == 0
+    assert engine.state()["running"] == 0 and engine.state()["num_requests_waiting"] == 0
     assert engine.in_flight == 0
 
 
@@ -134,13 +135,13 @@ async def test_closing_a_queued_stream_never_reaches_the_model(engine):
     await wait_for(lambda: stats()["running"] == 2, "both busy streams in the batch")
     async with aclosing(engine.generate(counting(900, max_tokens=3))) as queued:
         waiter = asyncio.ensure_future(anext(queued))
-        await wait_for(lambda: stats()["waiting"] == 1, "the third stream queued")
+        await wait_for(lambda: stats()["num_requests_waiting"] == 1, "the third stream queued")
         waiter.cancel()  # the client goes away while its request waits for a place
         await asyncio.gather(waiter, return_exceptions=True)
     await asyncio.gather(*busy)
     await settled(engine)
     assert scheduler.started == started_before + 2
-    assert engine.state()["waiting"] == 0 and engine.in_flight == 0
+    assert engine.state()["num_requests_waiting"] == 0 and engine.in_flight == 0
 
 
 async def test_logit_bias_steers_only_its_own_sequence(engine):

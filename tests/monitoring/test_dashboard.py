@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from models_registry.services.api_keys import api_key_issue
+from monitoring.admin import RequestRecordAdmin
 from monitoring.charts import line_chart
 from monitoring.dashboard import request_dashboard
 from monitoring.models import RequestRecord
@@ -223,7 +224,8 @@ def test_changelist_filters_and_columns(staff_client, dataset):
     # Milliseconds read rounded: 95.0 ms TTFT, 4000.0 ms total, 50 tokens in 4 s.
     assert '<td class="field-ttft">95</td>' in html and '<td class="field-duration">4,000</td>' in html
     assert '<td class="field-tokens_per_second_rounded">12.5</td>' in html
-    by_ttft = staff_client.get("/admin/monitoring/requestrecord/?o=-12")  # list_display[12], TTFT, descending
+    ttft_column = RequestRecordAdmin.list_display.index("ttft")
+    by_ttft = staff_client.get(f"/admin/monitoring/requestrecord/?o=-{ttft_column}")  # TTFT, descending
     # Where records without a TTFT go depends on the database (PostgreSQL: first when descending).
     assert [r.ttft_ms for r in by_ttft.context["cl"].result_list if r.ttft_ms is not None][:2] == [300.0, 200.0]
     filtered = staff_client.get("/admin/monitoring/requestrecord/?status_class=5xx")
