@@ -55,8 +55,11 @@ def test_upstream_model_streams_from_a_running_llama_cpp_server(live, sdk, gguf_
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
         assert len(pieces) >= 2, "the upstream's tokens should arrive as separate events"
-    # The same GGUF through the platform's own llama.cpp engine gives the same greedy text.
-    # (Only the upstream's first answer compares: llama_cpp.server reuses its prompt cache
-    # afterwards, which shifts logits slightly.)
-    local = sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=12, temperature=0, seed=1)
+    # The same GGUF through the platform's own llama.cpp engine, with flash attention off as
+    # llama-cpp-python has it, gives the same greedy text. (Only the upstream's first answer
+    # compares: llama_cpp.server reuses its prompt cache afterwards, which shifts logits slightly.)
+    register_in_admin(live, name="smol-like-upstream", engine="llama_cpp", source=gguf_path,
+                      engine_options=json.dumps({"flash_attn": False, "parallel": 4}))
+    local = sdk.chat.completions.create(model="smol-like-upstream", messages=CHAT, max_tokens=12, temperature=0,
+                                        seed=1)
     assert "".join(pieces) == local.choices[0].message.content
