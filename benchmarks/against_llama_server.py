@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.llama_server import ensure_binary, llama_cpp_python_version, running_llama_server  # noqa: E402
 from benchmarks.machine import cpu_model, noisy  # noqa: E402
 from benchmarks.platforms import MODEL, running_platform  # noqa: E402
-from benchmarks.streaming import PROMPTS, fmt, measure_levels, print_level_table, ratio  # noqa: E402
+from benchmarks.streaming import (PROMPTS, fmt, measure_levels, print_json_line, print_level_table,  # noqa: E402
+                                  ratio)
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
 BASELINE = "llama-server"
@@ -292,14 +293,7 @@ def main(argv=None) -> int:
     if args.out is not None:
         write_outputs(args.out, record, ratio_lines, met_lines)
         print(f"\nwrote results.json, summary.md and against_llama_server.png to {args.out}")
-    dropped = ("error_messages", "finish_reasons")
-    compact = {**record, "results": {side: [{k: v for k, v in s.items() if k not in dropped} for s in ss]
-                                     for side, ss in results.items()}}
-    print(json.dumps(compact, separators=(",", ":")))
-    failed = sum(s["errors"] for ss in results.values() for s in ss)
-    if failed:
-        print(f"{failed} request(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return print_json_line(record, results)
 
 
 if __name__ == "__main__":

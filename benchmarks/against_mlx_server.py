@@ -45,9 +45,9 @@ from openai import AsyncOpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.concurrency import percentile  # noqa: E402
 from benchmarks.machine import CpuAccount, noisy  # noqa: E402
 from benchmarks.platforms import embedded_platform, no_interrupts  # noqa: E402
+from benchmarks.streaming import Sample, one_request, percentile  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 from tests.compat.live_server import free_port  # noqa: E402
 
@@ -86,46 +86,6 @@ def write_mlx_directory(gguf_path: str, out: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-@dataclasses.dataclass
-class Sample:
-    ok: bool
-    total_s: float
-    ttft_s: float | None = None
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    finish_reason: str | None = None
-    error: str | None = None
-
-
-async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: int) -> Sample:
-    """One streamed chat completion; TTFT is the first non-empty content delta, seen by the client."""
-    start = time.perf_counter()
-    ttft = None
-    tokens = cached = 0
-    finish = None
-    try:
-        stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            temperature=0, stream=True, stream_options={"include_usage": True},
-        )
-        async for chunk in stream:
-            if chunk.choices:
-                choice = chunk.choices[0]
-                if ttft is None and choice.delta and choice.delta.content:
-                    ttft = time.perf_counter() - start
-                finish = choice.finish_reason or finish
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
-                details = chunk.usage.prompt_tokens_details
-                cached = (details.cached_tokens or 0) if details else 0
-    except Exception as exc:  # noqa: BLE001  (reported and counted, the run goes on)
-        return Sample(False, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"[:300])
-    total = time.perf_counter() - start
-    if ttft is None:
-        return Sample(False, total, error="stream carried no content")
-    return Sample(True, total, ttft, tokens, cached, finish)
 
 
 def summarize(level: int, wall_s: float, samples: list[Sample], cpu) -> dict:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import noisy  # noqa: E402
 from benchmarks.platforms import MODEL, running_platform  # noqa: E402
-from benchmarks.streaming import (PROMPTS, LevelResult, echo_prompts, fmt, measure_levels,  # noqa: E402
+from benchmarks.streaming import (PROMPTS, LevelResult, echo_prompts, fmt, measure_levels, print_json_line,  # noqa: E402
                                   print_level_table, ratio)
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
@@ -158,14 +158,7 @@ def main() -> int:
               "distributed_over_embedded": ratios}
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    dropped = ("error_messages", "finish_reasons")
-    compact = {**record, "results": {mode: [{k: v for k, v in s.items() if k not in dropped} for s in ss]
-                                     for mode, ss in results.items()}}
-    print(json.dumps(compact, separators=(",", ":")))
-    failed = sum(s["errors"] for ss in results.values() for s in ss)
-    if failed:
-        print(f"{failed} request(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return print_json_line(record, results)
 
 
 if __name__ == "__main__":

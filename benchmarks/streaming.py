@@ -7,7 +7,9 @@ or llama.cpp's llama-server): one request's timings, a concurrency level's summa
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ class Sample:
     completion_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    cached_tokens: int = 0  # prompt tokens the server says it served from its prefix cache
 
 
 async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: int,
@@ -64,7 +67,7 @@ async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: 
     """One streamed chat completion; TTFT is the first non-empty content delta, seen by the client."""
     start = time.perf_counter()
     ttft = None
-    tokens = 0
+    tokens = cached = 0
     finish = None
     try:
         stream = await client.chat.completions.create(
@@ -79,12 +82,27 @@ async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: 
                 finish = choice.finish_reason or finish
             if chunk.usage is not None:
                 tokens = chunk.usage.completion_tokens
+                details = chunk.usage.prompt_tokens_details
+                cached = (details.cached_tokens or 0) if details else 0
     except Exception as exc:  # noqa: BLE001  (reported and counted, the run goes on)
         return Sample(False, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"[:300])
     total = time.perf_counter() - start
     if ttft is None:
         return Sample(False, total, error="stream carried no content")
-    return Sample(True, total, ttft, tokens, finish)
+    return Sample(True, total, ttft, tokens, finish, cached_tokens=cached)
+
+
+def print_json_line(record: dict, results: dict[str, list[dict]]) -> int:
+    """Print the run as one JSON line (without the long per-request lists); the exit code:
+    1 when any request failed, else 0."""
+    dropped = ("error_messages", "finish_reasons")
+    compact = {**record, "results": {side: [{k: v for k, v in s.items() if k not in dropped} for s in ss]
+                                     for side, ss in results.items()}}
+    print(json.dumps(compact, separators=(",", ":")))
+    failed = sum(s["errors"] for ss in results.values() for s in ss)
+    if failed:
+        print(f"{failed} request(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def percentile(values: list[float], q: float) -> float | None:

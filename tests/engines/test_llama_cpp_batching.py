@@ -12,6 +12,7 @@ import pytest
 from engines.base import ModelSpec
 from engines.llama_cpp import LlamaCppEngine
 from tests.engines.helpers import collect, greedy_chat, greedy_completion, loaded, text_of
+from tests.held import wait_until as wait_for
 
 pytestmark = pytest.mark.model
 
@@ -40,15 +41,6 @@ def prompt_ids(engine, request) -> list[int]:
         prompt, adds_bos = engine.render_chat(list(request.messages))
         return engine._llama.tokenize(prompt.encode("utf-8"), add_bos=not adds_bos, special=True)
     return engine._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False)
-
-
-async def wait_for(condition, what: str):
-    """Poll a scheduler condition; bounded by iterations, asserting nothing about time."""
-    for _ in range(6000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_sixteen_streams_finish_with_the_tokenizers_counts(engine):

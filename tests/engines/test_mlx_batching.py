@@ -13,6 +13,7 @@ from engines.base import ModelSpec
 from engines.errors import InvalidInputError
 from engines.mlx import MlxEngine
 from tests.engines.helpers import collect, greedy_completion, loaded, text_of
+from tests.held import wait_until as wait_for
 
 pytestmark = pytest.mark.model
 
@@ -36,15 +37,6 @@ def counting(start: int, *, max_tokens: int, **sampling):
 
 def ids_of(chunks):
     return [t for c in chunks for t in c.token_ids]
-
-
-async def wait_for(condition, what: str):
-    """Poll a scheduler condition; bounded by iterations, asserting nothing about time."""
-    for _ in range(6000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def settled(engine):
