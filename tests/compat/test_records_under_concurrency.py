@@ -23,6 +23,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from models_registry.bundled import bundled_model_path
+
 from ..distributed.cluster import PG_ADMIN_URL
 from .live_server import REPO, LiveServer, start_live_server
 
@@ -62,6 +64,11 @@ def _register_echo(database_url: str) -> None:
     env = {**inherited, "DATABASE_URL": database_url}
     subprocess.run([sys.executable, "manage.py", "register_model", "echo", "--engine", "echo",
                     "--context-length", "512", "--option", "token_delay_ms=20"],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    # The bundled model's queue must hold the whole burst: this test is about records, and
+    # past max_waiting (default 64) the excess would get 429s (tests/api/test_backpressure.py).
+    subprocess.run([sys.executable, "manage.py", "register_model", "smollm2", "--source", str(bundled_model_path()),
+                    "--alias", "SmolLM2-135M-Instruct", "--option", f"max_waiting={REQUESTS}"],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
 
 
