@@ -45,8 +45,10 @@ def echo_prompts(max_tokens: int) -> list[str]:
 def open_client(base_url: str, api_key: str, max_connections: int) -> AsyncOpenAI:
     """An AsyncOpenAI on `base_url`/v1 with room for `max_connections` streams and no SDK retries,
     which would hide failures. The caller closes it."""
+    # No keep-alive: llama-server (cpp-httplib) closes a connection after a few requests, and a
+    # client reusing it then sees a connection error that is no failure of the server's.
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max_connections + 8,
-                                                        max_keepalive_connections=max_connections + 8),
+                                                        max_keepalive_connections=0),
                                     timeout=httpx.Timeout(600, connect=10))
     return AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0, http_client=http_client)
 
