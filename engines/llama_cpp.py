@@ -22,7 +22,7 @@ from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParame
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
-from .threaded import ThreadRelay, completion_budget
+from .threaded import ThreadRelay, completion_budget, relayed
 
 logger = logging.getLogger(__name__)
 
@@ -252,13 +252,9 @@ class LlamaCppEngine(Engine):
         relay = ThreadRelay()
         scheduler = self._scheduler
         scheduler.submit(self._sequences(request, prompt, max_tokens, relay))
-        try:
-            async with aclosing(relay.chunks()) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-        finally:
-            # Normal end, error or client gone: the sequence leaves the batch at the next step.
-            scheduler.wake()
+        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 def _kv_bytes_per_token(model) -> int:

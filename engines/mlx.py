@@ -22,7 +22,7 @@ from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .mlx_scheduler import Scheduler, Sequence, TextStream
-from .threaded import ThreadRelay, completion_budget
+from .threaded import ThreadRelay, completion_budget, relayed
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +135,9 @@ class MlxEngine(Engine):
         scheduler.submit(Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
                                   sampling=request.sampling, text=TextStream(self._encoder, prompt),
                                   emit=relay.emit, cancelled=relay.cancelled))
-        try:
-            async with aclosing(relay.chunks()) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-        finally:
-            # Normal end, error or client gone: the sequence leaves the batch at the next step.
-            scheduler.wake()
+        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
         """Refuse ids outside the vocabulary here: inside the batch they would fail every sequence."""

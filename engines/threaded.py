@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 from .base import Chunk
 from .errors import ContextOverflowError
@@ -48,6 +49,17 @@ class ThreadRelay:
                     return
         finally:
             self.cancelled.set()
+
+
+async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncIterator[Chunk]:
+    """The relay's chunks; however the stream ends (finished, failed, client gone), `wake` the
+    engine thread so that a cancelled sequence leaves the batch at its next step."""
+    try:
+        async with aclosing(relay.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        wake()
 
 
 def completion_budget(*, prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int:
