@@ -144,6 +144,10 @@ async def test_logit_bias_outside_the_vocabulary_is_400(client, smollm2):
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"n": 0}, "n"),
     ({"n": 129}, "n"),
+    ({"n": "three"}, "n"),
+    ({"logprobs": {"deep": [1]}}, "logprobs"),
+    ({"logit_bias": {str(token): 1 for token in range(1025)}}, "logit_bias"),
+    ({"logit_bias": {"5": [[[1]]]}}, "logit_bias"),
 ])
 async def test_malformed_choice_and_logprob_fields_are_400(client, echo_model, extra, param):
     body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], **extra}
