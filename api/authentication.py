@@ -5,17 +5,24 @@ from rest_framework import authentication, exceptions
 from models_registry.services.api_keys import api_key_verify
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an Authorization header: None if the header is empty, "" if it is not a usable bearer token."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer <key>`; request.auth becomes the ApiKey."""
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        token = bearer_token(authentication.get_authorization_header(request).decode("latin-1"))
+        if token is None:
             return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if not token:
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        key = api_key_verify(plaintext=token.strip())
+        key = api_key_verify(plaintext=token)
         if key is None:
             # Never echo the key back: it may be a real secret pasted in the wrong place.
             raise exceptions.AuthenticationFailed(

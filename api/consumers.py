@@ -21,10 +21,13 @@ from django.conf import settings
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_verify
 
-from .errors import INTERNAL_ERROR, ErrorInfo, RequestTooLarge, error_info
+from serving.errors import INTERNAL_ERROR, ErrorInfo, RequestTooLarge
+
+from .authentication import bearer_token
+from .errors import error_body, error_info
 from .json_body import parse_json
-from .services.completions import completion_serve
-from .services.openai_format import CHAT, STREAM_DONE, TEXT
+from .openai.completions import completion_serve
+from .openai.format import CHAT, STREAM_DONE, TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +52,11 @@ def _invalid_message(message: str, param: str | None = None) -> ErrorInfo:
     return ErrorInfo(400, "invalid_request_error", "invalid_message", message, param)
 
 
-def _bearer_token(scope: dict) -> str | None:
-    """The handshake's Authorization header: None if absent, "" if not a usable bearer token."""
+def _handshake_token(scope: dict) -> str | None:
+    """The handshake's bearer token: None if it has no Authorization header, "" if not a usable one."""
     for name, value in scope.get("headers", ()):
         if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return bearer_token(value.decode("latin-1")) or ""
     return None
 
 
@@ -77,7 +79,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
     # Connection lifecycle
 
     async def connect(self):
-        token = _bearer_token(self.scope)
+        token = _handshake_token(self.scope)
         # Accept before judging the key: only an accepted socket can carry the error frame.
         await self.accept()
         if token is None:
@@ -119,7 +121,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
     async def _reject(self, message: str) -> None:
         logger.info("websocket %s rejected: %s", self.scope["path"], message)
         self._rejected = True
-        await self.send_json(_unauthorized(message).body())
+        await self.send_json(error_body(_unauthorized(message)))
         await self.close(code=CLOSE_UNAUTHORIZED)
 
     # Incoming frames
@@ -180,7 +182,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
     async def _refuse(self, error: ErrorInfo) -> None:
         """Answer a message that breaks the protocol; the connection stays open."""
         logger.info("websocket %s: %s (%s)", self.scope["path"], error.code, error.message)
-        await self.send_json(error.body())
+        await self.send_json(error_body(error))
 
     # Requests
 
@@ -195,7 +197,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
             if info is None:
                 logger.exception("websocket request failed before streaming")
                 info = INTERNAL_ERROR
-            await self.send_json(info.body())
+            await self.send_json(error_body(info))
         else:
             async with aclosing(result.events) as events:
                 async for event in events:

@@ -1,130 +1,29 @@
-"""The one error hierarchy of the API, and how every exception maps onto an OpenAI error."""
+"""Errors in OpenAI's shape: the body, the DRF exception handler, and the JSON 400/403/404/405/500 pages.
+
+The errors themselves are serving's (serving/errors.py); this module only says how the OpenAI
+protocol shows them, and maps the exceptions of Django and DRF (parsing, authentication) too.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from functools import wraps
 
 from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
+from rest_framework.response import Response
 
-from engines import errors as engine_errors
+from serving import errors
+from serving.errors import INTERNAL_ERROR, ErrorInfo, RateLimited, RequestTooLarge
 
-
-class ApiError(Exception):
-    """An error with an HTTP status and an OpenAI error body."""
-
-    status = 400
-    type = "invalid_request_error"
-    code: str | None = None
-
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        if code is not None:
-            self.code = code
+logger = logging.getLogger(__name__)
 
 
-class InvalidRequest(ApiError):
-    code = "invalid_request"
-
-
-class InvalidValue(ApiError):
-    """A field is well-formed but its value cannot be used (the code DRF validation errors get)."""
-
-    code = "invalid_value"
-
-
-class UnsupportedParameter(ApiError):
-    code = "unsupported_parameter"
-
-
-class ContextLengthExceeded(ApiError):
-    code = "context_length_exceeded"
-
-
-class InvalidApiKey(ApiError):
-    status = 401
-    code = "invalid_api_key"
-
-
-class ModelNotFound(ApiError):
-    status = 404
-    code = "model_not_found"
-
-
-class RequestTooLarge(ApiError):
-    """The body is over MAX_REQUEST_BODY_BYTES (an HTTP body or a WebSocket message)."""
-
-    status = 413
-    code = "request_too_large"
-
-
-class RateLimited(ApiError):
-    """A per-key limit was reached; the response carries Retry-After (seconds)."""
-
-    status = 429
-    type = "requests"
-    code = "rate_limit_exceeded"
-
-    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
-        super().__init__(message, param=param)
-        self.retry_after = retry_after
-
-
-class ServiceUnavailable(ApiError):
-    status = 503
-    type = "server_error"
-    code = "service_unavailable"
-
-
-class WorkerLost(ApiError):
-    """The worker running the request died; the request cannot be finished."""
-
-    status = 502
-    type = "server_error"
-    code = "worker_lost"
-
-
-class EngineFailure(ApiError):
-    status = 500
-    type = "server_error"
-    code = "engine_error"
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    status: int
-    type: str
-    code: str | None
-    message: str
-    param: str | None
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-class ModelBusy(RateLimited):
-    """The model's waiting queue is full (backpressure): 429 with a Retry-After from its drain rate."""
-
-    type = "server_error"
-    code = "model_busy"
-
-
-def _from_engine_error(exc: engine_errors.EngineError) -> ApiError:
-    if isinstance(exc, engine_errors.EngineBusyError):
-        return ModelBusy(str(exc), retry_after=exc.retry_after, param=exc.param)
-    mapping = {
-        engine_errors.ContextOverflowError: ContextLengthExceeded,
-        engine_errors.UnsupportedParameterError: UnsupportedParameter,
-        engine_errors.InvalidInputError: InvalidValue,
-        engine_errors.EngineUnavailableError: ServiceUnavailable,
-        engine_errors.EngineCrashedError: EngineFailure,
-    }
-    for engine_type, api_type in mapping.items():
-        if isinstance(exc, engine_type):
-            return api_type(str(exc), param=exc.param)
-    return EngineFailure(str(exc))
+def error_body(info: ErrorInfo) -> dict:
+    """OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
+    return {"error": {"message": info.message, "type": info.type, "param": info.param, "code": info.code}}
 
 
 def _flatten_validation(detail, path: str = "") -> tuple[str | None, str]:
@@ -149,12 +48,11 @@ def _flatten_validation(detail, path: str = "") -> tuple[str | None, str]:
 
 def error_info(exc: BaseException) -> ErrorInfo | None:
     """Map any exception the API expects to an ErrorInfo; None means an unexpected bug."""
-    if isinstance(exc, engine_errors.EngineError):
-        exc = _from_engine_error(exc)
     if isinstance(exc, RequestDataTooBig):  # Django's own check of DATA_UPLOAD_MAX_MEMORY_SIZE
         exc = RequestTooLarge("The request body is larger than this server's limit.")
-    if isinstance(exc, ApiError):
-        return ErrorInfo(exc.status, exc.type, exc.code, exc.message, exc.param)
+    info = errors.error_info(exc)
+    if info is not None:
+        return info
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
         message = str(exc.detail) if isinstance(exc, drf.AuthenticationFailed) else (
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
@@ -181,5 +79,60 @@ def error_info(exc: BaseException) -> ErrorInfo | None:
     return None
 
 
-INTERNAL_ERROR = ErrorInfo(500, "server_error", "internal_error",
-                           "The server had an error while processing your request.", None)
+def openai_exception_handler(exc, context):
+    """Render every exception raised in a DRF view as {"error": {...}}."""
+    info = error_info(exc)
+    if info is None:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        info = INTERNAL_ERROR
+    response = Response(error_body(info), status=info.status)
+    if info.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    retry_after = getattr(exc, "retry_after", None)  # per-key limits, and a model's full queue
+    if isinstance(exc, RateLimited) or retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _client_error(status: int, code: str, message: str) -> JsonResponse:
+    """A plain Django view's answer in OpenAI's error shape."""
+    return JsonResponse(error_body(ErrorInfo(status, "invalid_request_error", code, message, None)), status=status)
+
+
+@csrf_exempt  # also the /v1 catch-all: an unknown path is a 404 for POST too, not a CSRF 403
+def not_found_view(request, exception=None):
+    return _client_error(404, "unknown_url", f"Unknown request URL: {request.method} {request.path}.")
+
+
+def bad_request_view(request, exception=None):
+    """Django's own 400s (e.g. a missing or disallowed Host header), in OpenAI's shape."""
+    return _client_error(400, "bad_request", "Bad request: the request's headers or framing are invalid.")
+
+
+def permission_denied_view(request, exception=None):
+    return _client_error(403, "permission_denied", "You do not have permission to perform this request.")
+
+
+def allow_methods(*methods: str):
+    """Guard a plain (async) Django view: other methods get a 405 in OpenAI's shape.
+
+    The view is CSRF-exempt so that a wrong method is answered as such, not as a CSRF 403;
+    only the safe methods given here ever reach it.
+    """
+
+    def decorate(view):
+        @wraps(view)
+        async def guarded(request, *args, **kwargs):
+            if request.method not in methods:
+                response = _client_error(405, "method_not_allowed", f"Method \"{request.method}\" not allowed.")
+                response["Allow"] = ", ".join(methods)
+                return response
+            return await view(request, *args, **kwargs)
+
+        return csrf_exempt(guarded)
+
+    return decorate
+
+
+def server_error_view(request):
+    return JsonResponse(error_body(INTERNAL_ERROR), status=500)

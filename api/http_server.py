@@ -8,7 +8,7 @@ from http import HTTPStatus
 from daphne.server import Server  # first: it installs the asyncio reactor twisted must use
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
-from api.errors import ErrorInfo
+from api.errors import ErrorInfo, error_body
 
 # A refused connection stays open this long to swallow the rest of its request: closing a socket
 # with unread input resets it, and the client could lose the answer it has not read yet.
@@ -42,7 +42,7 @@ class AnsweringHTTPChannel(HTTPChannel):
 
     def _refuse(self, status: HTTPStatus, code: str, message: str, *, method: bytes | None = None,
                 target: bytes | None = None) -> None:
-        body = json.dumps(ErrorInfo(status.value, "invalid_request_error", code, message, None).body()).encode()
+        body = json.dumps(error_body(ErrorInfo(status.value, "invalid_request_error", code, message, None))).encode()
         self.transport.write(
             f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body

@@ -12,7 +12,9 @@ import json
 
 from django.conf import settings
 
-from .errors import ErrorInfo, RequestTooLarge, error_info
+from serving.errors import ErrorInfo, RequestTooLarge, error_info
+
+from .errors import error_body
 
 
 class RequestBodyLimit:
@@ -64,7 +66,7 @@ def _too_large(limit: int) -> ErrorInfo:
 
 
 async def _answer(send, info: ErrorInfo) -> None:
-    body = json.dumps(info.body()).encode()
+    body = json.dumps(error_body(info)).encode()
     await send({"type": "http.response.start", "status": info.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

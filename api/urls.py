@@ -2,7 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from . import views
-from .exceptions import not_found_view
+from .errors import not_found_view
 
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),

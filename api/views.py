@@ -5,9 +5,10 @@ from django.http import StreamingHttpResponse
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from . import schema
+from .openai import schema
+from .openai.completions import StreamResult, completion_serve
+from .openai.format import CHAT, TEXT
 from .services import status as status_service
-from .services.completions import CHAT, StreamResult, completion_serve
 from .services.models import model_detail, model_list
 
 
@@ -62,4 +63,4 @@ class ChatCompletionsView(_CompletionView):
 
 @schema.COMPLETIONS
 class CompletionsView(_CompletionView):
-    kind = "completions"
+    kind = TEXT

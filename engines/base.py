@@ -18,7 +18,7 @@ class SamplingParams:
     """Sampling settings for one request, already merged with the model's defaults."""
 
     max_tokens: int | None = None
-    temperature: float = 0.7
+    temperature: float = 1.0  # OpenAI's default, which the API documents
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None

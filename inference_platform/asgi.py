@@ -12,10 +12,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
-from api.dispatch import start_preloading  # noqa: E402
 from api.request_body import RequestBodyLimit  # noqa: E402
 from api.routing import websocket_urlpatterns  # noqa: E402
-from monitoring.host_samples import start_process_sampler  # noqa: E402
+from serving.dispatch import start_preloading  # noqa: E402
+from serving.hosts import start_sampling  # noqa: E402
 
 application = ProtocolTypeRouter({
     # Bodies are bounded by MAX_REQUEST_BODY_BYTES, and chunked ones read, before Django sees them.
@@ -26,4 +26,4 @@ application = ProtocolTypeRouter({
 })
 
 start_preloading()
-start_process_sampler(role="web")
+start_sampling(role="web")

@@ -19,13 +19,14 @@ if Path(sys.argv[0]).name == "celery":
     # click traceback. Other programs (manage.py, the ASGI app) check it themselves.
     settings_or_exit()
 
-app = Celery("inference_platform")
+# The generation task lives in serving/, which is not a Django app: autodiscovery would miss it.
+app = Celery("inference_platform", include=["serving.worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.worker_pool = "threads"  # jobs wait on the engine loop; threads are enough
 app.user_options["worker"].add(
     Option(["--models"], default=None, help='Comma-separated model names to host, or "all" (WORKER_MODELS).')
 )
-app.steps["worker"].add("api.worker.bootstep:EngineHostStep")
+app.steps["worker"].add("serving.worker.bootstep:EngineHostStep")
 app.autodiscover_tasks()
 # Run with `celery -A inference_platform beat`; one beat process per deployment.
 app.conf.beat_schedule = {

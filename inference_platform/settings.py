@@ -210,7 +210,7 @@ if DISTRIBUTED:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Distributed mode: Celery workers host the engines (see api/worker/). Which models a worker
+# Distributed mode: Celery workers host the engines (see serving/worker/). Which models a worker
 # hosts: a comma-separated list or "all" enabled ones; `--models` on the command line wins.
 WORKER_MODELS = env("WORKER_MODELS")
 # Workers refresh a liveness key this often; one silent for WORKER_DEAD_AFTER_SECONDS is dead.
@@ -288,12 +288,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON with bounded nesting and no lone surrogates (api/json_body.py), as WebSockets parse it.
     "DEFAULT_PARSER_CLASSES": ["api.json_body.JsonBodyParser"],
-    "EXCEPTION_HANDLER": "api.exceptions.openai_exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.openai_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# The OpenAPI document at /v1/openapi.json and the Swagger UI at /v1/docs (see api/schema.py).
+# The OpenAPI document at /v1/openapi.json and the Swagger UI at /v1/docs (see api/openai/schema.py).
 SPECTACULAR_SETTINGS = {
     "TITLE": "Inference platform API",
     "VERSION": "1.0.0",
@@ -316,7 +316,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and docs are public: a stale key in the browser must not lock them.
     "SERVE_AUTHENTICATION": [],
-    # Bearer scheme: api/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
+    # Bearer scheme: api/openai/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

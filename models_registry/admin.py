@@ -1,7 +1,6 @@
 """Admin for served models and API keys. Writes go through the services."""
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -11,10 +10,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from engines.capabilities import CAPABILITIES, FEATURES
-from engines.platform import explain_engine_choice
 
+from .engine_choice import engine_choice
 from .models import ApiKey, ServedModel, WorkerRegistration
-from .selectors import api_key_usage_by_day
 from .services.api_keys import api_key_assign_secret, api_key_revoke, api_key_rotate
 
 GRACE_CHOICES = [(0, "none: the old key stops working now"), (3600, "1 hour"), (86400, "1 day"),
@@ -46,13 +44,13 @@ class ServedModelAdmin(admin.ModelAdmin):
             return "-"
         if obj.engine != "auto":
             return obj.engine
-        engine, reason = self._resolve(obj)
+        engine, reason = engine_choice(obj)
         return f"{engine} ({reason})"
 
     @admin.display(description="Capabilities")
     def capability_table(self, obj):
         """engines.capabilities as a table; the row of this model's engine is bold."""
-        current = self._resolve(obj)[0] if obj is not None and obj.engine else None
+        current = engine_choice(obj)[0] if obj is not None and obj.engine else None
         header = format_html_join("", "<th>{}</th>", ((f,) for f in FEATURES))
         rows = format_html_join("", '<tr{}><th>{}</th>{}</tr>', (
             (mark_safe(' style="font-weight:bold"') if engine == current else "", engine,
@@ -61,13 +59,6 @@ class ServedModelAdmin(admin.ModelAdmin):
         ))
         return format_html('<table id="capability-table"><tr><th>engine</th>{}</tr>{}</table>', header, rows)
 
-    @staticmethod
-    def _resolve(obj) -> tuple[str, str]:
-        if obj.engine != "auto":
-            return obj.engine, "chosen for this model"
-        force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
-        return explain_engine_choice(force)
-
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
@@ -75,7 +66,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                     "rpm_limit", "tpm_limit", "concurrency_limit")
     list_filter = ("revoked", "created_at", "expires_at", "allowed_models")
     search_fields = ("name", "prefix", "owner__username")
-    readonly_fields = ("prefix", "created_at", "last_used_at", "rotate_link", "usage_table")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "rotate_link")
     filter_horizontal = ("allowed_models",)
     actions = ("revoke_keys",)
 
@@ -83,7 +74,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         editable = ["name", "owner", "expires_at", "allowed_models", "rpm_limit", "tpm_limit", "concurrency_limit"]
         if obj is None:
             return editable
-        return editable + ["revoked", "prefix", "created_at", "last_used_at", "rotate_link", "usage_table"]
+        return editable + ["revoked", "prefix", "created_at", "last_used_at", "rotate_link"]
 
     def get_urls(self):
         rotate = path("<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view),
@@ -122,20 +113,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return format_html('<a class="button" id="rotate-api-key" href="{}">Rotate…</a> '
                            "issues a new key with the same settings; you choose how long the old one keeps working",
                            reverse("admin:models_registry_apikey_rotate", args=[obj.pk]))
-
-    @admin.display(description="Usage by day (last 30 days, UTC)")
-    def usage_table(self, obj):
-        if obj is None or obj.pk is None:
-            return "-"
-        rows = api_key_usage_by_day(key=obj)
-        if not rows:
-            return "No requests yet."
-        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
-            (r["day"].isoformat(), r["requests"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"])
-            for r in rows
-        ))
-        return format_html('<table id="usage-by-day"><tr><th>day</th><th>requests</th><th>prompt tokens</th>'
-                           "<th>completion tokens</th><th>total tokens</th></tr>{}</table>", body)
 
     def rotate_view(self, request, pk):
         key = get_object_or_404(ApiKey, pk=pk)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Count, Sum
-from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from .models import ApiKey, ServedModel, WorkerRegistration
@@ -48,21 +46,3 @@ def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
     candidates = WorkerRegistration.objects.filter(state=WorkerRegistration.State.READY, last_heartbeat__gte=fresh)
     return [w for w in candidates if model_name in (w.hosted_models or [])]
-
-
-def api_key_usage_by_day(*, key: ApiKey, days: int = 30) -> list[dict]:
-    """Requests and tokens of `key` per UTC day over the last `days` days, newest first.
-
-    Each row: day, requests, prompt_tokens, completion_tokens, total_tokens. Every recorded
-    request counts, including rejected and failed ones (their tokens are usually 0).
-    """
-    from monitoring.models import RequestRecord  # monitoring depends on this app, not the reverse
-
-    since = timezone.now() - dt.timedelta(days=days)
-    rows = (RequestRecord.objects.filter(api_key=key, created_at__gte=since)
-            .annotate(day=TruncDate("created_at", tzinfo=dt.timezone.utc))
-            .values("day")
-            .annotate(requests=Count("id"), prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
-                      completion_tokens=Coalesce(Sum("completion_tokens"), 0))
-            .order_by("-day"))
-    return [{**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]} for row in rows]

@@ -30,7 +30,7 @@ def _stop(value) -> bool:
     return isinstance(sequences, list) and len(sequences) <= 4 and all(isinstance(s, str) and s for s in sequences)
 
 
-# What a request may send for each sampling default (as api/serializers.py accepts it): a default
+# What a request may send for each sampling default (as api/openai/serializers.py accepts it): a default
 # the API would refuse from a client is refused when the model is saved, not on every request later.
 SAMPLING_DEFAULTS = {
     "temperature": (_number(0, 2), "a number from 0 to 2"),

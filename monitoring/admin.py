@@ -1,6 +1,11 @@
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
+
+from models_registry.admin import ApiKeyAdmin
+from models_registry.models import ApiKey
 
 from .models import RequestRecord
+from .selectors import api_key_usage_by_day
 
 # The admin index shows a link to the request dashboard (templates/admin/monitoring_index.html).
 admin.site.index_template = "admin/monitoring_index.html"
@@ -64,3 +69,31 @@ class RequestRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# A key's page shows its usage, which monitoring records: the registry's admin for keys, plus
+# that table, is registered here so models_registry never reads monitoring.
+admin.site.unregister(ApiKey)
+
+
+@admin.register(ApiKey)
+class ApiKeyWithUsageAdmin(ApiKeyAdmin):
+    readonly_fields = (*ApiKeyAdmin.readonly_fields, "usage_table")
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return fields if obj is None else [*fields, "usage_table"]
+
+    @admin.display(description="Usage by day (last 30 days, UTC)")
+    def usage_table(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        rows = api_key_usage_by_day(key=obj)
+        if not rows:
+            return "No requests yet."
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (r["day"].isoformat(), r["requests"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"])
+            for r in rows
+        ))
+        return format_html('<table id="usage-by-day"><tr><th>day</th><th>requests</th><th>prompt tokens</th>'
+                           "<th>completion tokens</th><th>total tokens</th></tr>{}</table>", body)

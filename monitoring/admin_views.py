@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from .charts import line_chart
 from .dashboard import GROUPS, METRICS, WINDOWS, request_dashboard
-from .host_samples import hosts_status
+from .host_samples import process_summary
 
 GIB = 1024 ** 3
 
@@ -35,8 +37,16 @@ def _host_rows(summaries: list[dict]) -> list[dict]:
     return rows
 
 
-def dashboard_view(request: HttpRequest) -> HttpResponse:
-    """GET /admin/monitoring/dashboard/?window=hour|day|week&group=model|key|worker (staff only via admin_view)."""
+def _this_process() -> list[dict]:
+    return [process_summary()]
+
+
+def dashboard_view(request: HttpRequest, hosts_status: Callable[[], list[dict]] = _this_process) -> HttpResponse:
+    """GET /admin/monitoring/dashboard/?window=hour|day|week&group=model|key|worker (staff only via admin_view).
+
+    `hosts_status` lists the processes to show; the project's URLs pass serving's, which
+    knows every process of a distributed deployment.
+    """
     window = request.GET.get("window", "hour")
     window = window if window in WINDOWS else "hour"
     group_by = request.GET.get("group", "model")

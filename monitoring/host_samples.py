@@ -1,66 +1,30 @@
-"""This process's system sampler, and in distributed mode every process's summary through Redis.
+"""This process's system sampler, and where it publishes its summary.
 
-Each process publishes its summary under its own key (host:pid) with a TTL of a few sample
-intervals, so a process that dies drops out of the hosts list by itself, and reading the list
-needs no registry of processes.
+In distributed mode every process shares its summary with the others; serving does the
+sharing (serving/hosts.py, over Redis) and hands the sampler a `Publisher` when it starts it.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
-import redis
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from .sampler import GpuProbe, SystemSampler
 
-logger = logging.getLogger(__name__)
-
-KEY_PREFIX = "inference:system:"
-MIN_TTL_SECONDS = 15
-
 _lock = threading.Lock()
 _sampler: SystemSampler | None = None
-_publisher: RedisPublisher | None = None
+_publisher: Publisher | None = None
 
 
-def host_key(host: str, pid: int) -> str:
-    return f"{KEY_PREFIX}{host}:{pid}"
+class Publisher(Protocol):
+    """Takes each summary as the sampler makes it; `withdraw` removes this process's when it stops."""
 
+    def __call__(self, summary: dict) -> None: ...
 
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS,
-                                socket_timeout=settings.REDIS_TIMEOUT_SECONDS)
-
-
-class RedisPublisher:
-    """Writes each summary to Redis; an outage is logged once, not at every tick."""
-
-    def __init__(self):
-        self._client = _client()
-        self._ttl = math.ceil(max(3 * settings.SYSTEM_SAMPLE_SECONDS, MIN_TTL_SECONDS))
-        self._failing = False
-
-    def __call__(self, summary: dict) -> None:
-        try:
-            self._client.set(host_key(summary["host"], summary["pid"]), json.dumps(summary), ex=self._ttl)
-        except RedisError as exc:
-            if not self._failing:
-                logger.warning("cannot publish system samples to Redis: %s", exc)
-            self._failing = True
-        else:
-            self._failing = False
-
-    def withdraw(self, host: str, pid: int) -> None:
-        try:
-            self._client.delete(host_key(host, pid))
-        except RedisError:
-            pass  # the key expires anyway
-        self._client.close()
+    def withdraw(self, host: str, pid: int) -> None: ...
 
 
 def process_sampler() -> SystemSampler:
@@ -72,15 +36,19 @@ def process_sampler() -> SystemSampler:
         return _sampler
 
 
-def start_process_sampler(*, role: str, name: str = "") -> SystemSampler:
-    """Start sampling this process in the background; calls after the first change nothing."""
+def start_process_sampler(*, role: str, name: str = "",
+                          publisher: Callable[[], Publisher] | None = None) -> SystemSampler:
+    """Start sampling this process in the background; calls after the first change nothing.
+
+    `publisher` makes where the summaries go, if anywhere, once sampling really starts.
+    """
     global _publisher
     sampler = process_sampler()
     with _lock:
         if sampler.running or settings.SYSTEM_SAMPLE_SECONDS <= 0:
             return sampler
         sampler.role, sampler.name = role, name
-        _publisher = RedisPublisher() if settings.DISTRIBUTED else None
+        _publisher = publisher() if publisher is not None else None
         sampler.start(settings.SYSTEM_SAMPLE_SECONDS, publish=_publisher)
     return sampler
 
@@ -97,21 +65,6 @@ def stop_process_sampler() -> None:
             _publisher = None
 
 
-def published_summaries() -> list[dict]:
-    """Summaries every live process published to Redis (distributed mode)."""
-    with _client() as client:
-        keys = sorted(client.scan_iter(match=f"{KEY_PREFIX}*", count=500))
-        values = client.mget(keys) if keys else []
-    return [json.loads(value) for value in values if value]
-
-
-def hosts_status() -> list[dict]:
-    """This process's summary and, in distributed mode, every other live process's."""
-    mine = process_sampler().summary()
-    others: list[dict] = []
-    if settings.DISTRIBUTED:
-        try:
-            others = [s for s in published_summaries() if (s["host"], s["pid"]) != (mine["host"], mine["pid"])]
-        except RedisError as exc:
-            logger.warning("cannot read other hosts' system samples: %s", exc)
-    return sorted([mine, *others], key=lambda s: (s["host"], s["role"], s["pid"]))
+def process_summary() -> dict:
+    """This process's latest sample and averages."""
+    return process_sampler().summary()

@@ -12,12 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from typing import TYPE_CHECKING
-
+from .load import ModelLoad
 from .metric_totals import HISTOGRAMS, ModelTotals
-
-if TYPE_CHECKING:
-    from api.dispatch import ModelLoad
 
 LABEL = "model_name"  # vLLM's label for the served model
 

@@ -5,7 +5,7 @@ from asgiref.sync import sync_to_async
 from models_registry.models import ApiKey, ServedModel
 from models_registry.selectors import served_model_for_key, served_models_for_key
 
-from ..errors import ModelNotFound
+from serving.errors import ModelNotFound
 
 
 def _model_object(model: ServedModel, name: str | None = None) -> dict:

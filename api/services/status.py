@@ -3,10 +3,10 @@
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from monitoring.host_samples import hosts_status
+from models_registry.engine_choice import platform_info
 from monitoring.system import system_snapshot
-
-from .. import dispatch
+from serving import dispatch
+from serving.hosts import hosts_status
 
 
 async def health() -> tuple[bool, str]:
@@ -21,7 +21,7 @@ async def system_status() -> dict:
         "ready": ready,
         "reason": reason,
         "inference_engine_setting": settings.INFERENCE_ENGINE,
-        "platform": dispatch.platform_info(),
+        "platform": platform_info(),
         "engines": dispatch.engine_states(),
         "system": await sync_to_async(system_snapshot, thread_sensitive=False)(),
         # Every web and worker process (distributed) or this one (embedded): latest sample, averages.

@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_register
 from monitoring.models import RequestRecord

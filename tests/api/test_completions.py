@@ -3,7 +3,7 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
 
 from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
 
 from .sse import sse_events

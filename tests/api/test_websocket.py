@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from api.consumers import CLOSE_UNAUTHORIZED, ChatCompletionsConsumer
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from models_registry.services.api_keys import api_key_revoke, api_key_verify
 from monitoring.models import RequestRecord
 

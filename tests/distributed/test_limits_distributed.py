@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from api.limits import DEFAULT_PREFIX
+from serving.limits import DEFAULT_PREFIX
 
 pytestmark = [pytest.mark.distributed, pytest.mark.live]
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
 
-from api.dispatch.distributed import ReplyReader
+from serving.dispatch.distributed import ReplyReader
 
 from .cluster import BIN, REPO, Cluster, _wait
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("inference_platform", "engines", "models_registry", "api", "monitoring")
+PACKAGES = ("inference_platform", "engines", "models_registry", "api", "serving", "monitoring")
 
 
 def referenced_settings() -> dict[str, list[str]]:

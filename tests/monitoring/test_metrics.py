@@ -17,7 +17,7 @@ from django.db import connections
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from monitoring.metric_totals import E2E_BUCKETS, TTFT_BUCKETS, bucket_index
 from monitoring.models import MetricTotal, RequestRecord
 from monitoring.selectors import request_totals

@@ -120,8 +120,8 @@ def test_the_process_sampler_starts_once(settings):
 
 
 def test_a_zero_interval_turns_the_background_sampler_off_and_status_samples_on_demand(tmp_path):
-    code = ("from monitoring.host_samples import hosts_status, start_process_sampler; "
-            "sampler = start_process_sampler(role='web'); (host,) = hosts_status(); "
+    code = ("from serving.hosts import hosts_status, start_sampling; "
+            "sampler = start_sampling(role='web'); (host,) = hosts_status(); "
             "print('running', sampler.running, 'samples', len(sampler.samples()), host['latest'] is not None)")
     environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     environ["DATABASE_URL"] = f"sqlite:///{tmp_path / 'sampler.sqlite3'}"

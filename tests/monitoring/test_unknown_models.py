@@ -9,7 +9,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from api.dispatch.embedded import engine_host
+from serving.dispatch.embedded import engine_host
 from models_registry.services.served_models import served_model_register
 from monitoring.dashboard import METRICS, UNKNOWN_MODEL, request_dashboard
 from monitoring.models import RequestRecord

@@ -1,8 +1,8 @@
-"""The JSON messages between web processes and workers carry every field of a chunk and a job."""
+"""The wire protocol between web processes and workers carries every field of a chunk and a job."""
 
 import json
 
-from api.dispatch import wire
+from serving import protocol
 from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, TokenLogprob, TopLogprob
 
 
@@ -21,16 +21,16 @@ def test_a_chunk_with_logprobs_and_a_choice_index_round_trips():
         Chunk(text="plain", token_ids=(1,)),
     ]
     for chunk in chunks:
-        assert wire.chunk_from_dict(through_json(wire.chunk_to_dict(chunk))) == chunk
+        assert protocol.chunk_from_dict(through_json(protocol.chunk_to_dict(chunk))) == chunk
     # A plain token of choice 0 stays as small as before.
-    assert wire.chunk_to_dict(chunks[2]) == {"text": "plain", "ids": [1]}
+    assert protocol.chunk_to_dict(chunks[2]) == {"text": "plain", "ids": [1]}
 
 
 def test_a_job_carries_n_logprobs_and_logit_bias():
     sampling = SamplingParams(max_tokens=5, stop=("x",), n=3, logprobs=True, top_logprobs=4,
                               logit_bias=((17, -100.0), (42, 2.5)))
     request = GenerationRequest(request_id="r1", sampling=sampling, prompt="hi")
-    message = wire.job_message(engine="llama_cpp", spec=ModelSpec(name="m", source="s"), request=request,
+    message = protocol.job_message(engine="llama_cpp", spec=ModelSpec(name="m", source="s"), request=request,
                                reply_channel="c", submitted_at=0.0, record={})
-    _, _, back = wire.job_from_message(through_json(message))
+    _, _, back = protocol.job_from_message(through_json(message))
     assert back.sampling == sampling

@@ -33,11 +33,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from .errors import RateLimited, ServiceUnavailable
+from .protocol import LIMITS_PREFIX, limits_key, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ WINDOW_SECONDS = 60
 # Safety net for the Redis concurrency counter; refreshed by every admission.
 CONCURRENCY_TTL_SECONDS = 3600
 CONCURRENCY_RETRY_AFTER = 1
-DEFAULT_PREFIX = "inference:limits"
+DEFAULT_PREFIX = LIMITS_PREFIX
 
 _RPM, _TPM, _CONCURRENCY = "rpm", "tpm", "concurrency"
 
@@ -213,14 +213,11 @@ class RedisLimiter(Limiter):
         self.timeout = timeout if timeout is not None else settings.REDIS_TIMEOUT_SECONDS
 
     def base(self, key_id: int) -> str:
-        return f"{self.prefix}:{key_id}"
+        return limits_key(key_id, self.prefix)
 
     async def _eval(self, script: str, key_id: int, *args) -> list | int:
-        client = aioredis.from_url(self.url, **settings.REDIS_CONNECTION_OPTIONS, socket_timeout=self.timeout)
-        try:
+        async with redis_client(url=self.url, timeout=self.timeout) as client:
             return await client.eval(script, 1, self.base(key_id), *args)
-        finally:
-            await client.aclose()
 
     async def _admit(self, limits: KeyLimits) -> None:
         try:

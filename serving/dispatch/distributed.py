@@ -14,10 +14,9 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from celery import current_app
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
@@ -28,34 +27,15 @@ from engines.base import Chunk, GenerationRequest
 from models_registry.models import ServedModel
 from models_registry.selectors import active_worker_ids, enabled_model_names, ready_workers_for
 from models_registry.services.workers import workers_mark_silent_dead
+from monitoring.load import ModelLoad
 
+from .. import protocol
 from ..errors import ServiceUnavailable, WorkerLost
-from . import ModelLoad, backlog, model_spec, resolve_engine, wire
+from ..protocol import cancelled_key, liveness_key, queue_name, redis_client
+from ..route import Route
+from . import backlog
 
 logger = logging.getLogger(__name__)
-
-
-def queue_name(model_name: str) -> str:
-    return f"model.{model_name}"
-
-
-def liveness_key(worker_id: str) -> str:
-    return f"inference:worker-alive:{worker_id}"
-
-
-def cancelled_key(request_id: str) -> str:
-    return f"inference:cancelled:{request_id}"
-
-
-@asynccontextmanager
-async def redis_client():
-    """A short-lived client with tight timeouts: an outage must become a quick 503."""
-    client = aioredis.from_url(settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS,
-                               socket_timeout=settings.REDIS_TIMEOUT_SECONDS)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def _unavailable(what: str, exc: BaseException) -> ServiceUnavailable:
@@ -64,13 +44,14 @@ def _unavailable(what: str, exc: BaseException) -> ServiceUnavailable:
 
 
 def _publish(message: dict, queue: str) -> None:
-    from ..tasks import generate_task
+    # By name: the task's module is the worker's, which a web process has no reason to import.
+    current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
 
-    generate_task.apply_async(args=[message], queue=queue, retry=False)
 
-
-async def generate(model: ServedModel, request: GenerationRequest, *, record: dict,
+async def generate(route: Route, request: GenerationRequest, *, record: dict,
                    on_started) -> AsyncIterator[Chunk]:
+    """Enqueue the job and stream its replies; the worker that takes it writes the record."""
+    model = route.model
     if not await sync_to_async(ready_workers_for)(model_name=model.name):
         await sync_to_async(workers_mark_silent_dead)()
         raise ServiceUnavailable(
@@ -81,7 +62,7 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
     await _require_queue_room(model)
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
-    message = wire.job_message(engine=resolve_engine(model), spec=model_spec(model), request=request,
+    message = protocol.job_message(engine=route.engine, spec=route.spec, request=request,
                                reply_channel=reply_channel, submitted_at=time.time(), record=record)
     try:
         await asyncio.wait_for(asyncio.to_thread(_publish, message, queue_name(model.name)),
@@ -109,20 +90,20 @@ async def generate(model: ServedModel, request: GenerationRequest, *, record: di
                         f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s.")
                 continue
             kind = reply.get("type")
-            if kind == wire.JOB_STARTED:
+            if kind == protocol.JOB_STARTED:
                 started = reply
                 on_started(reply["worker"], reply["queue_wait_ms"], True)
-            elif kind == wire.JOB_CHUNKS:
+            elif kind == protocol.JOB_CHUNKS:
                 for data in reply["chunks"]:
-                    chunk = wire.chunk_from_dict(data)
+                    chunk = protocol.chunk_from_dict(data)
                     if chunk.finish_reason is not None:
                         finished = True
                     yield chunk
                     if finished:
                         return
-            elif kind == wire.JOB_ERROR:
+            elif kind == protocol.JOB_ERROR:
                 finished = True
-                raise wire.error_from_dict(reply["error"])
+                raise protocol.error_from_dict(reply["error"])
             else:
                 logger.error("unexpected reply %r for request %s", kind, request.request_id)
     finally:
@@ -183,7 +164,7 @@ async def _cancel(request_id: str, started: dict | None) -> None:
     """Stop the job: tell its worker, or mark it so a worker that picks it up later skips it."""
     try:
         if started is not None:
-            await get_channel_layer().send(started["control"], {"type": wire.JOB_CANCEL, "request_id": request_id})
+            await get_channel_layer().send(started["control"], {"type": protocol.JOB_CANCEL, "request_id": request_id})
         else:
             async with redis_client() as client:
                 await client.set(cancelled_key(request_id), 1, ex=int(settings.QUEUE_TIMEOUT_SECONDS) + 60)

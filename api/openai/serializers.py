@@ -4,7 +4,7 @@ import re
 
 from rest_framework import serializers
 
-from .errors import UnsupportedParameter
+from serving.errors import UnsupportedParameter
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # A field name that an error may name back as its `param`: what a real client could mean.

@@ -23,19 +23,19 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-
 from redis.exceptions import RedisError
 
 from engines.errors import EngineError, EngineUnavailableError
 from engines.host import EngineHost
 from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.services import workers as worker_services
-from monitoring.host_samples import start_process_sampler, stop_process_sampler
 
-from ..dispatch import backlog, model_spec, resolve_engine, wire
-from ..dispatch.distributed import cancelled_key, liveness_key
+from .. import hosts, protocol
+from ..dispatch import backlog
 from ..errors import error_info
-from ..services.tracking import CLIENT_CLOSED, RequestTracker
+from ..lifecycle import RequestLifecycle, request_lifecycle
+from ..protocol import cancelled_key, liveness_key
+from ..route import route_for
 from .pool_size import engine_slots
 
 logger = logging.getLogger(__name__)
@@ -83,15 +83,15 @@ class WorkerRuntime:
     def load(self) -> dict[str, int | None]:
         """Register (state loading) and load every model; returns each model's engine slots. Blocks."""
         names = [m.name for m in self.models]
-        start_process_sampler(role="worker", name=self.worker_id)
+        hosts.start_sampling(role="worker", name=self.worker_id)
         worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
                                         models=names, concurrency=self.concurrency)
         slots = {}
         try:
             for model in self.models:
-                engine_name = resolve_engine(model)
-                engine = self.host.ensure_loaded(engine_name, model_spec(model))
-                self.engines[model.name] = engine_name
+                route = route_for(model)
+                engine = self.host.ensure_loaded(route.engine, route.spec)
+                self.engines[model.name] = route.engine
                 slots[model.name] = engine_slots(engine)
         except Exception as exc:
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD,
@@ -127,13 +127,13 @@ class WorkerRuntime:
             self._thread.join(timeout=10)
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD)
             self.host.shutdown()
-            stop_process_sampler()
+            hosts.stop_sampling()
 
     def _run(self, coroutine, timeout: float | None = 30):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def _open(self) -> None:
-        self._redis = aioredis.from_url(settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS)
+        self._redis = protocol.redis_client(timeout=None)  # long-lived: waits out slow calls
         await self._beat()
         self.control_channel = await get_channel_layer().new_channel()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
@@ -161,7 +161,7 @@ class WorkerRuntime:
 
     def load_report(self) -> dict:
         """Jobs per model, split into those running and those waiting in the engine's admission
-        queue, and the KV cells (held, total) of engines that report them (api.dispatch.distributed.worker_load)."""
+        queue, and the KV cells (held, total) of engines that report them (serving.dispatch.distributed.worker_load)."""
         engines = {state["model"]: state for state in self.host.states()}
         waiting = {model: engines[model]["num_requests_waiting"] for model in engines
                    if engines[model]["num_requests_waiting"]}
@@ -198,7 +198,7 @@ class WorkerRuntime:
                 logger.warning("control channel failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") == wire.JOB_CANCEL and message.get("request_id") in self.jobs:
+            if message.get("type") == protocol.JOB_CANCEL and message.get("request_id") in self.jobs:
                 self.jobs[message["request_id"]].cancel()
             else:
                 logger.warning("ignoring control message %r", message.get("type"))
@@ -221,48 +221,52 @@ class WorkerRuntime:
                 logger.warning("could not count a finished job", exc_info=True)
 
     async def _serve(self, message: dict) -> None:
-        engine_name, spec, request = wire.job_from_message(message)
+        engine_name, spec, request = protocol.job_from_message(message)
         record = message["record"]
-        tracker = RequestTracker(endpoint=record["endpoint"], api_key_id=record["api_key_id"],
-                                 request_id=request.request_id, started_at=message["submitted_at"])
-        tracker.model_name, tracker.engine, tracker.stream = record["model_name"], engine_name, record["stream"]
-        queue_wait_ms = max(0.0, (time.time() - message["submitted_at"]) * 1000)
-        tracker.started(self.worker_id, queue_wait_ms, records_itself=False)
-        if await self._redis.exists(cancelled_key(request.request_id)):
-            await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
-            return
-        reply = message["reply_channel"]
+        async with request_lifecycle(endpoint=record["endpoint"], api_key_id=record["api_key_id"],
+                                     request_id=request.request_id, started_at=message["submitted_at"]) as life:
+            life.model_name, life.engine, life.stream = record["model_name"], engine_name, record["stream"]
+            queue_wait_ms = max(0.0, (time.time() - message["submitted_at"]) * 1000)
+            life.host_started(self.worker_id, queue_wait_ms, records_itself=False)
+            if await self._redis.exists(cancelled_key(request.request_id)):
+                life.cancelled()
+                return
+            await self._run_job(engine_name, spec, request, life, message["reply_channel"], queue_wait_ms)
+
+    async def _run_job(self, engine_name, spec, request, life: RequestLifecycle, reply: str,
+                       queue_wait_ms: float) -> None:
+        """Stream the job's replies; failures become a `job.error` reply and the request's outcome."""
         layer = get_channel_layer()
         task = asyncio.current_task()
         self.jobs[request.request_id] = task
         self.running[spec.name] += 1
         try:
-            await layer.send(reply, {"type": wire.JOB_STARTED, "worker": self.worker_id,
+            await layer.send(reply, {"type": protocol.JOB_STARTED, "worker": self.worker_id,
                                      "control": self.control_channel, "queue_wait_ms": queue_wait_ms})
             async with asyncio.timeout(JOB_TIME_LIMIT_SECONDS):
-                await self._stream(engine_name, spec, request, tracker, lambda m: layer.send(reply, m))
+                await self._stream(engine_name, spec, request, life, lambda m: layer.send(reply, m))
         except asyncio.CancelledError:
-            await tracker.finish(status=CLIENT_CLOSED, finish_reason="cancelled")
+            # Cancelled by its client (through the control channel) or by shutdown: the job
+            # ends here and is recorded as such; the thread that waits on it goes on.
+            life.cancelled()
             if task.cancelling():
                 task.uncancel()
         except EngineError as exc:
-            info = error_info(exc)
-            await tracker.finish(status=info.status, finish_reason="error", error=info)
-            await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(exc)})
+            life.failed(error_info(exc))
+            await _send_quietly(layer, reply, {"type": protocol.JOB_ERROR, "error": protocol.error_to_dict(exc)})
         except Exception as exc:
             logger.exception("job %s failed", request.request_id)
             if isinstance(exc, (RedisError, OSError)):  # infrastructure, not the engine: retryable
                 crashed = EngineUnavailableError(f"the worker lost Redis: {exc}")
             else:
                 crashed = EngineError(f"worker failed: {exc}")
-            info = error_info(crashed)
-            await tracker.finish(status=info.status, finish_reason="error", error=info)
-            await _send_quietly(layer, reply, {"type": wire.JOB_ERROR, "error": wire.error_to_dict(crashed)})
+            life.failed(error_info(crashed))
+            await _send_quietly(layer, reply, {"type": protocol.JOB_ERROR, "error": protocol.error_to_dict(crashed)})
         finally:
             self.jobs.pop(request.request_id, None)
             self.running[spec.name] -= 1
 
-    async def _stream(self, engine_name, spec, request, tracker: RequestTracker, send) -> None:
+    async def _stream(self, engine_name, spec, request, life: RequestLifecycle, send) -> None:
         produced: asyncio.Queue = asyncio.Queue()
 
         async def pump():
@@ -285,14 +289,14 @@ class WorkerRuntime:
                 chunks = [item for item in batch if not isinstance(item, BaseException)]
                 final = next((c for c in chunks if c.finish_reason is not None), None)
                 for chunk in chunks:
-                    tracker.first_token()
-                    tracker.streamed(len(chunk.token_ids))
+                    life.first_token()
+                    life.streamed(len(chunk.token_ids))
                 if final is not None:
                     # Record before the last send, so the record exists when the client's answer does.
-                    tracker.counts(final.prompt_tokens, final.completion_tokens, final.cached_tokens)
-                    await tracker.finish(status=200, finish_reason=final.finish_reason)
+                    life.succeeded(final)
+                    await life.settle()
                 if chunks:
-                    await send({"type": wire.JOB_CHUNKS, "chunks": [wire.chunk_to_dict(c) for c in chunks]})
+                    await send({"type": protocol.JOB_CHUNKS, "chunks": [protocol.chunk_to_dict(c) for c in chunks]})
                 if failure is not None:
                     raise failure
                 if final is not None:

@@ -8,16 +8,17 @@ import pytest
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
-from api import limits
-from api.errors import RateLimited
-from api.limits import KeyLimits, LocalLimiter, RedisLimiter
-from api.services.completions import CHAT, completion_serve
+from api.openai.completions import completion_serve
+from api.openai.format import CHAT
+from serving import limits
+from serving.errors import RateLimited
+from serving.limits import KeyLimits, LocalLimiter, RedisLimiter
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_issue
 from monitoring.models import RequestRecord
 
 from tests.held import HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
-from .sse import sse_events
+from tests.api.sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,7 +1,7 @@
 """The OpenAPI description of the API (drf-spectacular): response shapes, errors, auth, streaming.
 
 Views carry these as decorators only. The response serializers here are never used to render
-anything: they describe what api/services/openai_format.py, models.py and status.py build, and
+anything: they describe what api/openai/format.py, models.py and status.py build, and
 tests/api/test_openapi.py runs schemathesis against a live server to keep the two in step.
 """
 
@@ -47,7 +47,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 class StrictSerializerScheme(OpenApiSerializerExtension):
     """Request bodies reject unknown fields, so the schema says `additionalProperties: false`."""
 
-    target_class = "api.serializers.StrictSerializer"
+    target_class = "api.openai.serializers.StrictSerializer"
     match_subclasses = True
 
     def map_serializer(self, auto_schema, direction):
@@ -68,7 +68,7 @@ class StrictSerializerScheme(OpenApiSerializerExtension):
 
 
 class StopFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.serializers.StopField"
+    target_class = "api.openai.serializers.StopField"
 
     def map_serializer_field(self, auto_schema, direction):
         return {
@@ -81,7 +81,7 @@ class StopFieldScheme(OpenApiSerializerFieldExtension):
 
 
 class LogitBiasFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.serializers.LogitBiasField"
+    target_class = "api.openai.serializers.LogitBiasField"
 
     def map_serializer_field(self, auto_schema, direction):
         return {
@@ -95,7 +95,7 @@ class LogitBiasFieldScheme(OpenApiSerializerFieldExtension):
 
 
 class MessageContentFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.serializers.MessageContentField"
+    target_class = "api.openai.serializers.MessageContentField"
 
     def map_serializer_field(self, auto_schema, direction):
         text_part = {

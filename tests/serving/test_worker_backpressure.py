@@ -12,16 +12,19 @@ import pytest
 import redis
 from asgiref.sync import async_to_sync
 
-from api.dispatch import ModelLoad, model_spec, wire
-from api.dispatch.distributed import liveness_key, worker_load
-from api.services.tracking import RequestTracker
-from api.worker.runtime import WorkerRuntime
 from engines.base import GenerationRequest, SamplingParams
 from engines.errors import EngineBusyError
 from models_registry.services.served_models import served_model_register
 from monitoring.host_samples import process_sampler, start_process_sampler
+from monitoring.load import ModelLoad
 from monitoring.models import RequestRecord
-from tests.api.test_worker_batching import REDIS_URL, redis_channel_layer, replies  # noqa: F401 (fixture)
+from serving import protocol
+from serving.dispatch.distributed import worker_load
+from serving.lifecycle import RequestLifecycle
+from serving.protocol import liveness_key
+from serving.route import model_spec
+from serving.worker.runtime import WorkerRuntime
+from tests.serving.test_worker_batching import REDIS_URL, redis_channel_layer, replies  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.model
 
@@ -48,11 +51,11 @@ def job(runtime, layer, *, tenant: str, max_tokens: int) -> tuple[dict, str]:
     model = runtime.models[0]
     request = GenerationRequest(request_id=uuid.uuid4().hex, prompt="1, 2, 3, 4,", tenant=tenant,
                                 sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0))
-    tracker = RequestTracker(endpoint="completions", api_key_id=None, request_id=request.request_id)
-    tracker.model_name, tracker.engine, tracker.stream = MODEL, "llama_cpp", True
+    life = RequestLifecycle(endpoint="completions", api_key_id=None, request_id=request.request_id)
+    life.model_name, life.engine, life.stream = MODEL, "llama_cpp", True
     reply = async_to_sync(layer.new_channel)()
-    message = wire.job_message(engine="llama_cpp", spec=model_spec(model), request=request, reply_channel=reply,
-                               submitted_at=time.time(), record=tracker.record_fields())
+    message = protocol.job_message(engine="llama_cpp", spec=model_spec(model), request=request, reply_channel=reply,
+                               submitted_at=time.time(), record=life.job_record())
     return message, reply
 
 
@@ -68,7 +71,7 @@ def wait_for(condition, what: str):
 def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(runtime, redis_channel_layer):
     long_job, _ = job(runtime, redis_channel_layer, tenant="1", max_tokens=1000)
     short_job, short_reply = job(runtime, redis_channel_layer, tenant="2", max_tokens=4)
-    assert wire.job_from_message(long_job)[2].tenant == "1"  # the key travels with the job
+    assert protocol.job_from_message(long_job)[2].tenant == "1"  # the key travels with the job
     threads = [threading.Thread(target=runtime.run_job, args=(message,)) for message in (long_job, short_job)]
     threads[0].start()
     wait_for(lambda: runtime.load_report()["running"] == {MODEL: 1}, "the long job running")
@@ -85,8 +88,8 @@ def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(
     refused_job, refused_reply = job(runtime, redis_channel_layer, tenant="3", max_tokens=4)
     runtime.run_job(refused_job)  # returns at once: nothing waits for a slot
     started, error = async_to_sync(replies)(redis_channel_layer, refused_reply)
-    assert (started["type"], error["type"]) == (wire.JOB_STARTED, wire.JOB_ERROR)
-    busy = wire.error_from_dict(error["error"])
+    assert (started["type"], error["type"]) == (protocol.JOB_STARTED, protocol.JOB_ERROR)
+    busy = protocol.error_from_dict(error["error"])
     assert isinstance(busy, EngineBusyError) and busy.retry_after >= 1
     record = RequestRecord.objects.get(request_id=refused_job["request_id"])
     assert (record.status_code, record.error_type, record.worker) == (429, "model_busy", runtime.worker_id)
@@ -94,7 +97,7 @@ def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(
     runtime.loop.call_soon_threadsafe(runtime.jobs[long_job["request_id"]].cancel)  # its client left
     for thread in threads:
         thread.join(timeout=120)
-    chunks = [wire.chunk_from_dict(c) for m in async_to_sync(replies)(redis_channel_layer, short_reply)[1:]
+    chunks = [protocol.chunk_from_dict(c) for m in async_to_sync(replies)(redis_channel_layer, short_reply)[1:]
               for c in m["chunks"]]
     assert chunks[-1].finish_reason == "length" and chunks[-1].cached_tokens is not None
     statuses = dict(RequestRecord.objects.values_list("request_id", "status_code"))

@@ -20,15 +20,13 @@ import time
 
 from engines.errors import EngineBusyError
 
+from ..protocol import finished_key
+
 DRAIN_WINDOW_SECONDS = 30
 BUCKET_SECONDS = 5
 # Retry-After when no job finished within the window (nothing to estimate from), and its cap.
 UNKNOWN_DRAIN_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 60
-
-
-def finished_key(model_name: str, bucket: int) -> str:
-    return f"inference:finished:{model_name}:{bucket}"
 
 
 async def count_finished(client, model_name: str) -> None:

@@ -7,12 +7,16 @@ import logging
 from celery import bootsteps
 from celery.signals import worker_shutting_down
 
+from ..protocol import queue_name
+from .pool_size import pool_concurrency
+from .runtime import WorkerRuntime, resolve_worker_models
+
 logger = logging.getLogger(__name__)
 
-_runtime = None
+_runtime: WorkerRuntime | None = None
 
 
-def current_runtime():
+def current_runtime() -> WorkerRuntime | None:
     """The WorkerRuntime of this worker process (None outside a worker)."""
     return _runtime
 
@@ -32,10 +36,6 @@ class EngineHostStep(bootsteps.StartStopStep):
     def __init__(self, worker, models=None, concurrency=None, **options):
         global _runtime
         super().__init__(worker, **options)
-        from ..dispatch.distributed import queue_name
-        from .pool_size import pool_concurrency
-        from .runtime import WorkerRuntime, resolve_worker_models
-
         models = resolve_worker_models(models)
         if not models:
             raise RuntimeError("this worker has no enabled models to host")

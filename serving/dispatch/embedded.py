@@ -16,8 +16,9 @@ from engines.base import Chunk, GenerationRequest
 from engines.host import EngineHost
 from models_registry.models import ServedModel
 from models_registry.selectors import enabled_model_names
+from monitoring.load import ModelLoad
 
-from . import ModelLoad, model_spec, resolve_engine
+from ..route import Route, route_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,11 @@ def engine_host() -> EngineHost:
     return _host
 
 
-async def generate(model: ServedModel, request: GenerationRequest, *, record: dict,
+async def generate(route: Route, request: GenerationRequest, *, record: dict,
                    on_started) -> AsyncIterator[Chunk]:
+    """Stream from this process's host; the caller records the request (nothing else can)."""
     on_started(WORKER_ID, 0.0, False)
-    async with aclosing(_host.generate(resolve_engine(model), model_spec(model), request)) as chunks:
+    async with aclosing(_host.generate(route.engine, route.spec, request)) as chunks:
         async for chunk in chunks:
             yield chunk
 
@@ -58,7 +60,8 @@ def load_enabled_models() -> None:
     """Blocking: load every enabled model, logging (not raising) failures."""
     for model in ServedModel.objects.filter(enabled=True):
         try:
-            _host.ensure_loaded(resolve_engine(model), model_spec(model))
+            route = route_for(model)
+            _host.ensure_loaded(route.engine, route.spec)
         except Exception:
             logger.exception("could not load model %s", model.name)
 

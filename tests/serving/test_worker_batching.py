@@ -14,13 +14,14 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 
-from api.dispatch import model_spec, wire
-from api.services.tracking import RequestTracker
-from api.worker.runtime import WorkerRuntime
 from engines.base import GenerationRequest, SamplingParams
 from models_registry.services.served_models import served_model_register
 from monitoring.host_samples import process_sampler, start_process_sampler
 from monitoring.models import RequestRecord
+from serving import protocol
+from serving.lifecycle import RequestLifecycle
+from serving.route import model_spec
+from serving.worker.runtime import WorkerRuntime
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOKENS = 400
@@ -64,9 +65,9 @@ async def replies(layer, channel: str) -> list[dict]:
         while True:
             message = await layer.receive(channel)
             received.append(message)
-            if message["type"] == wire.JOB_ERROR:
+            if message["type"] == protocol.JOB_ERROR:
                 return received
-            if message["type"] == wire.JOB_CHUNKS and any("finish" in c for c in message["chunks"]):
+            if message["type"] == protocol.JOB_CHUNKS and any("finish" in c for c in message["chunks"]):
                 return received
 
 
@@ -75,16 +76,16 @@ def test_fast_tokens_are_sent_in_batches(runtime, redis_channel_layer):
     prompt = " ".join(f"t{i}" for i in range(TOKENS))
     request = GenerationRequest(request_id=uuid.uuid4().hex, sampling=SamplingParams(max_tokens=1000),
                                 prompt=prompt)
-    tracker = RequestTracker(endpoint="completions", api_key_id=None, request_id=request.request_id)
-    tracker.model_name, tracker.engine, tracker.stream = model.name, "echo", True
+    life = RequestLifecycle(endpoint="completions", api_key_id=None, request_id=request.request_id)
+    life.model_name, life.engine, life.stream = model.name, "echo", True
     reply = async_to_sync(redis_channel_layer.new_channel)()
-    runtime.run_job(wire.job_message(engine="echo", spec=model_spec(model), request=request, reply_channel=reply,
-                                     submitted_at=time.time(), record=tracker.record_fields()))
+    runtime.run_job(protocol.job_message(engine="echo", spec=model_spec(model), request=request, reply_channel=reply,
+                                     submitted_at=time.time(), record=life.job_record()))
 
     started, *batches = async_to_sync(replies)(redis_channel_layer, reply)
-    assert started["type"] == wire.JOB_STARTED and started["worker"] == runtime.worker_id
-    assert {m["type"] for m in batches} == {wire.JOB_CHUNKS}
-    chunks = [wire.chunk_from_dict(c) for m in batches for c in m["chunks"]]
+    assert started["type"] == protocol.JOB_STARTED and started["worker"] == runtime.worker_id
+    assert {m["type"] for m in batches} == {protocol.JOB_CHUNKS}
+    chunks = [protocol.chunk_from_dict(c) for m in batches for c in m["chunks"]]
     assert "".join(c.text for c in chunks) == prompt  # every token, in order
     assert len([c for c in chunks if c.text]) == TOKENS
     assert chunks[-1].finish_reason == "stop" and chunks[-1].completion_tokens == TOKENS

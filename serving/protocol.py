@@ -1,18 +1,92 @@
-"""The JSON messages between web processes and workers (Celery job, channel-layer replies)."""
+"""What web processes and workers agree on: job and reply messages, queue names, Redis keys,
+and the one factory every Redis client of the platform comes from.
+
+Changing a name or a message field here changes the wire: a web process and a worker of
+different versions must still understand each other while a deployment rolls.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, overload
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
 
 from engines import errors as engine_errors
 from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, TokenLogprob, TopLogprob
 
+# The Celery task that runs one job. The name predates serving/ and stays: jobs queued by a
+# web process of the previous version must still find their task on a newer worker.
+GENERATE_TASK = "api.generate"
+
+# Replies on a job's channel-layer reply channel, and the cancellation on a worker's control channel.
 JOB_STARTED = "job.started"
 JOB_CHUNKS = "job.chunks"
 JOB_ERROR = "job.error"
 JOB_CANCEL = "job.cancel"
 
+# Every Redis key of the platform starts here, so one prefix tells an operator what is ours.
+KEY_PREFIX = "inference"
+LIMITS_PREFIX = f"{KEY_PREFIX}:limits"
+SYSTEM_SUMMARY_PREFIX = f"{KEY_PREFIX}:system:"
+
+
+def queue_name(model_name: str) -> str:
+    """The Celery queue (a Redis list under this name) that a model's jobs wait in."""
+    return f"model.{model_name}"
+
+
+def liveness_key(worker_id: str) -> str:
+    """A worker's heartbeat, carrying its load; it expires when the worker stops beating."""
+    return f"{KEY_PREFIX}:worker-alive:{worker_id}"
+
+
+def cancelled_key(request_id: str) -> str:
+    """Set when a request is cancelled before a worker took it, so the worker skips it."""
+    return f"{KEY_PREFIX}:cancelled:{request_id}"
+
+
+def finished_key(model_name: str, bucket: int) -> str:
+    """Jobs of a model that workers finished in one time bucket (the queue's drain rate)."""
+    return f"{KEY_PREFIX}:finished:{model_name}:{bucket}"
+
+
+def limits_key(key_id: int, prefix: str = LIMITS_PREFIX) -> str:
+    """The base name of one API key's limit counters (rpm, tpm and concurrency hang off it)."""
+    return f"{prefix}:{key_id}"
+
+
+def system_summary_key(host: str, pid: int) -> str:
+    """One process's latest system summary."""
+    return f"{SYSTEM_SUMMARY_PREFIX}{host}:{pid}"
+
+
+# `timeout`: seconds a command may take. The default bounds every call from the request path,
+# so an outage is a quick 503, not a hang; None (the worker's long-lived client) waits.
+_REQUEST_TIMEOUT: Any = object()
+
+
+@overload
+def redis_client(*, sync: Literal[False] = False, url: str | None = None,
+                 timeout: float | None = ...) -> aioredis.Redis: ...
+
+
+@overload
+def redis_client(*, sync: Literal[True], url: str | None = None, timeout: float | None = ...) -> redis.Redis: ...
+
+
+def redis_client(*, sync: bool = False, url: str | None = None,
+                 timeout: float | None = _REQUEST_TIMEOUT) -> aioredis.Redis | redis.Redis:
+    """A Redis client for REDIS_URL (or `url`) with the platform's connection options.
+
+    Async unless `sync`. Use it as a context manager (`async with` / `with`) to close it.
+    """
+    socket_timeout = settings.REDIS_TIMEOUT_SECONDS if timeout is _REQUEST_TIMEOUT else timeout
+    options = {**settings.REDIS_CONNECTION_OPTIONS, "socket_timeout": socket_timeout}
+    module = redis if sync else aioredis
+    return module.Redis.from_url(url or settings.REDIS_URL, **options)
 
 def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, reply_channel: str,
                 submitted_at: float, record: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""GET /metrics for Prometheus, guarded by METRICS_ACCESS."""
+"""GET /metrics for Prometheus, guarded by METRICS_ACCESS.
+
+Put together here, at the top: monitoring has the request totals and the exposition format,
+serving the load of every host that serves a model, and api the bearer header's parsing.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from api import dispatch
-from api.errors import ServiceUnavailable
-
-from .prometheus import CONTENT_TYPE, exposition
-from .selectors import request_totals
+from api.authentication import bearer_token
+from monitoring.prometheus import CONTENT_TYPE, exposition
+from monitoring.selectors import request_totals
+from serving import dispatch
+from serving.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,8 @@ async def _refusal(request: HttpRequest) -> HttpResponse | None:
         return _plain("Metrics need a staff login (METRICS_ACCESS=staff).", 403)
     if not settings.METRICS_TOKEN:
         return _plain("METRICS_ACCESS=token, but no METRICS_TOKEN is set.", 403)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode()):
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token and hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode()):
         return None
     response = _plain("Metrics need `Authorization: Bearer <METRICS_TOKEN>`.", 401)
     response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -1,0 +1,171 @@
+"""Chat and legacy completions: parse, route, admit, dispatch, then answer as JSON or as a stream.
+
+Everything happens inside the request's lifecycle (serving.lifecycle): a JSON answer leaves it
+before the view sees the body, a stream only once its last event is out, so either way exactly
+one record is written and the key's limit slot is given back once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from engines.base import Chunk
+from models_registry.models import ApiKey
+from serving import serve
+from serving.errors import INTERNAL_ERROR
+from serving.lifecycle import RequestLifecycle, request_lifecycle
+
+from ..errors import error_body, error_info
+from .format import CHAT, STREAM_DONE, ChoiceResult, ChunkWriter, completion_body, sse_event
+from .requests import (features_used, generation_request, refuse_unsupported_options, validated_body,
+                       wants_logprobs)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JsonResult:
+    body: dict
+
+
+@dataclass
+class StreamResult:
+    """OpenAI chunk objects, then error bodies if any, then STREAM_DONE. Closing it cancels."""
+
+    events: AsyncIterator[dict | str]
+
+    async def sse(self) -> AsyncIterator[bytes]:
+        """The same stream as Server-Sent Events."""
+        async with aclosing(self.events) as events:
+            async for event in events:
+                yield sse_event(event)
+
+
+async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], object],
+                           force_stream: bool = False) -> JsonResult | StreamResult:
+    """Answer one completion request; exactly one record is written whatever happens.
+
+    `force_stream` is for transports that always stream (WebSockets), whatever `stream` says.
+    Errors before the first token raise, so they still get a proper 4xx/5xx.
+    """
+    answer = _answer(kind, key, read_body, force_stream)
+    try:
+        first = await anext(answer)
+    except BaseException:
+        await answer.aclose()
+        raise
+    if isinstance(first, JsonResult):
+        await answer.aclose()
+        return first
+    return StreamResult(_prepend(first, answer))
+
+
+async def _prepend(first: dict | str, rest: AsyncIterator[dict | str]) -> AsyncIterator[dict | str]:
+    async with aclosing(rest):
+        yield first
+        async for event in rest:
+            yield event
+
+
+async def _answer(kind: str, key: ApiKey, read_body: Callable[[], object],
+                  force_stream: bool) -> AsyncIterator[JsonResult | dict | str]:
+    """One JsonResult, or a stream's events: the first only once the engine's first chunk is in."""
+    async with request_lifecycle(endpoint=kind, api_key_id=key.pk, describe=error_info) as life:
+        data = read_body()
+        if force_stream and isinstance(data, dict):
+            data = {**data, "stream": True}  # before validation: stream_options requires it
+        body = validated_body(kind, data)
+        life.stream = bool(body.get("stream"))
+        route = await sync_to_async(serve.route_request)(key=key, name=body["model"])
+        life.routed(route)
+        await life.admit(key)  # 429 past a per-key limit
+        serve.require_features(route, features_used(kind, body))
+        refuse_unsupported_options(kind, body, route.engine)
+        request = generation_request(kind, body, route.model, life.request_id, tenant=str(key.pk))
+        chunks = await serve.generate(life, route, request)
+        if not life.stream:
+            result = JsonResult(await _collect(kind, body, life, chunks))
+        else:
+            async with aclosing(chunks):
+                # Wait for the first chunk before answering, so errors found before any token
+                # (context overflow, a model that will not load) still get a proper 4xx/5xx.
+                first = await anext(chunks)
+                async for event in _stream_events(kind, body, life, chunks, first):
+                    yield event
+            return
+    yield result  # after the lifecycle: the record exists before the client has its answer
+
+
+def _completion_id(kind: str, life: RequestLifecycle) -> str:
+    return f"{'chatcmpl' if kind == CHAT else 'cmpl'}-{life.request_id}"
+
+
+async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk]) -> dict:
+    logprobs = wants_logprobs(kind, body)
+    choices = [ChoiceResult(logprobs=[] if logprobs else None) for _ in range(body.get("n") or 1)]
+    parts: list[list[str]] = [[] for _ in choices]
+    final: Chunk | None = None
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            life.first_token()
+            parts[chunk.index].append(chunk.text)
+            if logprobs:
+                choices[chunk.index].logprobs.extend(chunk.logprobs)
+            if chunk.finish_reason is not None:
+                final = chunk
+    if final is None:
+        raise RuntimeError("engine ended without a final chunk")
+    life.succeeded(final)
+    reasons = _finish_reasons(final, len(choices))
+    for choice, text, reason in zip(choices, parts, reasons):
+        choice.text, choice.finish_reason = "".join(text), reason
+    return completion_body(
+        kind=kind, completion_id=_completion_id(kind, life), model=body["model"], choices=choices,
+        prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
+        cached_tokens=final.cached_tokens,
+    )
+
+
+def _finish_reasons(final: Chunk, n: int) -> tuple[str, ...]:
+    """Each choice's finish reason, from the final chunk (engines give one list for n > 1)."""
+    return final.finish_reasons if len(final.finish_reasons) == n else (final.finish_reason,) * n
+
+
+async def _stream_events(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk],
+                         first: Chunk) -> AsyncIterator[dict | str]:
+    """Chunk objects for one request; an error after the first arrives in-band, as OpenAI sends it."""
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, life), model=body["model"],
+                         include_usage=include_usage, n=body.get("n") or 1, logprobs=wants_logprobs(kind, body))
+    try:
+        for opening in writer.openings():
+            yield opening
+        chunk = first
+        while True:
+            life.first_token()
+            life.streamed(len(chunk.token_ids))
+            if chunk.text or chunk.logprobs:
+                yield writer.delta(chunk.text, chunk.index, chunk.logprobs)
+            if chunk.finish_reason is not None:
+                break
+            chunk = await anext(chunks)
+    except Exception as exc:
+        # Headers are already sent: report the error in-band, as OpenAI does.
+        error = error_info(exc)
+        if error is None:
+            logger.exception("stream %s failed", life.request_id)
+            error = INTERNAL_ERROR
+        life.failed(error)
+        yield error_body(error)  # no [DONE] after an error, as OpenAI's streams end
+        return
+    life.succeeded(chunk)
+    for index, reason in enumerate(_finish_reasons(chunk, writer.n)):
+        yield writer.finish(reason, index)
+    if include_usage:
+        yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0, chunk.cached_tokens)
+    yield STREAM_DONE

@@ -1,0 +1,66 @@
+"""A request's route: its served model, the concrete engine, the engine's spec and capabilities.
+
+A view resolves the route once per request and everything after (the capability check,
+dispatch, the record) reads it. Resolution is cached per model version, so a model that has
+not changed costs a dictionary lookup, not a hardware probe and a new spec each request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from django.conf import settings
+
+from engines.base import ModelSpec
+from engines.capabilities import capabilities_of
+from models_registry.engine_choice import engine_choice
+from models_registry.models import ServedModel
+
+# Model versions kept; more than any deployment serves, so the cache never thrashes.
+_MAX_CACHED = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Where one request goes: `model` as the request found it, and what its version resolves to."""
+
+    model: ServedModel
+    engine: str
+    spec: ModelSpec
+    capabilities: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resolved:
+    engine: str
+    spec: ModelSpec
+    capabilities: frozenset[str]
+
+
+_cache: dict[tuple, _Resolved] = {}
+_lock = threading.Lock()
+
+
+def model_spec(model: ServedModel) -> ModelSpec:
+    """What an engine needs to load the model."""
+    return ModelSpec(name=model.name, source=model.source, context_length=model.context_length,
+                     options=dict(model.engine_options or {}))
+
+
+def route_for(model: ServedModel) -> Route:
+    """The model's route, resolved once per model version (its pk and `updated_at`).
+
+    INFERENCE_ENGINE is part of the version too: it decides what `auto` resolves to.
+    """
+    version = (model.pk, model.updated_at, settings.INFERENCE_ENGINE)
+    resolved = _cache.get(version) if model.pk is not None else None
+    if resolved is None:
+        engine = engine_choice(model)[0]
+        resolved = _Resolved(engine=engine, spec=model_spec(model), capabilities=capabilities_of(engine))
+        if model.pk is not None:
+            with _lock:
+                if len(_cache) >= _MAX_CACHED:
+                    _cache.clear()
+                _cache[version] = resolved
+    return Route(model=model, engine=resolved.engine, spec=resolved.spec, capabilities=resolved.capabilities)
