@@ -9,6 +9,7 @@ from contextlib import aclosing, nullcontext
 from typing import Any, Literal
 
 from .admission import AdmissionQueue, max_waiting_option
+from .errors import ContextOverflowError
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -186,3 +187,25 @@ class Engine(abc.ABC):
         if self._admission is not None:  # made at the first request; until then none waits
             return self._admission.stats()
         return {"num_requests_running": self.in_flight, "num_requests_waiting": 0}
+
+
+def completion_budget(*, prompt_tokens: int | None, max_tokens: int | None, n_ctx: int) -> int:
+    """Tokens a request may generate: its max_tokens, or what the context has left.
+
+    Raises ContextOverflowError when the prompt and the completion do not both fit, or
+    when the prompt fills the window and leaves nothing to generate into. `prompt_tokens`
+    None means the prompt was not counted here (a remote server's tokenizer is unknown):
+    it is then taken as the one token every prompt needs at least.
+    """
+    room = n_ctx - (1 if prompt_tokens is None else prompt_tokens)
+    budget = max_tokens if max_tokens is not None else room
+    if budget > room or room < 1:
+        if prompt_tokens is None:
+            asked = (f"{budget} tokens for the completion alone, which leaves no room for the prompt. "
+                     "Please reduce the length of the messages or completion.")
+        else:
+            asked = (f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, {budget} in the "
+                     "completion). Please reduce the length of the prompt or completion.")
+        raise ContextOverflowError(f"This model's maximum context length is {n_ctx} tokens. However, you "
+                                   f"requested {asked}")
+    return budget

@@ -10,9 +10,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, Engine, GenerationRequest, completion_budget
 from .capabilities import CAPABILITIES
-from .errors import ContextOverflowError
 from .stops import StopMatcher
 
 _WORD = re.compile(r"\s*\S+")
@@ -50,16 +49,8 @@ class EchoEngine(Engine):
         else:
             source = request.prompt or ""
             prompt_tokens = len(echo_tokenize(source))
-        room = self.spec.context_length - prompt_tokens
-        max_tokens = request.sampling.max_tokens
-        if max_tokens is None:
-            max_tokens = room
-        if prompt_tokens + max_tokens > self.spec.context_length:
-            raise ContextOverflowError(
-                f"This model's maximum context length is {self.spec.context_length} tokens. "
-                f"However, you requested {prompt_tokens + max_tokens} tokens "
-                f"({prompt_tokens} in the messages, {max_tokens} in the completion)."
-            )
+        max_tokens = completion_budget(prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens,
+                                       n_ctx=self.spec.context_length)
         matcher = StopMatcher(request.sampling.stop)
         finish = "length"
         emitted = 0

@@ -8,21 +8,18 @@ sequence in one batch per step; the event loop only awaits an asyncio.Queue it f
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
-from .threaded import ThreadRelay, completion_budget, relayed
+from .threaded import ThreadedEngine, ThreadRelay
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +55,7 @@ def default_parallel(kv_bytes_per_seq: int) -> int:
     return max(1, min(by_cores, by_memory))
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(ThreadedEngine[Scheduler]):
     """Engine options: `parallel` (slots), `max_waiting` (engines.admission), `n_threads`,
     `n_threads_batch`, `n_batch`, `n_gpu_layers`, `prefix_cache` (default on), `kv_unified`
     (default on), `flash_attn` (default "auto"; true or false), `top_k`, `min_p`, `repeat_penalty`.
@@ -75,7 +72,6 @@ class LlamaCppEngine(Engine):
         self._llama = None
         self._formatter = None
         self._ctx = None
-        self._scheduler: Scheduler | None = None
 
     @property
     def loaded(self) -> bool:
@@ -150,9 +146,9 @@ class LlamaCppEngine(Engine):
     def unload(self) -> None:
         import llama_cpp
 
-        if self._scheduler is not None:
-            self._scheduler.close()
-            self._scheduler = None
+        scheduler = self._detach_scheduler()
+        if scheduler is not None:
+            scheduler.close()
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)  # before the weights it was made from
             self._ctx = None
@@ -163,7 +159,7 @@ class LlamaCppEngine(Engine):
     def state(self) -> dict[str, Any]:
         state = super().state()
         if self._scheduler is not None:
-            state.update(self._scheduler.stats(), n_threads=self.n_threads, n_threads_batch=self.n_threads_batch)
+            state.update(n_threads=self.n_threads, n_threads_batch=self.n_threads_batch)
         return state
 
     def count_tokens(self, text: str) -> int:
@@ -215,7 +211,7 @@ class LlamaCppEngine(Engine):
             raise InvalidInputError(f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
                                     f"{self.spec.name} (ids 0 to {n_vocab - 1}).", param="logit_bias")
 
-    def _sequences(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
                    ) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
@@ -236,25 +232,9 @@ class LlamaCppEngine(Engine):
             sibling.leader = leader
         return leader
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        self._require()
-        self._check_request(request)
-        # Templates and tokenizing run off the loop: a long prompt takes a while. The
-        # tokenizer only reads the vocabulary, so it may run beside the scheduler thread.
-        prompt = await asyncio.to_thread(self._prompt_tokens, request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
-        if max_tokens == 0:  # nothing to generate: no slot needed
-            n = request.sampling.n
-            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0,
-                        finish_reasons=("length",) * n if n > 1 else ())
-            return
-        relay = ThreadRelay()
-        scheduler = self._scheduler
-        scheduler.submit(self._sequences(request, prompt, max_tokens, relay))
-        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    def _nothing_to_generate(self, request: GenerationRequest, prompt_tokens: int) -> Chunk:
+        # Nothing was looked up in the prefix cache, so none of the prompt came from it.
+        return dataclasses.replace(super()._nothing_to_generate(request, prompt_tokens), cached_tokens=0)
 
 
 def _kv_bytes_per_token(model) -> int:

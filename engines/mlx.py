@@ -9,20 +9,17 @@ mlx-lm BatchGenerator step; the event loop only awaits an asyncio.Queue it fills
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .mlx_scheduler import Scheduler, Sequence, TextStream
-from .threaded import ThreadRelay, completion_budget, relayed
+from .threaded import ThreadedEngine, ThreadRelay
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ def default_parallel() -> int:
     return METAL_DEFAULT_PARALLEL if mx.metal.is_available() else CPU_DEFAULT_PARALLEL
 
 
-class MlxEngine(Engine):
+class MlxEngine(ThreadedEngine[Scheduler]):
     """Engine options: `parallel` (sequences decoded together; default 32 on Metal, 4 on
     CPU) and `prefill_step_size` (prompt tokens evaluated per step, default 2048 as in mlx-lm).
     """
@@ -59,7 +56,6 @@ class MlxEngine(Engine):
         self._encoder = None  # its `tokenizers` backend, parsing special tokens in text
         self._plain_encoder = None  # the same backend never parsing them, for raw prompts
         self._eos_ids: frozenset[int] = frozenset()
-        self._scheduler: Scheduler | None = None
         self.parallel: int | None = None  # batch capacity, known once loaded
 
     @property
@@ -109,35 +105,20 @@ class MlxEngine(Engine):
 
     def unload(self) -> None:
         self._model = None  # the scheduler thread drops its own references as it stops
-        if self._scheduler is not None:
-            self._scheduler.close(release=_clear_mlx_cache)
-            self._scheduler = None
+        scheduler = self._detach_scheduler()
+        if scheduler is not None:
+            scheduler.close(release=_clear_mlx_cache)
         self._tokenizer = self._encoder = self._plain_encoder = None
 
-    def state(self) -> dict[str, Any]:
-        state = super().state()
-        if self._scheduler is not None:
-            state.update(self._scheduler.stats())
-        return state
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        return self.prompt_ids(request)
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        self._require()
-        scheduler = self._scheduler
-        # Templates and tokenizing run off the loop: a long prompt takes a while.
-        prompt = await asyncio.to_thread(self.prompt_ids, request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
-        if max_tokens == 0:  # nothing to generate: no place in the batch needed
-            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0)
-            return
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
+                  ) -> Sequence:
         self._check_logit_bias(request.sampling.logit_bias)
-        relay = ThreadRelay()
-        scheduler.submit(Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                                  sampling=request.sampling, text=TextStream(self._encoder, prompt),
-                                  emit=relay.emit, cancelled=relay.cancelled))
-        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        return Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
+                        sampling=request.sampling, text=TextStream(self._encoder, prompt),
+                        emit=relay.emit, cancelled=relay.cancelled)
 
     def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
         """Refuse ids outside the vocabulary here: inside the batch they would fail every sequence."""

@@ -99,8 +99,8 @@ class Scheduler:
         """Start batching for `model`, which ends a sequence on any of `stop_tokens`."""
 
         def make_generator():
-            from mlx_lm.generate import BatchGenerator
             import mlx.core as mx
+            from mlx_lm.generate import BatchGenerator
 
             return BatchGenerator(
                 model, stop_tokens=[[t] for t in sorted(stop_tokens)],

@@ -14,7 +14,7 @@ _ENGINE_CLASSES = {
     "upstream": "engines.upstream:UpstreamEngine",
     "echo": "engines.echo:EchoEngine",
 }
-# Not registered: engines.supervised.SupervisedServerEngine runs any command from its options,
+# Not registered: engines.child_server.SupervisedServerEngine runs any command from its options,
 # and engine options are editable in the admin; vLLM supplies a fixed command line instead.
 
 

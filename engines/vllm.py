@@ -12,10 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import EngineUnavailableError
-from .supervised import SupervisedServerEngine
 from .capabilities import CAPABILITIES
-from .supervisor import LOOPBACK
+from .child_server import SupervisedServerEngine
+from .errors import EngineUnavailableError
+from .process_supervisor import LOOPBACK
 
 
 class VllmEngine(SupervisedServerEngine):

@@ -14,12 +14,13 @@ from engines.errors import (
     EngineUnavailableError,
     UnsupportedParameterError,
 )
-from engines.upstream import OpenAIProxy, UpstreamEngine, _error_from_body
-
-from .openai_server import free_port, openai_server, replay_server
+from engines.openai_client import OpenAIProxy, _error_from_body
+from engines.upstream import UpstreamEngine
 from tests.engines.helpers import POEM, collect, loaded, text_of
 from tests.engines.helpers import greedy_chat as chat
 from tests.engines.helpers import greedy_completion as complete
+
+from .openai_server import free_port, openai_server, replay_server
 
 KEY = "upstream-test-key"
 # Far more tokens than the 2048-token window: the upstream itself must refuse it.

@@ -2,7 +2,7 @@
 
 `ServerSupervisor` owns one child: it starts it from a command template, waits until a
 health URL answers, restarts it by a `RestartPolicy` when it dies, and stops its whole
-process group. `supervised.SupervisedServerEngine` puts an `OpenAIProxy` in front of it.
+process group. `child_server.SupervisedServerEngine` puts an `OpenAIProxy` in front of it.
 """
 
 from __future__ import annotations

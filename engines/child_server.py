@@ -1,7 +1,7 @@
-"""An OpenAI-compatible server run as a supervised child process, reached through OpenAIProxy.
+"""The engine whose model is served by an OpenAI-compatible child process it runs.
 
-Engines such as vLLM only say which command to run; supervision lives in `supervisor`,
-streaming in `upstream`.
+Engines such as vLLM only say which command to run; keeping the child alive is
+`process_supervisor`'s, talking to it is `openai_client`'s.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from .base import Chunk, Engine, GenerationRequest
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
-from .supervisor import HEALTH_POLL_S, RestartPolicy, ServerSupervisor, render
-from .upstream import DEFAULT_TIMEOUT_S, OpenAIProxy, UpstreamUnreachableError
+from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy, UpstreamUnreachableError
+from .process_supervisor import HEALTH_POLL_S, RestartPolicy, ServerSupervisor, render
 
 
 class SupervisedServerEngine(Engine):
