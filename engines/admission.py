@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .errors import EngineBusyError, EngineUnavailableError
 
@@ -37,7 +38,7 @@ MAX_RETRY_AFTER_SECONDS = 30
 class _Waiter:
     tenant: str
     need: int
-    granted: asyncio.Future
+    granted: asyncio.Future[None]
 
 
 class AdmissionQueue:
@@ -204,11 +205,11 @@ class _Admission:
     async def __aenter__(self) -> None:
         await self._queue._acquire(self._tenant, self._need)
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._queue._release(self._tenant, self._need)
 
 
-def max_waiting_option(options: dict, model: str) -> int:
+def max_waiting_option(options: dict[str, Any], model: str) -> int:
     """The `max_waiting` engine option, checked; DEFAULT_MAX_WAITING when absent."""
     value = options.get("max_waiting", DEFAULT_MAX_WAITING)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

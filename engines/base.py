@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing, nullcontext
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ class GenerationRequest:
     prompt: str | None = None
     tenant: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
 
@@ -146,10 +146,10 @@ class Engine(abc.ABC):
         """Release weights and any threads."""
 
     @abc.abstractmethod
-    def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Engine-specific generation; see `generate`."""
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Yield chunks for `request`; closing the iterator cancels the generation.
 
         Engines with slots admit it first: it may wait its turn, or be refused at once with

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, Engine, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
 from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy, UpstreamUnreachableError
@@ -32,7 +32,7 @@ class SupervisedServerEngine(Engine):
     base_url_template = "http://{host}:{port}/v1"
     default_startup_timeout_s = 120.0
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.supervisor: ServerSupervisor | None = None
         self._proxy: OpenAIProxy | None = None
@@ -95,7 +95,7 @@ class SupervisedServerEngine(Engine):
         if supervisor is not None:
             supervisor.stop()
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         supervisor, proxy = self.supervisor, self._proxy
         if supervisor is None or proxy is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")

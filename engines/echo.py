@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from .base import Chunk, Engine, GenerationRequest, completion_budget
+from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .capabilities import CAPABILITIES
 from .stops import StopMatcher
 
@@ -26,7 +26,7 @@ class EchoEngine(Engine):
     name = "echo"
     capabilities = CAPABILITIES["echo"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self._loaded = False
         self.token_delay_s = float(spec.options.get("token_delay_ms", 0)) / 1000
@@ -41,7 +41,7 @@ class EchoEngine(Engine):
     def unload(self) -> None:
         self._loaded = False
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.messages is not None:
             contents = [m.get("content") or "" for m in request.messages]
             source = contents[-1] if contents else ""
@@ -52,7 +52,7 @@ class EchoEngine(Engine):
         max_tokens = completion_budget(prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens,
                                        n_ctx=self.spec.context_length)
         matcher = StopMatcher(request.sampling.stop)
-        finish = "length"
+        finish: FinishReason = "length"
         emitted = 0
         for index, token in enumerate(echo_tokenize(source)):
             if emitted >= max_tokens:

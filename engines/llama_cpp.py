@@ -11,15 +11,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .base import Chunk, GenerationRequest
+from .base import Chunk, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
 from .threaded import ThreadedEngine, ThreadRelay
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, llama_context_p, llama_model_p
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +72,13 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
     name = "llama_cpp"
     capabilities = CAPABILITIES["llama_cpp"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        self._llama = None
-        self._formatter = None
-        self._ctx = None
+        self._llama: Llama | None = None
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._ctx: llama_context_p | None = None
+        # Known once loaded.
+        self.parallel = self.n_threads = self.n_threads_batch = 0
 
     @property
     def loaded(self) -> bool:
@@ -170,10 +177,13 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
         if self._formatter is None:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        result = render_template(lambda ready: self._formatter(messages=ready), messages)
+        formatter = self._formatter
+        # The API checked these as OpenAI chat messages, the shape the formatter is typed for.
+        result = render_template(lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)),
+                                 messages)
         return result.prompt, bool(result.added_special)
 
-    def _require(self):
+    def _require(self) -> Llama:
         if self._llama is None or self._scheduler is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._llama
@@ -205,7 +215,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             raise UnsupportedParameterError(
                 f"n={n} asks for more choices than the {self.parallel} sequences model {self.spec.name} "
                 f"runs at once (its engine option `parallel`).", param="n")
-        n_vocab = self._llama.n_vocab()
+        n_vocab = self._require().n_vocab()
         bad = [token for token, _ in request.sampling.logit_bias if not 0 <= token < n_vocab]
         if bad:
             raise InvalidInputError(f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
@@ -237,14 +247,15 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         return dataclasses.replace(super()._nothing_to_generate(request, prompt_tokens), cached_tokens=0)
 
 
-def _kv_bytes_per_token(model) -> int:
+def _kv_bytes_per_token(model: llama_model_p) -> int:
     """KV cache bytes one token takes: K and V, f16, for every layer's KV heads."""
     import llama_cpp
 
     n_head = max(llama_cpp.llama_model_n_head(model), 1)
     head_dim = llama_cpp.llama_model_n_embd(model) // n_head
-    return 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+    kv_bytes: int = 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+    return kv_bytes
 
 
-def _token_text(llama, token_id: int) -> str:
+def _token_text(llama: Llama, token_id: int) -> str:
     return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")

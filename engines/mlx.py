@@ -12,14 +12,18 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import GenerationRequest
+from .base import GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .mlx_scheduler import Scheduler, Sequence, TextStream
 from .threaded import ThreadedEngine, ThreadRelay
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
+    from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +53,12 @@ class MlxEngine(ThreadedEngine[Scheduler]):
     name = "mlx"
     capabilities = CAPABILITIES["mlx"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        self._model = None
-        self._tokenizer = None  # transformers tokenizer: chat template, special tokens
-        self._encoder = None  # its `tokenizers` backend, parsing special tokens in text
-        self._plain_encoder = None  # the same backend never parsing them, for raw prompts
+        self._model: nn.Module | None = None
+        self._tokenizer: Any = None  # transformers tokenizer (of any class): chat template, special tokens
+        self._encoder: Tokenizer | None = None  # its `tokenizers` backend, parsing special tokens in text
+        self._plain_encoder: Tokenizer | None = None  # the same backend never parsing them, for raw prompts
         self._eos_ids: frozenset[int] = frozenset()
         self.parallel: int | None = None  # batch capacity, known once loaded
 
@@ -96,9 +100,10 @@ class MlxEngine(ThreadedEngine[Scheduler]):
         # transformers flips it per call; two private copies, each with the flag fixed,
         # mean no call can change what another thread's call sees.
         serialized = tokenizer.backend_tokenizer.to_str()
-        self._encoder, self._plain_encoder = Tokenizer.from_str(serialized), Tokenizer.from_str(serialized)
-        self._encoder.encode_special_tokens = False
-        self._plain_encoder.encode_special_tokens = True
+        encoder, plain_encoder = Tokenizer.from_str(serialized), Tokenizer.from_str(serialized)
+        encoder.encode_special_tokens = False
+        plain_encoder.encode_special_tokens = True
+        self._encoder, self._plain_encoder = encoder, plain_encoder
         self._tokenizer, self._eos_ids, self._scheduler = tokenizer, eos_ids, scheduler
         self.parallel = parallel
         self._model = model
@@ -117,7 +122,7 @@ class MlxEngine(ThreadedEngine[Scheduler]):
                   ) -> Sequence:
         self._check_logit_bias(request.sampling.logit_bias)
         return Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                        sampling=request.sampling, text=TextStream(self._encoder, prompt),
+                        sampling=request.sampling, text=TextStream(self._encoders()[0], prompt),
                         emit=relay.emit, cancelled=relay.cancelled)
 
     def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
@@ -129,8 +134,8 @@ class MlxEngine(ThreadedEngine[Scheduler]):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer (special tokens parsed, no BOS)."""
-        self._require()
-        return len(self._encoder.encode(text, add_special_tokens=False).ids)
+        encoder, _ = self._encoders()
+        return len(encoder.encode(text, add_special_tokens=False).ids)
 
     def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
         """Apply the model's chat template; returns the prompt and whether it adds BOS itself.
@@ -141,39 +146,47 @@ class MlxEngine(ThreadedEngine[Scheduler]):
         self._require()
         if not self._tokenizer.chat_template:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        prompt = render_template(lambda ready: self._tokenizer.apply_chat_template(
+        prompt: str = render_template(lambda ready: self._tokenizer.apply_chat_template(
             ready, tokenize=False, add_generation_prompt=True), messages)
         return prompt, True
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The token ids the model is fed for `request`."""
-        self._require()
+        encoder, plain_encoder = self._encoders()
         param = input_param(request)
         if request.messages is not None:
             # The template writes its own BOS and markers, as llama.cpp's formatter assumes.
             prompt, _ = self.render_chat(list(request.messages))
             utf8(prompt, param=param)  # the Rust tokenizer cannot take a lone surrogate either
-            ids = self._encoder.encode(prompt, add_special_tokens=False).ids
+            ids = encoder.encode(prompt, add_special_tokens=False).ids
         else:
             utf8(request.prompt or "", param=param)
             # Raw text is data: "<|im_end|>" typed by a user must not become a control token.
-            ids = self._plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
+            ids = plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
         require_tokens(ids, request, self.spec.name)
         return ids
 
-    def _require(self):
+    def _require(self) -> nn.Module:
         if self._model is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._model
 
-    def _read_model(self):
+    def _encoders(self) -> tuple[Tokenizer, Tokenizer]:
+        """The tokenizer that parses special-token text, and the one that never does."""
+        self._require()
+        if self._encoder is None or self._plain_encoder is None:
+            raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
+        return self._encoder, self._plain_encoder
+
+    def _read_model(self) -> tuple[nn.Module, Any, frozenset[int]]:
         """Runs on the engine thread: model, transformers tokenizer and end-of-generation ids."""
         source = self.spec.source
         try:
             if os.path.isdir(source):
                 import mlx_lm
 
-                model, wrapper = mlx_lm.load(source)
+                loaded = mlx_lm.load(source)
+                model, wrapper = loaded[0], loaded[1]
                 if getattr(wrapper._tokenizer, "backend_tokenizer", None) is None:
                     raise EngineUnavailableError(f"{source} has no fast tokenizer (tokenizer.json)")
                 return model, wrapper._tokenizer, frozenset(wrapper.eos_token_ids)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from mlx_lm.models.llama import Model, ModelArgs
+    from transformers import PreTrainedTokenizerFast
 
 GROUP_SIZE = 32
 
@@ -66,7 +70,8 @@ def load_gguf(path: str) -> GgufModel:
     """Read `path` and return the quantized mlx-lm model, its tokenizer and stop ids."""
     import mlx.core as mx
 
-    weights, metadata = mx.load(path, return_metadata=True)
+    # With return_metadata, a GGUF file loads as (tensors by name, header entries).
+    weights, metadata = cast("tuple[dict[str, mx.array], dict[str, Any]]", mx.load(path, return_metadata=True))
     model = build_model(weights, metadata)
     return GgufModel(model=model, tokenizer=build_tokenizer(metadata),
                      eos_token_ids=frozenset(eog_token_ids(metadata)), metadata=metadata)
@@ -78,7 +83,7 @@ def meta_value(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
 
 
-def model_args(weights: dict[str, Any], metadata: dict[str, Any]):
+def model_args(weights: dict[str, Any], metadata: dict[str, Any]) -> ModelArgs:
     """mlx-lm llama ModelArgs from the GGUF header."""
     from mlx_lm.models.llama import ModelArgs
 
@@ -88,7 +93,7 @@ def model_args(weights: dict[str, Any], metadata: dict[str, Any]):
     if meta_value(metadata, "llama.rope.scaling.type", "none") not in ("none", None):
         raise GgufError("GGUF rope scaling is not supported by the MLX engine")
 
-    def need(key: str):
+    def need(key: str) -> Any:
         value = meta_value(metadata, f"llama.{key}")
         if value is None:
             raise GgufError(f"GGUF metadata lacks llama.{key}")
@@ -148,7 +153,7 @@ def layer_bits(weights: dict[str, Any]) -> dict[str, int]:
     return bits
 
 
-def build_model(weights: dict[str, Any], metadata: dict[str, Any]):
+def build_model(weights: dict[str, Any], metadata: dict[str, Any]) -> Model:
     """Instantiate mlx-lm's llama model with each layer quantized as the file stores it."""
     import mlx.core as mx
     import mlx.nn as nn
@@ -166,7 +171,7 @@ def build_model(weights: dict[str, Any], metadata: dict[str, Any]):
     return model
 
 
-def build_tokenizer(metadata: dict[str, Any]):
+def build_tokenizer(metadata: dict[str, Any]) -> PreTrainedTokenizerFast:
     """A byte-level BPE transformers tokenizer equal to llama.cpp's for this vocabulary."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -176,6 +181,7 @@ def build_tokenizer(metadata: dict[str, Any]):
         raise GgufError(f"GGUF tokenizer {kind!r} is not supported by the MLX engine (only byte-level BPE 'gpt2')")
     pre = meta_value(metadata, "tokenizer.ggml.pre", "gpt-2")
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pre_tokenizer: pre_tokenizers.PreTokenizer
     if pre in _DIGIT_SPLITTING_PRE:
         pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     elif pre in _GPT2_PRE:

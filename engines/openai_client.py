@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -117,7 +117,7 @@ class OpenAIProxy:
         body["prompt"] = request.prompt
         return "/completions", body
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Yield the upstream's deltas, then a final chunk; closing this closes the HTTP response."""
         self._check_budget(request)
         if request.prompt == "":
@@ -198,7 +198,7 @@ class OpenAIProxy:
         return text, final
 
 
-async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """The data of each server-sent event; comments (pings) and other fields are skipped."""
     data: list[str] = []
     async for line in lines:
@@ -214,7 +214,7 @@ async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-async def _single_event(response: httpx.Response) -> AsyncIterator[str]:
+async def _single_event(response: httpx.Response) -> AsyncGenerator[str, None]:
     """A non-streamed answer read as if it were a stream of one event."""
     yield (await response.aread()).decode("utf-8", errors="replace")
 

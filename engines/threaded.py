@@ -13,11 +13,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, Generic, Protocol, TypeVar
 
-from .base import Chunk, Engine, GenerationRequest, ModelSpec, completion_budget
+from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .errors import EngineUnavailableError
 
 Emit = Callable[[Chunk | BaseException], None]
@@ -30,7 +30,7 @@ class ThreadRelay:
     consumer is gone or done, and the thread checks it between steps.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         self.cancelled = threading.Event()
@@ -41,7 +41,7 @@ class ThreadRelay:
         except RuntimeError:  # the consumer's loop is gone: nobody is listening
             self.cancelled.set()
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Chunks up to the final one; an emitted error is raised. Closing it sets `cancelled`."""
         try:
             while True:
@@ -55,7 +55,7 @@ class ThreadRelay:
             self.cancelled.set()
 
 
-async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncIterator[Chunk]:
+async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncGenerator[Chunk, None]:
     """The relay's chunks; however the stream ends (finished, failed, client gone), `wake` the
     engine thread so that a cancelled sequence leaves the batch at its next step."""
     try:
@@ -108,15 +108,16 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
     def _nothing_to_generate(self, request: GenerationRequest, prompt_tokens: int) -> Chunk:
         """The answer to a request whose budget is zero tokens: it needs no place in the batch."""
         n = request.sampling.n
-        return Chunk(finish_reason="length", prompt_tokens=prompt_tokens, completion_tokens=0,
-                     finish_reasons=("length",) * n if n > 1 else ())
+        length: FinishReason = "length"
+        reasons = (length,) * n if n > 1 else ()
+        return Chunk(finish_reason="length", prompt_tokens=prompt_tokens, completion_tokens=0, finish_reasons=reasons)
 
     def _detach_scheduler(self) -> SchedulerT | None:
         """Take the scheduler away from new requests; the caller closes it."""
         scheduler, self._scheduler = self._scheduler, None
         return scheduler
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         scheduler = self._scheduler
         if scheduler is None or not self.loaded:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")

@@ -7,10 +7,10 @@ this module only reads the engine options and checks the server at load.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, Engine, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
 from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy
@@ -31,7 +31,7 @@ class UpstreamEngine(Engine):
     # Only what OpenAIProxy.body forwards: declaring n or logprobs here would be a lie.
     capabilities = CAPABILITIES["upstream"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self._proxy: OpenAIProxy | None = None
 
@@ -64,7 +64,7 @@ class UpstreamEngine(Engine):
     def unload(self) -> None:
         self._proxy = None
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         proxy = self._proxy
         if proxy is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")

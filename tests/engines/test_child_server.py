@@ -177,7 +177,7 @@ def test_restart_policy_gives_up_on_a_child_that_keeps_crashing(tmp_path, engine
 def test_missing_executable_fails_at_once():
     supervisor = ServerSupervisor("ghost", ["/nonexistent/server", "--port", "{port}"],
                                   health_url="http://{host}:{port}/health")
-    with pytest.raises(EngineUnavailableError, match="could not be started.*nonexistent"):
+    with pytest.raises(EngineUnavailableError, match=r"could not be started.*nonexistent"):
         supervisor.start()
     assert supervisor.status == "failed"
 

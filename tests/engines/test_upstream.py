@@ -1,6 +1,7 @@
 """The upstream engine against a real OpenAI-compatible server: llama-cpp-python's own."""
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -73,7 +74,7 @@ async def test_chat_streams_deltas_as_the_upstream_makes_them(engine, server):
     assert len(deltas) >= 8, chunks
     # A proxy that buffered the response would hand everything over within microseconds;
     # the upstream decodes one token every few milliseconds.
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:len(deltas)])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[:len(deltas)])]
     assert sorted(gaps)[len(gaps) // 2] > 0.002, gaps
     assert chunks[-1].finish_reason == "length"
     own = direct(server, "/chat/completions", {"messages": list(POEM), "max_tokens": 16, "temperature": 0, "seed": 7})
