@@ -128,8 +128,11 @@ class Engine(abc.ABC):
     def admission(self) -> AdmissionQueue | None:
         """The bounded queue in front of the slots (engines.admission); None without slots."""
         if self._admission is None and self.loaded and self.slots is not None:
-            self._admission = AdmissionQueue(slots=self.slots, model=self.spec.name,
-                                             max_waiting=max_waiting_option(self.spec.options, self.spec.name))
+            self._admission = AdmissionQueue(
+                slots=self.slots,
+                model=self.spec.name,
+                max_waiting=max_waiting_option(self.spec.options, self.spec.name),
+            )
         return self._admission
 
     @property
@@ -159,8 +162,11 @@ class Engine(abc.ABC):
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             admission = self.admission
-            slot = (admission.admitted(tenant=request.tenant, need=request.sampling.n) if admission is not None
-                    else nullcontext())
+            slot = (
+                admission.admitted(tenant=request.tenant, need=request.sampling.n)
+                if admission is not None
+                else nullcontext()
+            )
             async with slot:
                 # aclosing: a consumer that stops early must stop the engine now, not at GC.
                 async with aclosing(self._generate(request)) as chunks:
@@ -201,11 +207,16 @@ def completion_budget(*, prompt_tokens: int | None, max_tokens: int | None, n_ct
     budget = max_tokens if max_tokens is not None else room
     if budget > room or room < 1:
         if prompt_tokens is None:
-            asked = (f"{budget} tokens for the completion alone, which leaves no room for the prompt. "
-                     "Please reduce the length of the messages or completion.")
+            asked = (
+                f"{budget} tokens for the completion alone, which leaves no room for the prompt. "
+                "Please reduce the length of the messages or completion."
+            )
         else:
-            asked = (f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, {budget} in the "
-                     "completion). Please reduce the length of the prompt or completion.")
-        raise ContextOverflowError(f"This model's maximum context length is {n_ctx} tokens. However, you "
-                                   f"requested {asked}")
+            asked = (
+                f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, {budget} in the "
+                "completion). Please reduce the length of the prompt or completion."
+            )
+        raise ContextOverflowError(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested {asked}"
+        )
     return budget

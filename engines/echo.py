@@ -49,8 +49,9 @@ class EchoEngine(Engine):
         else:
             source = request.prompt or ""
             prompt_tokens = len(echo_tokenize(source))
-        max_tokens = completion_budget(prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
+        max_tokens = completion_budget(
+            prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
+        )
         matcher = StopMatcher(request.sampling.stop)
         finish: FinishReason = "length"
         emitted = 0
@@ -74,4 +75,3 @@ class EchoEngine(Engine):
         if tail:
             yield Chunk(text=tail)
         yield Chunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted)
-

@@ -101,8 +101,14 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         threads_batch = int(options.get("n_threads_batch") or threads)
         n_batch = int(options.get("n_batch") or DEFAULT_N_BATCH)
         try:
-            llama = Llama(model_path=self.spec.source, n_ctx=_LLAMA_OWN_CTX, n_batch=_LLAMA_OWN_CTX,
-                          n_threads=1, n_gpu_layers=int(options.get("n_gpu_layers", 0)), verbose=False)
+            llama = Llama(
+                model_path=self.spec.source,
+                n_ctx=_LLAMA_OWN_CTX,
+                n_batch=_LLAMA_OWN_CTX,
+                n_threads=1,
+                n_gpu_layers=int(options.get("n_gpu_layers", 0)),
+                verbose=False,
+            )
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
         model = llama._model.model
@@ -125,9 +131,13 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         # sequences took 104 ms without it and 88 ms with it (llama-server: about 90). Set it
         # false for the same greedy text as llama-cpp-python's `Llama`, which leaves it off.
         flash = options.get("flash_attn", "auto")
-        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash == "auto"
-                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
-                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if flash == "auto"
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
         # trained context; admission holds each sequence to context_length. Quiet, as
         # llama-cpp-python itself keeps loading quiet.
@@ -135,8 +145,10 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             llama.close()
-            raise EngineUnavailableError(f"llama.cpp could not make a context of {params.n_ctx} tokens "
-                                         f"({parallel} × {n_ctx_seq}) for {self.spec.name}")
+            raise EngineUnavailableError(
+                f"llama.cpp could not make a context of {params.n_ctx} tokens "
+                f"({parallel} × {n_ctx_seq}) for {self.spec.name}"
+            )
         template = llama.metadata.get("tokenizer.chat_template")
         if template:
             self._formatter = Jinja2ChatFormatter(
@@ -147,8 +159,15 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             )
         self._llama, self._ctx = llama, ctx
         self.parallel, self.n_threads, self.n_threads_batch = parallel, threads, threads_batch
-        self._scheduler = Scheduler(llama, ctx, parallel=parallel, n_ctx_seq=n_ctx_seq, n_batch=n_batch,
-                                    prefix_cache=bool(options.get("prefix_cache", True)), name=self.spec.name)
+        self._scheduler = Scheduler(
+            llama,
+            ctx,
+            parallel=parallel,
+            n_ctx_seq=n_ctx_seq,
+            n_batch=n_batch,
+            prefix_cache=bool(options.get("prefix_cache", True)),
+            name=self.spec.name,
+        )
 
     def unload(self) -> None:
         import llama_cpp
@@ -179,8 +198,9 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
         formatter = self._formatter
         # The API checked these as OpenAI chat messages, the shape the formatter is typed for.
-        result = render_template(lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)),
-                                 messages)
+        result = render_template(
+            lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)), messages
+        )
         return result.prompt, bool(result.added_special)
 
     def _require(self) -> Llama:
@@ -202,10 +222,15 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
     def _settings(self, request: GenerationRequest) -> ChainSettings:
         sampling, options = request.sampling, self.spec.options
         return ChainSettings(
-            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-            presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
-            top_k=int(options.get("top_k", 0)), min_p=float(options.get("min_p", 0.0)),
-            repeat_penalty=float(options.get("repeat_penalty", 1.0)), logit_bias=sampling.logit_bias,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            top_k=int(options.get("top_k", 0)),
+            min_p=float(options.get("min_p", 0.0)),
+            repeat_penalty=float(options.get("repeat_penalty", 1.0)),
+            logit_bias=sampling.logit_bias,
         )
 
     def _check_request(self, request: GenerationRequest) -> None:
@@ -214,15 +239,19 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         if n > self.parallel:
             raise UnsupportedParameterError(
                 f"n={n} asks for more choices than the {self.parallel} sequences model {self.spec.name} "
-                f"runs at once (its engine option `parallel`).", param="n")
+                f"runs at once (its engine option `parallel`).",
+                param="n",
+            )
         n_vocab = self._require().n_vocab()
         bad = [token for token, _ in request.sampling.logit_bias if not 0 <= token < n_vocab]
         if bad:
-            raise InvalidInputError(f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
-                                    f"{self.spec.name} (ids 0 to {n_vocab - 1}).", param="logit_bias")
+            raise InvalidInputError(
+                f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
+                f"{self.spec.name} (ids 0 to {n_vocab - 1}).",
+                param="logit_bias",
+            )
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
-                   ) -> Sequence:
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
         sampling, settings = request.sampling, self._settings(request)
@@ -231,9 +260,17 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             return settings if sampling.seed is None else dataclasses.replace(settings, seed=sampling.seed + i)
 
         choices = [
-            Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens, settings=settings_of(i),
-                     stops=sampling.stop, emit=relay.emit, cancelled=relay.cancelled, index=i,
-                     top_logprobs=sampling.top_logprobs if sampling.logprobs else None)
+            Sequence(
+                request_id=request.request_id,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                settings=settings_of(i),
+                stops=sampling.stop,
+                emit=relay.emit,
+                cancelled=relay.cancelled,
+                index=i,
+                top_logprobs=sampling.top_logprobs if sampling.logprobs else None,
+            )
             for i in range(sampling.n)
         ]
         leader = choices[0]

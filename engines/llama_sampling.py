@@ -52,11 +52,19 @@ class SamplerChain:
             add(sampler)  # the chain owns (and frees) every sampler added to it
         if settings.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(settings.logit_bias))(
-                *(llama_cpp.llama_logit_bias(token=token, bias=bias) for token, bias in settings.logit_bias))
+                *(llama_cpp.llama_logit_bias(token=token, bias=bias) for token, bias in settings.logit_bias)
+            )
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(settings.logit_bias), biases))
         if settings.presence_penalty or settings.frequency_penalty or settings.repeat_penalty != 1.0:
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, settings.repeat_penalty,
-                                                       settings.frequency_penalty, settings.presence_penalty))
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    PENALTY_LAST_N,
+                    settings.repeat_penalty,
+                    settings.frequency_penalty,
+                    settings.presence_penalty,
+                )
+            )
         if settings.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
             return

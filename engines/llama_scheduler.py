@@ -87,7 +87,8 @@ class Sequence:
     sampler: SamplerChain | None = None
     matcher: StopMatcher = dataclasses.field(init=False)
     decoder: codecs.IncrementalDecoder = dataclasses.field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
 
     def __post_init__(self) -> None:
         self.matcher = StopMatcher(self.stops)
@@ -136,8 +137,17 @@ class Slot:
 class Scheduler:
     """Owns a llama_context on its own thread and runs the batching loop."""
 
-    def __init__(self, llama: Llama, ctx: llama_context_p, *, parallel: int, n_ctx_seq: int, n_batch: int,
-                 prefix_cache: bool = True, name: str = "llama"):
+    def __init__(
+        self,
+        llama: Llama,
+        ctx: llama_context_p,
+        *,
+        parallel: int,
+        n_ctx_seq: int,
+        n_batch: int,
+        prefix_cache: bool = True,
+        name: str = "llama",
+    ):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
@@ -182,10 +192,14 @@ class Scheduler:
     def stats(self) -> dict[str, int]:
         """Waiting and running counts, and the KV cells that running sequences hold out of all
         (racy snapshot; for status pages and /metrics). An idle slot's cached prefix counts as free."""
-        return {"waiting": len(self._waiting), "running": len(self._running), "peak_running": self.peak_running,
-                "parallel": self.parallel,
-                "kv_cache_tokens": sum(len(slot.tokens) for slot in self._slots if slot.busy),
-                "kv_cache_capacity": self.parallel * self.n_ctx_seq}
+        return {
+            "waiting": len(self._waiting),
+            "running": len(self._running),
+            "peak_running": self.peak_running,
+            "parallel": self.parallel,
+            "kv_cache_tokens": sum(len(slot.tokens) for slot in self._slots if slot.busy),
+            "kv_cache_capacity": self.parallel * self.n_ctx_seq,
+        }
 
     def slot_tokens(self) -> list[list[int]]:
         """A copy of what each slot's KV holds (for tests; racy while running)."""
@@ -305,8 +319,9 @@ class Scheduler:
         if self.prefix_cache:
             for slot in idle:
                 common = _common_prefix(slot.tokens, prompt)
-                if common > best_common or (best is not None and common == best_common and common > 0
-                                            and slot.last_used > best.last_used):
+                if common > best_common or (
+                    best is not None and common == best_common and common > 0 and slot.last_used > best.last_used
+                ):
                     best, best_common = slot, common
         if best is None:
             return min(idle, key=lambda slot: slot.last_used), 0
@@ -357,8 +372,11 @@ class Scheduler:
             if not sequence.prefilling or sequence.awaiting_prompt:
                 continue
             take = min(len(sequence.prompt) - sequence.n_past, budget)
-            add(sequence, sequence.prompt[sequence.n_past:sequence.n_past + take],
-                sequence.n_past + take == len(sequence.prompt))
+            add(
+                sequence,
+                sequence.prompt[sequence.n_past : sequence.n_past + take],
+                sequence.n_past + take == len(sequence.prompt),
+            )
             self.prompt_tokens_evaluated += take
             budget -= take
         if batch.n_tokens == 0:
@@ -388,8 +406,14 @@ class Scheduler:
             sequence.pending_logprobs.append(self._token_logprob(row_logprobs.values(), token, sequence.top_logprobs))
         safe = sequence.matcher.feed(sequence.decoder.decode(piece))
         if safe:
-            sequence.emit(Chunk(text=safe, token_ids=tuple(sequence.pending_ids), index=sequence.index,
-                                logprobs=tuple(sequence.pending_logprobs)))
+            sequence.emit(
+                Chunk(
+                    text=safe,
+                    token_ids=tuple(sequence.pending_ids),
+                    index=sequence.index,
+                    logprobs=tuple(sequence.pending_logprobs),
+                )
+            )
             sequence.pending_ids = []
             sequence.pending_logprobs = []
         if sequence.matcher.stopped:
@@ -404,8 +428,11 @@ class Scheduler:
         if top > 0:
             best = np.argpartition(-logprobs, top - 1)[:top]
             best = best[np.argsort(-logprobs[best], kind="stable")]
-            alternatives = tuple(TopLogprob(token=text, logprob=float(logprobs[t]), bytes=data)
-                                 for t in best for text, data in [self._piece(int(t))])
+            alternatives = tuple(
+                TopLogprob(token=text, logprob=float(logprobs[t]), bytes=data)
+                for t in best
+                for text, data in [self._piece(int(t))]
+            )
         text, data = self._piece(token)
         return TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=data, top=alternatives)
 
@@ -435,12 +462,19 @@ class Scheduler:
             choices = sequence.choices
             reasons = tuple(choice.finish_reason for choice in choices if choice.finish_reason is not None)
             if len(reasons) == len(choices):
-                sequence.emit(Chunk(
-                    text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index,
-                    finish_reason=reasons[0], prompt_tokens=len(sequence.prompt),
-                    completion_tokens=sum(len(choice.generated) for choice in choices),
-                    cached_tokens=choices[0].cached_tokens,
-                    finish_reasons=reasons if len(choices) > 1 else ()))
+                sequence.emit(
+                    Chunk(
+                        text=tail,
+                        token_ids=ids,
+                        logprobs=logprobs,
+                        index=sequence.index,
+                        finish_reason=reasons[0],
+                        prompt_tokens=len(sequence.prompt),
+                        completion_tokens=sum(len(choice.generated) for choice in choices),
+                        cached_tokens=choices[0].cached_tokens,
+                        finish_reasons=reasons if len(choices) > 1 else (),
+                    )
+                )
             elif tail:
                 sequence.emit(Chunk(text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index))
         self._release(sequence)
@@ -475,8 +509,9 @@ class _LazyLogprobs:
         if self._values is None:
             import llama_cpp
 
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, self._row),
-                                           shape=(self._n_vocab,)).astype(np.float64)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self._ctx, self._row), shape=(self._n_vocab,)
+            ).astype(np.float64)
             shifted = logits - logits.max()
             self._values = shifted - np.log(np.exp(shifted).sum())
         return self._values

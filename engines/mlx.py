@@ -84,8 +84,9 @@ class MlxEngine(ThreadedEngine[Scheduler]):
         parallel = int(options.get("parallel") or default_parallel())
         prefill = int(options.get("prefill_step_size") or DEFAULT_PREFILL_STEP_SIZE)
         if parallel < 1 or prefill < 1:
-            raise EngineUnavailableError(f"MLX engine options parallel ({parallel}) and prefill_step_size "
-                                         f"({prefill}) must be at least 1")
+            raise EngineUnavailableError(
+                f"MLX engine options parallel ({parallel}) and prefill_step_size ({prefill}) must be at least 1"
+            )
         scheduler = Scheduler(parallel=parallel, prefill_step_size=prefill, name=self.spec.name)
         try:
             # Loaded on the scheduler thread too: every MLX call of this engine stays on it.
@@ -118,12 +119,17 @@ class MlxEngine(ThreadedEngine[Scheduler]):
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         return self.prompt_ids(request)
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
-                  ) -> Sequence:
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
         self._check_logit_bias(request.sampling.logit_bias)
-        return Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                        sampling=request.sampling, text=TextStream(self._encoders()[0], prompt),
-                        emit=relay.emit, cancelled=relay.cancelled)
+        return Sequence(
+            request_id=request.request_id,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            sampling=request.sampling,
+            text=TextStream(self._encoders()[0], prompt),
+            emit=relay.emit,
+            cancelled=relay.cancelled,
+        )
 
     def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
         """Refuse ids outside the vocabulary here: inside the batch they would fail every sequence."""
@@ -146,8 +152,10 @@ class MlxEngine(ThreadedEngine[Scheduler]):
         self._require()
         if not self._tokenizer.chat_template:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        prompt: str = render_template(lambda ready: self._tokenizer.apply_chat_template(
-            ready, tokenize=False, add_generation_prompt=True), messages)
+        prompt: str = render_template(
+            lambda ready: self._tokenizer.apply_chat_template(ready, tokenize=False, add_generation_prompt=True),
+            messages,
+        )
         return prompt, True
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
@@ -198,9 +206,7 @@ class MlxEngine(ThreadedEngine[Scheduler]):
         except (ValueError, OSError, KeyError, RuntimeError) as exc:  # mx.load reports bad files as RuntimeError
             raise EngineUnavailableError(f"MLX could not load {source}: {exc}") from exc
         # mlx_lm.load would treat anything else as a hub id and download it; we never do.
-        raise EngineUnavailableError(
-            f"MLX model source {source!r} is neither a model directory nor a .gguf file"
-        )
+        raise EngineUnavailableError(f"MLX model source {source!r} is neither a model directory nor a .gguf file")
 
 
 def _clear_mlx_cache() -> None:

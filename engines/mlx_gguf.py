@@ -43,11 +43,30 @@ _GPT2_PRE = {"gpt-2", "phi-2", "roberta-bpe"}
 # (llama-vocab.cpp, "maintain a list of tokens that cause end-of-generation"); matching
 # its list keeps both engines stopping at the same place.
 _EOG_TEXTS = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
     # fill-in-the-middle pad / repo / file separators
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
-    "<REPO>", "<reponame>", "<|file_sep|>", "<|fim_sep|>", "<fim-sep>",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
+    "<|fim_sep|>",
+    "<fim-sep>",
 }
 _CONTROL, _USER_DEFINED = 3, 4
 
@@ -73,8 +92,12 @@ def load_gguf(path: str) -> GgufModel:
     # With return_metadata, a GGUF file loads as (tensors by name, header entries).
     weights, metadata = cast("tuple[dict[str, mx.array], dict[str, Any]]", mx.load(path, return_metadata=True))
     model = build_model(weights, metadata)
-    return GgufModel(model=model, tokenizer=build_tokenizer(metadata),
-                     eos_token_ids=frozenset(eog_token_ids(metadata)), metadata=metadata)
+    return GgufModel(
+        model=model,
+        tokenizer=build_tokenizer(metadata),
+        eos_token_ids=frozenset(eog_token_ids(metadata)),
+        metadata=metadata,
+    )
 
 
 def meta_value(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -163,8 +186,10 @@ def build_model(weights: dict[str, Any], metadata: dict[str, Any]) -> Model:
     bits = layer_bits(mapped)
     model = Model(model_args(weights, metadata))
     # Layers stored unquantized (norms, or types mx.load dequantizes) stay dense.
-    nn.quantize(model, class_predicate=lambda path, _module: (
-        {"group_size": GROUP_SIZE, "bits": bits[path]} if path in bits else False))
+    nn.quantize(
+        model,
+        class_predicate=lambda path, _module: {"group_size": GROUP_SIZE, "bits": bits[path]} if path in bits else False,
+    )
     model.eval()
     model.load_weights(list(mapped.items()), strict=True)
     mx.eval(model.parameters())
@@ -197,10 +222,12 @@ def build_tokenizer(metadata: dict[str, Any]) -> PreTrainedTokenizerFast:
     backend.decoder = decoders.ByteLevel()
     # Control tokens only match in text when the caller asks for special parsing, as in
     # llama.cpp; user-defined tokens always match there, like non-special added tokens here.
-    backend.add_tokens([AddedToken(t, special=False, normalized=False)
-                        for t, k in zip(tokens, kinds) if k == _USER_DEFINED])
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                for t, k in zip(tokens, kinds) if k == _CONTROL])
+    backend.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, kinds) if k == _USER_DEFINED]
+    )
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, kinds) if k == _CONTROL]
+    )
 
     bos_id = meta_value(metadata, "tokenizer.ggml.bos_token_id")
     eos_id = meta_value(metadata, "tokenizer.ggml.eos_token_id")
@@ -208,7 +235,8 @@ def build_tokenizer(metadata: dict[str, Any]) -> PreTrainedTokenizerFast:
     # llama.cpp's default for BPE vocabularies is not to add BOS.
     if bos_id is not None and meta_value(metadata, "tokenizer.ggml.add_bos_token", False):
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{tokens[bos_id]} $A", special_tokens=[(tokens[bos_id], bos_id)])
+            single=f"{tokens[bos_id]} $A", special_tokens=[(tokens[bos_id], bos_id)]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         chat_template=meta_value(metadata, "tokenizer.chat_template"),

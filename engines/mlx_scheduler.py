@@ -112,8 +112,10 @@ class Scheduler:
             from mlx_lm.generate import BatchGenerator
 
             return BatchGenerator(
-                model, stop_tokens=[[t] for t in sorted(stop_tokens)],
-                completion_batch_size=self.parallel, prefill_batch_size=self.parallel,
+                model,
+                stop_tokens=[[t] for t in sorted(stop_tokens)],
+                completion_batch_size=self.parallel,
+                prefill_batch_size=self.parallel,
                 prefill_step_size=self.prefill_step_size,
                 # This thread's own default stream, as mlx_lm.server does: the steps and
                 # every other call here then run in order on one stream.
@@ -141,8 +143,14 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         """Waiting and running counts and step counters (racy snapshot; for status pages)."""
-        return {"waiting": len(self._waiting), "running": len(self._active), "parallel": self.parallel,
-                "peak_batch": self.peak_batch, "steps": self.steps, "shared_steps": self.shared_steps}
+        return {
+            "waiting": len(self._waiting),
+            "running": len(self._active),
+            "parallel": self.parallel,
+            "peak_batch": self.peak_batch,
+            "steps": self.steps,
+            "shared_steps": self.shared_steps,
+        }
 
     def close(self, release: Callable[[], None] | None = None) -> None:
         """Stop the loop, run `release` on the thread once the batch is gone, fail whatever is left."""
@@ -216,7 +224,8 @@ class Scheduler:
         # A None sampler is greedy: BatchGenerator falls back to argmax for it, though its
         # annotation (list[Sampler]) does not say so.
         (uid,) = self._batch.insert(
-            [sequence.prompt], max_tokens=[sequence.max_tokens],
+            [sequence.prompt],
+            max_tokens=[sequence.max_tokens],
             samplers=[make_sampler(sequence.sampling)],  # type: ignore[list-item]
             logits_processors=[make_processors(sequence.sampling)],
         )
@@ -276,8 +285,15 @@ class Scheduler:
             self._active.pop(sequence.uid, None)  # first: whoever reads the final chunk sees it gone
         matcher = sequence.matcher
         tail = matcher.feed(sequence.text.flush()) + matcher.flush()
-        sequence.emit(Chunk(text=tail, token_ids=tuple(sequence.pending_ids) if tail else (), finish_reason=reason,
-                            prompt_tokens=len(sequence.prompt), completion_tokens=sequence.generated))
+        sequence.emit(
+            Chunk(
+                text=tail,
+                token_ids=tuple(sequence.pending_ids) if tail else (),
+                finish_reason=reason,
+                prompt_tokens=len(sequence.prompt),
+                completion_tokens=sequence.generated,
+            )
+        )
 
     def _reset_generator(self) -> None:
         """After a failed step the batch's caches may be half-written: start from an empty one."""
@@ -299,8 +315,11 @@ def make_sampler(sampling: SamplingParams) -> SeededSampler | None:
     """The sequence's sampler; None means greedy, which the batch decodes in one argmax."""
     if sampling.temperature <= 0:
         return None
-    return SeededSampler(temperature=sampling.temperature, top_p=sampling.top_p,
-                         seed=sampling.seed if sampling.seed is not None else random.randint(0, 2**63 - 1))
+    return SeededSampler(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=sampling.seed if sampling.seed is not None else random.randint(0, 2**63 - 1),
+    )
 
 
 def make_processors(sampling: SamplingParams) -> list[Callable[[mx.array, mx.array], mx.array]]:
@@ -309,8 +328,10 @@ def make_processors(sampling: SamplingParams) -> list[Callable[[mx.array, mx.arr
 
     return make_logits_processors(
         logit_bias=dict(sampling.logit_bias) or None,
-        presence_penalty=sampling.presence_penalty, presence_context_size=PENALTY_WINDOW,
-        frequency_penalty=sampling.frequency_penalty, frequency_context_size=PENALTY_WINDOW,
+        presence_penalty=sampling.presence_penalty,
+        presence_context_size=PENALTY_WINDOW,
+        frequency_penalty=sampling.frequency_penalty,
+        frequency_context_size=PENALTY_WINDOW,
     )
 
 
@@ -353,27 +374,27 @@ class TextStream:
 
     def __init__(self, encoder: Tokenizer, prompt_ids: list[int]):
         self._encoder = encoder
-        self._ids = list(prompt_ids[-self.CONTEXT:])
+        self._ids = list(prompt_ids[-self.CONTEXT :])
         self._prefix = 0  # start of the window
         self._read = len(self._ids)  # everything before this has been emitted
 
     def add(self, token: int) -> str:
         """Text that `token` completes; empty while a character is still partial."""
         self._ids.append(token)
-        seen = self._decode(self._ids[self._prefix:self._read])
-        full = self._decode(self._ids[self._prefix:])
+        seen = self._decode(self._ids[self._prefix : self._read])
+        full = self._decode(self._ids[self._prefix :])
         if len(full) <= len(seen) or full.endswith("\ufffd"):
             return ""
         self._prefix, self._read = self._read, len(self._ids)
-        return full[len(seen):]
+        return full[len(seen) :]
 
     def flush(self) -> str:
         """Whatever is still held back, partial characters as U+FFFD."""
         if self._read == len(self._ids):
             return ""
-        seen = self._decode(self._ids[self._prefix:self._read])
+        seen = self._decode(self._ids[self._prefix : self._read])
         self._read = len(self._ids)
-        return self._decode(self._ids[self._prefix:])[len(seen):]
+        return self._decode(self._ids[self._prefix :])[len(seen) :]
 
     def _decode(self, ids: list[int]) -> str:
         # Control tokens print as nothing, as llama.cpp's detokenizer renders them.

@@ -171,7 +171,9 @@ class OpenAIProxy:
         try:
             event = json.loads(data)
         except ValueError:
-            raise EngineCrashedError(f"upstream {self.base_url} sent an event that is not JSON: {data[:200]!r}") from None
+            raise EngineCrashedError(
+                f"upstream {self.base_url} sent an event that is not JSON: {data[:200]!r}"
+            ) from None
         if not isinstance(event, dict):
             raise EngineCrashedError(f"upstream {self.base_url} sent an unexpected event: {data[:200]!r}")
         if event.get("error") or event.get("object") == "error":
@@ -251,7 +253,9 @@ def _error_from_body(body: dict[str, Any], status: int, base_url: str, path: str
     if status in (401, 403):
         return EngineUnavailableError(f"upstream {base_url} refused our API key ({status}): {message}")
     if status == 404:
-        return EngineUnavailableError(f"upstream {base_url} has no {path or 'such endpoint'} or model ({status}): {message}")
+        return EngineUnavailableError(
+            f"upstream {base_url} has no {path or 'such endpoint'} or model ({status}): {message}"
+        )
     if status in (408, 429):
         return EngineUnavailableError(f"upstream {base_url} is busy ({status}): {message}")
     if 400 <= status < 500:

@@ -225,8 +225,12 @@ class ServerSupervisor:
                 # A session of its own makes the child a process-group leader, so stopping it
                 # also stops what it forks (vLLM's engine core and GPU workers).
                 proc = subprocess.Popen(
-                    self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    self.command,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 self.status = "failed"

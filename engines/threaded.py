@@ -98,8 +98,7 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
         """The token ids the model is fed for `request`; runs off the event loop."""
 
     @abc.abstractmethod
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int,
-                  relay: ThreadRelay) -> Any:
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Any:
         """The scheduler's job for `request`, reporting through `relay`."""
 
     def _check_request(self, request: GenerationRequest) -> None:
@@ -125,8 +124,9 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
         # Templates and tokenizing run off the loop: a long prompt takes a while. Tokenizers
         # only read the vocabulary, so they may run beside the scheduler thread.
         prompt = await asyncio.to_thread(self._prompt_tokens, request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
+        max_tokens = completion_budget(
+            prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
+        )
         if max_tokens == 0:
             yield self._nothing_to_generate(request, len(prompt))
             return
