@@ -91,8 +91,8 @@ def _bucket_key(value) -> dt.datetime:
     if isinstance(value, str):
         value = parse_datetime(value)
     if timezone.is_naive(value):
-        value = timezone.make_aware(value, dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = timezone.make_aware(value, dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def _percentiles_by_window_functions(queryset, unit: str, group_column: str, column: str) -> dict[tuple, dict]:

@@ -7,12 +7,12 @@ prometheus-client writes the text format. That is why no multiprocess directory 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
-
-from typing import TYPE_CHECKING
 
 from .metric_totals import HISTOGRAMS, ModelTotals
 

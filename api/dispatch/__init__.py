@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from django.conf import settings
 
 from engines.base import Chunk, GenerationRequest, ModelSpec
-from engines.platform import detect_best_engine, get_platform_info
 from engines.capabilities import capabilities_of
+from engines.platform import detect_best_engine, get_platform_info
 from models_registry.models import ServedModel
 
 # Called once a host has taken the job: (worker id, queue wait in ms, whether that host

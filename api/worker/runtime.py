@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-
 from redis.exceptions import RedisError
 
 from engines.errors import EngineError, EngineUnavailableError

@@ -5,8 +5,8 @@ from asgiref.sync import sync_to_async
 
 from api.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
-
 from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
+
 from .sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)

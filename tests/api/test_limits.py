@@ -15,8 +15,8 @@ from api.services.completions import CHAT, completion_serve
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_issue
 from monitoring.models import RequestRecord
-
 from tests.held import HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
+
 from .sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -60,7 +60,7 @@ def test_issue_with_relative_expiry():
 
 def test_issue_with_absolute_expiry():
     key = issue("ci", "--expires", "2999-01-02")
-    assert key.expires_at == dt.datetime(2999, 1, 2, tzinfo=dt.timezone.utc)
+    assert key.expires_at == dt.datetime(2999, 1, 2, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(("value", "message"), [("2001-01-01", "in the past"), ("soon", "use YYYY-MM-DD")])
