@@ -47,7 +47,7 @@ def test_issue_with_model_allowlist():
 
 def test_issue_with_unknown_model_fails_and_issues_nothing():
     served_model_register(name="a", source="", engine="echo")
-    with pytest.raises(CommandError, match="unknown model.*ghost"):
+    with pytest.raises(CommandError, match=r"unknown model.*ghost"):
         run("issue_api_key", "ci", "--models", "a", "ghost")
     assert not ApiKey.objects.exists()
 
