@@ -49,9 +49,14 @@ class EchoEngine(Engine):
         else:
             source = request.prompt or ""
             prompt_tokens = len(echo_tokenize(source))
-        max_tokens = completion_budget(
-            prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
-        )
+        if request.sampling.max_tokens is None:
+            # What the window has left, and never a refusal: plumbing tests send prompts far over
+            # the window on purpose (the request size limit) and read back their prompt_tokens.
+            max_tokens = max(self.spec.context_length - prompt_tokens, 0)
+        else:
+            max_tokens = completion_budget(
+                prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
+            )
         matcher = StopMatcher(request.sampling.stop)
         finish: FinishReason = "length"
         emitted = 0
