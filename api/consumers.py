@@ -20,7 +20,6 @@ from django.conf import settings
 
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_verify
-
 from serving.errors import INTERNAL_ERROR, ErrorInfo, RequestTooLarge
 
 from .authentication import bearer_token

@@ -30,7 +30,7 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.llama_server import ensure_binary, llama_cpp_python_version, running_llama_server  # noqa: E402
 from benchmarks.machine import cpu_model, noisy  # noqa: E402
 from benchmarks.platforms import MODEL, running_platform  # noqa: E402
-from benchmarks.streaming import (PROMPTS, fmt, measure_levels, print_json_line, print_level_table,  # noqa: E402
-                                  ratio)
+from benchmarks.streaming import PROMPTS, fmt, measure_levels, print_json_line, print_level_table, ratio  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
 BASELINE = "llama-server"
@@ -285,7 +284,7 @@ def main(argv=None) -> int:
                 print(f"Warning: other processes used {s['cpu']['other_share']:.0%} of the machine during {side} "
                       f"level {s['level']}; its numbers are noisy.")
 
-    record = {"benchmark": "against_llama_server", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    record = {"benchmark": "against_llama_server", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "model": MODEL, "max_tokens": args.max_tokens, "llama_cpp_python": llama_cpp_python_version(),
               "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
               "settings": settings, "how": how, "results": results, "platform_over_llama_server": ratios,

@@ -131,7 +131,7 @@ async def measure(side: str, base_url: str, api_key: str, model: str, args) -> l
             queue = list(range(n_requests))
             samples: list[Sample] = []
 
-            async def client_loop():
+            async def client_loop(queue: list[int] = queue, samples: list[Sample] = samples) -> None:
                 while queue:
                     queue.pop()
                     samples.append(await one_request(client, model, next_prompt(), args.max_tokens))

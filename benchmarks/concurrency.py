@@ -34,8 +34,16 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import noisy  # noqa: E402
 from benchmarks.platforms import MODEL, running_platform  # noqa: E402
-from benchmarks.streaming import (PROMPTS, LevelResult, echo_prompts, fmt, measure_levels, print_json_line,  # noqa: E402
-                                  print_level_table, ratio)
+from benchmarks.streaming import (  # noqa: E402
+    PROMPTS,
+    LevelResult,
+    echo_prompts,
+    fmt,
+    measure_levels,
+    print_json_line,
+    print_level_table,
+    ratio,
+)
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
 

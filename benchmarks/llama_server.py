@@ -51,7 +51,7 @@ def llama_cpp_python_version() -> str:
     except importlib.metadata.PackageNotFoundError:
         pin = re.search(r"^llama-cpp-python==(\S+)", (ROOT / "requirements" / "base.txt").read_text(), re.M)
         if not pin:
-            raise RuntimeError("llama-cpp-python is neither installed nor pinned in requirements/base.txt")
+            raise RuntimeError("llama-cpp-python is neither installed nor pinned in requirements/base.txt") from None
         return pin.group(1)
 
 

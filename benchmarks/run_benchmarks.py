@@ -28,7 +28,7 @@ import signal
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.platforms import MODEL, running_platform  # noqa: E402
-from benchmarks.streaming import (PROMPTS, Sample, fmt, one_request, open_client,  # noqa: E402
-                                  print_level_table, run_level)
+from benchmarks.streaming import PROMPTS, Sample, fmt, one_request, open_client, print_level_table, run_level  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django import)
 
 _PARAGRAPH = (
@@ -248,7 +247,7 @@ def main(argv=None) -> int:
     print("\nspeed by prompt class (sequential, one request at a time)")
     print("\n".join(lines))
     print_level_table("concurrency", results["concurrency"])
-    record = {"benchmark": "run_benchmarks", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    record = {"benchmark": "run_benchmarks", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "target": target, "model": args.model, "max_tokens": args.max_tokens, "runs": args.runs,
               "machine": {"cores": os.cpu_count(), "cpu": cpu_model()}, **results}
     if args.out is not None:

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.platforms import embedded_platform  # noqa: E402  (needs ROOT on sys.path)
 from benchmarks.machine import CpuAccount, major_faults, noisy  # noqa: E402
+from benchmarks.platforms import embedded_platform  # noqa: E402  (needs ROOT on sys.path)
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django)
 
 DEFAULT_PROMPT = "Write a long story about a lighthouse keeper."

@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .errors import EngineBusyError, EngineUnavailableError
 
@@ -37,14 +38,13 @@ MAX_RETRY_AFTER_SECONDS = 30
 class _Waiter:
     tenant: str
     need: int
-    granted: asyncio.Future
+    granted: asyncio.Future[None]
 
 
 class AdmissionQueue:
     """One engine's slots and the requests waiting for them."""
 
-    def __init__(self, *, slots: int, max_waiting: int, model: str = "",
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, slots: int, max_waiting: int, model: str = "", clock: Callable[[], float] = time.monotonic):
         self.slots = slots
         self.max_waiting = max_waiting
         self.model = model
@@ -116,8 +116,9 @@ class AdmissionQueue:
         """Admit waiters while the next tenant's oldest fits (none is skipped: a request needing
         many slots is not starved by smaller ones behind it)."""
         while self._waiting:
-            tenant = min(self._waiting, key=lambda name: (self._running_by_tenant[name],
-                                                          self._admitted_at.get(name, 0)))
+            tenant = min(
+                self._waiting, key=lambda name: (self._running_by_tenant[name], self._admitted_at.get(name, 0))
+            )
             queue = self._waiting[tenant]
             head = queue[0]
             if self.slots_in_use + head.need > self.slots:
@@ -185,9 +186,14 @@ class AdmissionQueue:
             self._released.popleft()
 
     def stats(self) -> dict[str, int]:
-        return {"num_requests_running": self.running, "num_requests_waiting": self._waiting_count,
-                "slots": self.slots, "slots_in_use": self.slots_in_use, "max_waiting": self.max_waiting,
-                "refused": self.refused}
+        return {
+            "num_requests_running": self.running,
+            "num_requests_waiting": self._waiting_count,
+            "slots": self.slots,
+            "slots_in_use": self.slots_in_use,
+            "max_waiting": self.max_waiting,
+            "refused": self.refused,
+        }
 
 
 class _Admission:
@@ -204,14 +210,15 @@ class _Admission:
     async def __aenter__(self) -> None:
         await self._queue._acquire(self._tenant, self._need)
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._queue._release(self._tenant, self._need)
 
 
-def max_waiting_option(options: dict, model: str) -> int:
+def max_waiting_option(options: dict[str, Any], model: str) -> int:
     """The `max_waiting` engine option, checked; DEFAULT_MAX_WAITING when absent."""
     value = options.get("max_waiting", DEFAULT_MAX_WAITING)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineUnavailableError(f"engine option max_waiting of model `{model}` must be a whole number "
-                                     f"of 0 or more, not {value!r}")
+        raise EngineUnavailableError(
+            f"engine option max_waiting of model `{model}` must be a whole number of 0 or more, not {value!r}"
+        )
     return value

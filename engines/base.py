@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing, nullcontext
 from typing import Any, Literal
 
 from .admission import AdmissionQueue, max_waiting_option
+from .errors import ContextOverflowError
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -46,7 +47,7 @@ class GenerationRequest:
     prompt: str | None = None
     tenant: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
 
@@ -127,8 +128,11 @@ class Engine(abc.ABC):
     def admission(self) -> AdmissionQueue | None:
         """The bounded queue in front of the slots (engines.admission); None without slots."""
         if self._admission is None and self.loaded and self.slots is not None:
-            self._admission = AdmissionQueue(slots=self.slots, model=self.spec.name,
-                                             max_waiting=max_waiting_option(self.spec.options, self.spec.name))
+            self._admission = AdmissionQueue(
+                slots=self.slots,
+                model=self.spec.name,
+                max_waiting=max_waiting_option(self.spec.options, self.spec.name),
+            )
         return self._admission
 
     @property
@@ -145,10 +149,10 @@ class Engine(abc.ABC):
         """Release weights and any threads."""
 
     @abc.abstractmethod
-    def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Engine-specific generation; see `generate`."""
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Yield chunks for `request`; closing the iterator cancels the generation.
 
         Engines with slots admit it first: it may wait its turn, or be refused at once with
@@ -158,8 +162,11 @@ class Engine(abc.ABC):
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             admission = self.admission
-            slot = (admission.admitted(tenant=request.tenant, need=request.sampling.n) if admission is not None
-                    else nullcontext())
+            slot = (
+                admission.admitted(tenant=request.tenant, need=request.sampling.n)
+                if admission is not None
+                else nullcontext()
+            )
             async with slot:
                 # aclosing: a consumer that stops early must stop the engine now, not at GC.
                 async with aclosing(self._generate(request)) as chunks:
@@ -186,3 +193,30 @@ class Engine(abc.ABC):
         if self._admission is not None:  # made at the first request; until then none waits
             return self._admission.stats()
         return {"num_requests_running": self.in_flight, "num_requests_waiting": 0}
+
+
+def completion_budget(*, prompt_tokens: int | None, max_tokens: int | None, n_ctx: int) -> int:
+    """Tokens a request may generate: its max_tokens, or what the context has left.
+
+    Raises ContextOverflowError when the prompt and the completion do not both fit, or
+    when the prompt fills the window and leaves nothing to generate into. `prompt_tokens`
+    None means the prompt was not counted here (a remote server's tokenizer is unknown):
+    it is then taken as the one token every prompt needs at least.
+    """
+    room = n_ctx - (1 if prompt_tokens is None else prompt_tokens)
+    budget = max_tokens if max_tokens is not None else room
+    if budget > room or room < 1:
+        if prompt_tokens is None:
+            asked = (
+                f"{budget} tokens for the completion alone, which leaves no room for the prompt. "
+                "Please reduce the length of the messages or completion."
+            )
+        else:
+            asked = (
+                f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, {budget} in the "
+                "completion). Please reduce the length of the prompt or completion."
+            )
+        raise ContextOverflowError(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested {asked}"
+        )
+    return budget

@@ -39,8 +39,9 @@ def require_sampling_features(engine: str, features: frozenset[str], sampling: S
     wanted = {"n": sampling.n > 1, "logprobs": sampling.logprobs, "logit_bias": bool(sampling.logit_bias)}
     for feature, used in wanted.items():
         if used and feature not in features:
-            raise UnsupportedParameterError(f"The '{feature}' parameter is not supported by the {engine} engine.",
-                                            param=feature)
+            raise UnsupportedParameterError(
+                f"The '{feature}' parameter is not supported by the {engine} engine.", param=feature
+            )
 
 
 def markdown_table() -> str:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .capabilities import CAPABILITIES
-from .errors import ContextOverflowError
 from .stops import StopMatcher
 
 _WORD = re.compile(r"\s*\S+")
@@ -27,7 +26,7 @@ class EchoEngine(Engine):
     name = "echo"
     capabilities = CAPABILITIES["echo"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self._loaded = False
         self.token_delay_s = float(spec.options.get("token_delay_ms", 0)) / 1000
@@ -42,7 +41,7 @@ class EchoEngine(Engine):
     def unload(self) -> None:
         self._loaded = False
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.messages is not None:
             contents = [m.get("content") or "" for m in request.messages]
             source = contents[-1] if contents else ""
@@ -50,18 +49,16 @@ class EchoEngine(Engine):
         else:
             source = request.prompt or ""
             prompt_tokens = len(echo_tokenize(source))
-        room = self.spec.context_length - prompt_tokens
-        max_tokens = request.sampling.max_tokens
-        if max_tokens is None:
-            max_tokens = room
-        if prompt_tokens + max_tokens > self.spec.context_length:
-            raise ContextOverflowError(
-                f"This model's maximum context length is {self.spec.context_length} tokens. "
-                f"However, you requested {prompt_tokens + max_tokens} tokens "
-                f"({prompt_tokens} in the messages, {max_tokens} in the completion)."
+        if request.sampling.max_tokens is None:
+            # What the window has left, and never a refusal: plumbing tests send prompts far over
+            # the window on purpose (the request size limit) and read back their prompt_tokens.
+            max_tokens = max(self.spec.context_length - prompt_tokens, 0)
+        else:
+            max_tokens = completion_budget(
+                prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
             )
         matcher = StopMatcher(request.sampling.stop)
-        finish = "length"
+        finish: FinishReason = "length"
         emitted = 0
         for index, token in enumerate(echo_tokenize(source)):
             if emitted >= max_tokens:
@@ -83,4 +80,3 @@ class EchoEngine(Engine):
         if tail:
             yield Chunk(text=tail)
         yield Chunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted)
-

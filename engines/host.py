@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 class EngineHost:
     """Keeps engines keyed by model name and feeds jobs into them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._engines: dict[str, Engine] = {}
         self._load_errors: dict[str, str] = {}
         self._loading: set[str] = set()
@@ -54,7 +54,7 @@ class EngineHost:
 
     async def generate(
         self, engine_name: str, spec: ModelSpec, request: GenerationRequest
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream chunks for `request` from the engine serving `spec`."""
         engine = self._engines.get(spec.name)
         if engine is None or engine.name != engine_name or engine.spec != spec or not engine.loaded:

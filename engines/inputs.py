@@ -61,8 +61,9 @@ def require_tokens(prompt_tokens: list[int], request: GenerationRequest, model: 
     llama.cpp fails an assertion on an empty batch.
     """
     if not prompt_tokens:
-        raise empty_input(request, f"Model `{model}` adds no start token, so an empty input leaves nothing "
-                                   "to generate from.")
+        raise empty_input(
+            request, f"Model `{model}` adds no start token, so an empty input leaves nothing to generate from."
+        )
 
 
 def empty_input(request: GenerationRequest, why: str) -> InvalidInputError:

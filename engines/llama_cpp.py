@@ -8,21 +8,23 @@ sequence in one batch per step; the event loop only awaits an asyncio.Queue it f
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
-from .threaded import ThreadRelay, completion_budget, relayed
+from .threaded import ThreadedEngine, ThreadRelay
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, llama_context_p, llama_model_p
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def default_parallel(kv_bytes_per_seq: int) -> int:
     return max(1, min(by_cores, by_memory))
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(ThreadedEngine[Scheduler]):
     """Engine options: `parallel` (slots), `max_waiting` (engines.admission), `n_threads`,
     `n_threads_batch`, `n_batch`, `n_gpu_layers`, `prefix_cache` (default on), `kv_unified`
     (default on), `flash_attn` (default "auto"; true or false), `top_k`, `min_p`, `repeat_penalty`.
@@ -70,12 +72,13 @@ class LlamaCppEngine(Engine):
     name = "llama_cpp"
     capabilities = CAPABILITIES["llama_cpp"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        self._llama = None
-        self._formatter = None
-        self._ctx = None
-        self._scheduler: Scheduler | None = None
+        self._llama: Llama | None = None
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._ctx: llama_context_p | None = None
+        # Known once loaded.
+        self.parallel = self.n_threads = self.n_threads_batch = 0
 
     @property
     def loaded(self) -> bool:
@@ -98,8 +101,14 @@ class LlamaCppEngine(Engine):
         threads_batch = int(options.get("n_threads_batch") or threads)
         n_batch = int(options.get("n_batch") or DEFAULT_N_BATCH)
         try:
-            llama = Llama(model_path=self.spec.source, n_ctx=_LLAMA_OWN_CTX, n_batch=_LLAMA_OWN_CTX,
-                          n_threads=1, n_gpu_layers=int(options.get("n_gpu_layers", 0)), verbose=False)
+            llama = Llama(
+                model_path=self.spec.source,
+                n_ctx=_LLAMA_OWN_CTX,
+                n_batch=_LLAMA_OWN_CTX,
+                n_threads=1,
+                n_gpu_layers=int(options.get("n_gpu_layers", 0)),
+                verbose=False,
+            )
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
         model = llama._model.model
@@ -122,9 +131,13 @@ class LlamaCppEngine(Engine):
         # sequences took 104 ms without it and 88 ms with it (llama-server: about 90). Set it
         # false for the same greedy text as llama-cpp-python's `Llama`, which leaves it off.
         flash = options.get("flash_attn", "auto")
-        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash == "auto"
-                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
-                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if flash == "auto"
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
         # trained context; admission holds each sequence to context_length. Quiet, as
         # llama-cpp-python itself keeps loading quiet.
@@ -132,8 +145,10 @@ class LlamaCppEngine(Engine):
             ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             llama.close()
-            raise EngineUnavailableError(f"llama.cpp could not make a context of {params.n_ctx} tokens "
-                                         f"({parallel} × {n_ctx_seq}) for {self.spec.name}")
+            raise EngineUnavailableError(
+                f"llama.cpp could not make a context of {params.n_ctx} tokens "
+                f"({parallel} × {n_ctx_seq}) for {self.spec.name}"
+            )
         template = llama.metadata.get("tokenizer.chat_template")
         if template:
             self._formatter = Jinja2ChatFormatter(
@@ -144,15 +159,22 @@ class LlamaCppEngine(Engine):
             )
         self._llama, self._ctx = llama, ctx
         self.parallel, self.n_threads, self.n_threads_batch = parallel, threads, threads_batch
-        self._scheduler = Scheduler(llama, ctx, parallel=parallel, n_ctx_seq=n_ctx_seq, n_batch=n_batch,
-                                    prefix_cache=bool(options.get("prefix_cache", True)), name=self.spec.name)
+        self._scheduler = Scheduler(
+            llama,
+            ctx,
+            parallel=parallel,
+            n_ctx_seq=n_ctx_seq,
+            n_batch=n_batch,
+            prefix_cache=bool(options.get("prefix_cache", True)),
+            name=self.spec.name,
+        )
 
     def unload(self) -> None:
         import llama_cpp
 
-        if self._scheduler is not None:
-            self._scheduler.close()
-            self._scheduler = None
+        scheduler = self._detach_scheduler()
+        if scheduler is not None:
+            scheduler.close()
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)  # before the weights it was made from
             self._ctx = None
@@ -163,7 +185,7 @@ class LlamaCppEngine(Engine):
     def state(self) -> dict[str, Any]:
         state = super().state()
         if self._scheduler is not None:
-            state.update(self._scheduler.stats(), n_threads=self.n_threads, n_threads_batch=self.n_threads_batch)
+            state.update(n_threads=self.n_threads, n_threads_batch=self.n_threads_batch)
         return state
 
     def count_tokens(self, text: str) -> int:
@@ -174,10 +196,14 @@ class LlamaCppEngine(Engine):
         """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
         if self._formatter is None:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        result = render_template(lambda ready: self._formatter(messages=ready), messages)
+        formatter = self._formatter
+        # The API checked these as OpenAI chat messages, the shape the formatter is typed for.
+        result = render_template(
+            lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)), messages
+        )
         return result.prompt, bool(result.added_special)
 
-    def _require(self):
+    def _require(self) -> Llama:
         if self._llama is None or self._scheduler is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._llama
@@ -196,10 +222,15 @@ class LlamaCppEngine(Engine):
     def _settings(self, request: GenerationRequest) -> ChainSettings:
         sampling, options = request.sampling, self.spec.options
         return ChainSettings(
-            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-            presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
-            top_k=int(options.get("top_k", 0)), min_p=float(options.get("min_p", 0.0)),
-            repeat_penalty=float(options.get("repeat_penalty", 1.0)), logit_bias=sampling.logit_bias,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            top_k=int(options.get("top_k", 0)),
+            min_p=float(options.get("min_p", 0.0)),
+            repeat_penalty=float(options.get("repeat_penalty", 1.0)),
+            logit_bias=sampling.logit_bias,
         )
 
     def _check_request(self, request: GenerationRequest) -> None:
@@ -208,15 +239,19 @@ class LlamaCppEngine(Engine):
         if n > self.parallel:
             raise UnsupportedParameterError(
                 f"n={n} asks for more choices than the {self.parallel} sequences model {self.spec.name} "
-                f"runs at once (its engine option `parallel`).", param="n")
-        n_vocab = self._llama.n_vocab()
+                f"runs at once (its engine option `parallel`).",
+                param="n",
+            )
+        n_vocab = self._require().n_vocab()
         bad = [token for token, _ in request.sampling.logit_bias if not 0 <= token < n_vocab]
         if bad:
-            raise InvalidInputError(f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
-                                    f"{self.spec.name} (ids 0 to {n_vocab - 1}).", param="logit_bias")
+            raise InvalidInputError(
+                f"logit_bias names token id {bad[0]}, outside the vocabulary of model "
+                f"{self.spec.name} (ids 0 to {n_vocab - 1}).",
+                param="logit_bias",
+            )
 
-    def _sequences(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay
-                   ) -> Sequence:
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
         sampling, settings = request.sampling, self._settings(request)
@@ -225,9 +260,17 @@ class LlamaCppEngine(Engine):
             return settings if sampling.seed is None else dataclasses.replace(settings, seed=sampling.seed + i)
 
         choices = [
-            Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens, settings=settings_of(i),
-                     stops=sampling.stop, emit=relay.emit, cancelled=relay.cancelled, index=i,
-                     top_logprobs=sampling.top_logprobs if sampling.logprobs else None)
+            Sequence(
+                request_id=request.request_id,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                settings=settings_of(i),
+                stops=sampling.stop,
+                emit=relay.emit,
+                cancelled=relay.cancelled,
+                index=i,
+                top_logprobs=sampling.top_logprobs if sampling.logprobs else None,
+            )
             for i in range(sampling.n)
         ]
         leader = choices[0]
@@ -236,35 +279,20 @@ class LlamaCppEngine(Engine):
             sibling.leader = leader
         return leader
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        self._require()
-        self._check_request(request)
-        # Templates and tokenizing run off the loop: a long prompt takes a while. The
-        # tokenizer only reads the vocabulary, so it may run beside the scheduler thread.
-        prompt = await asyncio.to_thread(self._prompt_tokens, request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
-        if max_tokens == 0:  # nothing to generate: no slot needed
-            n = request.sampling.n
-            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=0,
-                        finish_reasons=("length",) * n if n > 1 else ())
-            return
-        relay = ThreadRelay()
-        scheduler = self._scheduler
-        scheduler.submit(self._sequences(request, prompt, max_tokens, relay))
-        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    def _nothing_to_generate(self, request: GenerationRequest, prompt_tokens: int) -> Chunk:
+        # Nothing was looked up in the prefix cache, so none of the prompt came from it.
+        return dataclasses.replace(super()._nothing_to_generate(request, prompt_tokens), cached_tokens=0)
 
 
-def _kv_bytes_per_token(model) -> int:
+def _kv_bytes_per_token(model: llama_model_p) -> int:
     """KV cache bytes one token takes: K and V, f16, for every layer's KV heads."""
     import llama_cpp
 
     n_head = max(llama_cpp.llama_model_n_head(model), 1)
     head_dim = llama_cpp.llama_model_n_embd(model) // n_head
-    return 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+    kv_bytes: int = 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+    return kv_bytes
 
 
-def _token_text(llama, token_id: int) -> str:
+def _token_text(llama: Llama, token_id: int) -> str:
     return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llama_cpp import llama_context_p, llama_sampler_p, llama_vocab_p
 
 # Penalties look back over this many tokens, as llama.cpp's own default does.
 PENALTY_LAST_N = 64
@@ -33,22 +37,34 @@ class SamplerChain:
     there, so that it masks tokens before anything else looks at them.
     """
 
-    def __init__(self, vocab, settings: ChainSettings, *, first: tuple = ()):
+    def __init__(self, vocab: llama_vocab_p, settings: ChainSettings, *, first: tuple[llama_sampler_p, ...] = ()):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = lambda sampler: llama_cpp.llama_sampler_chain_add(self.chain, sampler)  # noqa: E731
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        self.chain: llama_sampler_p | None = chain
+
+        def add(sampler: llama_sampler_p) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
         for sampler in first:
             add(sampler)  # the chain owns (and frees) every sampler added to it
         if settings.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(settings.logit_bias))(
-                *(llama_cpp.llama_logit_bias(token=token, bias=bias) for token, bias in settings.logit_bias))
+                *(llama_cpp.llama_logit_bias(token=token, bias=bias) for token, bias in settings.logit_bias)
+            )
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(settings.logit_bias), biases))
         if settings.presence_penalty or settings.frequency_penalty or settings.repeat_penalty != 1.0:
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, settings.repeat_penalty,
-                                                       settings.frequency_penalty, settings.presence_penalty))
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    PENALTY_LAST_N,
+                    settings.repeat_penalty,
+                    settings.frequency_penalty,
+                    settings.presence_penalty,
+                )
+            )
         if settings.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
             return
@@ -62,9 +78,10 @@ class SamplerChain:
         seed = settings.seed if settings.seed is not None else random.randint(0, 2**31 - 1)
         add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
-    def sample(self, ctx, index: int) -> int:
+    def sample(self, ctx: llama_context_p, index: int) -> int:
         """Sample (and accept) a token from the `index`-th output row of the last decode."""
-        return self._llama_cpp.llama_sampler_sample(self.chain, ctx, index)
+        token: int = self._llama_cpp.llama_sampler_sample(self.chain, ctx, index)
+        return token
 
     def free(self) -> None:
         """Release the chain and every sampler in it."""

@@ -39,6 +39,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from .base import Chunk, FinishReason, TokenLogprob, TopLogprob
 from .errors import EngineCrashedError, EngineError, EngineUnavailableError
 from .llama_sampling import ChainSettings, SamplerChain
 from .stops import StopMatcher
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, llama_context_p
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +85,13 @@ class Sequence:
     finish_reason: FinishReason | None = None
     next_token: int | None = None  # sampled, not yet evaluated
     sampler: SamplerChain | None = None
-    matcher: StopMatcher | None = None
-    decoder: codecs.IncrementalDecoder | None = None
+    matcher: StopMatcher = dataclasses.field(init=False)
+    decoder: codecs.IncrementalDecoder = dataclasses.field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+
+    def __post_init__(self) -> None:
+        self.matcher = StopMatcher(self.stops)
 
     @property
     def prefilling(self) -> bool:
@@ -99,6 +108,20 @@ class Sequence:
         leader = self.leader or self
         return [leader, *leader.siblings]
 
+    @property
+    def held_slot(self) -> Slot:
+        """The slot of a started sequence (the scheduler only asks for it once it has started)."""
+        if self.slot is None:
+            raise EngineCrashedError(f"request {self.request_id} has no slot: it was never started")
+        return self.slot
+
+    @property
+    def chain(self) -> SamplerChain:
+        """The sampler chain of a running sequence."""
+        if self.sampler is None:
+            raise EngineCrashedError(f"request {self.request_id} has no sampler: it is not running")
+        return self.sampler
+
 
 @dataclasses.dataclass(eq=False)
 class Slot:
@@ -114,8 +137,17 @@ class Slot:
 class Scheduler:
     """Owns a llama_context on its own thread and runs the batching loop."""
 
-    def __init__(self, llama, ctx, *, parallel: int, n_ctx_seq: int, n_batch: int, prefix_cache: bool = True,
-                 name: str = "llama"):
+    def __init__(
+        self,
+        llama: Llama,
+        ctx: llama_context_p,
+        *,
+        parallel: int,
+        n_ctx_seq: int,
+        n_batch: int,
+        prefix_cache: bool = True,
+        name: str = "llama",
+    ):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
@@ -160,10 +192,14 @@ class Scheduler:
     def stats(self) -> dict[str, int]:
         """Waiting and running counts, and the KV cells that running sequences hold out of all
         (racy snapshot; for status pages and /metrics). An idle slot's cached prefix counts as free."""
-        return {"waiting": len(self._waiting), "running": len(self._running), "peak_running": self.peak_running,
-                "parallel": self.parallel,
-                "kv_cache_tokens": sum(len(slot.tokens) for slot in self._slots if slot.busy),
-                "kv_cache_capacity": self.parallel * self.n_ctx_seq}
+        return {
+            "waiting": len(self._waiting),
+            "running": len(self._running),
+            "peak_running": self.peak_running,
+            "parallel": self.parallel,
+            "kv_cache_tokens": sum(len(slot.tokens) for slot in self._slots if slot.busy),
+            "kv_cache_capacity": self.parallel * self.n_ctx_seq,
+        }
 
     def slot_tokens(self) -> list[list[int]]:
         """A copy of what each slot's KV holds (for tests; racy while running)."""
@@ -243,8 +279,6 @@ class Scheduler:
         sequence.n_past = keep
         sequence.cached_tokens = keep
         sequence.sampler = SamplerChain(self._vocab, sequence.settings)
-        sequence.matcher = StopMatcher(sequence.stops)
-        sequence.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._running.append(sequence)
         self.peak_running = max(self.peak_running, len(self._running))
 
@@ -263,17 +297,16 @@ class Scheduler:
         slot.starts.clear()
         sequence.slot = slot
         sequence.sampler = SamplerChain(self._vocab, sequence.settings)
-        sequence.matcher = StopMatcher(sequence.stops)
-        sequence.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._running.append(sequence)
         self.peak_running = max(self.peak_running, len(self._running))
 
     def _fork(self, sibling: Sequence) -> None:
         """Give a sibling the prompt's KV from choice 0 (whose prompt was just evaluated)."""
-        leader = sibling.leader
-        self._llama_cpp.llama_memory_seq_cp(self._memory, leader.slot.seq_id, sibling.slot.seq_id, -1, -1)
-        sibling.slot.tokens[:] = leader.slot.tokens
-        sibling.slot.starts[:] = leader.slot.starts
+        leader = sibling.choices[0]
+        source, target = leader.held_slot, sibling.held_slot
+        self._llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, target.seq_id, -1, -1)
+        target.tokens[:] = source.tokens
+        target.starts[:] = source.starts
         sibling.n_past = leader.n_past
         sibling.forked = True
 
@@ -281,12 +314,14 @@ class Scheduler:
         """The idle slot sharing the longest prefix with `prompt` (ties: most recent), else the
         least recent; with how many of its tokens to keep."""
         idle = [slot for slot in self._slots if not slot.busy]
-        best, best_common = None, 0
+        best: Slot | None = None
+        best_common = 0
         if self.prefix_cache:
             for slot in idle:
                 common = _common_prefix(slot.tokens, prompt)
-                if common > best_common or (common == best_common and common > 0
-                                            and slot.last_used > best.last_used):
+                if common > best_common or (
+                    best is not None and common == best_common and common > 0 and slot.last_used > best.last_used
+                ):
                     best, best_common = slot, common
         if best is None:
             return min(idle, key=lambda slot: slot.last_used), 0
@@ -306,8 +341,9 @@ class Scheduler:
         outputs: list[tuple[Sequence, int]] = []  # sequences that sample from this step, with their row
 
         def add(sequence: Sequence, tokens: list[int], want_logits: bool) -> None:
-            seq_id, start = sequence.slot.seq_id, sequence.n_past
-            sequence.slot.starts.extend([start] * len(tokens))
+            slot, start = sequence.held_slot, sequence.n_past
+            seq_id = slot.seq_id
+            slot.starts.extend([start] * len(tokens))
             for offset, token in enumerate(tokens):
                 row = batch.n_tokens
                 batch.token[row] = token
@@ -320,12 +356,12 @@ class Scheduler:
                 batch.logits[batch.n_tokens - 1] = 1
                 outputs.append((sequence, batch.n_tokens - 1))
             sequence.n_past += len(tokens)
-            sequence.slot.tokens.extend(tokens)
+            slot.tokens.extend(tokens)
 
         budget = self.n_batch
         # Running streams first: one token each, so a long prompt never stalls them.
         for sequence in self._running:
-            if not sequence.prefilling and budget > 0:
+            if not sequence.prefilling and budget > 0 and sequence.next_token is not None:
                 token, sequence.next_token = sequence.next_token, None
                 add(sequence, [token], True)
                 budget -= 1
@@ -336,8 +372,11 @@ class Scheduler:
             if not sequence.prefilling or sequence.awaiting_prompt:
                 continue
             take = min(len(sequence.prompt) - sequence.n_past, budget)
-            add(sequence, sequence.prompt[sequence.n_past:sequence.n_past + take],
-                sequence.n_past + take == len(sequence.prompt))
+            add(
+                sequence,
+                sequence.prompt[sequence.n_past : sequence.n_past + take],
+                sequence.n_past + take == len(sequence.prompt),
+            )
             self.prompt_tokens_evaluated += take
             budget -= take
         if batch.n_tokens == 0:
@@ -353,7 +392,7 @@ class Scheduler:
             for sibling in forks:
                 self._fork(sibling)
             for choice in [sequence, *forks]:
-                self._accept(choice, choice.sampler.sample(self._ctx, row), row_logprobs)
+                self._accept(choice, choice.chain.sample(self._ctx, row), row_logprobs)
 
     def _accept(self, sequence: Sequence, token: int, row_logprobs: _LazyLogprobs) -> None:
         """One sampled token: stream its text, or end the sequence."""
@@ -367,8 +406,14 @@ class Scheduler:
             sequence.pending_logprobs.append(self._token_logprob(row_logprobs.values(), token, sequence.top_logprobs))
         safe = sequence.matcher.feed(sequence.decoder.decode(piece))
         if safe:
-            sequence.emit(Chunk(text=safe, token_ids=tuple(sequence.pending_ids), index=sequence.index,
-                                logprobs=tuple(sequence.pending_logprobs)))
+            sequence.emit(
+                Chunk(
+                    text=safe,
+                    token_ids=tuple(sequence.pending_ids),
+                    index=sequence.index,
+                    logprobs=tuple(sequence.pending_logprobs),
+                )
+            )
             sequence.pending_ids = []
             sequence.pending_logprobs = []
         if sequence.matcher.stopped:
@@ -379,12 +424,15 @@ class Scheduler:
             sequence.next_token = token
 
     def _token_logprob(self, logprobs: np.ndarray, token: int, top: int) -> TokenLogprob:
-        alternatives = ()
+        alternatives: tuple[TopLogprob, ...] = ()
         if top > 0:
             best = np.argpartition(-logprobs, top - 1)[:top]
             best = best[np.argsort(-logprobs[best], kind="stable")]
-            alternatives = tuple(TopLogprob(token=text, logprob=float(logprobs[t]), bytes=data)
-                                 for t in best for text, data in [self._piece(int(t))])
+            alternatives = tuple(
+                TopLogprob(token=text, logprob=float(logprobs[t]), bytes=data)
+                for t in best
+                for text, data in [self._piece(int(t))]
+            )
         text, data = self._piece(token)
         return TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=data, top=alternatives)
 
@@ -399,7 +447,7 @@ class Scheduler:
                 if n >= 0:
                     break
                 size = -n  # the piece needs this many bytes
-            data = bytes(buffer[:n])
+            data = buffer.raw[:n]
             known = self._pieces[token] = (data.decode("utf-8", errors="replace"), tuple(data))
         return known
 
@@ -412,13 +460,21 @@ class Scheduler:
             sequence.finish_reason = reason
             ids, logprobs = (tuple(sequence.pending_ids), tuple(sequence.pending_logprobs)) if tail else ((), ())
             choices = sequence.choices
-            if all(choice.finish_reason is not None for choice in choices):
-                sequence.emit(Chunk(
-                    text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index,
-                    finish_reason=choices[0].finish_reason, prompt_tokens=len(sequence.prompt),
-                    completion_tokens=sum(len(choice.generated) for choice in choices),
-                    cached_tokens=choices[0].cached_tokens,
-                    finish_reasons=tuple(choice.finish_reason for choice in choices) if len(choices) > 1 else ()))
+            reasons = tuple(choice.finish_reason for choice in choices if choice.finish_reason is not None)
+            if len(reasons) == len(choices):
+                sequence.emit(
+                    Chunk(
+                        text=tail,
+                        token_ids=ids,
+                        logprobs=logprobs,
+                        index=sequence.index,
+                        finish_reason=reasons[0],
+                        prompt_tokens=len(sequence.prompt),
+                        completion_tokens=sum(len(choice.generated) for choice in choices),
+                        cached_tokens=choices[0].cached_tokens,
+                        finish_reasons=reasons if len(choices) > 1 else (),
+                    )
+                )
             elif tail:
                 sequence.emit(Chunk(text=tail, token_ids=ids, logprobs=logprobs, index=sequence.index))
         self._release(sequence)
@@ -445,7 +501,7 @@ class Scheduler:
 class _LazyLogprobs:
     """One output row's log-softmax, computed only if a sequence sampling from it asks."""
 
-    def __init__(self, ctx, row: int, n_vocab: int):
+    def __init__(self, ctx: llama_context_p, row: int, n_vocab: int):
         self._ctx, self._row, self._n_vocab = ctx, row, n_vocab
         self._values: np.ndarray | None = None
 
@@ -453,8 +509,9 @@ class _LazyLogprobs:
         if self._values is None:
             import llama_cpp
 
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, self._row),
-                                           shape=(self._n_vocab,)).astype(np.float64)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self._ctx, self._row), shape=(self._n_vocab,)
+            ).astype(np.float64)
             shifted = logits - logits.max()
             self._values = shifted - np.log(np.exp(shifted).sum())
         return self._values

@@ -9,20 +9,21 @@ mlx-lm BatchGenerator step; the event loop only awaits an asyncio.Queue it fills
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .mlx_scheduler import Scheduler, Sequence, TextStream
-from .threaded import ThreadRelay, completion_budget, relayed
+from .threaded import ThreadedEngine, ThreadRelay
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
+    from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def default_parallel() -> int:
     return METAL_DEFAULT_PARALLEL if mx.metal.is_available() else CPU_DEFAULT_PARALLEL
 
 
-class MlxEngine(Engine):
+class MlxEngine(ThreadedEngine[Scheduler]):
     """Engine options: `parallel` (sequences decoded together; default 32 on Metal, 4 on
     CPU) and `prefill_step_size` (prompt tokens evaluated per step, default 2048 as in mlx-lm).
     """
@@ -52,14 +53,13 @@ class MlxEngine(Engine):
     name = "mlx"
     capabilities = CAPABILITIES["mlx"]
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        self._model = None
-        self._tokenizer = None  # transformers tokenizer: chat template, special tokens
-        self._encoder = None  # its `tokenizers` backend, parsing special tokens in text
-        self._plain_encoder = None  # the same backend never parsing them, for raw prompts
+        self._model: nn.Module | None = None
+        self._tokenizer: Any = None  # transformers tokenizer (of any class): chat template, special tokens
+        self._encoder: Tokenizer | None = None  # its `tokenizers` backend, parsing special tokens in text
+        self._plain_encoder: Tokenizer | None = None  # the same backend never parsing them, for raw prompts
         self._eos_ids: frozenset[int] = frozenset()
-        self._scheduler: Scheduler | None = None
         self.parallel: int | None = None  # batch capacity, known once loaded
 
     @property
@@ -84,8 +84,9 @@ class MlxEngine(Engine):
         parallel = int(options.get("parallel") or default_parallel())
         prefill = int(options.get("prefill_step_size") or DEFAULT_PREFILL_STEP_SIZE)
         if parallel < 1 or prefill < 1:
-            raise EngineUnavailableError(f"MLX engine options parallel ({parallel}) and prefill_step_size "
-                                         f"({prefill}) must be at least 1")
+            raise EngineUnavailableError(
+                f"MLX engine options parallel ({parallel}) and prefill_step_size ({prefill}) must be at least 1"
+            )
         scheduler = Scheduler(parallel=parallel, prefill_step_size=prefill, name=self.spec.name)
         try:
             # Loaded on the scheduler thread too: every MLX call of this engine stays on it.
@@ -100,44 +101,35 @@ class MlxEngine(Engine):
         # transformers flips it per call; two private copies, each with the flag fixed,
         # mean no call can change what another thread's call sees.
         serialized = tokenizer.backend_tokenizer.to_str()
-        self._encoder, self._plain_encoder = Tokenizer.from_str(serialized), Tokenizer.from_str(serialized)
-        self._encoder.encode_special_tokens = False
-        self._plain_encoder.encode_special_tokens = True
+        encoder, plain_encoder = Tokenizer.from_str(serialized), Tokenizer.from_str(serialized)
+        encoder.encode_special_tokens = False
+        plain_encoder.encode_special_tokens = True
+        self._encoder, self._plain_encoder = encoder, plain_encoder
         self._tokenizer, self._eos_ids, self._scheduler = tokenizer, eos_ids, scheduler
         self.parallel = parallel
         self._model = model
 
     def unload(self) -> None:
         self._model = None  # the scheduler thread drops its own references as it stops
-        if self._scheduler is not None:
-            self._scheduler.close(release=_clear_mlx_cache)
-            self._scheduler = None
+        scheduler = self._detach_scheduler()
+        if scheduler is not None:
+            scheduler.close(release=_clear_mlx_cache)
         self._tokenizer = self._encoder = self._plain_encoder = None
 
-    def state(self) -> dict[str, Any]:
-        state = super().state()
-        if self._scheduler is not None:
-            state.update(self._scheduler.stats())
-        return state
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        return self.prompt_ids(request)
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        self._require()
-        scheduler = self._scheduler
-        # Templates and tokenizing run off the loop: a long prompt takes a while.
-        prompt = await asyncio.to_thread(self.prompt_ids, request)
-        max_tokens = completion_budget(prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens,
-                                       n_ctx=self.spec.context_length)
-        if max_tokens == 0:  # nothing to generate: no place in the batch needed
-            yield Chunk(finish_reason="length", prompt_tokens=len(prompt), completion_tokens=0)
-            return
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
         self._check_logit_bias(request.sampling.logit_bias)
-        relay = ThreadRelay()
-        scheduler.submit(Sequence(request_id=request.request_id, prompt=prompt, max_tokens=max_tokens,
-                                  sampling=request.sampling, text=TextStream(self._encoder, prompt),
-                                  emit=relay.emit, cancelled=relay.cancelled))
-        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        return Sequence(
+            request_id=request.request_id,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            sampling=request.sampling,
+            text=TextStream(self._encoders()[0], prompt),
+            emit=relay.emit,
+            cancelled=relay.cancelled,
+        )
 
     def _check_logit_bias(self, logit_bias: tuple[tuple[int, float], ...]) -> None:
         """Refuse ids outside the vocabulary here: inside the batch they would fail every sequence."""
@@ -148,8 +140,8 @@ class MlxEngine(Engine):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer (special tokens parsed, no BOS)."""
-        self._require()
-        return len(self._encoder.encode(text, add_special_tokens=False).ids)
+        encoder, _ = self._encoders()
+        return len(encoder.encode(text, add_special_tokens=False).ids)
 
     def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
         """Apply the model's chat template; returns the prompt and whether it adds BOS itself.
@@ -160,39 +152,49 @@ class MlxEngine(Engine):
         self._require()
         if not self._tokenizer.chat_template:
             raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        prompt = render_template(lambda ready: self._tokenizer.apply_chat_template(
-            ready, tokenize=False, add_generation_prompt=True), messages)
+        prompt: str = render_template(
+            lambda ready: self._tokenizer.apply_chat_template(ready, tokenize=False, add_generation_prompt=True),
+            messages,
+        )
         return prompt, True
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The token ids the model is fed for `request`."""
-        self._require()
+        encoder, plain_encoder = self._encoders()
         param = input_param(request)
         if request.messages is not None:
             # The template writes its own BOS and markers, as llama.cpp's formatter assumes.
             prompt, _ = self.render_chat(list(request.messages))
             utf8(prompt, param=param)  # the Rust tokenizer cannot take a lone surrogate either
-            ids = self._encoder.encode(prompt, add_special_tokens=False).ids
+            ids = encoder.encode(prompt, add_special_tokens=False).ids
         else:
             utf8(request.prompt or "", param=param)
             # Raw text is data: "<|im_end|>" typed by a user must not become a control token.
-            ids = self._plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
+            ids = plain_encoder.encode(request.prompt or "", add_special_tokens=True).ids
         require_tokens(ids, request, self.spec.name)
         return ids
 
-    def _require(self):
+    def _require(self) -> nn.Module:
         if self._model is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._model
 
-    def _read_model(self):
+    def _encoders(self) -> tuple[Tokenizer, Tokenizer]:
+        """The tokenizer that parses special-token text, and the one that never does."""
+        self._require()
+        if self._encoder is None or self._plain_encoder is None:
+            raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
+        return self._encoder, self._plain_encoder
+
+    def _read_model(self) -> tuple[nn.Module, Any, frozenset[int]]:
         """Runs on the engine thread: model, transformers tokenizer and end-of-generation ids."""
         source = self.spec.source
         try:
             if os.path.isdir(source):
                 import mlx_lm
 
-                model, wrapper = mlx_lm.load(source)
+                loaded = mlx_lm.load(source)
+                model, wrapper = loaded[0], loaded[1]
                 if getattr(wrapper._tokenizer, "backend_tokenizer", None) is None:
                     raise EngineUnavailableError(f"{source} has no fast tokenizer (tokenizer.json)")
                 return model, wrapper._tokenizer, frozenset(wrapper.eos_token_ids)
@@ -204,9 +206,7 @@ class MlxEngine(Engine):
         except (ValueError, OSError, KeyError, RuntimeError) as exc:  # mx.load reports bad files as RuntimeError
             raise EngineUnavailableError(f"MLX could not load {source}: {exc}") from exc
         # mlx_lm.load would treat anything else as a hub id and download it; we never do.
-        raise EngineUnavailableError(
-            f"MLX model source {source!r} is neither a model directory nor a .gguf file"
-        )
+        raise EngineUnavailableError(f"MLX model source {source!r} is neither a model directory nor a .gguf file")
 
 
 def _clear_mlx_cache() -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from mlx_lm.models.llama import Model, ModelArgs
+    from transformers import PreTrainedTokenizerFast
 
 GROUP_SIZE = 32
 
@@ -39,11 +43,30 @@ _GPT2_PRE = {"gpt-2", "phi-2", "roberta-bpe"}
 # (llama-vocab.cpp, "maintain a list of tokens that cause end-of-generation"); matching
 # its list keeps both engines stopping at the same place.
 _EOG_TEXTS = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
     # fill-in-the-middle pad / repo / file separators
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
-    "<REPO>", "<reponame>", "<|file_sep|>", "<|fim_sep|>", "<fim-sep>",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
+    "<|fim_sep|>",
+    "<fim-sep>",
 }
 _CONTROL, _USER_DEFINED = 3, 4
 
@@ -66,10 +89,15 @@ def load_gguf(path: str) -> GgufModel:
     """Read `path` and return the quantized mlx-lm model, its tokenizer and stop ids."""
     import mlx.core as mx
 
-    weights, metadata = mx.load(path, return_metadata=True)
+    # With return_metadata, a GGUF file loads as (tensors by name, header entries).
+    weights, metadata = cast("tuple[dict[str, mx.array], dict[str, Any]]", mx.load(path, return_metadata=True))
     model = build_model(weights, metadata)
-    return GgufModel(model=model, tokenizer=build_tokenizer(metadata),
-                     eos_token_ids=frozenset(eog_token_ids(metadata)), metadata=metadata)
+    return GgufModel(
+        model=model,
+        tokenizer=build_tokenizer(metadata),
+        eos_token_ids=frozenset(eog_token_ids(metadata)),
+        metadata=metadata,
+    )
 
 
 def meta_value(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -78,7 +106,7 @@ def meta_value(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
 
 
-def model_args(weights: dict[str, Any], metadata: dict[str, Any]):
+def model_args(weights: dict[str, Any], metadata: dict[str, Any]) -> ModelArgs:
     """mlx-lm llama ModelArgs from the GGUF header."""
     from mlx_lm.models.llama import ModelArgs
 
@@ -88,7 +116,7 @@ def model_args(weights: dict[str, Any], metadata: dict[str, Any]):
     if meta_value(metadata, "llama.rope.scaling.type", "none") not in ("none", None):
         raise GgufError("GGUF rope scaling is not supported by the MLX engine")
 
-    def need(key: str):
+    def need(key: str) -> Any:
         value = meta_value(metadata, f"llama.{key}")
         if value is None:
             raise GgufError(f"GGUF metadata lacks llama.{key}")
@@ -148,7 +176,7 @@ def layer_bits(weights: dict[str, Any]) -> dict[str, int]:
     return bits
 
 
-def build_model(weights: dict[str, Any], metadata: dict[str, Any]):
+def build_model(weights: dict[str, Any], metadata: dict[str, Any]) -> Model:
     """Instantiate mlx-lm's llama model with each layer quantized as the file stores it."""
     import mlx.core as mx
     import mlx.nn as nn
@@ -158,15 +186,17 @@ def build_model(weights: dict[str, Any], metadata: dict[str, Any]):
     bits = layer_bits(mapped)
     model = Model(model_args(weights, metadata))
     # Layers stored unquantized (norms, or types mx.load dequantizes) stay dense.
-    nn.quantize(model, class_predicate=lambda path, _module: (
-        {"group_size": GROUP_SIZE, "bits": bits[path]} if path in bits else False))
+    nn.quantize(
+        model,
+        class_predicate=lambda path, _module: {"group_size": GROUP_SIZE, "bits": bits[path]} if path in bits else False,
+    )
     model.eval()
     model.load_weights(list(mapped.items()), strict=True)
     mx.eval(model.parameters())
     return model
 
 
-def build_tokenizer(metadata: dict[str, Any]):
+def build_tokenizer(metadata: dict[str, Any]) -> PreTrainedTokenizerFast:
     """A byte-level BPE transformers tokenizer equal to llama.cpp's for this vocabulary."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -176,6 +206,7 @@ def build_tokenizer(metadata: dict[str, Any]):
         raise GgufError(f"GGUF tokenizer {kind!r} is not supported by the MLX engine (only byte-level BPE 'gpt2')")
     pre = meta_value(metadata, "tokenizer.ggml.pre", "gpt-2")
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pre_tokenizer: pre_tokenizers.PreTokenizer
     if pre in _DIGIT_SPLITTING_PRE:
         pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     elif pre in _GPT2_PRE:
@@ -191,10 +222,12 @@ def build_tokenizer(metadata: dict[str, Any]):
     backend.decoder = decoders.ByteLevel()
     # Control tokens only match in text when the caller asks for special parsing, as in
     # llama.cpp; user-defined tokens always match there, like non-special added tokens here.
-    backend.add_tokens([AddedToken(t, special=False, normalized=False)
-                        for t, k in zip(tokens, kinds) if k == _USER_DEFINED])
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                for t, k in zip(tokens, kinds) if k == _CONTROL])
+    backend.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, kinds) if k == _USER_DEFINED]
+    )
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, kinds) if k == _CONTROL]
+    )
 
     bos_id = meta_value(metadata, "tokenizer.ggml.bos_token_id")
     eos_id = meta_value(metadata, "tokenizer.ggml.eos_token_id")
@@ -202,7 +235,8 @@ def build_tokenizer(metadata: dict[str, Any]):
     # llama.cpp's default for BPE vocabularies is not to add BOS.
     if bos_id is not None and meta_value(metadata, "tokenizer.ggml.add_bos_token", False):
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{tokens[bos_id]} $A", special_tokens=[(tokens[bos_id], bos_id)])
+            single=f"{tokens[bos_id]} $A", special_tokens=[(tokens[bos_id], bos_id)]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         chat_template=meta_value(metadata, "tokenizer.chat_template"),

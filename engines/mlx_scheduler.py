@@ -23,11 +23,17 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Chunk, FinishReason, SamplingParams
 from .errors import EngineCrashedError, EngineError, EngineUnavailableError
 from .stops import StopMatcher
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.generate import BatchGenerator
+    from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,10 @@ class Sequence:
     uid: int | None = None
     generated: int = 0
     pending_ids: list[int] = dataclasses.field(default_factory=list)
-    matcher: StopMatcher | None = None
+    matcher: StopMatcher = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = StopMatcher(self.sampling.stop)
 
 
 class Scheduler:
@@ -61,11 +70,11 @@ class Scheduler:
     def __init__(self, *, parallel: int, prefill_step_size: int, name: str = "mlx"):
         self.parallel = parallel
         self.prefill_step_size = prefill_step_size
-        self._generator = None  # mlx_lm BatchGenerator, made on the thread by `serve`
-        self._make_generator: Callable[[], Any] | None = None
+        self._generator: BatchGenerator | None = None  # made on the thread by `serve`
+        self._make_generator: Callable[[], BatchGenerator] | None = None
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._active: dict[int, Sequence] = {}  # BatchGenerator uid -> sequence
-        self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future]] = []
+        self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
         self._cond = threading.Condition()
         self._stopping = False
         self._release: Callable[[], None] | None = None
@@ -81,9 +90,9 @@ class Scheduler:
 
     # -- called from any thread --------------------------------------------------------
 
-    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run `fn` on the MLX thread between two steps; its result or error lands in the future."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._cond:
             if self._stopping:
                 raise EngineUnavailableError("the model is being unloaded")
@@ -95,23 +104,25 @@ class Scheduler:
         """`call` and wait for the result."""
         return self.call(fn).result()
 
-    def serve(self, model, *, stop_tokens: frozenset[int]) -> None:
+    def serve(self, model: nn.Module, *, stop_tokens: frozenset[int]) -> None:
         """Start batching for `model`, which ends a sequence on any of `stop_tokens`."""
 
-        def make_generator():
-            from mlx_lm.generate import BatchGenerator
+        def make_generator() -> BatchGenerator:
             import mlx.core as mx
+            from mlx_lm.generate import BatchGenerator
 
             return BatchGenerator(
-                model, stop_tokens=[[t] for t in sorted(stop_tokens)],
-                completion_batch_size=self.parallel, prefill_batch_size=self.parallel,
+                model,
+                stop_tokens=[[t] for t in sorted(stop_tokens)],
+                completion_batch_size=self.parallel,
+                prefill_batch_size=self.parallel,
                 prefill_step_size=self.prefill_step_size,
                 # This thread's own default stream, as mlx_lm.server does: the steps and
                 # every other call here then run in order on one stream.
                 stream=mx.default_stream(mx.default_device()),
             )
 
-        def start():
+        def start() -> None:
             self._make_generator = make_generator
             self._generator = make_generator()
 
@@ -132,8 +143,14 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         """Waiting and running counts and step counters (racy snapshot; for status pages)."""
-        return {"waiting": len(self._waiting), "running": len(self._active), "parallel": self.parallel,
-                "peak_batch": self.peak_batch, "steps": self.steps, "shared_steps": self.shared_steps}
+        return {
+            "waiting": len(self._waiting),
+            "running": len(self._active),
+            "parallel": self.parallel,
+            "peak_batch": self.peak_batch,
+            "steps": self.steps,
+            "shared_steps": self.shared_steps,
+        }
 
     def close(self, release: Callable[[], None] | None = None) -> None:
         """Stop the loop, run `release` on the thread once the batch is gone, fail whatever is left."""
@@ -189,17 +206,27 @@ class Scheduler:
 
     def _admit(self) -> list[Sequence]:
         """Take waiting sequences while the batch has room (called under the lock)."""
-        admitted = []
+        admitted: list[Sequence] = []
         while self._waiting and len(self._active) + len(admitted) < self.parallel:
             sequence = self._waiting.popleft()
             if not sequence.cancelled.is_set():
                 admitted.append(sequence)
         return admitted
 
+    @property
+    def _batch(self) -> BatchGenerator:
+        """The BatchGenerator, which exists from `serve` until the thread shuts down."""
+        if self._generator is None:
+            raise EngineUnavailableError("the model is not being served")
+        return self._generator
+
     def _start(self, sequence: Sequence) -> None:
-        sequence.matcher = StopMatcher(sequence.sampling.stop)
-        (uid,) = self._generator.insert(
-            [sequence.prompt], max_tokens=[sequence.max_tokens], samplers=[make_sampler(sequence.sampling)],
+        # A None sampler is greedy: BatchGenerator falls back to argmax for it, though its
+        # annotation (list[Sampler]) does not say so.
+        (uid,) = self._batch.insert(
+            [sequence.prompt],
+            max_tokens=[sequence.max_tokens],
+            samplers=[make_sampler(sequence.sampling)],  # type: ignore[list-item]
             logits_processors=[make_processors(sequence.sampling)],
         )
         sequence.uid = uid
@@ -212,13 +239,13 @@ class Scheduler:
                 self._waiting = collections.deque(s for s in self._waiting if not s.cancelled.is_set())
         gone = [uid for uid, sequence in self._active.items() if sequence.cancelled.is_set()]
         if gone:
-            self._generator.remove(gone)
+            self._batch.remove(gone)
             for uid in gone:
                 del self._active[uid]
             self.cancelled += len(gone)
 
     def _step(self) -> None:
-        _, responses = self._generator.next()
+        _, responses = self._batch.next()
         if not responses:  # a step that only evaluated prompt chunks
             return
         self.steps += 1
@@ -232,7 +259,7 @@ class Scheduler:
                 finished_here.append(response.uid)
         if finished_here:
             # Ended by a stop string: BatchGenerator would go on decoding them.
-            self._generator.remove(finished_here)
+            self._batch.remove(finished_here)
 
     def _accept(self, sequence: Sequence, token: int, finish_reason: str | None) -> bool:
         """One decoded token; returns True when a stop string ended a sequence the generator keeps."""
@@ -254,16 +281,24 @@ class Scheduler:
 
     def _finish(self, sequence: Sequence, reason: FinishReason) -> None:
         """End a sequence: the last text and the final chunk with the counts."""
-        self._active.pop(sequence.uid, None)  # first: whoever reads the final chunk sees it gone
+        if sequence.uid is not None:
+            self._active.pop(sequence.uid, None)  # first: whoever reads the final chunk sees it gone
         matcher = sequence.matcher
         tail = matcher.feed(sequence.text.flush()) + matcher.flush()
-        sequence.emit(Chunk(text=tail, token_ids=tuple(sequence.pending_ids) if tail else (), finish_reason=reason,
-                            prompt_tokens=len(sequence.prompt), completion_tokens=sequence.generated))
+        sequence.emit(
+            Chunk(
+                text=tail,
+                token_ids=tuple(sequence.pending_ids) if tail else (),
+                finish_reason=reason,
+                prompt_tokens=len(sequence.prompt),
+                completion_tokens=sequence.generated,
+            )
+        )
 
     def _reset_generator(self) -> None:
         """After a failed step the batch's caches may be half-written: start from an empty one."""
-        self._generator.close()
-        self._generator = self._make_generator()
+        self._batch.close()
+        self._generator = self._make_generator() if self._make_generator is not None else None
 
     def _shut_down(self) -> None:
         if self._generator is not None:
@@ -276,22 +311,27 @@ class Scheduler:
                 logger.exception("releasing MLX memory failed")
 
 
-def make_sampler(sampling: SamplingParams):
+def make_sampler(sampling: SamplingParams) -> SeededSampler | None:
     """The sequence's sampler; None means greedy, which the batch decodes in one argmax."""
     if sampling.temperature <= 0:
         return None
-    return SeededSampler(temperature=sampling.temperature, top_p=sampling.top_p,
-                         seed=sampling.seed if sampling.seed is not None else random.randint(0, 2**63 - 1))
+    return SeededSampler(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=sampling.seed if sampling.seed is not None else random.randint(0, 2**63 - 1),
+    )
 
 
-def make_processors(sampling: SamplingParams) -> list:
+def make_processors(sampling: SamplingParams) -> list[Callable[[mx.array, mx.array], mx.array]]:
     """Penalties and logit bias for one sequence, as mlx-lm logits processors."""
     from mlx_lm.sample_utils import make_logits_processors
 
     return make_logits_processors(
         logit_bias=dict(sampling.logit_bias) or None,
-        presence_penalty=sampling.presence_penalty, presence_context_size=PENALTY_WINDOW,
-        frequency_penalty=sampling.frequency_penalty, frequency_context_size=PENALTY_WINDOW,
+        presence_penalty=sampling.presence_penalty,
+        presence_context_size=PENALTY_WINDOW,
+        frequency_penalty=sampling.frequency_penalty,
+        frequency_context_size=PENALTY_WINDOW,
     )
 
 
@@ -311,14 +351,15 @@ class SeededSampler:
         self._temperature = temperature
         self._top_p = top_p
 
-    def __call__(self, logprobs):
+    def __call__(self, logprobs: mx.array) -> mx.array:
         from mlx_lm.sample_utils import apply_top_p
 
-        mx = self._mx
-        self._key, key = mx.random.split(self._key)
+        core = self._mx
+        self._key, key = core.random.split(self._key)
         if 0 < self._top_p < 1:
             logprobs = apply_top_p(logprobs, self._top_p)
-        return mx.random.categorical(logprobs * (1 / self._temperature), key=key)
+        token: mx.array = core.random.categorical(logprobs * (1 / self._temperature), key=key)
+        return token
 
 
 class TextStream:
@@ -331,30 +372,31 @@ class TextStream:
 
     CONTEXT = 5  # prompt tokens kept as context for the first generated token
 
-    def __init__(self, encoder, prompt_ids: list[int]):
+    def __init__(self, encoder: Tokenizer, prompt_ids: list[int]):
         self._encoder = encoder
-        self._ids = list(prompt_ids[-self.CONTEXT:])
+        self._ids = list(prompt_ids[-self.CONTEXT :])
         self._prefix = 0  # start of the window
         self._read = len(self._ids)  # everything before this has been emitted
 
     def add(self, token: int) -> str:
         """Text that `token` completes; empty while a character is still partial."""
         self._ids.append(token)
-        seen = self._decode(self._ids[self._prefix:self._read])
-        full = self._decode(self._ids[self._prefix:])
+        seen = self._decode(self._ids[self._prefix : self._read])
+        full = self._decode(self._ids[self._prefix :])
         if len(full) <= len(seen) or full.endswith("\ufffd"):
             return ""
         self._prefix, self._read = self._read, len(self._ids)
-        return full[len(seen):]
+        return full[len(seen) :]
 
     def flush(self) -> str:
         """Whatever is still held back, partial characters as U+FFFD."""
         if self._read == len(self._ids):
             return ""
-        seen = self._decode(self._ids[self._prefix:self._read])
+        seen = self._decode(self._ids[self._prefix : self._read])
         self._read = len(self._ids)
-        return self._decode(self._ids[self._prefix:])[len(seen):]
+        return self._decode(self._ids[self._prefix :])[len(seen) :]
 
     def _decode(self, ids: list[int]) -> str:
         # Control tokens print as nothing, as llama.cpp's detokenizer renders them.
-        return self._encoder.decode(ids, skip_special_tokens=True)
+        text: str = self._encoder.decode(ids, skip_special_tokens=True)
+        return text

@@ -31,7 +31,10 @@ def _cuda_facts() -> dict[str, Any]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"available": False, "devices": []}
@@ -70,15 +73,11 @@ def detect_best_engine(force_engine: str | None = None, info: dict[str, Any] | N
     return explain_engine_choice(force_engine, info)[0]
 
 
-def explain_engine_choice(
-    force_engine: str | None = None, info: dict[str, Any] | None = None
-) -> tuple[str, str]:
+def explain_engine_choice(force_engine: str | None = None, info: dict[str, Any] | None = None) -> tuple[str, str]:
     """Return the chosen engine and a one-line reason an operator can read."""
     if force_engine and force_engine != "auto":
         if force_engine not in FORCEABLE_ENGINES:
-            raise ValueError(
-                f"Unknown engine {force_engine!r}; choose one of {', '.join(FORCEABLE_ENGINES)}"
-            )
+            raise ValueError(f"Unknown engine {force_engine!r}; choose one of {', '.join(FORCEABLE_ENGINES)}")
         return force_engine, f"forced: {force_engine}"
     info = info if info is not None else get_platform_info()
     cuda = "yes" if info["cuda_available"] else "no"

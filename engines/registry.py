@@ -14,7 +14,7 @@ _ENGINE_CLASSES = {
     "upstream": "engines.upstream:UpstreamEngine",
     "echo": "engines.echo:EchoEngine",
 }
-# Not registered: engines.supervised.SupervisedServerEngine runs any command from its options,
+# Not registered: engines.child_server.SupervisedServerEngine runs any command from its options,
 # and engine options are editable in the admin; vLLM supplies a fixed command line instead.
 
 
@@ -24,7 +24,8 @@ def engine_class(name: str) -> type[Engine]:
         module_name, class_name = _ENGINE_CLASSES[name].split(":")
     except KeyError:
         raise EngineUnavailableError(f"unknown engine {name!r}") from None
-    return getattr(importlib.import_module(module_name), class_name)
+    engine: type[Engine] = getattr(importlib.import_module(module_name), class_name)
+    return engine
 
 
 def create_engine(name: str, spec: ModelSpec) -> Engine:

@@ -3,18 +3,22 @@
 Each such engine has one thread that owns the model and batches sequences
 (engines.llama_scheduler, engines.mlx_scheduler). The event loop only awaits an
 asyncio.Queue that the thread fills, so it is never blocked; closing the async iterator
-sets an Event that the thread checks between steps.
+sets an Event that the thread checks between steps. `ThreadedEngine` holds the part of
+such an engine that does not depend on the library: the path of one request from the
+loop to the scheduler thread and back, and the scheduler's place in `state` and `unload`.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from typing import Any, Generic, Protocol, TypeVar
 
-from .base import Chunk
-from .errors import ContextOverflowError
+from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
+from .errors import EngineUnavailableError
 
 Emit = Callable[[Chunk | BaseException], None]
 
@@ -26,7 +30,7 @@ class ThreadRelay:
     consumer is gone or done, and the thread checks it between steps.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         self.cancelled = threading.Event()
@@ -37,7 +41,7 @@ class ThreadRelay:
         except RuntimeError:  # the consumer's loop is gone: nobody is listening
             self.cancelled.set()
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Chunks up to the final one; an emitted error is raised. Closing it sets `cancelled`."""
         try:
             while True:
@@ -51,7 +55,7 @@ class ThreadRelay:
             self.cancelled.set()
 
 
-async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncIterator[Chunk]:
+async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncGenerator[Chunk, None]:
     """The relay's chunks; however the stream ends (finished, failed, client gone), `wake` the
     engine thread so that a cancelled sequence leaves the batch at its next step."""
     try:
@@ -62,18 +66,78 @@ async def relayed(relay: ThreadRelay, wake: Callable[[], None]) -> AsyncIterator
         wake()
 
 
-def completion_budget(*, prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int:
-    """Tokens a request may generate: its max_tokens, or what the context has left.
+class BatchScheduler(Protocol):
+    """What ThreadedEngine needs of a scheduler thread (llama_scheduler, mlx_scheduler)."""
 
-    Raises ContextOverflowError when the prompt and the completion do not both fit, or
-    when the prompt fills the window and leaves nothing to generate into.
+    def submit(self, sequence: Any) -> None:
+        """Queue a sequence; the scheduler thread admits it at its next step."""
+
+    def wake(self) -> None:
+        """Make the thread look at its queues now (a sequence was cancelled)."""
+
+    def stats(self) -> dict[str, int]:
+        """Gauges for status pages."""
+
+
+SchedulerT = TypeVar("SchedulerT", bound=BatchScheduler)
+
+
+class ThreadedEngine(Engine, Generic[SchedulerT]):
+    """An engine whose scheduler thread owns the model: one request's path there and back.
+
+    Subclasses load the model and set `_scheduler`, and say how a request becomes prompt
+    tokens (`_prompt_tokens`) and a job for their scheduler (`_sequence`).
     """
-    room = n_ctx - prompt_tokens
-    budget = max_tokens if max_tokens is not None else room
-    if budget > room or room < 1:
-        raise ContextOverflowError(
-            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-            f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, "
-            f"{budget} in the completion). Please reduce the length of the prompt or completion."
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        self._scheduler: SchedulerT | None = None
+
+    @abc.abstractmethod
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        """The token ids the model is fed for `request`; runs off the event loop."""
+
+    @abc.abstractmethod
+    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Any:
+        """The scheduler's job for `request`, reporting through `relay`."""
+
+    def _check_request(self, request: GenerationRequest) -> None:
+        """Refuse, before any work, what this model cannot do; by default nothing."""
+
+    def _nothing_to_generate(self, request: GenerationRequest, prompt_tokens: int) -> Chunk:
+        """The answer to a request whose budget is zero tokens: it needs no place in the batch."""
+        n = request.sampling.n
+        length: FinishReason = "length"
+        reasons = (length,) * n if n > 1 else ()
+        return Chunk(finish_reason="length", prompt_tokens=prompt_tokens, completion_tokens=0, finish_reasons=reasons)
+
+    def _detach_scheduler(self) -> SchedulerT | None:
+        """Take the scheduler away from new requests; the caller closes it."""
+        scheduler, self._scheduler = self._scheduler, None
+        return scheduler
+
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        scheduler = self._scheduler
+        if scheduler is None or not self.loaded:
+            raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
+        self._check_request(request)
+        # Templates and tokenizing run off the loop: a long prompt takes a while. Tokenizers
+        # only read the vocabulary, so they may run beside the scheduler thread.
+        prompt = await asyncio.to_thread(self._prompt_tokens, request)
+        max_tokens = completion_budget(
+            prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
         )
-    return budget
+        if max_tokens == 0:
+            yield self._nothing_to_generate(request, len(prompt))
+            return
+        relay = ThreadRelay()
+        scheduler.submit(self._sequence(request, prompt, max_tokens, relay))
+        async with aclosing(relayed(relay, scheduler.wake)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self._scheduler is not None:
+            state.update(self._scheduler.stats())
+        return state

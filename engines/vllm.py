@@ -12,10 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import EngineUnavailableError
-from .supervised import SupervisedServerEngine
 from .capabilities import CAPABILITIES
-from .supervisor import LOOPBACK
+from .child_server import SupervisedServerEngine
+from .errors import EngineUnavailableError
+from .process_supervisor import LOOPBACK
 
 
 class VllmEngine(SupervisedServerEngine):
@@ -37,18 +37,23 @@ class VllmEngine(SupervisedServerEngine):
         extra_args = options.get("extra_args") or []
         if isinstance(extra_args, str) or not all(isinstance(a, str) for a in extra_args):
             raise EngineUnavailableError(
-                f"model {self.spec.name}: options.extra_args must be a list of strings, e.g. [\"--dtype\", \"half\"]"
+                f'model {self.spec.name}: options.extra_args must be a list of strings, e.g. ["--dtype", "half"]'
             )
         return [
             *vllm_launcher(options.get("vllm_executable")),
             "serve",
             "{source}",
             # Loopback only: the proxy is the child's one client, and keys are checked here.
-            "--host", LOOPBACK,
-            "--port", "{port}",
-            "--max-model-len", str(self._positive_int("max_model_len", self.spec.context_length)),
-            "--gpu-memory-utilization", str(self._fraction("gpu_memory_utilization", 0.9)),
-            "--served-model-name", "{model}",
+            "--host",
+            LOOPBACK,
+            "--port",
+            "{port}",
+            "--max-model-len",
+            str(self._positive_int("max_model_len", self.spec.context_length)),
+            "--gpu-memory-utilization",
+            str(self._fraction("gpu_memory_utilization", 0.9)),
+            "--served-model-name",
+            "{model}",
             *extra_args,
         ]
 
@@ -66,7 +71,9 @@ class VllmEngine(SupervisedServerEngine):
     def _positive_int(self, key: str, default: int) -> int:
         value = self.spec.options.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise EngineUnavailableError(f"model {self.spec.name}: options.{key} must be a positive integer, not {value!r}")
+            raise EngineUnavailableError(
+                f"model {self.spec.name}: options.{key} must be a positive integer, not {value!r}"
+            )
         return value
 
     def _fraction(self, key: str, default: float) -> float:

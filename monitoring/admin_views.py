@@ -21,7 +21,7 @@ def _host_rows(summaries: list[dict]) -> list[dict]:
         latest = summary.get("latest") or {}
 
         def gib(field: str) -> str:
-            value = latest.get(field)
+            value = latest.get(field)  # noqa: B023 - gib is called within this iteration only
             return "—" if value is None else f"{value / GIB:.1f}"
 
         gpu = latest.get("gpu_count")

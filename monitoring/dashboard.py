@@ -91,8 +91,8 @@ def _bucket_key(value) -> dt.datetime:
     if isinstance(value, str):
         value = parse_datetime(value)
     if timezone.is_naive(value):
-        value = timezone.make_aware(value, dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = timezone.make_aware(value, dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def _percentiles_by_window_functions(queryset, unit: str, group_column: str, column: str) -> dict[tuple, dict]:
@@ -110,7 +110,8 @@ def _percentiles_by_window_functions(queryset, unit: str, group_column: str, col
         near = f"(rn - 1) > {fraction!r} * (n - 1) - 1 AND (rn - 1) < {fraction!r} * (n - 1) + 1"
         picks.append(f"({near})")
         sums.append(f"SUM(CASE WHEN {near} THEN (1 - ABS((rn - 1) - {fraction!r} * (n - 1))) * v END) AS {name}")
-    sql = (f"SELECT bucket, grp, {', '.join(sums)} FROM ({inner_sql}) ranked "
+    # Interpolated: Django's own SQL for the queryset and numbers from PERCENTILES; values are params.
+    sql = (f"SELECT bucket, grp, {', '.join(sums)} FROM ({inner_sql}) ranked "  # noqa: S608
            f"WHERE {' OR '.join(picks)} GROUP BY bucket, grp")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

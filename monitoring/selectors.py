@@ -42,7 +42,7 @@ def api_key_usage_by_day(*, key: ApiKey, days: int = 30) -> list[dict]:
     """
     since = timezone.now() - dt.timedelta(days=days)
     rows = (RequestRecord.objects.filter(api_key=key, created_at__gte=since)
-            .annotate(day=TruncDate("created_at", tzinfo=dt.timezone.utc))
+            .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
             .values("day")
             .annotate(requests=Count("id"), prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
                       completion_tokens=Coalesce(Sum("completion_tokens"), 0))

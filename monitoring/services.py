@@ -99,7 +99,8 @@ def metric_totals_add(model_name: str, increments: dict[str, float]) -> None:
     values = ", ".join(["(%s, %s, %s)"] * len(rows))
     params = [item for series, amount in rows for item in (model_name, series, float(amount))]
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} (model_name, series, value) VALUES {values} "
+        # Only the quoted table name and placeholders are interpolated; the values are parameters.
+        cursor.execute(f"INSERT INTO {table} (model_name, series, value) VALUES {values} "  # noqa: S608
                        f"ON CONFLICT (model_name, series) DO UPDATE SET value = {table}.value + excluded.value",
                        params)
 

@@ -164,7 +164,7 @@ class RequestLifecycle:
         now = time.time()
         fields = dict(
             request_id=self.request_id,
-            created_at=dt.datetime.fromtimestamp(self.started_at, tz=dt.timezone.utc),
+            created_at=dt.datetime.fromtimestamp(self.started_at, tz=dt.UTC),
             endpoint=self.endpoint,
             stream=self.stream,
             duration_ms=(now - self.started_at) * 1000,

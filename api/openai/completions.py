@@ -22,8 +22,7 @@ from serving.lifecycle import RequestLifecycle, request_lifecycle
 
 from ..errors import error_body, error_info
 from .format import CHAT, STREAM_DONE, ChoiceResult, ChunkWriter, completion_body, sse_event
-from .requests import (features_used, generation_request, refuse_unsupported_options, validated_body,
-                       wants_logprobs)
+from .requests import features_used, generation_request, refuse_unsupported_options, validated_body, wants_logprobs
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from asgiref.sync import sync_to_async
 
 from models_registry.models import ApiKey, ServedModel
 from models_registry.selectors import served_model_for_key, served_models_for_key
-
 from serving.errors import ModelNotFound
 
 

@@ -6,12 +6,12 @@ Setting REDIS_URL switches to distributed mode. Importing the settings creates n
 directory: inference_platform.startup prepares what they name.
 """
 
-from .environment import *  # noqa: F403
-from .distributed import *  # noqa: F403
-from .core import *  # noqa: F403
-from .serving import *  # noqa: F403
-from .channel_layers import *  # noqa: F403
-from .workers import *  # noqa: F403
-from .monitoring import *  # noqa: F403
-from .limits import *  # noqa: F403
 from .api import *  # noqa: F403
+from .channel_layers import *  # noqa: F403
+from .core import *  # noqa: F403
+from .distributed import *  # noqa: F403
+from .environment import *  # noqa: F403
+from .limits import *  # noqa: F403
+from .monitoring import *  # noqa: F403
+from .serving import *  # noqa: F403
+from .workers import *  # noqa: F403

@@ -7,8 +7,8 @@ from django.utils.functional import lazy
 
 from inference_platform.secret_key import secret_key_from_file
 
-from .environment import BASE_DIR, env
 from .distributed import DISTRIBUTED
+from .environment import BASE_DIR, env
 
 # Django's debug pages show settings and URL patterns to anyone: never on a server that is exposed.
 DEBUG = env("DEBUG")

@@ -1,7 +1,7 @@
 """Celery and its workers: the broker, the queues' fairness, and how workers report they are alive."""
 
-from .environment import env
 from .distributed import REDIS_TIMEOUT_SECONDS, REDIS_URL
+from .environment import env
 
 # Distributed mode: Celery workers host the engines (see serving/worker/). Which models a worker
 # hosts: a comma-separated list or "all" enabled ones; `--models` on the command line wins.

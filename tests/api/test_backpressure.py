@@ -15,10 +15,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.dispatch.embedded import engine_host
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_register
 from monitoring.models import RequestRecord
+from serving.dispatch.embedded import engine_host
 from tests.held import HeldPost, hang_up_all, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]

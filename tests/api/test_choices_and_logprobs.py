@@ -7,8 +7,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from serving.dispatch.embedded import engine_host
 from api.openai.schema import CHAT_CHUNK, TEXT_CHUNK
+from serving.dispatch.embedded import engine_host
 
 from .sse import sse_events
 from .test_auth_and_errors import assert_openai_error

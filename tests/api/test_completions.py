@@ -3,10 +3,10 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from serving.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
-
+from serving.dispatch.embedded import engine_host
 from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
+
 from .sse import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from serving.dispatch.embedded import engine_host
 from api.openai.serializers import ROLES
+from serving.dispatch.embedded import engine_host
 
 from .sse import sse_events
 

@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
-from serving.dispatch.embedded import engine_host
 from monitoring.models import RequestRecord
+from serving.dispatch.embedded import engine_host
 
 from .sse import sse_events
 

@@ -11,10 +11,9 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from api.consumers import CLOSE_UNAUTHORIZED, ChatCompletionsConsumer
-from serving.dispatch.embedded import engine_host
 from models_registry.services.api_keys import api_key_revoke, api_key_verify
 from monitoring.models import RequestRecord
-
+from serving.dispatch.embedded import engine_host
 from tests.held import LONG_ECHO, LONG_WORDS, long_chat, register_long_echo
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -182,7 +182,7 @@ def test_closing_a_stream_cancels_generation(sdk, live):
             break
     stream.close()
     cancelled = _wait_for_records(live, "WHERE finish_reason = 'cancelled'", before + 1)
-    finish_reason, completion_tokens, status_code, stream_flag = cancelled[-1]
+    _finish_reason, completion_tokens, status_code, stream_flag = cancelled[-1]
     assert status_code == 499 and stream_flag
     assert completion_tokens < 100, "generation went on after the client left"
     # The engine is free and unharmed: the same greedy request gives the same answer as before.

@@ -10,7 +10,6 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
-
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 CHAT = [{"role": "user", "content": "Tell me about the sea in two sentences."}]

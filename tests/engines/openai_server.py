@@ -11,12 +11,12 @@ import argparse
 import contextlib
 import http.server
 import json
-import threading
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,7 +153,11 @@ def _serve_with_health() -> None:
         server_settings=ServerSettings(host=HOST, port=args.port, interrupt_requests=False),
         model_settings=[ModelSettings(model=args.model, n_ctx=args.n_ctx, verbose=False)],
     )
-    app.add_api_route("/health", lambda: {}, methods=["GET"])
+
+    def health() -> dict[str, str]:
+        return {}
+
+    app.add_api_route("/health", health, methods=["GET"])
     uvicorn.run(app, host=HOST, port=args.port)
 
 

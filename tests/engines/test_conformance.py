@@ -18,9 +18,9 @@ import pytest
 from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.errors import InvalidInputError
 from engines.registry import create_engine
+from tests.engines.helpers import collect
 
 from .openai_server import openai_server
-from tests.engines.helpers import collect
 
 ENGINES = ["llama_cpp", "mlx", "upstream", "echo", "vllm"]
 # Engines whose counts come from their own tokenizer, token by token. llama_cpp.server does

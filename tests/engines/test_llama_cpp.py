@@ -3,10 +3,9 @@
 import asyncio
 
 import pytest
-
-from engines.base import ModelSpec
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from engines.base import ModelSpec
 from engines.errors import ContextOverflowError, InvalidInputError
 from engines.inputs import render_template
 from engines.llama_cpp import LlamaCppEngine

@@ -89,7 +89,7 @@ def test_every_gguf_tensor_fills_exactly_one_model_parameter(engine, gguf):
 
 
 def test_unknown_tensor_names_are_refused():
-    with pytest.raises(mlx_gguf.GgufError, match="rope_freqs.weight"):
+    with pytest.raises(mlx_gguf.GgufError, match=r"rope_freqs\.weight"):
         mlx_gguf.mlx_name("rope_freqs.weight")
     assert mlx_gguf.mlx_name("blk.12.ffn_down.biases") == "model.layers.12.mlp.down_proj.biases"
 
@@ -372,7 +372,7 @@ async def test_mlx_model_directory_serves_the_same_tokens(engine, tmp_path):
 
 def test_sources_that_are_not_local_models_are_refused(tmp_path):
     for source in ("HuggingFaceTB/SmolLM2-135M-Instruct", str(tmp_path / "missing.gguf")):
-        with pytest.raises(EngineUnavailableError, match="neither a model directory nor a .gguf file"):
+        with pytest.raises(EngineUnavailableError, match=r"neither a model directory nor a \.gguf file"):
             MlxEngine(ModelSpec(name="x", source=source)).load()
 
 

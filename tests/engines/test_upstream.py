@@ -1,6 +1,7 @@
 """The upstream engine against a real OpenAI-compatible server: llama-cpp-python's own."""
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -14,12 +15,13 @@ from engines.errors import (
     EngineUnavailableError,
     UnsupportedParameterError,
 )
-from engines.upstream import OpenAIProxy, UpstreamEngine, _error_from_body
-
-from .openai_server import free_port, openai_server, replay_server
+from engines.openai_client import OpenAIProxy, _error_from_body
+from engines.upstream import UpstreamEngine
 from tests.engines.helpers import POEM, collect, loaded, text_of
 from tests.engines.helpers import greedy_chat as chat
 from tests.engines.helpers import greedy_completion as complete
+
+from .openai_server import free_port, openai_server, replay_server
 
 KEY = "upstream-test-key"
 # Far more tokens than the 2048-token window: the upstream itself must refuse it.
@@ -72,7 +74,7 @@ async def test_chat_streams_deltas_as_the_upstream_makes_them(engine, server):
     assert len(deltas) >= 8, chunks
     # A proxy that buffered the response would hand everything over within microseconds;
     # the upstream decodes one token every few milliseconds.
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:len(deltas)])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[:len(deltas)])]
     assert sorted(gaps)[len(gaps) // 2] > 0.002, gaps
     assert chunks[-1].finish_reason == "length"
     own = direct(server, "/chat/completions", {"messages": list(POEM), "max_tokens": 16, "temperature": 0, "seed": 7})

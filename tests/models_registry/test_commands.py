@@ -47,7 +47,7 @@ def test_issue_with_model_allowlist():
 
 def test_issue_with_unknown_model_fails_and_issues_nothing():
     served_model_register(name="a", source="", engine="echo")
-    with pytest.raises(CommandError, match="unknown model.*ghost"):
+    with pytest.raises(CommandError, match=r"unknown model.*ghost"):
         run("issue_api_key", "ci", "--models", "a", "ghost")
     assert not ApiKey.objects.exists()
 
@@ -60,7 +60,7 @@ def test_issue_with_relative_expiry():
 
 def test_issue_with_absolute_expiry():
     key = issue("ci", "--expires", "2999-01-02")
-    assert key.expires_at == dt.datetime(2999, 1, 2, tzinfo=dt.timezone.utc)
+    assert key.expires_at == dt.datetime(2999, 1, 2, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(("value", "message"), [("2001-01-01", "in the past"), ("soon", "use YYYY-MM-DD")])

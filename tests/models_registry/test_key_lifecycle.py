@@ -11,9 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from models_registry.models import ApiKey
-from monitoring.selectors import api_key_usage_by_day
 from models_registry.services.api_keys import api_key_issue, api_key_rotate, api_key_verify
 from models_registry.services.served_models import served_model_register
+from monitoring.selectors import api_key_usage_by_day
 from monitoring.services import request_record_create
 
 pytestmark = pytest.mark.django_db

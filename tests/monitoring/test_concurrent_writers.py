@@ -36,7 +36,7 @@ def test_writers_that_start_together_all_commit(api_key):
                     endpoint="chat", stream=False, duration_ms=40.0, status_code=200, model_name="m",
                     engine="echo", worker="w", prompt_tokens=3, completion_tokens=2, ttft_ms=5.0,
                     finish_reason="stop")
-        except BaseException as exc:  # noqa: BLE001 - reported below, with the rest
+        except BaseException as exc:  # reported below, with the rest
             failures.append(exc)
         finally:
             connections.close_all()

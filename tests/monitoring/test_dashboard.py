@@ -24,8 +24,8 @@ from monitoring.tasks import prune_request_records
 
 pytestmark = pytest.mark.django_db
 
-NOW = dt.datetime(2025, 3, 4, 12, 30, 20, tzinfo=dt.timezone.utc)
-T0 = dt.datetime(2025, 3, 4, 12, 25, tzinfo=dt.timezone.utc)  # a bucket start inside the last hour
+NOW = dt.datetime(2025, 3, 4, 12, 30, 20, tzinfo=dt.UTC)
+T0 = dt.datetime(2025, 3, 4, 12, 25, tzinfo=dt.UTC)  # a bucket start inside the last hour
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -186,7 +186,7 @@ def test_dashboard_requires_staff(web):
 
 def test_dashboard_renders_a_chart_per_metric_with_group_names(staff_client, dataset):
     # The view uses the real clock: add records in the current minute so the hour window has data.
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     record(100, at=now, model="gamma<b>", worker="gpu-node-7")
     record(101, at=now, model="gamma<b>", worker="gpu-node-7", status=503)
     response = staff_client.get("/admin/monitoring/dashboard/?window=hour&group=model")
@@ -253,7 +253,7 @@ def test_prune_deletes_exactly_the_old_rows_in_batches():
 
 
 def test_prune_command(capsys):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for n in range(5):
         record(n, at=now - dt.timedelta(days=10, minutes=n))
     record(9, at=now - dt.timedelta(days=1))
@@ -265,7 +265,7 @@ def test_prune_command(capsys):
 
 
 def test_prune_task_uses_the_retention_setting(settings):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     record(1, at=now - dt.timedelta(days=4))
     record(2, at=now - dt.timedelta(days=2))
     settings.RECORD_RETENTION_DAYS = 0  # keep forever

@@ -17,11 +17,11 @@ from django.db import connections
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.dispatch.embedded import engine_host
 from monitoring.metric_totals import E2E_BUCKETS, TTFT_BUCKETS, bucket_index
 from monitoring.models import MetricTotal, RequestRecord
 from monitoring.selectors import request_totals
 from monitoring.services import request_record_create, request_records_prune
+from serving.dispatch.embedded import engine_host
 from tests.held import LONG_ECHO, HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

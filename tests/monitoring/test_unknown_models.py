@@ -9,12 +9,12 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from serving.dispatch.embedded import engine_host
 from models_registry.services.served_models import served_model_register
 from monitoring.dashboard import METRICS, UNKNOWN_MODEL, request_dashboard
 from monitoring.models import RequestRecord
 from monitoring.selectors import request_totals
 from monitoring.services import request_record_create
+from serving.dispatch.embedded import engine_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,7 +51,7 @@ async def test_made_up_model_names_are_one_unknown_group(client, aliased_echo):
 def test_stored_strings_are_bounded_and_storable(db):
     """Error messages may quote the client; a lone surrogate or NUL would make the insert fail."""
     hostile = "\ud800 \x00 " + "x" * 100_000
-    request_record_create(request_id="hostile", created_at=dt.datetime.now(dt.timezone.utc), endpoint="chat",
+    request_record_create(request_id="hostile", created_at=dt.datetime.now(dt.UTC), endpoint="chat",
                           stream=False, duration_ms=1.0, status_code=400, error_type="invalid_value",
                           error_message=hostile, model_name=hostile)
     stored = RequestRecord.objects.get(request_id="hostile")  # read back from the database

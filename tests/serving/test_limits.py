@@ -10,15 +10,14 @@ from asgiref.sync import sync_to_async
 
 from api.openai.completions import completion_serve
 from api.openai.format import CHAT
-from serving import limits
-from serving.errors import RateLimited
-from serving.limits import KeyLimits, LocalLimiter, RedisLimiter
 from models_registry.models import ApiKey
 from models_registry.services.api_keys import api_key_issue
 from monitoring.models import RequestRecord
-
-from tests.held import HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
+from serving import limits
+from serving.errors import RateLimited
+from serving.limits import KeyLimits, LocalLimiter, RedisLimiter
 from tests.api.sse import sse_events
+from tests.held import HeldPost, hang_up_all, long_chat, register_long_echo, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,8 +2,8 @@
 
 import json
 
-from serving import protocol
 from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, TokenLogprob, TopLogprob
+from serving import protocol
 
 
 def through_json(data):

@@ -68,7 +68,7 @@ def wait_for(condition, what: str):
     raise AssertionError(f"never happened: {what}")
 
 
-def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(runtime, redis_channel_layer):
+def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(runtime, redis_channel_layer):  # noqa: F811
     long_job, _ = job(runtime, redis_channel_layer, tenant="1", max_tokens=1000)
     short_job, short_reply = job(runtime, redis_channel_layer, tenant="2", max_tokens=4)
     assert protocol.job_from_message(long_job)[2].tenant == "1"  # the key travels with the job

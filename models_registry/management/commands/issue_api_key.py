@@ -6,7 +6,7 @@ import datetime as dt
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime, parse_date
+from django.utils.dateparse import parse_date, parse_datetime
 
 from models_registry.services.api_keys import api_key_issue
 
@@ -22,7 +22,7 @@ def parse_expiry(value: str) -> dt.datetime:
             raise CommandError(f"--expires {value!r}: use YYYY-MM-DD, an ISO datetime, or e.g. 30d")
         moment = dt.datetime.combine(day, dt.time.min)
     if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, dt.timezone.utc)
+        moment = timezone.make_aware(moment, dt.UTC)
     if moment <= timezone.now():
         raise CommandError(f"--expires {value!r} is in the past")
     return moment

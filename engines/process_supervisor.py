@@ -2,7 +2,7 @@
 
 `ServerSupervisor` owns one child: it starts it from a command template, waits until a
 health URL answers, restarts it by a `RestartPolicy` when it dies, and stops its whole
-process group. `supervised.SupervisedServerEngine` puts an `OpenAIProxy` in front of it.
+process group. `child_server.SupervisedServerEngine` puts an `OpenAIProxy` in front of it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class RestartPolicy:
 
     def delay(self, recent_restarts: int) -> float:
         """Pause before the next launch, given the restarts already made in the window."""
-        return min(self.backoff_s * 2 ** max(recent_restarts - 1, 0), self.max_backoff_s)
+        return min(self.backoff_s * 2.0 ** max(recent_restarts - 1, 0), self.max_backoff_s)
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:
@@ -56,7 +56,8 @@ def free_port(host: str = LOOPBACK) -> int:
     """A port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def describe_exit(code: int) -> str:
@@ -105,8 +106,8 @@ class ServerSupervisor:
         self._recent: collections.deque[float] = collections.deque()
         self._log_lines = log_lines
         self._log: collections.deque[str] = collections.deque(maxlen=log_lines)
-        self._proc: subprocess.Popen | None = None
-        self._reaped: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reaped: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
         self._reader: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -214,7 +215,7 @@ class ServerSupervisor:
         logger.warning("%s; restarting in %.1fs", problem, delay)
         return not self._stopping.wait(delay)
 
-    def _spawn(self) -> subprocess.Popen | None:
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
             if self._stopping.is_set():
                 return None
@@ -224,8 +225,12 @@ class ServerSupervisor:
                 # A session of its own makes the child a process-group leader, so stopping it
                 # also stops what it forks (vLLM's engine core and GPU workers).
                 proc = subprocess.Popen(
-                    self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    self.command,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 self.status = "failed"
@@ -239,15 +244,18 @@ class ServerSupervisor:
             self._reader.start()
             return proc
 
-    def _read_log(self, proc: subprocess.Popen, lines: collections.deque[str]) -> None:
+    def _read_log(self, proc: subprocess.Popen[bytes], lines: collections.deque[str]) -> None:
         # Drained all the time: a child whose pipe fills up blocks on its next write.
-        for raw in proc.stdout:
+        stdout = proc.stdout
+        if stdout is None:  # never: the child is started with stdout=PIPE
+            return
+        for raw in stdout:
             line = raw.decode("utf-8", errors="replace").rstrip()
             lines.append(line)
             logger.debug("[%s] %s", self.name, line)
-        proc.stdout.close()
+        stdout.close()
 
-    def _wait_healthy(self, proc: subprocess.Popen) -> str | None:
+    def _wait_healthy(self, proc: subprocess.Popen[bytes]) -> str | None:
         """None once the health URL answers 200; otherwise why the child will never be ready."""
         deadline = time.monotonic() + self.startup_timeout_s
         # trust_env=False: an HTTP proxy from the environment must not see loopback traffic.
@@ -273,7 +281,7 @@ class ServerSupervisor:
         if reader is not None:
             reader.join(timeout=2)  # the last lines are the ones that explain an exit
 
-    def _terminate(self, proc: subprocess.Popen) -> None:
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
         if proc in self._reaped:
             return
         if proc.poll() is None:
@@ -284,7 +292,7 @@ class ServerSupervisor:
                 logger.warning("%s server ignored SIGTERM for %ss; killing it", self.name, self.shutdown_grace_s)
         self._reap_group(proc)
 
-    def _reap_group(self, proc: subprocess.Popen) -> None:
+    def _reap_group(self, proc: subprocess.Popen[bytes]) -> None:
         # The leader may be gone while its children live on holding the GPU and the port.
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()

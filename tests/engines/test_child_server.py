@@ -13,13 +13,12 @@ import psutil
 import pytest
 
 from engines.base import GenerationRequest, ModelSpec
+from engines.child_server import SupervisedServerEngine
 from engines.errors import EngineUnavailableError
-from engines.supervised import SupervisedServerEngine
-from engines.supervisor import RestartPolicy, ServerSupervisor, render
-
-from .openai_server import llama_server_command
+from engines.process_supervisor import RestartPolicy, ServerSupervisor, render
 from tests.engines.helpers import POEM, collect, greedy_chat
 
+from .openai_server import llama_server_command
 
 # A plain HTTP server that also forks a long sleeper, as vLLM forks its GPU workers.
 FORKING_SERVER = (
@@ -178,7 +177,7 @@ def test_restart_policy_gives_up_on_a_child_that_keeps_crashing(tmp_path, engine
 def test_missing_executable_fails_at_once():
     supervisor = ServerSupervisor("ghost", ["/nonexistent/server", "--port", "{port}"],
                                   health_url="http://{host}:{port}/health")
-    with pytest.raises(EngineUnavailableError, match="could not be started.*nonexistent"):
+    with pytest.raises(EngineUnavailableError, match=r"could not be started.*nonexistent"):
         supervisor.start()
     assert supervisor.status == "failed"
 
@@ -206,7 +205,7 @@ def test_child_that_never_gets_healthy_times_out_and_is_killed(tmp_path):
 # gets a short one, after which it must be killed.
 @pytest.mark.parametrize("mode, grace_s", [("obey-term", DEADLINE_S), ("ignore-term", 0.5)])
 def test_stop_ends_the_whole_process_group(mode, grace_s, caplog):
-    caplog.set_level(logging.WARNING, logger="engines.supervisor")
+    caplog.set_level(logging.WARNING, logger="engines.process_supervisor")
     supervisor = ServerSupervisor(
         "forking", [sys.executable, "-c", FORKING_SERVER, mode, "{port}"], health_url="http://{host}:{port}/",
         startup_timeout_s=DEADLINE_S, shutdown_grace_s=grace_s,

@@ -1,21 +1,21 @@
-"""An OpenAI-compatible server run as a supervised child process, reached through OpenAIProxy.
+"""The engine whose model is served by an OpenAI-compatible child process it runs.
 
-Engines such as vLLM only say which command to run; supervision lives in `supervisor`,
-streaming in `upstream`.
+Engines such as vLLM only say which command to run; keeping the child alive is
+`process_supervisor`'s, talking to it is `openai_client`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from .base import Chunk, Engine, GenerationRequest
+from .base import Chunk, Engine, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError
-from .supervisor import HEALTH_POLL_S, RestartPolicy, ServerSupervisor, render
-from .upstream import DEFAULT_TIMEOUT_S, OpenAIProxy, UpstreamUnreachableError
+from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy, UpstreamUnreachableError
+from .process_supervisor import HEALTH_POLL_S, RestartPolicy, ServerSupervisor, render
 
 
 class SupervisedServerEngine(Engine):
@@ -32,7 +32,7 @@ class SupervisedServerEngine(Engine):
     base_url_template = "http://{host}:{port}/v1"
     default_startup_timeout_s = 120.0
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.supervisor: ServerSupervisor | None = None
         self._proxy: OpenAIProxy | None = None
@@ -95,7 +95,7 @@ class SupervisedServerEngine(Engine):
         if supervisor is not None:
             supervisor.stop()
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         supervisor, proxy = self.supervisor, self._proxy
         if supervisor is None or proxy is None:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")

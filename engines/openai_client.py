@@ -1,0 +1,268 @@
+"""A streaming client for any OpenAI-compatible server, speaking in the engine contract's terms.
+
+`OpenAIProxy` turns a GenerationRequest into one streamed POST to /chat/completions or
+/completions, the server-sent events back into Chunks, and error answers into the typed
+engine errors. The upstream engine points it at a server someone else runs; the child-server
+engines (engines.child_server) point it at a child they run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx
+
+from .base import Chunk, FinishReason, GenerationRequest, completion_budget
+from .errors import (
+    ContextOverflowError,
+    EngineCrashedError,
+    EngineError,
+    EngineUnavailableError,
+    UnsupportedParameterError,
+)
+from .inputs import empty_input, text_messages
+
+DEFAULT_TIMEOUT_S = 600.0
+# A server that does not accept a connection within this is down, whatever `timeout` says
+# about how long a slow prefill may keep the stream silent.
+CONNECT_TIMEOUT_S = 10.0
+
+# OpenAI says `context_length_exceeded`; vLLM, llama.cpp and others only say it in words.
+_CONTEXT_WORDS = re.compile(r"context[ _](length|window)|maximum context|prompt is too long", re.IGNORECASE)
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
+
+
+class UpstreamUnreachableError(EngineUnavailableError):
+    """The upstream gave no answer at all (refused or dropped the connection first).
+
+    Nothing was streamed, so sending the request again is safe.
+    """
+
+
+class OpenAIProxy:
+    """Streams requests to one OpenAI-compatible server and maps its answers to Chunks."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        context_length: int | None = None,
+        stream: bool = True,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.context_length = context_length
+        self.stream_responses = stream
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+        # Environment proxies (HTTP_PROXY) make sense for a remote upstream, never for a local one.
+        self._trust_env = httpx.URL(self.base_url).host not in _LOOPBACK_HOSTS
+        # Building the CA bundle costs ~40 ms; every per-request client shares this one.
+        self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=self._trust_env)
+
+    def check(self) -> list[str]:
+        """Blocking: ask GET /models; return the model ids or raise EngineUnavailableError."""
+        try:
+            with httpx.Client(timeout=self._timeout, verify=self._ssl, trust_env=self._trust_env) as client:
+                response = client.get(f"{self.base_url}/models", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"upstream {self.base_url} unreachable: {_describe(exc)}") from exc
+        if response.status_code != 200:
+            raise _error_from_response(response.status_code, response.content, self.base_url, "/models")
+        try:
+            return [m["id"] for m in response.json().get("data", []) if isinstance(m, dict) and "id" in m]
+        except (ValueError, AttributeError):
+            raise EngineUnavailableError(
+                f"upstream {self.base_url} answered GET /models with something that is not an OpenAI model list"
+            ) from None
+
+    def body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and JSON body that carry `request` upstream."""
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if self.stream_responses:
+            # Usage in the stream is the only way to get the upstream tokenizer's counts
+            # without a second request; servers that ignore it leave our counts None.
+            body.update(stream=True, stream_options={"include_usage": True})
+        if sampling.max_tokens is not None:
+            body["max_tokens"] = sampling.max_tokens
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        # Zero is every server's default, so leaving them out means the same and spares
+        # strict upstreams a parameter they might refuse.
+        if sampling.presence_penalty:
+            body["presence_penalty"] = sampling.presence_penalty
+        if sampling.frequency_penalty:
+            body["frequency_penalty"] = sampling.frequency_penalty
+        if request.messages is not None:
+            # Null content is valid OpenAI, but servers whose templates concatenate it fail on it.
+            body["messages"] = text_messages(request.messages)
+            return "/chat/completions", body
+        body["prompt"] = request.prompt
+        return "/completions", body
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Yield the upstream's deltas, then a final chunk; closing this closes the HTTP response."""
+        self._check_budget(request)
+        if request.prompt == "":
+            # The upstream's tokenizer is unknown here, and servers differ: llama-cpp-python's
+            # breaks off its stream on the empty batch, vLLM refuses. Refuse it the same way everywhere.
+            raise empty_input(request, "The upstream server cannot be relied on to generate from nothing.")
+        path, body = self.body(request)
+        final: Chunk | None = None
+        responded = False
+        # One client per request: an AsyncClient's connections belong to the event loop that
+        # opened them, and engines are shared by loops (web process, workers, tests).
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, verify=self._ssl, trust_env=self._trust_env) as client:
+                async with client.stream("POST", self.base_url + path, json=body, headers=self._headers) as response:
+                    responded = True
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error_from_response(response.status_code, response.content, self.base_url, path)
+                    if self.stream_responses:
+                        events = _sse_events(response.aiter_lines())
+                    else:
+                        events = _single_event(response)
+                    async for event in events:
+                        if event == "[DONE]":
+                            break
+                        text, final = self._parse_event(event, final)
+                        if text:
+                            yield Chunk(text=text)
+        except EngineError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise EngineUnavailableError(f"upstream {self.base_url} timed out: {_describe(exc)}") from exc
+        except httpx.TransportError as exc:
+            if not responded:  # refused, or dropped before a single byte of answer
+                raise UpstreamUnreachableError(f"upstream {self.base_url} unreachable: {_describe(exc)}") from exc
+            raise EngineCrashedError(f"upstream {self.base_url} broke off the response: {_describe(exc)}") from exc
+        except httpx.HTTPError as exc:
+            raise EngineCrashedError(f"upstream {self.base_url} answered badly: {_describe(exc)}") from exc
+        if final is None or final.finish_reason is None:
+            raise EngineCrashedError(f"upstream {self.base_url} ended the stream without a finish reason")
+        yield final
+
+    def _check_budget(self, request: GenerationRequest) -> None:
+        # Some servers (llama-cpp-python's among them) silently shrink a max_tokens that cannot
+        # fit; the platform promises an error instead, as its other engines give.
+        if self.context_length is not None and request.sampling.max_tokens is not None:
+            completion_budget(prompt_tokens=None, max_tokens=request.sampling.max_tokens, n_ctx=self.context_length)
+
+    def _parse_event(self, data: str, final: Chunk | None) -> tuple[str, Chunk | None]:
+        """Text delta of one event, and the final chunk updated with its finish reason or usage."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise EngineCrashedError(
+                f"upstream {self.base_url} sent an event that is not JSON: {data[:200]!r}"
+            ) from None
+        if not isinstance(event, dict):
+            raise EngineCrashedError(f"upstream {self.base_url} sent an unexpected event: {data[:200]!r}")
+        if event.get("error") or event.get("object") == "error":
+            # Headers were already sent with 200, so the upstream reports the failure in-band.
+            raise _error_from_body(event, 500, self.base_url)
+        text = ""
+        choices = event.get("choices") or []
+        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
+        if choice is not None:
+            delta = choice.get("delta")
+            text = (delta.get("content") if isinstance(delta, dict) else None) or choice.get("text") or ""
+            message = choice.get("message")
+            if isinstance(message, dict):  # a non-streamed answer
+                text = message.get("content") or ""
+            reason = choice.get("finish_reason")
+            if reason:
+                final = final or Chunk()
+                final.finish_reason = _FINISH_REASONS.get(reason, "stop")
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            final = final or Chunk()
+            final.prompt_tokens = _count(usage.get("prompt_tokens"))
+            final.completion_tokens = _count(usage.get("completion_tokens"))
+        return text, final
+
+
+async def _sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """The data of each server-sent event; comments (pings) and other fields are skipped."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+async def _single_event(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """A non-streamed answer read as if it were a stream of one event."""
+    yield (await response.aread()).decode("utf-8", errors="replace")
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _error_from_response(status: int, content: bytes, base_url: str, path: str) -> EngineError:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"message": content.decode("utf-8", errors="replace")[:500] or f"HTTP {status}"}
+    return _error_from_body(body, status, base_url, path)
+
+
+def _error_from_body(body: dict[str, Any], status: int, base_url: str, path: str = "") -> EngineError:
+    """Map an upstream error answer onto the platform's typed errors."""
+    error = body.get("error")
+    fields = error if isinstance(error, dict) else body
+    message = fields.get("message") or (error if isinstance(error, str) else None) or fields.get("detail")
+    message = str(message or f"HTTP {status}")
+    code = fields.get("code")
+    param = fields.get("param") if isinstance(fields.get("param"), str) else None
+    status = _status_of(code, status)
+    if status in (400, 413, 422) and (code == "context_length_exceeded" or _CONTEXT_WORDS.search(message)):
+        return ContextOverflowError(message, param=param or "messages")
+    if status in (401, 403):
+        return EngineUnavailableError(f"upstream {base_url} refused our API key ({status}): {message}")
+    if status == 404:
+        return EngineUnavailableError(
+            f"upstream {base_url} has no {path or 'such endpoint'} or model ({status}): {message}"
+        )
+    if status in (408, 429):
+        return EngineUnavailableError(f"upstream {base_url} is busy ({status}): {message}")
+    if 400 <= status < 500:
+        return UnsupportedParameterError(message, param=param)
+    return EngineCrashedError(f"upstream {base_url} failed ({status}): {message}")
+
+
+def _status_of(code: Any, status: int) -> int:
+    # In-band stream errors come with 200 headers; some servers put the real status in `code`.
+    return code if isinstance(code, int) and 400 <= code < 600 else status
