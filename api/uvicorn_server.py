@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 from http import HTTPStatus
 
 from api.access_log import AccessLog, log_action
@@ -110,6 +111,9 @@ def run_uvicorn(application, *, host: str, port: int) -> None:
     """
     import uvicorn
 
+    # uvicorn logs each WebSocket handshake at INFO with its full path, query string and all, where
+    # clients put keys (?api_key=...). AccessLog writes the redacted line; uvicorn keeps its warnings.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     config = uvicorn.Config(
         AccessLog(application), host=host, port=port,
         loop="auto",  # uvloop when installed

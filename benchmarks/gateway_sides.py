@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def embedded_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()) -
     port = free_port()
     env = platform_env(DATABASE_URL=f"sqlite:///{tmp / 'embedded.sqlite3'}", HOST="127.0.0.1", PORT=str(port),
                        REDIS_URL="", INFERENCE_ENGINE="echo",  # the bundled model, unused here, loads nothing
-                       ADMIN_PASSWORD="benchmark-password")
+                       ADMIN_PASSWORD="benchmark-password", **_passed_on())
 
     def manage(*args: str) -> str:
         return _manage(args, env)
@@ -107,7 +108,8 @@ def distributed_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()
         cluster.start_worker("bench", MODEL, concurrency=None)
         port = free_port()
         # As production runs it: DEBUG off, which needs a SECRET_KEY shared by the processes.
-        env = cluster.env(HOST="127.0.0.1", PORT=str(port), DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50))
+        env = cluster.env(HOST="127.0.0.1", PORT=str(port), DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50),
+                          **_passed_on())
         command = [sys.executable, "manage.py", "serve", "--no-setup", *serve_args]
         log_path = tmp / "web.log"
         with open(log_path, "wb") as log:
@@ -123,6 +125,11 @@ def distributed_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()
         finally:
             with no_interrupts():
                 stop_group(process)
+
+
+def _passed_on() -> dict[str, str]:
+    """PYTHONPATH, when the benchmark has one: to try packages (uvloop, httptools) not in the venv yet."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
 def _manage(args: tuple[str, ...], env: dict[str, str]) -> str:
