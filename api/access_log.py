@@ -1,9 +1,13 @@
-"""One access-log line per request, with nothing secret in it: query values and keys are redacted."""
+"""One access-log line per request, with nothing secret in it: query values and keys are redacted.
+
+From daphne's action_logger (log_action), or from the AccessLog ASGI middleware under uvicorn.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +56,67 @@ class WithoutTraceback(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_info = record.exc_text = None
         return True
+
+
+class AccessLog:
+    """ASGI middleware: the same access-log lines as daphne's action_logger, for servers without one (uvicorn)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope, receive, send):
+        started = time.perf_counter()
+        status, size = 500, 0  # what the log says if the application fails before answering
+
+        async def logging_send(message):
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logging_send)
+        finally:
+            log_action("http", "complete", {
+                "path": _target(scope), "status": status, "method": scope["method"], "client": _client(scope),
+                "time_taken": time.perf_counter() - started, "size": size,
+            })
+
+    async def _websocket(self, scope, receive, send):
+        details = {"path": _target(scope), "client": _client(scope)}
+        accepted = False
+
+        async def logging_send(message):
+            nonlocal accepted
+            if message["type"] == "websocket.accept":
+                accepted = True
+                log_action("websocket", "connected", details)
+            elif message["type"] == "websocket.close" and not accepted:
+                log_action("websocket", "rejected", details)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logging_send)
+        finally:
+            if accepted:
+                log_action("websocket", "disconnected", details)
+
+
+def _target(scope) -> str:
+    query = scope.get("query_string", b"")
+    return scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
+
+
+def _client(scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "?"
