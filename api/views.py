@@ -14,15 +14,14 @@ from .services.models import model_detail, model_list
 
 @schema.HEALTH
 class HealthView(APIView):
-    """Liveness and readiness; needs no key."""
+    """Liveness and readiness; needs no key. A served process answers it in api.health first."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
 
     async def get(self, request):
-        ready, reason = await status_service.health()
-        body = {"status": "ok" if ready else "unavailable", "reason": reason}
-        return Response(body, status=200 if ready else 503)
+        status, body = await status_service.health_answer()
+        return Response(body, status=status)
 
 
 @schema.MODEL_LIST

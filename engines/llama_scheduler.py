@@ -37,6 +37,7 @@ import ctypes
 import dataclasses
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -134,6 +135,23 @@ class Slot:
     last_used: int = 0
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Give the calling thread, and every thread it starts from now on, `nice` more niceness.
+
+    llama.cpp's compute threads (OpenMP's or ggml's pool) are started by the thread that calls
+    llama_decode, and Linux threads inherit their creator's niceness, so the whole decode runs
+    below the event loop that answers HTTP. When there are as many busy compute threads as
+    cores, the loop would otherwise wait its turn behind them on every request.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + nice))
+    except OSError as exc:  # a sandbox without the permission: run at normal priority
+        logger.warning("could not lower the llama.cpp threads' priority: %s", exc)
+
+
 class Scheduler:
     """Owns a llama_context on its own thread and runs the batching loop."""
 
@@ -147,6 +165,7 @@ class Scheduler:
         n_batch: int,
         prefix_cache: bool = True,
         name: str = "llama",
+        nice: int = 0,
     ):
         import llama_cpp
 
@@ -171,6 +190,7 @@ class Scheduler:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, tuple[str, tuple[int, ...]]] = {}  # token id -> text and bytes, for logprobs
         self.peak_running = 0
+        self.nice = nice
         self._thread = threading.Thread(target=self._loop, name=f"llama-{name}", daemon=True)
         self._thread.start()
 
@@ -221,6 +241,7 @@ class Scheduler:
     # -- the scheduler thread ----------------------------------------------------------
 
     def _loop(self) -> None:
+        lower_thread_priority(self.nice)
         while True:
             with self._cond:
                 while not self._stopping and not self._waiting and not self._running:

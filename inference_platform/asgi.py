@@ -2,16 +2,23 @@
 
 import os
 
+import django
 from django.core.asgi import get_asgi_application
 
 from inference_platform.startup import settings_or_exit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
 settings_or_exit()  # daphne or uvicorn started directly: one line for a wrong setting
+django.setup(set_prefix=False)  # the apps, before the middleware changes below and the handler
+
+from inference_platform.middleware import run_django_middleware_on_the_loop  # noqa: E402
+
+run_django_middleware_on_the_loop()
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
+from api.health import HealthProbe  # noqa: E402
 from api.request_body import RequestBodyLimit  # noqa: E402
 from api.routing import websocket_urlpatterns  # noqa: E402
 from serving.dispatch import start_preloading  # noqa: E402
@@ -19,7 +26,8 @@ from serving.hosts import start_sampling  # noqa: E402
 
 application = ProtocolTypeRouter({
     # Bodies are bounded by MAX_REQUEST_BODY_BYTES, and chunked ones read, before Django sees them.
-    "http": RequestBodyLimit(django_asgi_app),
+    # /health first: it is polled often and must answer while everything else is busy.
+    "http": HealthProbe(RequestBodyLimit(django_asgi_app)),
     # No origin check: sockets authenticate with an API key, never with the browser's
     # cookies, so another site's page gains nothing by opening one.
     "websocket": URLRouter(websocket_urlpatterns),

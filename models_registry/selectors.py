@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -33,6 +35,30 @@ def served_model_by_name(*, name: str) -> ServedModel | None:
 
 def enabled_model_names() -> list[str]:
     return list(ServedModel.objects.filter(enabled=True).values_list("name", flat=True))
+
+
+# /health is polled many times a second; reading the registry for each poll cost a worker thread
+# and a database connection per request. Saves in this process clear it at once (see apps.py);
+# changes made by other processes show within the TTL.
+ENABLED_NAMES_TTL_SECONDS = 1.0
+_enabled_names: tuple[float, list[str]] = (0.0, [])
+
+
+async def enabled_model_names_recent() -> list[str]:
+    """enabled_model_names, read from the database at most once per ENABLED_NAMES_TTL_SECONDS."""
+    global _enabled_names
+    read_at, names = _enabled_names
+    now = time.monotonic()
+    if not read_at or now - read_at >= ENABLED_NAMES_TTL_SECONDS:
+        names = await sync_to_async(enabled_model_names)()
+        _enabled_names = (now, names)
+    return names
+
+
+def forget_enabled_model_names(**_signal_kwargs) -> None:
+    """Make the next enabled_model_names_recent read the database (a model was saved or deleted)."""
+    global _enabled_names
+    _enabled_names = (0.0, [])
 
 
 def active_worker_ids() -> list[str]:

@@ -9,8 +9,16 @@ from django.conf import settings
 from django.db import connections
 
 from models_registry.bundled import bundled_model_path
+from models_registry.selectors import forget_enabled_model_names
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_register
+
+
+@pytest.fixture(autouse=True)
+def _fresh_enabled_model_names():
+    """Each test's database starts over (a rolled-back transaction sends no signals), so the
+    process's short-lived cache of enabled model names must too."""
+    forget_enabled_model_names()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,12 @@ async def health() -> tuple[bool, str]:
     return await dispatch.readiness()
 
 
+async def health_answer() -> tuple[int, dict]:
+    """/health's status code and body: 200 when ready, else 503 with the reason."""
+    ready, reason = await health()
+    return (200 if ready else 503), {"status": "ok" if ready else "unavailable", "reason": reason}
+
+
 async def system_status() -> dict:
     ready, reason = await health()
     return {

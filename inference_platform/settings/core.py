@@ -65,9 +65,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Served through ASGI these run their hooks on the event loop: see inference_platform.middleware.
     "django.middleware.security.SecurityMiddleware",
-    # Serves the admin's static files when DEBUG is off (daphne serves none itself).
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Serves the admin's static files when DEBUG is off (the ASGI servers serve none themselves).
+    "inference_platform.staticfiles.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

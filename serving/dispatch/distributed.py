@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from engines.admission import max_waiting_option
 from engines.base import Chunk, GenerationRequest
 from models_registry.models import ServedModel
-from models_registry.selectors import active_worker_ids, enabled_model_names, ready_workers_for
+from models_registry.selectors import active_worker_ids, enabled_model_names_recent, ready_workers_for
 from models_registry.services.workers import workers_mark_silent_dead
 from monitoring.load import ModelLoad
 
@@ -209,7 +209,7 @@ def worker_load(report: dict) -> dict[str, ModelLoad]:
 
 
 async def readiness() -> tuple[bool, str]:
-    names = await sync_to_async(enabled_model_names)()
+    names = await enabled_model_names_recent()
     if not names:
         return False, "no enabled models are registered"
     for name in names:

@@ -10,12 +10,10 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from asgiref.sync import sync_to_async
-
 from engines.base import Chunk, GenerationRequest
 from engines.host import EngineHost
 from models_registry.models import ServedModel
-from models_registry.selectors import enabled_model_names
+from models_registry.selectors import enabled_model_names_recent
 from monitoring.load import ModelLoad
 
 from ..route import Route, route_for
@@ -44,7 +42,7 @@ async def generate(route: Route, request: GenerationRequest, *, record: dict,
 
 
 async def readiness() -> tuple[bool, str]:
-    return _host.readiness(await sync_to_async(enabled_model_names)())
+    return _host.readiness(await enabled_model_names_recent())
 
 
 async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
