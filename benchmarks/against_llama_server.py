@@ -1,7 +1,7 @@
 """The platform against llama.cpp's own llama-server: same GGUF, same slots, same threads, same load.
 
 One side at a time, never two at once: llama-server, then the platform embedded (`./run.sh`),
-then distributed (private Redis, fresh PostgreSQL, one daphne, one Celery worker). Each gets the
+then distributed (private Redis, fresh PostgreSQL, one web process (`serve --no-setup`), one Celery worker). Each gets the
 bundled SmolLM2-135M-Instruct Q4_1, 2 warm-up requests, then at every concurrency level a closed
 loop of streamed chat completions through the official `openai` SDK (8 fixed prompts,
 max_tokens 128, temperature 0, include_usage).
@@ -85,7 +85,7 @@ def measure_side(side: str, args, settings: dict, tmp: Path) -> tuple[list[dict]
         results = asyncio.run(measure_levels(endpoint.base_url, endpoint.api_key, MODEL,
                                              postgres_is_ours=side == "distributed", **levels))
         how = {"command": "./run.sh" if side == "embedded" else
-               f"celery worker --models {MODEL} (pool {endpoint.worker_concurrency} = engine slots) + daphne"}
+               f"celery worker --models {MODEL} (pool {endpoint.worker_concurrency} = engine slots) + manage.py serve --no-setup"}
         return [r.summary() for r in results], how
 
 

@@ -7,7 +7,7 @@ the level's requests are done. Clients use the official `openai` SDK (AsyncOpenA
 stream=True, include_usage, temperature 0) with a fixed set of prompts.
 
 - embedded:    `./run.sh` (one process, fresh SQLite database, engine in the web process)
-- distributed: private redis-server, fresh PostgreSQL database, one daphne, one Celery worker
+- distributed: private redis-server, fresh PostgreSQL database, one web process (`serve --no-setup`), one Celery worker
                `--models smollm2` (no --concurrency: one pool thread per engine slot)
 
 It prints a table per mode, a comparison table with distributed/embedded ratios measured in

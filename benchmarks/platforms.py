@@ -38,7 +38,7 @@ def running_platform(mode: str, tmp: Path, *, engine: str = "llama_cpp",
 
     embedded: ./run.sh with a fresh SQLite file (with engine "echo" its bundled model is served by echo).
     distributed: private redis-server, fresh PostgreSQL database, one Celery worker
-    `--models smollm2` (no --concurrency: its pool follows the engine's slots) and one daphne.
+    `--models smollm2` (no --concurrency: its pool follows the engine's slots) and one web process (`manage.py serve --no-setup`).
     """
     started = time.perf_counter()
     if mode == "embedded":

@@ -1,6 +1,6 @@
 """A real distributed deployment on this machine, for tests and benchmarks.
 
-A private redis-server on a free port, a fresh PostgreSQL database, daphne web processes and
+A private redis-server on a free port, a fresh PostgreSQL database, web processes (`serve`) and
 Celery worker processes, all started as subprocesses with the commands the README gives.
 """
 
@@ -64,6 +64,8 @@ class Cluster:
     db_name: str = field(default_factory=lambda: f"inference_it_{secrets.token_hex(4)}")
     procs: list[Proc] = field(default_factory=list)
     redis: Proc | None = None
+    # Every host of one deployment shares one secret key, as the README asks of production.
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(50))
 
     @property
     def database_url(self) -> str:
@@ -75,8 +77,12 @@ class Cluster:
 
     def env(self, **extra) -> dict:
         """The cluster's settings on a minimal environment: an exported setting cannot change the test."""
-        return platform_env(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
-                            WORKER_HEARTBEAT_SECONDS="0.5", WORKER_DEAD_AFTER_SECONDS="3", **extra)
+        # DEBUG off everywhere, as in production (`serve` turns it off for web processes anyway);
+        # /metrics open, because the tests scrape it without credentials.
+        settings = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "SECRET_KEY": self.secret_key,
+                    "DEBUG": "false", "METRICS_ACCESS": "open",
+                    "WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_DEAD_AFTER_SECONDS": "3"}
+        return platform_env(**{**settings, **extra})
 
     # --- infrastructure ---
 
@@ -146,13 +152,14 @@ class Cluster:
                           "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
 
     def start_web(self, name: str = "web", *, ready: bool = False) -> str:
-        """A daphne web process; returns its base URL once /health answers at all (503 until a worker
-        is seen), or with `ready` once it answers 200."""
+        """A web process as the README runs it (`manage.py serve --no-setup`); returns its base URL once
+        /health answers at all (503 until a worker is seen), or with `ready` once it answers 200."""
         port = free_port()
         log = self.tmp / f"{name}.log"
         process = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "inference_platform.asgi:application"],
-            cwd=REPO, env=self.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [str(BIN / "python"), "manage.py", "serve", "--no-setup"],
+            cwd=REPO, env=self.env(HOST="127.0.0.1", PORT=str(port)), stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.procs.append(Proc(name, process, log))
         base_url = f"http://127.0.0.1:{port}"
