@@ -14,7 +14,6 @@ import functools
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerExtension,
-    OpenApiSerializerFieldExtension,
 )
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.types import OpenApiTypes
@@ -64,94 +63,11 @@ class StrictSerializerScheme(OpenApiSerializerExtension):
                 properties[name].setdefault("minLength", 1)
             if isinstance(field, (serializers.ListSerializer, serializers.ListField)) and not field.allow_empty:
                 properties[name].setdefault("minItems", 1)
-        properties.update(_PROPERTY_OVERRIDES.get(type(self.target).__name__, {}))
         # Only a serializer's own docstring describes it; StrictSerializer's is about the mechanism.
         schema.pop("description", None)
         if type(self.target).__dict__.get("__doc__"):
             schema["description"] = type(self.target).__doc__
         return {**schema, "additionalProperties": False}
-
-
-class StopFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.openai.serializers.StopField"
-
-    def map_serializer_field(self, auto_schema, direction):
-        return {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-            ],
-            "description": "Up to 4 sequences where generation stops; the answer does not contain them.",
-        }
-
-
-class LogitBiasFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.openai.serializers.LogitBiasField"
-
-    def map_serializer_field(self, auto_schema, direction):
-        return {
-            "type": "object",
-            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
-            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-            "maxProperties": 1024,
-            "description": "Token ids (of the model's vocabulary) to a bias added to their logits before "
-                           "sampling; -100 bans a token. 400 unsupported_parameter on engines without it.",
-        }
-
-
-class MessageContentFieldScheme(OpenApiSerializerFieldExtension):
-    target_class = "api.openai.serializers.MessageContentField"
-
-    def map_serializer_field(self, auto_schema, direction):
-        text_part = {
-            "type": "object",
-            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-            "required": ["type", "text"],
-        }
-        return {
-            "oneOf": [{"type": "string"}, {"type": "array", "items": text_part}],
-            "description": "A string, or a list of text parts (other part types get 400 unsupported_parameter).",
-        }
-
-
-# Fields typed JSONField on the serializer (they take several shapes), described precisely here.
-_PROPERTY_OVERRIDES = {
-    "CompletionRequestSerializer": {
-        "prompt": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
-            ],
-            "description": "One prompt: a string or a one-element list of strings. Batched and token-id "
-                           "prompts get 400 unsupported_parameter.",
-        },
-    },
-    "ChatCompletionRequestSerializer": {
-        "tool_choice": {
-            "oneOf": [
-                {"type": "string", "enum": ["none", "auto", "required"]},
-                {"type": "object", "required": ["type", "function"], "properties": {
-                    "type": {"const": "function"},
-                    "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-                }},
-                {"type": "null"},
-            ],
-            "description": "Anything but `none`, `auto` or null needs tools support: 400 unsupported_parameter "
-                           "on engines without it.",
-        },
-        "response_format": {
-            "oneOf": [
-                {"type": "object", "required": ["type"], "properties": {
-                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-                    "json_schema": {"type": "object"},
-                }},
-                {"type": "null"},
-            ],
-            "description": "Anything but `{\"type\": \"text\"}` needs structured output: 400 "
-                           "unsupported_parameter on engines without it.",
-        },
-    },
-}
 
 
 # --- Response side: the TypedDicts the builders return, documented through derived serializers ---
