@@ -28,8 +28,11 @@ class Usage(TypedDict):
     prompt_tokens: Annotated[int, Field(min_value=0)]
     completion_tokens: Annotated[int, Field(min_value=0)]
     total_tokens: Annotated[int, Field(min_value=0)]
-    prompt_tokens_details: NotRequired[Annotated[PromptTokensDetails, Field(
-        help_text="Present when the model's engine has a prefix cache (llama_cpp).")]]
+    prompt_tokens_details: NotRequired[
+        Annotated[
+            PromptTokensDetails, Field(help_text="Present when the model's engine has a prefix cache (llama_cpp).")
+        ]
+    ]
 
 
 # --- Log-probabilities ---------------------------------------------------------------------
@@ -38,13 +41,17 @@ class Usage(TypedDict):
 class ChatTopLogprob(TypedDict):
     token: str
     logprob: Annotated[float, _LOGPROB]
-    bytes: Annotated[list[Annotated[int, Field(min_value=0, max_value=255)]], Field(
-        help_text="The token's UTF-8 bytes (a token may hold part of a character).")]
+    bytes: Annotated[
+        list[Annotated[int, Field(min_value=0, max_value=255)]],
+        Field(help_text="The token's UTF-8 bytes (a token may hold part of a character)."),
+    ]
 
 
 class ChatTokenLogprob(ChatTopLogprob):
-    top_logprobs: Annotated[list[ChatTopLogprob], Field(
-        help_text="The `top_logprobs` most likely tokens at this position, most likely first.")]
+    top_logprobs: Annotated[
+        list[ChatTopLogprob],
+        Field(help_text="The `top_logprobs` most likely tokens at this position, most likely first."),
+    ]
 
 
 class ChatLogprobs(TypedDict):
@@ -59,8 +66,10 @@ class TextLogprobs(TypedDict):
 
     tokens: list[str]
     token_logprobs: list[Annotated[float, _LOGPROB]]
-    top_logprobs: Annotated[list[dict[str, Annotated[float, _LOGPROB]]], Field(
-        help_text="Per token: the k most likely tokens and the chosen one, to their log-probabilities.")]
+    top_logprobs: Annotated[
+        list[dict[str, Annotated[float, _LOGPROB]]],
+        Field(help_text="Per token: the k most likely tokens and the chosen one, to their log-probabilities."),
+    ]
     text_offset: list[Annotated[int, Field(min_value=0)]]
 
 
@@ -117,8 +126,10 @@ class TextCompletion(TypedDict):
 # --- Stream chunks (`stream` true): one per Server-Sent Event ----------------------------------
 
 _CHUNK_FINISH = Annotated[FinishReason | None, Field(help_text="Set on each choice's last chunk only.")]
-_CHUNK_USAGE = Annotated[Usage | None, Field(
-    help_text="With `stream_options.include_usage`: null on every chunk but the last, which has no choices.")]
+_CHUNK_USAGE = Annotated[
+    Usage | None,
+    Field(help_text="With `stream_options.include_usage`: null on every chunk but the last, which has no choices."),
+]
 
 
 class ChatDelta(TypedDict, total=False):
