@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from functools import wraps
+from typing import Annotated, TypedDict
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
@@ -18,10 +19,26 @@ from rest_framework.response import Response
 from serving import errors
 from serving.errors import INTERNAL_ERROR, ErrorInfo, RateLimited, RequestTooLarge
 
+from .typed_shapes import Field
+
 logger = logging.getLogger(__name__)
 
 
-def error_body(info: ErrorInfo) -> dict:
+class ErrorDetail(TypedDict):
+    message: str
+    type: Annotated[str, Field(help_text="`invalid_request_error` for 4xx, `server_error` for 5xx.")]
+    param: Annotated[str | None, Field(help_text="The request field at fault, if any.")]
+    code: Annotated[str | None, Field(
+        help_text="e.g. `invalid_api_key`, `model_not_found`, `context_length_exceeded`, `unsupported_parameter`.")]
+
+
+class Error(TypedDict):
+    """OpenAI's error body; every error status answers with it."""
+
+    error: ErrorDetail
+
+
+def error_body(info: ErrorInfo) -> Error:
     """OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
     return {"error": {"message": info.message, "type": info.type, "param": info.param, "code": info.code}}
 

@@ -5,23 +5,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from typing import Any, cast, get_args
 
 from engines.base import TokenLogprob
+
+from .shapes import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatLogprobs,
+    FinishReason,
+    TextCompletion,
+    TextCompletionChunk,
+    TextLogprobs,
+    Usage,
+)
 
 CHAT = "chat.completions"
 TEXT = "completions"
 
+# `kind` picks which shape a builder returns, so the checker sees the union and the tests hold
+# each answer and chunk to its own shape (tests/api validate them against the served schema).
+Completion = ChatCompletion | TextCompletion
+CompletionChunk = ChatCompletionChunk | TextCompletionChunk
+
 # Our engines also end with "cancelled"/"error"; OpenAI clients only know these.
-_OPENAI_FINISH = {"stop": "stop", "length": "length"}
+_OPENAI_FINISH = {reason: reason for reason in get_args(FinishReason)}
 
 
 def openai_finish_reason(reason: str | None) -> str | None:
     return _OPENAI_FINISH.get(reason, reason) if reason else None
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> Usage:
     """OpenAI's usage object; `prompt_tokens_details` only when the engine reports a prefix cache."""
-    body = {
+    body: Usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
@@ -40,7 +57,7 @@ class ChoiceResult:
     logprobs: list[TokenLogprob] | None = None
 
 
-def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict:
+def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> ChatLogprobs:
     """A chat choice's `logprobs` object."""
     return {"content": [{"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes),
                          "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
@@ -49,7 +66,7 @@ def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dic
             "refusal": None}
 
 
-def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int = 0) -> dict:
+def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int = 0) -> TextLogprobs:
     """A legacy completion choice's `logprobs` object; `offset` is where the first token's text
     starts in the choice's text. Each `top_logprobs` dict also holds the chosen token, as OpenAI's do."""
     tokens, offsets = [], []
@@ -63,19 +80,19 @@ def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset
 
 
 def completion_body(*, kind: str, completion_id: str, model: str, choices: list[ChoiceResult],
-                    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
+                    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> Completion:
     """The whole (non-streamed) answer."""
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     for index, choice in enumerate(choices):
         finish = openai_finish_reason(choice.finish_reason)
         if kind == CHAT:
-            logprobs = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
+            chat = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
             bodies.append({"index": index, "message": {"role": "assistant", "content": choice.text},
-                           "logprobs": logprobs, "finish_reason": finish})
+                           "logprobs": chat, "finish_reason": finish})
         else:
-            logprobs = None if choice.logprobs is None else text_logprobs(choice.logprobs)
-            bodies.append({"index": index, "text": choice.text, "logprobs": logprobs, "finish_reason": finish})
-    return {
+            text = None if choice.logprobs is None else text_logprobs(choice.logprobs)
+            bodies.append({"index": index, "text": choice.text, "logprobs": text, "finish_reason": finish})
+    return cast(Completion, {
         "id": completion_id,
         "object": "chat.completion" if kind == CHAT else "text_completion",
         "created": int(time.time()),
@@ -83,14 +100,14 @@ def completion_body(*, kind: str, completion_id: str, model: str, choices: list[
         "system_fingerprint": None,
         "choices": bodies,
         "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
-    }
+    })
 
 
 # Ends every stream: SSE sends it as `data: [DONE]`, WebSockets as a text frame.
 STREAM_DONE = "[DONE]"
 
 
-def sse_event(obj: dict | str) -> bytes:
+def sse_event(obj: CompletionChunk | dict | str) -> bytes:
     """One Server-Sent Event carrying a chunk object, an error body or the end marker."""
     payload = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
     return b"data: " + payload.encode() + b"\n\n"
@@ -110,8 +127,8 @@ class ChunkWriter:
         self.created = int(time.time())
         self._text_offsets = [0] * n  # legacy logprobs count offsets within each choice's text
 
-    def _event(self, choices: list, **extra) -> dict:
-        obj = {
+    def _event(self, choices: list, **extra) -> CompletionChunk:
+        obj: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion.chunk" if self.kind == CHAT else "text_completion",
             "created": self.created,
@@ -122,36 +139,36 @@ class ChunkWriter:
         if self.include_usage:
             obj["usage"] = None
         obj.update(extra)
-        return obj
+        return cast(CompletionChunk, obj)
 
     def _choice(self, index: int, text: str | None, finish_reason: str | None, role: bool = False,
-                logprobs: tuple[TokenLogprob, ...] | None = None) -> dict:
+                logprobs: tuple[TokenLogprob, ...] | None = None) -> dict[str, Any]:
         if self.kind == CHAT:
-            delta = {}
+            delta: dict[str, str] = {}
             if role:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            body = None if logprobs is None else chat_logprobs(logprobs)
-            return {"index": index, "delta": delta, "logprobs": body, "finish_reason": finish_reason}
+            chat = None if logprobs is None else chat_logprobs(logprobs)
+            return {"index": index, "delta": delta, "logprobs": chat, "finish_reason": finish_reason}
         body = None
         if logprobs is not None:
             body = text_logprobs(logprobs, self._text_offsets[index])
             self._text_offsets[index] += sum(len(entry.token) for entry in logprobs)
         return {"index": index, "text": text or "", "logprobs": body, "finish_reason": finish_reason}
 
-    def openings(self) -> list[dict]:
+    def openings(self) -> list[CompletionChunk]:
         """Chat streams open with the assistant role for every choice, as OpenAI's do."""
         if self.kind != CHAT:
             return []
         return [self._event([self._choice(index, "", None, role=True)]) for index in range(self.n)]
 
-    def delta(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> dict:
+    def delta(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> CompletionChunk:
         return self._event([self._choice(index, text, None, logprobs=logprobs if self.logprobs else None)])
 
-    def finish(self, finish_reason: str, index: int = 0) -> dict:
+    def finish(self, finish_reason: str, index: int = 0) -> CompletionChunk:
         text = None if self.kind == CHAT else ""
         return self._event([self._choice(index, text, openai_finish_reason(finish_reason))])
 
-    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict:
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> CompletionChunk:
         return self._event([], usage=usage(prompt_tokens, completion_tokens, cached_tokens))

@@ -1,7 +1,12 @@
-"""Validation of OpenAI request bodies. Unknown fields are rejected, as OpenAI does."""
+"""Validation of OpenAI request bodies. Unknown fields are rejected, as OpenAI does.
+
+These serializers are also the request bodies' OpenAPI schema (api/openai/schema.py); a field
+that takes several shapes says which with `extend_schema_field`, beside the code that parses it.
+"""
 
 import re
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from serving.errors import UnsupportedParameter
@@ -30,6 +35,16 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+MAX_STOP_SEQUENCES = 4
+
+
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
+    ],
+    "description": "Up to 4 sequences where generation stops; the answer does not contain them.",
+})
 class StopField(serializers.Field):
     """`stop`: a string or a list of up to 4 strings; normalised to a tuple."""
 
@@ -39,7 +54,7 @@ class StopField(serializers.Field):
         if isinstance(data, str):
             return (data,) if data else ()
         if isinstance(data, list) and all(isinstance(s, str) for s in data):
-            if len(data) > 4:
+            if len(data) > MAX_STOP_SEQUENCES:
                 raise serializers.ValidationError("At most 4 stop sequences are allowed.")
             return tuple(s for s in data if s)
         raise serializers.ValidationError("Must be a string or a list of strings.")
@@ -48,11 +63,22 @@ class StopField(serializers.Field):
         return list(value)
 
 
+MAX_BIASED_TOKENS = 1024
+
+
+@extend_schema_field({
+    "type": "object",
+    "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+    "maxProperties": MAX_BIASED_TOKENS,
+    "description": "Token ids (of the model's vocabulary) to a bias added to their logits before "
+                   "sampling; -100 bans a token. 400 unsupported_parameter on engines without it.",
+})
 class LogitBiasField(serializers.Field):
     """`logit_bias`: token ids (as JSON object keys) to a bias from -100 to 100; normalised to
     sorted (id, bias) pairs. Whether each id is in the model's vocabulary is the engine's check."""
 
-    MAX_ENTRIES = 1024
+    MAX_ENTRIES = MAX_BIASED_TOKENS
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -72,6 +98,17 @@ class LogitBiasField(serializers.Field):
         return {str(token): bias for token, bias in value}
 
 
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {
+            "type": "object",
+            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+            "required": ["type", "text"],
+        }},
+    ],
+    "description": "A string, or a list of text parts (other part types get 400 unsupported_parameter).",
+})
 class MessageContentField(serializers.Field):
     """Message content: a string, null, or a list of text parts; normalised to a string."""
 
@@ -105,6 +142,51 @@ class MessageContentField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+# JSON fields that take several shapes; parsing is JSONField's, and the serializer's validate_* or
+# the feature check (api/openai/requests.py) judges the value.
+
+
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+    ],
+    "description": "One prompt: a string or a one-element list of strings. Batched and token-id "
+                   "prompts get 400 unsupported_parameter.",
+})
+class PromptField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string", "enum": ["none", "auto", "required"]},
+        {"type": "object", "required": ["type", "function"], "properties": {
+            "type": {"const": "function"},
+            "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        }},
+    ],
+    "description": "Anything but `none`, `auto` or null needs tools support: 400 unsupported_parameter "
+                   "on engines without it.",
+})
+class ToolChoiceField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({
+    "oneOf": [
+        {"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+            "json_schema": {"type": "object"},
+        }},
+    ],
+    "description": "Anything but `{\"type\": \"text\"}` needs structured output: 400 "
+                   "unsupported_parameter on engines without it.",
+})
+class ResponseFormatField(serializers.JSONField):
+    pass
 
 
 class MessageSerializer(StrictSerializer):
@@ -152,9 +234,9 @@ class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
     logprobs = serializers.BooleanField(required=False, allow_null=True)
     top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
     tools = serializers.ListField(required=False, allow_null=True)
-    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    tool_choice = ToolChoiceField(required=False, allow_null=True)
     parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
-    response_format = serializers.JSONField(required=False, allow_null=True)
+    response_format = ResponseFormatField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, allow_null=True)
     store = serializers.BooleanField(required=False, allow_null=True)
 
@@ -168,7 +250,7 @@ class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
 
 
 class CompletionRequestSerializer(SamplingFieldsSerializer):
-    prompt = serializers.JSONField()
+    prompt = PromptField()
     echo = serializers.BooleanField(required=False, allow_null=True)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1)

@@ -35,6 +35,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are public: a stale key in the browser must not lock them.
     "SERVE_AUTHENTICATION": [],
     # Bearer scheme: api/openai/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
+    "ENUM_NAME_OVERRIDES": {
+        "AssistantMessageRoleEnum": "api.openai.shapes.ASSISTANT_ROLE_CHOICES",
+        "TextCompletionObjectEnum": "api.openai.shapes.TEXT_COMPLETION_OBJECT_CHOICES",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
