@@ -28,8 +28,8 @@ def verified_key(token: str) -> ApiKey | None:
     remembered = _verified.get(digest)
     now = time.monotonic()
     if remembered is not None and remembered[1] > now:
-        key = remembered[0]
-        return key if key.is_active(timezone.now()) else None
+        cached = remembered[0]
+        return cached if cached.is_active(timezone.now()) else None
     key = api_key_verify(plaintext=token)
     if key is None:
         _verified.pop(digest, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Any
 
 from daphne.server import Server  # first: it installs the asyncio reactor twisted must use
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
@@ -24,7 +25,8 @@ class AnsweringHTTPChannel(HTTPChannel):
     """
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._HTTPChannel__first_line:  # twisted's own state: the request line is still to come
+        # Twisted's own (name-mangled, private) state: the request line is still to come.
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
             method, _, rest = line.partition(b" ")
             self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, "request_uri_too_long",
                          f"The request line is longer than {self.MAX_LENGTH} bytes.",
@@ -43,21 +45,25 @@ class AnsweringHTTPChannel(HTTPChannel):
     def _refuse(self, status: HTTPStatus, code: str, message: str, *, method: bytes | None = None,
                 target: bytes | None = None) -> None:
         body = json.dumps(error_body(ErrorInfo(status.value, "invalid_request_error", code, message, None))).encode()
-        self.transport.write(
+        # Any: twisted declares its transport with zope.interface, whose methods have no `self`,
+        # which mypy misreads without the mypy-zope plugin (and it is set on a connected channel).
+        transport: Any = self.transport
+        transport.write(
             f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
         )
-        if method is None:  # the request line was read: twisted keeps it until the request ends
+        if method is None or target is None:  # the request line was read: twisted keeps it until the request ends
             method, target = getattr(self, "_command", b"?"), getattr(self, "_path", b"?")
-        peer = self.transport.getPeer()
+        peer = transport.getPeer()
         self.factory.server.log_action("http", "complete", {
             "path": target.decode("ascii", "replace"), "status": status.value,
             "method": method[:16].decode("ascii", "replace"), "client": f"{peer.host}:{peer.port}",
             "time_taken": 0.0, "size": len(body),
         })
-        self.dataReceived = self.lineReceived = lambda *args: None
+        # Ignoring the rest of the request is the point; mypy refuses any assignment to a method.
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
         self.setTimeout(LINGER_SECONDS)  # then twisted's timeoutConnection closes it
-        self.transport.loseWriteConnection()
+        transport.loseWriteConnection()
 
 
 def _answering_channel_protocol() -> _GenericHTTPChannelProtocol:

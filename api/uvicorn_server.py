@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from api.access_log import AccessLog, log_action
 from api.errors import ErrorInfo, error_body
@@ -32,7 +33,15 @@ def _error_response(status: HTTPStatus, code: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
 
 
-class AnsweringHeadLimits:
+if TYPE_CHECKING:
+    # Checked as one of the uvicorn protocols it is mixed into: both have what it uses
+    # (transport, client, data_received, on_response_complete).
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornHTTPProtocol
+else:
+    _UvicornHTTPProtocol = object
+
+
+class AnsweringHeadLimits(_UvicornHTTPProtocol):
     """Mixed into uvicorn's HTTP protocols: a request head over the limits gets a 414 or 431 JSON answer.
 
     httptools sets no limit on a request head at all, and h11 answers one over its buffer with a
@@ -96,10 +105,15 @@ class AnsweringHeadLimits:
 
 def uvicorn_http_protocol() -> type:
     """uvicorn's fastest HTTP protocol here (httptools, else h11), answering head limits as above."""
+    base: type[asyncio.Protocol]
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        base = HttpToolsProtocol
     except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
     return type(f"Answering{base.__name__}", (AnsweringHeadLimits, base), {})
 
 

@@ -2,6 +2,7 @@
 
 from adrf.views import APIView
 from django.http import StreamingHttpResponse
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
@@ -16,7 +17,7 @@ from .services.models import model_detail, model_list
 class HealthView(APIView):
     """Liveness and readiness; needs no key. A served process answers it in api.health first."""
 
-    authentication_classes = []
+    authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
     async def get(self, request):

@@ -47,6 +47,7 @@ async def _session_inline_unless_used(self, request):
 
 def run_django_middleware_on_the_loop() -> None:
     """Give Django's own middlewares the inline async path above (idempotent)."""
+    # Replacing a method of Django's classes is the point here; mypy refuses any method assignment.
     for middleware in NON_BLOCKING_HOOKS:
-        middleware.__acall__ = _hooks_inline
-    SessionMiddleware.__acall__ = _session_inline_unless_used
+        middleware.__acall__ = _hooks_inline  # type: ignore[method-assign]
+    SessionMiddleware.__acall__ = _session_inline_unless_used  # type: ignore[method-assign]

@@ -1,5 +1,7 @@
 """Admin for served models and API keys. Writes go through the services."""
 
+from typing import ClassVar
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -66,7 +68,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                     "rpm_limit", "tpm_limit", "concurrency_limit")
     list_filter = ("revoked", "created_at", "expires_at", "allowed_models")
     search_fields = ("name", "prefix", "owner__username")
-    readonly_fields = ("prefix", "created_at", "last_used_at", "rotate_link")
+    readonly_fields: ClassVar[tuple[str, ...]] = ("prefix", "created_at", "last_used_at", "rotate_link")  # monitoring adds one
     filter_horizontal = ("allowed_models",)
     actions = ("revoke_keys",)
 
@@ -126,8 +128,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             grace = form.cleaned_data["grace_seconds"]
             issued = api_key_rotate(key=key, grace_seconds=grace)
-            self.log_change(request, key, f"Rotated; replaced by {issued.key.prefix}, "
-                                          f"old key expires {key.expires_at.isoformat()}")
+            # Rotation always leaves the old key an expiry (the grace period's end at the latest).
+            expires = key.expires_at.isoformat() if key.expires_at is not None else "never"
+            self.log_change(request, key, f"Rotated; replaced by {issued.key.prefix}, old key expires {expires}")
             self.log_addition(request, issued.key, f"Issued by rotating {key.prefix}")
             return self._issued_page(request, issued.key, issued.plaintext, "API key rotated")
         context = {

@@ -21,8 +21,9 @@ class StatusClassFilter(admin.SimpleListFilter):
         return [("2xx", "2xx success"), ("4xx", "4xx client error"), ("5xx", "5xx server error")]
 
     def queryset(self, request, queryset):
-        if self.value() in ("2xx", "4xx", "5xx"):
-            low = int(self.value()[0]) * 100
+        value = self.value()
+        if value in ("2xx", "4xx", "5xx"):
+            low = int(value[0]) * 100
             return queryset.filter(status_code__gte=low, status_code__lt=low + 100)
         return queryset
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any, cast
 
 from django.db import connection
-from django.db.models import Aggregate, Count, F, FloatField, Q, Sum, Window
+from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber, Trunc
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -153,8 +154,11 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
         for metric, column in PERCENTILE_COLUMNS.items():
             for name, fraction in PERCENTILES.items():
                 aggregates[f"{metric}_{name}"] = PercentileCont(column, fraction)
-    rows = (records.annotate(bucket=Trunc("created_at", unit), grp=F(group_column))
-            .values("bucket", "grp").annotate(**aggregates).order_by())
+    # django-stubs types a values() row as a TypedDict of the named fields only; the aggregates
+    # annotated from a dict are in every row too, so the rows are read as plain dicts.
+    rows = cast("QuerySet[RequestRecord, dict[str, Any]]",
+                records.annotate(bucket=Trunc("created_at", unit), grp=F(group_column))
+                .values("bucket", "grp").annotate(**aggregates).order_by())
     cells = {(_bucket_key(row["bucket"]), row["grp"]): row for row in rows}
     if not on_postgres:
         for metric, column in PERCENTILE_COLUMNS.items():

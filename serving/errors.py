@@ -8,6 +8,7 @@ their own typed errors (engines/errors.py), which map onto these here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 from engines import errors as engine_errors
 
@@ -127,6 +128,14 @@ def _from_engine_error(exc: engine_errors.EngineError) -> PlatformError:
         if isinstance(exc, engine_type):
             return api_type(str(exc), param=exc.param)
     return EngineFailure(str(exc))
+
+
+@overload
+def error_info(exc: engine_errors.EngineError | PlatformError) -> ErrorInfo: ...
+
+
+@overload
+def error_info(exc: BaseException) -> ErrorInfo | None: ...
 
 
 def error_info(exc: BaseException) -> ErrorInfo | None:

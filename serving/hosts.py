@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -27,12 +28,12 @@ MIN_TTL_SECONDS = 15
 class RedisPublisher:
     """Writes each summary to Redis; an outage is logged once, not at every tick."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._client = redis_client(sync=True)
         self._ttl = math.ceil(max(3 * settings.SYSTEM_SAMPLE_SECONDS, MIN_TTL_SECONDS))
         self._failing = False
 
-    def __call__(self, summary: dict) -> None:
+    def __call__(self, summary: dict[str, Any]) -> None:
         try:
             self._client.set(system_summary_key(summary["host"], summary["pid"]), json.dumps(summary), ex=self._ttl)
         except RedisError as exc:
@@ -60,7 +61,7 @@ def stop_sampling() -> None:
     stop_process_sampler()
 
 
-def published_summaries() -> list[dict]:
+def published_summaries() -> list[dict[str, Any]]:
     """Summaries every live process published to Redis (distributed mode)."""
     with redis_client(sync=True) as client:
         keys = sorted(client.scan_iter(match=f"{SYSTEM_SUMMARY_PREFIX}*", count=500))
@@ -68,10 +69,10 @@ def published_summaries() -> list[dict]:
     return [json.loads(value) for value in values if value]
 
 
-def hosts_status() -> list[dict]:
+def hosts_status() -> list[dict[str, Any]]:
     """This process's summary and, in distributed mode, every other live process's."""
     mine = process_summary()
-    others: list[dict] = []
+    others: list[dict[str, Any]] = []
     if settings.DISTRIBUTED:
         try:
             others = [s for s in published_summaries() if (s["host"], s["pid"]) != (mine["host"], mine["pid"])]

@@ -31,13 +31,18 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from .errors import RateLimited, ServiceUnavailable
 from .protocol import LIMITS_PREFIX, limits_key, redis_client
+
+if TYPE_CHECKING:
+    from models_registry.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +63,7 @@ class KeyLimits:
     concurrency: int | None = None
 
     @classmethod
-    def of(cls, key) -> KeyLimits:
+    def of(cls, key: ApiKey) -> KeyLimits:
         return cls(key_id=key.pk, rpm=key.rpm_limit, tpm=key.tpm_limit, concurrency=key.concurrency_limit)
 
     @property
@@ -75,14 +80,14 @@ def _rejection(which: str, limit: int, retry_after: int) -> RateLimited:
 class Admission:
     """A request that got in. `finish(tokens=...)` once when it ends; later calls do nothing."""
 
-    def __init__(self, limiter: Limiter | None, limits: KeyLimits):
+    def __init__(self, limiter: Limiter | None, limits: KeyLimits) -> None:
         self._limiter = limiter
         self.limits = limits
         self._finished = limiter is None
 
     async def finish(self, *, tokens: int = 0) -> None:
         """Give back the concurrency slot and add the request's tokens. Never raises."""
-        if self._finished:
+        if self._finished or self._limiter is None:  # no limiter (unlimited key): nothing to give back
             return
         self._finished = True
         try:
@@ -113,7 +118,7 @@ class Limiter:
 class LocalLimiter(Limiter):
     """Embedded mode: counters in this process. Check and commit happen under one lock."""
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int], tuple[int, int]] = {}  # (kind, key) -> (window, count)
@@ -207,7 +212,7 @@ _KINDS = {1: _RPM, 2: _TPM, 3: _CONCURRENCY}
 class RedisLimiter(Limiter):
     """Distributed mode: counters in Redis, checked and updated by one Lua script per call."""
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float | None = None):
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout if timeout is not None else settings.REDIS_TIMEOUT_SECONDS
@@ -215,20 +220,22 @@ class RedisLimiter(Limiter):
     def base(self, key_id: int) -> str:
         return limits_key(key_id, self.prefix)
 
-    async def _eval(self, script: str, key_id: int, *args) -> list | int:
+    async def _eval(self, script: str, key_id: int, *args: int) -> Any:
+        """The script's reply as redis-py decodes it (a list or an int; its `eval` is typed Any)."""
         async with redis_client(url=self.url, timeout=self.timeout) as client:
             return await client.eval(script, 1, self.base(key_id), *args)
 
     async def _admit(self, limits: KeyLimits) -> None:
         try:
-            result = await self._eval(_ADMIT, limits.key_id, limits.rpm or 0, limits.tpm or 0,
+            result: list[int] = await self._eval(_ADMIT, limits.key_id, limits.rpm or 0, limits.tpm or 0,
                                       limits.concurrency or 0, WINDOW_SECONDS, CONCURRENCY_TTL_SECONDS)
         except (RedisError, OSError) as exc:
             logger.warning("rate limiter unreachable: %s", exc)
             raise ServiceUnavailable("The rate limiter is unreachable; try again shortly.") from exc
         if int(result[0]) != 0:
             kind = _KINDS[int(result[0])]
-            limit = {_RPM: limits.rpm, _TPM: limits.tpm, _CONCURRENCY: limits.concurrency}[kind]
+            # The script refuses a request only for a limit that is set, so `or 0` never applies.
+            limit = {_RPM: limits.rpm or 0, _TPM: limits.tpm or 0, _CONCURRENCY: limits.concurrency or 0}[kind]
             raise _rejection(kind, limit, int(result[1]))
 
     async def release(self, limits: KeyLimits, *, tokens: int) -> None:
@@ -246,6 +253,6 @@ def limiter() -> Limiter:
     return RedisLimiter(settings.REDIS_URL) if settings.DISTRIBUTED else _local
 
 
-async def limits_admit(*, key) -> Admission:
+async def limits_admit(*, key: ApiKey) -> Admission:
     """Admit one request of `key` or raise RateLimited (429, with a Retry-After)."""
     return await limiter().admit(KeyLimits.of(key))

@@ -85,8 +85,10 @@ def redis_client(*, sync: bool = False, url: str | None = None,
     """
     socket_timeout = settings.REDIS_TIMEOUT_SECONDS if timeout is _REQUEST_TIMEOUT else timeout
     options = {**settings.REDIS_CONNECTION_OPTIONS, "socket_timeout": socket_timeout}
-    module = redis if sync else aioredis
-    return module.Redis.from_url(url or settings.REDIS_URL, **options)
+    if sync:
+        return redis.Redis.from_url(url or settings.REDIS_URL, **options)
+    return aioredis.Redis.from_url(url or settings.REDIS_URL, **options)
+
 
 def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, reply_channel: str,
                 submitted_at: float, record: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, Generatio
 
 def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
     """A chunk as JSON; fields at their defaults are left out (most chunks are one token of choice 0)."""
-    data = {"text": chunk.text, "ids": list(chunk.token_ids)}
+    data: dict[str, Any] = {"text": chunk.text, "ids": list(chunk.token_ids)}
     if chunk.index:
         data["index"] = chunk.index
     if chunk.logprobs:
@@ -143,18 +145,18 @@ def chunk_from_dict(data: dict[str, Any]) -> Chunk:
 
 
 # Logprobs travel as compact lists: [token, logprob, bytes, [[token, logprob, bytes], ...]].
-def _logprob_to_list(entry: TokenLogprob) -> list:
+def _logprob_to_list(entry: TokenLogprob) -> list[Any]:
     return [entry.token, entry.logprob, list(entry.bytes), [[t.token, t.logprob, list(t.bytes)] for t in entry.top]]
 
 
-def _logprob_from_list(data: list) -> TokenLogprob:
+def _logprob_from_list(data: list[Any]) -> TokenLogprob:
     token, logprob, raw, top = data
     return TokenLogprob(token=token, logprob=logprob, bytes=tuple(raw),
                         top=tuple(TopLogprob(token=t, logprob=lp, bytes=tuple(b)) for t, lp, b in top))
 
 
 def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:
-    data = {"kind": type(exc).__name__, "message": str(exc), "param": exc.param}
+    data: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc), "param": exc.param}
     if isinstance(exc, engine_errors.EngineBusyError):
         data["retry_after"] = exc.retry_after
     return data

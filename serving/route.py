@@ -8,6 +8,7 @@ not changed costs a dictionary lookup, not a hardware probe and a new spec each 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import threading
 
 from django.conf import settings
@@ -38,7 +39,10 @@ class _Resolved:
     capabilities: frozenset[str]
 
 
-_cache: dict[tuple, _Resolved] = {}
+# A model version: its pk, its `updated_at` and INFERENCE_ENGINE (see route_for).
+_Version = tuple[int, dt.datetime, str]
+
+_cache: dict[_Version, _Resolved] = {}
 _lock = threading.Lock()
 
 
@@ -53,7 +57,7 @@ def route_for(model: ServedModel) -> Route:
 
     INFERENCE_ENGINE is part of the version too: it decides what `auto` resolves to.
     """
-    version = (model.pk, model.updated_at, settings.INFERENCE_ENGINE)
+    version: _Version = (model.pk, model.updated_at, settings.INFERENCE_ENGINE)
     resolved = _cache.get(version) if model.pk is not None else None
     if resolved is None:
         engine = engine_choice(model)[0]

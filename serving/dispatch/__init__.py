@@ -7,7 +7,7 @@ channel layer. Callers see the same async iterator of chunks either way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
@@ -17,16 +17,15 @@ from monitoring.load import ModelLoad
 
 from ..route import Route
 from . import distributed, embedded
-
-# Called once a host has taken the job: (worker id, queue wait in ms, whether that host
-# writes the request's record itself).
-OnStarted = Callable[[str, float, bool], None]
+from .backend import Backend, OnStarted
 
 MODE = "distributed" if settings.DISTRIBUTED else "embedded"
 
 
-def _backend():
-    return distributed if settings.DISTRIBUTED else embedded
+def _backend() -> Backend:
+    if settings.DISTRIBUTED:
+        return distributed
+    return embedded
 
 
 def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
@@ -45,7 +44,7 @@ async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
     return await _backend().request_load(model_names)
 
 
-def engine_states() -> list[dict]:
+def engine_states() -> list[dict[str, Any]]:
     """Engines loaded in this process (none in a distributed web process)."""
     return embedded.engine_host().states()
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import time
 
+import redis.asyncio as aioredis
+
 from engines.errors import EngineBusyError
 
 from ..protocol import finished_key
@@ -29,7 +31,7 @@ UNKNOWN_DRAIN_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 60
 
 
-async def count_finished(client, model_name: str) -> None:
+async def count_finished(client: aioredis.Redis, model_name: str) -> None:
     """Add one finished job to the model's current bucket (called by the worker that ran it)."""
     key = finished_key(model_name, int(time.time() // BUCKET_SECONDS))
     async with client.pipeline(transaction=False) as pipe:
@@ -38,7 +40,7 @@ async def count_finished(client, model_name: str) -> None:
         await pipe.execute()
 
 
-async def drain_rate(client, model_name: str) -> float:
+async def drain_rate(client: aioredis.Redis, model_name: str) -> float:
     """Jobs per second that the model's workers finished over about the last DRAIN_WINDOW_SECONDS."""
     now = time.time()
     current = int(now // BUCKET_SECONDS)
@@ -58,7 +60,7 @@ def retry_after(waiting: int, limit: int, per_second: float) -> int:
     return max(1, min(MAX_RETRY_AFTER, math.ceil(to_drain / per_second)))
 
 
-async def require_room(client, model_name: str, queue: str, limit: int) -> None:
+async def require_room(client: aioredis.Redis, model_name: str, queue: str, limit: int) -> None:
     """Raise EngineBusyError when `queue` already holds `limit` jobs or more."""
     waiting = await client.llen(queue)
     if waiting < limit:

@@ -14,10 +14,11 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from celery import current_app
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
@@ -34,6 +35,7 @@ from ..errors import ServiceUnavailable, WorkerLost
 from ..protocol import cancelled_key, liveness_key, queue_name, redis_client
 from ..route import Route
 from . import backlog
+from .backend import OnStarted
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +45,13 @@ def _unavailable(what: str, exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(f"The job queue is unreachable ({what}); try again shortly.")
 
 
-def _publish(message: dict, queue: str) -> None:
+def _publish(message: dict[str, Any], queue: str) -> None:
     # By name: the task's module is the worker's, which a web process has no reason to import.
     current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
 
 
-async def generate(route: Route, request: GenerationRequest, *, record: dict,
-                   on_started) -> AsyncIterator[Chunk]:
+async def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
+                   on_started: OnStarted) -> AsyncIterator[Chunk]:
     """Enqueue the job and stream its replies; the worker that takes it writes the record."""
     model = route.model
     if not await sync_to_async(ready_workers_for)(model_name=model.name):
@@ -70,7 +72,7 @@ async def generate(route: Route, request: GenerationRequest, *, record: dict,
     except Exception as exc:  # kombu raises its own and OS-level errors for a dead broker
         raise _unavailable("could not enqueue the job", exc) from exc
 
-    started: dict | None = None
+    started: dict[str, Any] | None = None
     finished = False
     queue_deadline = time.monotonic() + settings.QUEUE_TIMEOUT_SECONDS
     poll = max(settings.WORKER_HEARTBEAT_SECONDS, 0.2)
@@ -120,12 +122,12 @@ class ReplyReader:
     receive carries on into the next poll, and only `close` cancels it, once the job is over.
     """
 
-    def __init__(self, layer, channel: str):
+    def __init__(self, layer: BaseChannelLayer, channel: str) -> None:
         self._layer = layer
         self._channel = channel
-        self._receiving: asyncio.Future | None = None
+        self._receiving: asyncio.Future[dict[str, Any]] | None = None
 
-    async def next(self, timeout: float) -> dict | None:
+    async def next(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None when none came within `timeout` seconds."""
         if self._receiving is None:
             self._receiving = asyncio.ensure_future(self._layer.receive(self._channel))
@@ -160,7 +162,7 @@ async def _worker_alive(worker_id: str) -> bool:
         raise _unavailable("could not check the worker", exc) from exc
 
 
-async def _cancel(request_id: str, started: dict | None) -> None:
+async def _cancel(request_id: str, started: dict[str, Any] | None) -> None:
     """Stop the job: tell its worker, or mark it so a worker that picks it up later skips it."""
     try:
         if started is not None:
@@ -197,7 +199,7 @@ async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
     return load
 
 
-def worker_load(report: dict) -> dict[str, ModelLoad]:
+def worker_load(report: dict[str, Any]) -> dict[str, ModelLoad]:
     """Per model, what one worker's liveness key says (see WorkerRuntime.load_report)."""
     running, waiting, kv_cache = report.get("running", {}), report.get("waiting", {}), report.get("kv_cache", {})
     load = {}

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from engines.base import Chunk, GenerationRequest
 from engines.host import EngineHost
@@ -17,6 +18,7 @@ from models_registry.selectors import enabled_model_names_recent
 from monitoring.load import ModelLoad
 
 from ..route import Route, route_for
+from .backend import OnStarted
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,8 @@ def engine_host() -> EngineHost:
     return _host
 
 
-async def generate(route: Route, request: GenerationRequest, *, record: dict,
-                   on_started) -> AsyncIterator[Chunk]:
+async def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
+                   on_started: OnStarted) -> AsyncIterator[Chunk]:
     """Stream from this process's host; the caller records the request (nothing else can)."""
     on_started(WORKER_ID, 0.0, False)
     async with aclosing(_host.generate(route.engine, route.spec, request)) as chunks:

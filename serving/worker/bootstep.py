@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_shutting_down
@@ -21,7 +22,8 @@ def current_runtime() -> WorkerRuntime | None:
     return _runtime
 
 
-class EngineHostStep(bootsteps.StartStopStep):
+# Celery ships no type information (celery-types is not installed), so its base class is Any.
+class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Loads models before the pool is made, so the pool can have one thread per engine slot,
     and before the consumer starts, so a worker takes jobs only once ready.
 
@@ -33,16 +35,19 @@ class EngineHostStep(bootsteps.StartStopStep):
 
     requires = {"celery.worker.components:Pool"}
 
-    def __init__(self, worker, models=None, concurrency=None, **options):
+    # `worker` is Celery's WorkController; `models` and `concurrency` are the --models and
+    # --concurrency options as given.
+    def __init__(self, worker: Any, models: str | None = None, concurrency: int | None = None,
+                 **options: Any) -> None:
         global _runtime
         super().__init__(worker, **options)
-        models = resolve_worker_models(models)
-        if not models:
+        served = resolve_worker_models(models)
+        if not served:
             raise RuntimeError("this worker has no enabled models to host")
-        for model in models:
+        for model in served:
             worker.app.amqp.queues.select_add(queue_name(model.name))
-        _runtime = WorkerRuntime(models)
-        slots = _runtime.load()
+        self.runtime = _runtime = WorkerRuntime(served)
+        slots = self.runtime.load()
         if worker.autoscale:
             logger.info("pool autoscales from %s to %s threads (engine slots: %s)",
                         worker.min_concurrency, worker.max_concurrency, slots)
@@ -54,16 +59,17 @@ class EngineHostStep(bootsteps.StartStopStep):
             logger.info(explained)
         self.concurrency = worker.concurrency
 
-    def start(self, worker):
-        _runtime.start(self.concurrency)
+    def start(self, worker: Any) -> None:
+        self.runtime.start(self.concurrency)
 
-    def stop(self, worker):
+    def stop(self, worker: Any) -> None:
         if _runtime is not None:
             _runtime.stop()
 
 
-@worker_shutting_down.connect
-def _drain_on_shutdown(**kwargs):
+# Celery ships no type information, so its signal decorator is untyped.
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _drain_on_shutdown(**kwargs: Any) -> None:
     """Stop advertising the worker as soon as shutdown begins; running jobs finish first."""
     if _runtime is not None:
         try:

@@ -17,14 +17,17 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from engines.base import Chunk, GenerationRequest, ModelSpec
 from engines.errors import EngineError, EngineUnavailableError
 from engines.host import EngineHost
 from models_registry.models import ServedModel, WorkerRegistration
@@ -46,6 +49,10 @@ MAX_BATCH = 256
 JOB_TIME_LIMIT_SECONDS = 3600
 DB_HEARTBEAT_EVERY = 3  # write the database row every few liveness beats
 DRAIN_TIMEOUT_SECONDS = 600  # on shutdown, how long running jobs may take to finish
+
+_T = TypeVar("_T")
+# Sends one reply message on the job's reply channel.
+SendReply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def resolve_worker_models(option: str | None) -> list[ServedModel]:
@@ -71,12 +78,19 @@ class WorkerRuntime:
         self.host = EngineHost()
         self.loop = asyncio.new_event_loop()
         self.control_channel = ""
-        self.jobs: dict[str, asyncio.Task] = {}
-        self.running = Counter()  # jobs per model, published with each heartbeat for /metrics
+        self.jobs: dict[str, asyncio.Task[Any]] = {}
+        self.running: Counter[str] = Counter()  # jobs per model, published with each heartbeat for /metrics
         self._thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
-        self._heartbeat: asyncio.Task | None = None
-        self._control: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        """The long-lived Redis client, open from `start` until `stop`."""
+        if self._redis is None:
+            raise RuntimeError(f"worker {self.worker_id} is not started: it has no Redis client")
+        return self._redis
 
     # --- lifecycle (called from the Celery bootstep, on the worker's main thread) ---
 
@@ -86,7 +100,7 @@ class WorkerRuntime:
         hosts.start_sampling(role="worker", name=self.worker_id)
         worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
                                         models=names, concurrency=self.concurrency)
-        slots = {}
+        slots: dict[str, int | None] = {}
         try:
             for model in self.models:
                 route = route_for(model)
@@ -129,7 +143,7 @@ class WorkerRuntime:
             self.host.shutdown()
             hosts.stop_sampling()
 
-    def _run(self, coroutine, timeout: float | None = 30):
+    def _run(self, coroutine: Coroutine[Any, Any, _T], timeout: float | None = 30) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def _open(self) -> None:
@@ -157,9 +171,9 @@ class WorkerRuntime:
     async def _beat(self) -> None:
         # The liveness key carries the load per model: /metrics sums it over live workers, and a
         # dead worker's jobs vanish exactly when the worker counts as dead.
-        await self._redis.set(liveness_key(self.worker_id), json.dumps(self.load_report()), px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+        await self._client.set(liveness_key(self.worker_id), json.dumps(self.load_report()), px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
 
-    def load_report(self) -> dict:
+    def load_report(self) -> dict[str, Any]:
         """Jobs per model, split into those running and those waiting in the engine's admission
         queue, and the KV cells (held, total) of engines that report them (serving.dispatch.distributed.worker_load)."""
         engines = {state["model"]: state for state in self.host.states()}
@@ -205,22 +219,22 @@ class WorkerRuntime:
 
     # --- jobs (called from Celery pool threads) ---
 
-    def run_job(self, message: dict) -> None:
+    def run_job(self, message: dict[str, Any]) -> None:
         """Blocking: serve one job on the engine loop."""
         self._run(self._serve_and_count(message), timeout=None)
 
-    async def _serve_and_count(self, message: dict) -> None:
+    async def _serve_and_count(self, message: dict[str, Any]) -> None:
         try:
             await self._serve(message)
         finally:
             # Every job taken off the queue counts, whatever its outcome: web processes
             # estimate Retry-After from how fast the queue drains.
             try:
-                await backlog.count_finished(self._redis, message["spec"]["name"])
+                await backlog.count_finished(self._client, message["spec"]["name"])
             except Exception:
                 logger.warning("could not count a finished job", exc_info=True)
 
-    async def _serve(self, message: dict) -> None:
+    async def _serve(self, message: dict[str, Any]) -> None:
         engine_name, spec, request = protocol.job_from_message(message)
         record = message["record"]
         async with request_lifecycle(endpoint=record["endpoint"], api_key_id=record["api_key_id"],
@@ -228,16 +242,18 @@ class WorkerRuntime:
             life.model_name, life.engine, life.stream = record["model_name"], engine_name, record["stream"]
             queue_wait_ms = max(0.0, (time.time() - message["submitted_at"]) * 1000)
             life.host_started(self.worker_id, queue_wait_ms, records_itself=False)
-            if await self._redis.exists(cancelled_key(request.request_id)):
+            if await self._client.exists(cancelled_key(request.request_id)):
                 life.cancelled()
                 return
             await self._run_job(engine_name, spec, request, life, message["reply_channel"], queue_wait_ms)
 
-    async def _run_job(self, engine_name, spec, request, life: RequestLifecycle, reply: str,
-                       queue_wait_ms: float) -> None:
+    async def _run_job(self, engine_name: str, spec: ModelSpec, request: GenerationRequest, life: RequestLifecycle,
+                       reply: str, queue_wait_ms: float) -> None:
         """Stream the job's replies; failures become a `job.error` reply and the request's outcome."""
         layer = get_channel_layer()
         task = asyncio.current_task()
+        if task is None:  # never: _run runs every job as a task of the engine loop
+            raise RuntimeError("a job must run in a task, so that it can be cancelled")
         self.jobs[request.request_id] = task
         self.running[spec.name] += 1
         try:
@@ -256,6 +272,7 @@ class WorkerRuntime:
             await _send_quietly(layer, reply, {"type": protocol.JOB_ERROR, "error": protocol.error_to_dict(exc)})
         except Exception as exc:
             logger.exception("job %s failed", request.request_id)
+            crashed: EngineError
             if isinstance(exc, (RedisError, OSError)):  # infrastructure, not the engine: retryable
                 crashed = EngineUnavailableError(f"the worker lost Redis: {exc}")
             else:
@@ -266,10 +283,11 @@ class WorkerRuntime:
             self.jobs.pop(request.request_id, None)
             self.running[spec.name] -= 1
 
-    async def _stream(self, engine_name, spec, request, life: RequestLifecycle, send) -> None:
-        produced: asyncio.Queue = asyncio.Queue()
+    async def _stream(self, engine_name: str, spec: ModelSpec, request: GenerationRequest, life: RequestLifecycle,
+                      send: SendReply) -> None:
+        produced: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
 
-        async def pump():
+        async def pump() -> None:
             try:
                 async with aclosing(self.host.generate(engine_name, spec, request)) as chunks:
                     async for chunk in chunks:
@@ -306,7 +324,7 @@ class WorkerRuntime:
             await asyncio.gather(pump_task, return_exceptions=True)
 
 
-async def _send_quietly(layer, channel: str, message: dict) -> None:
+async def _send_quietly(layer: BaseChannelLayer, channel: str, message: dict[str, Any]) -> None:
     try:
         await layer.send(channel, message)
     except Exception:

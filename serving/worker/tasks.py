@@ -5,14 +5,17 @@ Web processes send the job by name (serving.protocol.GENERATE_TASK), so they nev
 this module; the Celery app includes it, so every worker registers it.
 """
 
+from typing import Any
+
 from celery import shared_task
 
 from ..protocol import GENERATE_TASK
 from .bootstep import current_runtime
 
 
-@shared_task(name=GENERATE_TASK, ignore_result=True)
-def generate_task(job: dict) -> None:
+# Celery ships no type information, so its task decorator is untyped.
+@shared_task(name=GENERATE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def generate_task(job: dict[str, Any]) -> None:
     """Run one generation job on this worker's engine host."""
     runtime = current_runtime()
     if runtime is None:
