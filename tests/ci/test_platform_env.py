@@ -31,4 +31,6 @@ def test_cluster_processes_get_the_cluster_settings_only(exported, tmp_path):
     env = cluster.env(WORKER_MODELS="echo")
     assert (env["DATABASE_URL"], env["REDIS_URL"]) == (cluster.database_url, cluster.redis_url)
     assert env["WORKER_MODELS"] == "echo" and env["PYTHONUNBUFFERED"] == "1"
-    assert not {"INFERENCE_ENGINE", "DEBUG", "LOG_PROMPTS", "METRICS_ACCESS", "DJANGO_SETTINGS_MODULE"} & set(env)
+    assert not {"INFERENCE_ENGINE", "LOG_PROMPTS", "DJANGO_SETTINGS_MODULE"} & set(env)
+    # The cluster sets these itself, as production would, whatever the test process exported.
+    assert (env["DEBUG"], env["METRICS_ACCESS"], env["SECRET_KEY"]) == ("false", "open", cluster.secret_key)
