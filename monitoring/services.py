@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .metric_totals import record_increments
@@ -62,26 +62,31 @@ def request_records_create(records: list[dict[str, Any]]) -> int:
     were new.
 
     As for one record: an id already stored (or twice in `records`) is stored once, the first
-    time, and the totals grow by exactly the records created, in the same transaction. The batch
-    costs one transaction, one query for the ids already there, one INSERT and one totals upsert
-    per model, where one call per record costs all of those each time.
+    time, and the totals grow by exactly the records created, in the same transaction. A batch
+    costs one transaction, one INSERT and one totals upsert per model, where one call per record
+    costs a transaction, a lookup, an insert and an upsert each.
     """
     batch: dict[str, dict[str, Any]] = {}
     for record in records:
         batch.setdefault(record["request_id"], record)
-    with transaction.atomic():
+    try:
+        return _records_insert(batch, stored=set())
+    except IntegrityError:
+        # An id is stored already: a worker and a web process both recorded one request (rare).
+        # Leave those out; a third writer racing this retry fails it, and the caller retries.
         stored = set(RequestRecord.objects.filter(request_id__in=list(batch)).values_list("request_id", flat=True))
-        new = [_record_fields(r) | {"request_id": request_id} for request_id, r in batch.items()
-               if request_id not in stored]
-        # Another process may store one of these ids between the query and the insert (a worker and
-        # a web process both recording a request): the savepoint lets the caller retry one by one.
-        with transaction.atomic():
-            RequestRecord.objects.bulk_create([RequestRecord(**fields) for fields in new])
-        totals: dict[str, dict[str, float]] = {}
-        for fields in new:
-            per_model = totals.setdefault(fields["model_name"], {})
-            for series, amount in record_increments(fields).items():
-                per_model[series] = per_model.get(series, 0) + amount
+        return _records_insert(batch, stored=stored)
+
+
+def _records_insert(batch: dict[str, dict[str, Any]], *, stored: set[str]) -> int:
+    new = [_record_fields(r) | {"request_id": request_id} for request_id, r in batch.items() if request_id not in stored]
+    totals: dict[str, dict[str, float]] = {}
+    for fields in new:
+        per_model = totals.setdefault(fields["model_name"], {})
+        for series, amount in record_increments(fields).items():
+            per_model[series] = per_model.get(series, 0) + amount
+    with transaction.atomic():
+        RequestRecord.objects.bulk_create([RequestRecord(**fields) for fields in new])
         for model_name in sorted(totals):  # one order for every writer: no deadlocks on PostgreSQL
             metric_totals_add(model_name, totals[model_name])
     return len(new)
