@@ -3,10 +3,11 @@
 Storing each record from its own request cost the web process a thread hop, a new database
 connection (Django's connections belong to a thread, and asgiref gives each request a new
 one) and a transaction, per request: about a fifth of the CPU of a gateway request. Here a
-request only queues its record; one long-lived thread with one connection stores whatever has
+request queues its record; one long-lived thread with one connection stores whatever has
 queued up while it stored the last batch, in one transaction (monitoring.services
-.request_records_create). Under load many requests share a transaction; alone, a request
-waits no longer than its own insert.
+.request_records_create). The request waits for that batch on a future, holding no thread
+(serving.lifecycle), so its record still exists before the client has its answer. Under load
+many requests share a transaction; alone, a request waits no longer than its own insert.
 
 - Exactly one row per request: a record is queued once, and the database keeps the first
   record of an id (a worker and a web process may both report one request).
