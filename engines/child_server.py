@@ -91,7 +91,10 @@ class SupervisedServerEngine(Engine):
         self.supervisor = supervisor
 
     def unload(self) -> None:
-        supervisor, self.supervisor, self._proxy = self.supervisor, None, None
+        supervisor, proxy = self.supervisor, self._proxy
+        self.supervisor, self._proxy = None, None
+        if proxy is not None:
+            proxy.close()  # its kept-alive connections to the child
         if supervisor is not None:
             supervisor.stop()
 

@@ -8,10 +8,14 @@ engines (engines.child_server) point it at a child they run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
+import threading
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -37,6 +41,24 @@ _CONTEXT_WORDS = re.compile(r"context[ _](length|window)|maximum context|prompt 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
+
+# Connections kept open to the upstream per event loop, for the next requests; beyond them a
+# burst opens more (never queues for one), which close after their request.
+KEEPALIVE_CONNECTIONS = 64
+_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
+# What a request that found its kept-alive connection closed by the server (between our check
+# and our write) sees; nothing reached the server's application, so it is sent once more.
+# How long the end of a stream after its [DONE] may take before the connection is given up instead.
+DRAIN_TIMEOUT_S = 1.0
+_STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+@dataclass
+class _LoopClient:
+    """One event loop's client, and how many of this proxy's streams use it now."""
+
+    client: httpx.AsyncClient
+    streams: int = 0
 
 
 class UpstreamUnreachableError(EngineUnavailableError):
@@ -67,8 +89,52 @@ class OpenAIProxy:
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
         # Environment proxies (HTTP_PROXY) make sense for a remote upstream, never for a local one.
         self._trust_env = httpx.URL(self.base_url).host not in _LOOPBACK_HOSTS
-        # Building the CA bundle costs ~40 ms; every per-request client shares this one.
+        # Building the CA bundle costs ~40 ms; every client shares this one.
         self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=self._trust_env)
+        # One client (a connection pool) per event loop: its connections belong to the loop that
+        # opened them, and one engine serves several loops (the web process, a worker's, tests').
+        # A client per request cost a new TCP connection and a client's set-up every time.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+        self._clients_lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Close every loop's client, each on its own loop; one that streams closes after its last stream.
+
+        Callable from any thread (an engine unloads on a worker thread). A later request opens a new one.
+        """
+        with self._clients_lock:
+            self._closed = True
+            idle = [(loop, entry) for loop, entry in self._clients.items() if entry.streams == 0]
+            for loop, _ in idle:
+                del self._clients[loop]
+        for loop, entry in idle:
+            if not loop.is_closed():
+                try:
+                    asyncio.run_coroutine_threadsafe(entry.client.aclose(), loop)
+                except RuntimeError:  # the loop closed meanwhile: its sockets went with it
+                    pass
+
+    def _client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            entry = self._clients.get(loop)
+            if entry is None:
+                client = httpx.AsyncClient(
+                    timeout=self._timeout, verify=self._ssl, trust_env=self._trust_env, limits=_LIMITS
+                )
+                entry = self._clients[loop] = _LoopClient(client)
+            entry.streams += 1
+            return entry
+
+    async def _release(self, entry: _LoopClient) -> None:
+        with self._clients_lock:
+            entry.streams -= 1
+            last = self._closed and entry.streams == 0
+            if last:
+                self._clients.pop(asyncio.get_running_loop(), None)
+        if last:
+            await entry.client.aclose()
 
     def check(self) -> list[str]:
         """Blocking: ask GET /models; return the model ids or raise EngineUnavailableError."""
@@ -127,25 +193,35 @@ class OpenAIProxy:
         path, body = self.body(request)
         final: Chunk | None = None
         responded = False
-        # One client per request: an AsyncClient's connections belong to the event loop that
-        # opened them, and engines are shared by loops (web process, workers, tests).
+        entry = self._client()
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, verify=self._ssl, trust_env=self._trust_env) as client:
-                async with client.stream("POST", self.base_url + path, json=body, headers=self._headers) as response:
-                    responded = True
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise _error_from_response(response.status_code, response.content, self.base_url, path)
-                    if self.stream_responses:
-                        events = _sse_events(response.aiter_lines())
-                    else:
-                        events = _single_event(response)
-                    async for event in events:
-                        if event == "[DONE]":
-                            break
-                        text, final = self._parse_event(event, final)
-                        if text:
-                            yield Chunk(text=text)
+            for attempt in (1, 2):
+                try:
+                    async with entry.client.stream(
+                        "POST", self.base_url + path, json=body, headers=self._headers
+                    ) as response:
+                        responded = True
+                        if response.status_code >= 400:
+                            await response.aread()
+                            raise _error_from_response(response.status_code, response.content, self.base_url, path)
+                        if self.stream_responses:
+                            events = _sse_events(response.aiter_lines())
+                        else:
+                            events = _single_event(response)
+                        async for event in events:
+                            if event == "[DONE]":
+                                # Read to the end of the body, which is at most the stream's last
+                                # bytes: only a response read to its end leaves its connection
+                                # open for the next request.
+                                await _drain(events)
+                                break
+                            text, final = self._parse_event(event, final)
+                            if text:
+                                yield Chunk(text=text)
+                    break
+                except _STALE_CONNECTION_ERRORS:
+                    if responded or attempt == 2:
+                        raise
         except EngineError:
             raise
         except httpx.TimeoutException as exc:
@@ -156,6 +232,8 @@ class OpenAIProxy:
             raise EngineCrashedError(f"upstream {self.base_url} broke off the response: {_describe(exc)}") from exc
         except httpx.HTTPError as exc:
             raise EngineCrashedError(f"upstream {self.base_url} answered badly: {_describe(exc)}") from exc
+        finally:
+            await self._release(entry)
         if final is None or final.finish_reason is None:
             raise EngineCrashedError(f"upstream {self.base_url} ended the stream without a finish reason")
         yield final
@@ -214,6 +292,16 @@ async def _sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield "\n".join(data)
+
+
+async def _drain(events: AsyncIterator[str]) -> None:
+    """Consume what is left of a stream, for at most DRAIN_TIMEOUT_S (a server that holds it open loses its connection)."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in events:
+                pass
+    except TimeoutError:
+        pass
 
 
 async def _single_event(response: httpx.Response) -> AsyncGenerator[str, None]:

@@ -62,7 +62,9 @@ class UpstreamEngine(Engine):
         self._proxy = proxy
 
     def unload(self) -> None:
-        self._proxy = None
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            proxy.close()  # its connections; streams under way finish first
 
     async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         proxy = self._proxy

@@ -11,10 +11,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_platform.settings")
 settings_or_exit()  # daphne or uvicorn started directly: one line for a wrong setting
 django.setup(set_prefix=False)  # the apps, before the middleware changes below and the handler
 
-from inference_platform.middleware import run_django_middleware_on_the_loop  # noqa: E402
+from inference_platform.middleware import (  # noqa: E402
+    check_csrf_exempt_views_on_the_loop,
+    run_django_middleware_on_the_loop,
+)
 
 run_django_middleware_on_the_loop()
 django_asgi_app = get_asgi_application()
+check_csrf_exempt_views_on_the_loop(django_asgi_app)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 

@@ -6,10 +6,16 @@ class ModelsRegistryConfig(AppConfig):
     verbose_name = "Models and API keys"
 
     def ready(self):
-        from django.db.models.signals import post_delete, post_save
+        from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from .models import ServedModel
-        from .selectors import forget_enabled_model_names
+        from .models import ApiKey, ServedModel
+        from .selectors import forget_enabled_model_names, forget_served_models
 
         post_save.connect(forget_enabled_model_names, sender=ServedModel, dispatch_uid="enabled-names-save")
         post_delete.connect(forget_enabled_model_names, sender=ServedModel, dispatch_uid="enabled-names-delete")
+        for sender in (ServedModel, ApiKey):
+            post_save.connect(forget_served_models, sender=sender, dispatch_uid=f"served-models-save-{sender.__name__}")
+            post_delete.connect(forget_served_models, sender=sender,
+                                dispatch_uid=f"served-models-delete-{sender.__name__}")
+        m2m_changed.connect(forget_served_models, sender=ApiKey.allowed_models.through,
+                            dispatch_uid="served-models-allowlist")

@@ -13,19 +13,54 @@ from .models import ApiKey, ServedModel, WorkerRegistration
 
 
 def served_models_for_key(*, key: ApiKey) -> list[ServedModel]:
-    """Enabled models the key may use: its allowlist, or every enabled model if it has none."""
-    allowed = list(key.allowed_models.filter(enabled=True))
-    if allowed or key.allowed_models.exists():
-        return allowed
+    """Enabled models the key may use: its allowlist, or every enabled model if it has none (one or two queries)."""
+    allowlist = list(key.allowed_models.all())
+    if allowlist:  # an allowlist of only disabled models allows nothing, never everything
+        return [model for model in allowlist if model.enabled]
     return list(ServedModel.objects.filter(enabled=True))
 
 
 def served_model_for_key(*, key: ApiKey, name: str) -> ServedModel | None:
     """The enabled model called `name` (or aliased so) that the key may use, else None."""
-    for model in served_models_for_key(key=key):
+    return _named(served_models_for_key(key=key), name)
+
+
+def _named(models: list[ServedModel], name: str) -> ServedModel | None:
+    for model in models:
         if name == model.name or name in (model.aliases or []):
             return model
     return None
+
+
+# Every completion looks its model up by key; reading the allowlist and the models for each one
+# cost a thread hop and up to two queries per request. A key's models are remembered this long,
+# like a verified key (api.authentication): saves in this process clear them at once (see
+# apps.py), and an edit made elsewhere (allowlist, model enabled or changed) shows within it.
+SERVED_MODELS_TTL_SECONDS = 1.0
+_MAX_REMEMBERED_KEYS = 4096
+# key pk -> (monotonic time until which the list is trusted, the key's models)
+_served_models: dict[int, tuple[float, list[ServedModel]]] = {}
+
+
+async def served_model_for_key_recent(*, key: ApiKey, name: str) -> ServedModel | None:
+    """served_model_for_key from the key's models as read at most SERVED_MODELS_TTL_SECONDS ago.
+
+    When they are that fresh, no thread and no query: the lookup stays on the event loop.
+    """
+    remembered = _served_models.get(key.pk)
+    now = time.monotonic()
+    if remembered is not None and remembered[0] > now:
+        return _named(remembered[1], name)
+    models = await sync_to_async(served_models_for_key)(key=key)
+    if len(_served_models) >= _MAX_REMEMBERED_KEYS:
+        _served_models.clear()  # rare; each key reads its models again
+    _served_models[key.pk] = (now + SERVED_MODELS_TTL_SECONDS, models)
+    return _named(models, name)
+
+
+def forget_served_models(**_signal_kwargs) -> None:
+    """Make every key read its models again (a model, key or allowlist was saved or deleted here)."""
+    _served_models.clear()
 
 
 def served_model_by_name(*, name: str) -> ServedModel | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
+from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .metric_totals import record_increments
@@ -46,30 +48,79 @@ def request_record_create(
     `model_name` is the served model's own name, or empty when the request named no model
     it could use: a name a client made up is never stored.
     """
-    seconds = duration_ms / 1000
-    tokens_per_second = completion_tokens / seconds if completion_tokens and seconds > 0 else None
-    text = _storable(dict(model_name=model_name, engine=engine, worker=worker, endpoint=endpoint,
-                          finish_reason=finish_reason, error_type=error_type, error_message=error_message))
-    fields = dict(
-        created_at=created_at,
-        api_key_id=api_key_id,
-        stream=stream,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cached_tokens=cached_tokens,
-        ttft_ms=ttft_ms,
-        queue_wait_ms=queue_wait_ms,
-        duration_ms=duration_ms,
-        tokens_per_second=tokens_per_second,
-        status_code=status_code,
-        **text,
-    )
+    fields = _record_fields(locals())
     # One transaction: the /metrics totals grow exactly when the record is created, once.
     with transaction.atomic():
         record, created = RequestRecord.objects.get_or_create(request_id=request_id, defaults=fields)
         if created:
             metric_totals_add(record.model_name, record_increments(fields))
     return record
+
+
+def request_records_create(records: list[dict[str, Any]]) -> int:
+    """Store many finished requests' records (request_record_create's arguments each) at once; returns how many
+    were new.
+
+    As for one record: an id already stored (or twice in `records`) is stored once, the first
+    time, and the totals grow by exactly the records created, in the same transaction. A batch
+    costs one transaction, one INSERT and one totals upsert per model, where one call per record
+    costs a transaction, a lookup, an insert and an upsert each.
+    """
+    batch: dict[str, dict[str, Any]] = {}
+    for record in records:
+        batch.setdefault(record["request_id"], record)
+    try:
+        return _records_insert(batch, stored=set())
+    except IntegrityError:
+        # An id is stored already: a worker and a web process both recorded one request (rare).
+        # Leave those out; a third writer racing this retry fails it, and the caller retries.
+        stored = set(RequestRecord.objects.filter(request_id__in=list(batch)).values_list("request_id", flat=True))
+        return _records_insert(batch, stored=stored)
+
+
+def _records_insert(batch: dict[str, dict[str, Any]], *, stored: set[str]) -> int:
+    new = [_record_fields(r) | {"request_id": request_id} for request_id, r in batch.items() if request_id not in stored]
+    totals: dict[str, dict[str, float]] = {}
+    for fields in new:
+        per_model = totals.setdefault(fields["model_name"], {})
+        for series, amount in record_increments(fields).items():
+            per_model[series] = per_model.get(series, 0) + amount
+    with transaction.atomic():
+        RequestRecord.objects.bulk_create([RequestRecord(**fields) for fields in new])
+        for model_name in sorted(totals):  # one order for every writer: no deadlocks on PostgreSQL
+            metric_totals_add(model_name, totals[model_name])
+    return len(new)
+
+
+def _record_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A record's columns (request_id left out) from request_record_create's arguments: rate and storable text."""
+    seconds = arguments["duration_ms"] / 1000
+    completion_tokens = arguments.get("completion_tokens")
+    tokens_per_second = completion_tokens / seconds if completion_tokens and seconds > 0 else None
+    text = _storable({name: arguments.get(name) or "" for name in _TEXT_FIELDS})
+    return dict(
+        created_at=arguments["created_at"],
+        api_key_id=arguments.get("api_key_id"),
+        stream=arguments["stream"],
+        prompt_tokens=arguments.get("prompt_tokens"),
+        completion_tokens=completion_tokens,
+        cached_tokens=arguments.get("cached_tokens"),
+        ttft_ms=arguments.get("ttft_ms"),
+        queue_wait_ms=arguments.get("queue_wait_ms"),
+        duration_ms=arguments["duration_ms"],
+        tokens_per_second=tokens_per_second,
+        status_code=arguments["status_code"],
+        **text,
+    )
+
+
+_TEXT_FIELDS = ("model_name", "engine", "worker", "endpoint", "finish_reason", "error_type", "error_message")
+
+
+@functools.cache
+def _max_length(name: str) -> int | None:
+    max_length: int | None = getattr(RequestRecord._meta.get_field(name), "max_length", None)
+    return max_length
 
 
 def _storable(text: dict[str, str]) -> dict[str, str]:
@@ -81,7 +132,7 @@ def _storable(text: dict[str, str]) -> dict[str, str]:
     """
     stored = {}
     for name, value in text.items():
-        value = value[:RequestRecord._meta.get_field(name).max_length]
+        value = value[:_max_length(name)]
         stored[name] = _UNSTORABLE.sub("\N{REPLACEMENT CHARACTER}", value)
     return stored
 

@@ -23,14 +23,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from engines.base import Chunk
 from models_registry.models import ApiKey
-from monitoring.services import request_record_create
 
 from .errors import INTERNAL_ERROR, ErrorInfo, WorkerLost, error_info
 from .limits import Admission, limits_admit
+from .record_writer import record_submit
 from .route import Route
 
 logger = logging.getLogger(__name__)
@@ -149,10 +147,11 @@ class RequestLifecycle:
         if self._settled:
             return
         self._settled = True
-        if self._outcome is None:
+        outcome = self._outcome
+        if outcome is None:
             logger.error("request %s ended without an outcome", self.request_id)
-            self.failed(INTERNAL_ERROR)
-        status, finish_reason, error = self._outcome
+            outcome = self._outcome = (INTERNAL_ERROR.status, "error", INTERNAL_ERROR)
+        status, finish_reason, error = outcome
         try:
             if not self._recorded_remotely or (error is not None and error.code == WorkerLost.code):
                 await self._record(status, finish_reason, error)
@@ -162,7 +161,7 @@ class RequestLifecycle:
 
     async def _record(self, status: int, finish_reason: str, error: ErrorInfo | None) -> None:
         now = time.time()
-        fields = dict(
+        fields: dict[str, Any] = dict(
             request_id=self.request_id,
             created_at=dt.datetime.fromtimestamp(self.started_at, tz=dt.UTC),
             endpoint=self.endpoint,
@@ -182,10 +181,8 @@ class RequestLifecycle:
             error_type=(error.code or error.type) if error else "",
             error_message=error.message if error else "",
         )
-        try:
-            # Shielded: the record must be written even when the client's task is cancelled.
-            await asyncio.shield(sync_to_async(request_record_create)(**fields))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("could not record request %s", self.request_id)
+        # Queued before the first await, so a cancelled request's record is stored all the same;
+        # the writer logs a record it could not store. Waiting for it (shielded: the record is
+        # the writer's now) keeps the promise that the record exists before the client has its answer.
+        stored = record_submit(fields)
+        await asyncio.shield(asyncio.wrap_future(stored))

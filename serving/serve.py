@@ -15,7 +15,7 @@ from django.db import close_old_connections
 
 from engines.base import Chunk, GenerationRequest
 from models_registry.models import ApiKey
-from models_registry.selectors import served_model_for_key
+from models_registry.selectors import served_model_for_key_recent
 
 from . import dispatch
 from .errors import ModelNotFound, UnsupportedParameter
@@ -25,9 +25,13 @@ from .route import Route, route_for
 logger = logging.getLogger(__name__)
 
 
-def route_request(*, key: ApiKey, name: str) -> Route:
-    """The route of the model called `name` (or aliased so) that the key may use; 404 otherwise. Blocking."""
-    model = served_model_for_key(key=key, name=name)
+async def route_request(*, key: ApiKey, name: str) -> Route:
+    """The route of the model called `name` (or aliased so) that the key may use; 404 otherwise.
+
+    The key's models are remembered for a second (models_registry.selectors), and a route per
+    model version (serving.route), so a busy key's request is routed without a thread or a query.
+    """
+    model = await served_model_for_key_recent(key=key, name=name)
     if model is None:
         raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
     return route_for(model)

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.db import connections
 
 from models_registry.bundled import bundled_model_path
-from models_registry.selectors import forget_enabled_model_names
+from models_registry.selectors import forget_enabled_model_names, forget_served_models
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_register
+from serving.record_writer import records_close
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +20,7 @@ def _fresh_enabled_model_names():
     """Each test's database starts over (a rolled-back transaction sends no signals), so the
     process's short-lived cache of enabled model names must too."""
     forget_enabled_model_names()
+    forget_served_models()
 
 
 @pytest.fixture(scope="session")
@@ -65,5 +67,7 @@ async def client(asgi_app, api_key):
                                  headers={"Authorization": f"Bearer {api_key}"}, timeout=120) as c:
         yield c
     # Views ran their ORM calls on asgiref's sync thread; close that thread's connection
-    # so PostgreSQL can drop the test database at the end.
+    # so PostgreSQL can drop the test database at the end. The record writer stores what is
+    # left (a stream the test abandoned) in this test's database and closes its own.
     await sync_to_async(connections.close_all)()
+    await sync_to_async(records_close)()

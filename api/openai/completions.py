@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
-
 from engines.base import Chunk
 from models_registry.models import ApiKey
 from serving import serve
@@ -80,7 +78,7 @@ async def _answer(kind: str, key: ApiKey, read_body: Callable[[], object],
             data = {**data, "stream": True}  # before validation: stream_options requires it
         body = validated_body(kind, data)
         life.stream = bool(body.get("stream"))
-        route = await sync_to_async(serve.route_request)(key=key, name=body["model"])
+        route = await serve.route_request(key=key, name=body["model"])
         life.routed(route)
         await life.admit(key)  # 429 past a per-key limit
         serve.require_features(route, features_used(kind, body))
