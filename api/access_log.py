@@ -37,8 +37,9 @@ def log_action(protocol: str, action: str, details: dict) -> None:
     if protocol == "http" and action == "complete":
         status = details["status"]
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        logger.log(level, "HTTP %s %s %s [%.2f, %s]", details["method"], path, status,
-                   details["time_taken"], details["client"])
+        logger.log(
+            level, "HTTP %s %s %s [%.2f, %s]", details["method"], path, status, details["time_taken"], details["client"]
+        )
     elif protocol == "websocket" and action in ("connected", "rejected", "disconnected"):
         logger.info("WebSocket %s %s [%s]", action.upper(), path, details["client"])
 
@@ -87,10 +88,18 @@ class AccessLog:
         try:
             await self.app(scope, receive, logging_send)
         finally:
-            log_action("http", "complete", {
-                "path": _target(scope), "status": status, "method": scope["method"], "client": _client(scope),
-                "time_taken": time.perf_counter() - started, "size": size,
-            })
+            log_action(
+                "http",
+                "complete",
+                {
+                    "path": _target(scope),
+                    "status": status,
+                    "method": scope["method"],
+                    "client": _client(scope),
+                    "time_taken": time.perf_counter() - started,
+                    "size": size,
+                },
+            )
 
     async def _websocket(self, scope, receive, send):
         details = {"path": _target(scope), "client": _client(scope)}

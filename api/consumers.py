@@ -39,8 +39,10 @@ _FIELDS = {"auth": {"type", "api_key"}, "request": {"type", "body"}, "cancel": {
 
 _BAD_SCHEME = "Send the API key as 'Authorization: Bearer <key>'."
 _BAD_KEY = "Incorrect, expired or revoked API key provided. Issue a key in the admin."
-_NO_KEY = ("You didn't provide an API key. Send 'Authorization: Bearer <key>' on the handshake, "
-           "or {\"type\": \"auth\", \"api_key\": \"<key>\"} as the first message.")
+_NO_KEY = (
+    "You didn't provide an API key. Send 'Authorization: Bearer <key>' on the handshake, "
+    'or {"type": "auth", "api_key": "<key>"} as the first message.'
+)
 
 
 def _unauthorized(message: str) -> ErrorInfo:
@@ -132,8 +134,11 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
         if text_data is None:
             problem = _invalid_message("Send messages as JSON text frames, not binary frames.")
         elif _too_large(text_data):
-            problem = error_info(RequestTooLarge(
-                f"A message is larger than this server's limit of {settings.MAX_REQUEST_BODY_BYTES} bytes."))
+            problem = error_info(
+                RequestTooLarge(
+                    f"A message is larger than this server's limit of {settings.MAX_REQUEST_BODY_BYTES} bytes."
+                )
+            )
         else:
             try:
                 message = await self.decode_json(text_data)
@@ -158,11 +163,16 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
         elif content["type"] == "cancel":
             await self._cancel()
         elif self._request is not None and not self._request.done():
-            await self._refuse(ErrorInfo(
-                409, "invalid_request_error", "request_in_progress",
-                "A request is already streaming on this connection. Wait for its [DONE], send "
-                "{\"type\": \"cancel\"}, or open another connection.", None,
-            ))
+            await self._refuse(
+                ErrorInfo(
+                    409,
+                    "invalid_request_error",
+                    "request_in_progress",
+                    "A request is already streaming on this connection. Wait for its [DONE], send "
+                    '{"type": "cancel"}, or open another connection.',
+                    None,
+                )
+            )
         else:
             key = await self._verified_key(self._token)
             if key is not None:
@@ -189,8 +199,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
         """Stream one request's frames; its last frame is [DONE], unless it was cancelled."""
         try:
             # force_stream: this transport always streams, so `stream_options` needs no `"stream": true`.
-            result = await completion_serve(kind=self.kind, key=key, read_body=lambda: body,
-                                            force_stream=True)
+            result = await completion_serve(kind=self.kind, key=key, read_body=lambda: body, force_stream=True)
         except Exception as exc:
             info = error_info(exc)
             if info is None:
@@ -235,19 +244,21 @@ def _message_problem(content) -> ErrorInfo | None:
         return _invalid_message("A message must be a JSON object with a 'type'.")
     message_type = content.get("type")
     if not isinstance(message_type, str) or message_type not in _FIELDS:
-        return _invalid_message(f"Unknown message type {message_type!r}; expected auth, request or cancel.",
-                                param="type")
+        return _invalid_message(
+            f"Unknown message type {message_type!r}; expected auth, request or cancel.", param="type"
+        )
     unknown = sorted(set(content) - _FIELDS[message_type])
     if unknown:
-        return _invalid_message(f"Unknown field(s) in a {message_type!r} message: {', '.join(unknown)}.",
-                                param=unknown[0])
+        return _invalid_message(
+            f"Unknown field(s) in a {message_type!r} message: {', '.join(unknown)}.", param=unknown[0]
+        )
     missing = sorted(_FIELDS[message_type] - set(content))
     if missing:
-        return _invalid_message(f"A {message_type!r} message needs the field(s): {', '.join(missing)}.",
-                                param=missing[0])
+        return _invalid_message(
+            f"A {message_type!r} message needs the field(s): {', '.join(missing)}.", param=missing[0]
+        )
     if message_type == "request" and not isinstance(content["body"], dict):
-        return _invalid_message("'body' must be a JSON object: the body of the matching POST request.",
-                                param="body")
+        return _invalid_message("'body' must be a JSON object: the body of the matching POST request.", param="body")
     return None
 
 

@@ -28,8 +28,12 @@ class ErrorDetail(TypedDict):
     message: str
     type: Annotated[str, Field(help_text="`invalid_request_error` for 4xx, `server_error` for 5xx.")]
     param: Annotated[str | None, Field(help_text="The request field at fault, if any.")]
-    code: Annotated[str | None, Field(
-        help_text="e.g. `invalid_api_key`, `model_not_found`, `context_length_exceeded`, `unsupported_parameter`.")]
+    code: Annotated[
+        str | None,
+        Field(
+            help_text="e.g. `invalid_api_key`, `model_not_found`, `context_length_exceeded`, `unsupported_parameter`."
+        ),
+    ]
 
 
 class Error(TypedDict):
@@ -71,16 +75,28 @@ def error_info(exc: BaseException) -> ErrorInfo | None:
     if info is not None:
         return info
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
-        message = str(exc.detail) if isinstance(exc, drf.AuthenticationFailed) else (
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        message = (
+            str(exc.detail)
+            if isinstance(exc, drf.AuthenticationFailed)
+            else ("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
         )
         return ErrorInfo(401, "invalid_request_error", "invalid_api_key", message, None)
     if isinstance(exc, drf.ParseError):
-        return ErrorInfo(400, "invalid_request_error", "invalid_json",
-                         f"We could not parse the JSON body of your request. ({exc.detail})", None)
+        return ErrorInfo(
+            400,
+            "invalid_request_error",
+            "invalid_json",
+            f"We could not parse the JSON body of your request. ({exc.detail})",
+            None,
+        )
     if isinstance(exc, drf.UnsupportedMediaType):
-        return ErrorInfo(415, "invalid_request_error", "unsupported_media_type",
-                         "Send the request body as JSON with 'Content-Type: application/json'.", None)
+        return ErrorInfo(
+            415,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "Send the request body as JSON with 'Content-Type: application/json'.",
+            None,
+        )
     if isinstance(exc, drf.ValidationError):
         param, message = _flatten_validation(exc.detail)
         text = f"Invalid value for '{param}': {message}" if param else message
@@ -141,7 +157,7 @@ def allow_methods(*methods: str):
         @wraps(view)
         async def guarded(request, *args, **kwargs):
             if request.method not in methods:
-                response = _client_error(405, "method_not_allowed", f"Method \"{request.method}\" not allowed.")
+                response = _client_error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
                 response["Allow"] = ", ".join(methods)
                 return response
             return await view(request, *args, **kwargs)

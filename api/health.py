@@ -13,8 +13,11 @@ import json
 
 from .services.status import health_answer
 
-HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
-           (b"x-content-type-options", b"nosniff")]
+HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 class HealthProbe:
@@ -28,6 +31,11 @@ class HealthProbe:
             return await self.app(scope, receive, send)
         status, body = await health_answer()
         payload = json.dumps(body, separators=(",", ":")).encode()  # as DRF renders it
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*HEADERS, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload if scope["method"] == "GET" else b""})

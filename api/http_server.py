@@ -28,38 +28,57 @@ class AnsweringHTTPChannel(HTTPChannel):
         # Twisted's own (name-mangled, private) state: the request line is still to come.
         if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
             method, _, rest = line.partition(b" ")
-            self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, "request_uri_too_long",
-                         f"The request line is longer than {self.MAX_LENGTH} bytes.",
-                         method=method, target=rest.partition(b" ")[0])
+            self._refuse(
+                HTTPStatus.REQUEST_URI_TOO_LONG,
+                "request_uri_too_long",
+                f"The request line is longer than {self.MAX_LENGTH} bytes.",
+                method=method,
+                target=rest.partition(b" ")[0],
+            )
         else:
-            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large",
-                         f"A request header is longer than {self.MAX_LENGTH} bytes.")
+            self._refuse(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+                f"A request header is longer than {self.MAX_LENGTH} bytes.",
+            )
 
     def lineReceived(self, line: bytes) -> None:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large",
-                         f"The request line and headers are longer than {self.totalHeadersSize} bytes.")
+            self._refuse(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+                f"The request line and headers are longer than {self.totalHeadersSize} bytes.",
+            )
             return
         super().lineReceived(line)
 
-    def _refuse(self, status: HTTPStatus, code: str, message: str, *, method: bytes | None = None,
-                target: bytes | None = None) -> None:
+    def _refuse(
+        self, status: HTTPStatus, code: str, message: str, *, method: bytes | None = None, target: bytes | None = None
+    ) -> None:
         body = json.dumps(error_body(ErrorInfo(status.value, "invalid_request_error", code, message, None))).encode()
         # Any: twisted declares its transport with zope.interface, whose methods have no `self`,
         # which mypy misreads without the mypy-zope plugin (and it is set on a connected channel).
         transport: Any = self.transport
         transport.write(
             f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
         )
         if method is None or target is None:  # the request line was read: twisted keeps it until the request ends
             method, target = getattr(self, "_command", b"?"), getattr(self, "_path", b"?")
         peer = transport.getPeer()
-        self.factory.server.log_action("http", "complete", {
-            "path": target.decode("ascii", "replace"), "status": status.value,
-            "method": method[:16].decode("ascii", "replace"), "client": f"{peer.host}:{peer.port}",
-            "time_taken": 0.0, "size": len(body),
-        })
+        self.factory.server.log_action(
+            "http",
+            "complete",
+            {
+                "path": target.decode("ascii", "replace"),
+                "status": status.value,
+                "method": method[:16].decode("ascii", "replace"),
+                "client": f"{peer.host}:{peer.port}",
+                "time_taken": 0.0,
+                "size": len(body),
+            },
+        )
         # Ignoring the rest of the request is the point; mypy refuses any assignment to a method.
         self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
         self.setTimeout(LINGER_SECONDS)  # then twisted's timeoutConnection closes it

@@ -31,9 +31,16 @@ class RequestBodyLimit:
         if lengths:
             declared = lengths.pop() if len(lengths) == 1 else b""
             if not declared.isdigit():
-                return await _answer(send, ErrorInfo(
-                    400, "invalid_request_error", "bad_request",
-                    "Bad request: the Content-Length header is not one non-negative integer.", None))
+                return await _answer(
+                    send,
+                    ErrorInfo(
+                        400,
+                        "invalid_request_error",
+                        "bad_request",
+                        "Bad request: the Content-Length header is not one non-negative integer.",
+                        None,
+                    ),
+                )
             if int(declared) > limit:
                 return await _answer(send, _too_large(limit))
             return await self.app(scope, receive, send)
@@ -49,8 +56,7 @@ class RequestBodyLimit:
                 break
         if body:
             # The body is whole now: describe it as such, so Django and DRF read it.
-            headers = [(name, value) for name, value in scope["headers"]
-                       if name.lower() != b"transfer-encoding"]
+            headers = [(name, value) for name, value in scope["headers"] if name.lower() != b"transfer-encoding"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
         pending = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
@@ -67,6 +73,11 @@ def _too_large(limit: int) -> ErrorInfo:
 
 async def _answer(send, info: ErrorInfo) -> None:
     body = json.dumps(error_body(info)).encode()
-    await send({"type": "http.response.start", "status": info.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": info.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

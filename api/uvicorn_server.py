@@ -24,13 +24,17 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 def uvicorn_available() -> bool:
     """Whether `serve` can run on uvicorn: uvicorn itself and a WebSocket implementation for it."""
     return bool(importlib.util.find_spec("uvicorn")) and any(
-        importlib.util.find_spec(name) for name in ("websockets", "wsproto"))
+        importlib.util.find_spec(name) for name in ("websockets", "wsproto")
+    )
 
 
 def _error_response(status: HTTPStatus, code: str, message: str) -> bytes:
     body = json.dumps(error_body(ErrorInfo(status.value, "invalid_request_error", code, message, None))).encode()
-    return (f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+    return (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
 
 
 if TYPE_CHECKING:
@@ -81,7 +85,7 @@ class AnsweringHeadLimits(_UvicornHTTPProtocol):
         else:
             status, code = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large"
             message = f"The request line and headers are longer than {MAX_REQUEST_HEAD_BYTES} bytes."
-        method, _, rest = head[:line_end if 0 <= line_end <= MAX_REQUEST_LINE_BYTES else 1000].partition(b" ")
+        method, _, rest = head[: line_end if 0 <= line_end <= MAX_REQUEST_LINE_BYTES else 1000].partition(b" ")
         self._refuse(status, code, message, method=method, target=rest.partition(b" ")[0])
 
     def send_400_response(self, msg: str) -> None:
@@ -92,11 +96,18 @@ class AnsweringHeadLimits(_UvicornHTTPProtocol):
         response = _error_response(status, code, message)
         self.transport.write(response)
         client = self.client or ("?", 0)
-        log_action("http", "complete", {
-            "path": target.decode("ascii", "replace"), "status": status.value,
-            "method": method[:16].decode("ascii", "replace"), "client": f"{client[0]}:{client[1]}",
-            "time_taken": 0.0, "size": len(response),
-        })
+        log_action(
+            "http",
+            "complete",
+            {
+                "path": target.decode("ascii", "replace"),
+                "status": status.value,
+                "method": method[:16].decode("ascii", "replace"),
+                "client": f"{client[0]}:{client[1]}",
+                "time_taken": 0.0,
+                "size": len(response),
+            },
+        )
         # End our side, swallow the rest for a while, then close (see LINGER_SECONDS).
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -129,7 +140,9 @@ def run_uvicorn(application, *, host: str, port: int) -> None:
     # clients put keys (?api_key=...). AccessLog writes the redacted line; uvicorn keeps its warnings.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     config = uvicorn.Config(
-        AccessLog(application), host=host, port=port,
+        AccessLog(application),
+        host=host,
+        port=port,
         loop="auto",  # uvloop when installed
         http=uvicorn_http_protocol(),
         ws="auto",  # websockets, else wsproto

@@ -76,8 +76,7 @@ def write_mlx_directory(gguf_path: str, out: Path) -> Path:
     gguf = load_gguf(gguf_path)
     args = dataclasses.asdict(gguf.model.args)
     # mlx-lm reads each layer's bits off the tensor shapes; the default only has to exist.
-    config = {**args, "quantization": {"group_size": GROUP_SIZE, "bits": 4},
-              "eos_token_id": sorted(gguf.eos_token_ids)}
+    config = {**args, "quantization": {"group_size": GROUP_SIZE, "bits": 4}, "eos_token_id": sorted(gguf.eos_token_ids)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(gguf.model.parameters())))
@@ -97,10 +96,15 @@ def summarize(level: int, wall_s: float, samples: list[Sample], cpu) -> dict:
         return None if value is None else round(value * 1000, 1)
 
     return {
-        "level": level, "requests": len(samples), "ok": len(ok), "wall_s": round(wall_s, 3),
-        "completion_tokens": tokens, "cached_prompt_tokens": sum(s.cached_tokens for s in ok),
+        "level": level,
+        "requests": len(samples),
+        "ok": len(ok),
+        "wall_s": round(wall_s, 3),
+        "completion_tokens": tokens,
+        "cached_prompt_tokens": sum(s.cached_tokens for s in ok),
         "tokens_per_s": round(tokens / wall_s, 3) if wall_s > 0 else None,
-        "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_max_ms": ms(max(ttfts, default=None)),
+        "ttft_p50_ms": ms(percentile(ttfts, 0.5)),
+        "ttft_max_ms": ms(max(ttfts, default=None)),
         "latency_p50_ms": ms(percentile([s.total_s for s in ok], 0.5)),
         "finish_reasons": dict(sorted(Counter(str(s.finish_reason) for s in ok).items())),
         "errors": sorted({s.error for s in samples if not s.ok})[:5],
@@ -110,10 +114,10 @@ def summarize(level: int, wall_s: float, samples: list[Sample], cpu) -> dict:
 
 
 async def measure(side: str, base_url: str, api_key: str, model: str, args) -> list[dict]:
-    http_client = httpx.AsyncClient(timeout=httpx.Timeout(900, connect=10),
-                                    limits=httpx.Limits(max_connections=max(args.levels) + 4))
-    client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0,
-                         http_client=http_client)
+    http_client = httpx.AsyncClient(
+        timeout=httpx.Timeout(900, connect=10), limits=httpx.Limits(max_connections=max(args.levels) + 4)
+    )
+    client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0, http_client=http_client)
     counter = iter(range(10**9))
 
     def next_prompt() -> str:
@@ -140,8 +144,11 @@ async def measure(side: str, base_url: str, api_key: str, model: str, args) -> l
             start = time.perf_counter()
             await asyncio.gather(*(client_loop() for _ in range(min(level, n_requests))))
             summary = summarize(level, time.perf_counter() - start, samples, cpu.measure())
-            print(f"  [{side}] c={level}: {summary['ok']}/{n_requests} ok in {summary['wall_s']:.1f}s, "
-                  f"{summary['tokens_per_s']} tok/s, TTFT p50 {summary['ttft_p50_ms']} ms", flush=True)
+            print(
+                f"  [{side}] c={level}: {summary['ok']}/{n_requests} ok in {summary['wall_s']:.1f}s, "
+                f"{summary['tokens_per_s']} tok/s, TTFT p50 {summary['ttft_p50_ms']} ms",
+                flush=True,
+            )
             results.append(summary)
         return results
     finally:
@@ -154,14 +161,30 @@ async def measure(side: str, base_url: str, api_key: str, model: str, args) -> l
 def run_mlx_server(args, model_dir: Path, tmp: Path) -> list[dict]:
     port = free_port()
     log_path = tmp / "mlx_lm_server.log"
-    command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    ]
     if not args.server_prompt_cache:
         command += ["--prompt-cache-size", "0"]  # an LRU of size 0 evicts every entry as it goes in
     print(f"[mlx_lm.server] {' '.join(command)}", flush=True)
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -213,14 +236,18 @@ def _fmt(value, spec=""):
 
 
 def report(results: dict[str, list[dict]]) -> dict:
-    print(f"\n{'side':>14} {'conc':>4} {'ok/req':>7} {'wall s':>7} {'tok/s':>7} {'TTFT p50':>9} {'TTFT max':>9} "
-          f"{'lat p50':>9} {'cached':>7} {'other CPU':>9}")
+    print(
+        f"\n{'side':>14} {'conc':>4} {'ok/req':>7} {'wall s':>7} {'tok/s':>7} {'TTFT p50':>9} {'TTFT max':>9} "
+        f"{'lat p50':>9} {'cached':>7} {'other CPU':>9}"
+    )
     for side, summaries in results.items():
         for s in summaries:
-            print(f"{side:>14} {s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>7} {s['wall_s']:>7.1f} "
-                  f"{_fmt(s['tokens_per_s'], '.2f'):>7} {_fmt(s['ttft_p50_ms'], '.0f'):>9} "
-                  f"{_fmt(s['ttft_max_ms'], '.0f'):>9} {_fmt(s['latency_p50_ms'], '.0f'):>9} "
-                  f"{s['cached_prompt_tokens']:>7} {_fmt(s['other_cpu_share'], '.0%'):>9}")
+            print(
+                f"{side:>14} {s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>7} {s['wall_s']:>7.1f} "
+                f"{_fmt(s['tokens_per_s'], '.2f'):>7} {_fmt(s['ttft_p50_ms'], '.0f'):>9} "
+                f"{_fmt(s['ttft_max_ms'], '.0f'):>9} {_fmt(s['latency_p50_ms'], '.0f'):>9} "
+                f"{s['cached_prompt_tokens']:>7} {_fmt(s['other_cpu_share'], '.0%'):>9}"
+            )
             for message in s["errors"]:
                 print(f"{'':>20}error: {message}")
     ours = {s["level"]: s for s in results.get("platform", [])}
@@ -233,12 +260,16 @@ def report(results: dict[str, list[dict]]) -> dict:
         }
     print("\nplatform / mlx_lm.server (tok/s above 1: platform faster; TTFT above 1: platform slower)")
     for level, r in ratios.items():
-        print(f"  c={level}: tok/s x{_fmt(r['tokens_per_s_ratio'], '.2f')}, TTFT p50 x{_fmt(r['ttft_p50_ratio'], '.2f')}")
+        print(
+            f"  c={level}: tok/s x{_fmt(r['tokens_per_s_ratio'], '.2f')}, TTFT p50 x{_fmt(r['ttft_p50_ratio'], '.2f')}"
+        )
     for side, summaries in results.items():
         for s in summaries:
             if s["noisy"]:
-                print(f"Warning: other processes used {s['other_cpu_share']:.0%} of the machine during {side} "
-                      f"c={s['level']}; its numbers are noisy.")
+                print(
+                    f"Warning: other processes used {s['other_cpu_share']:.0%} of the machine during {side} "
+                    f"c={s['level']}; its numbers are noisy."
+                )
     return ratios
 
 
@@ -258,10 +289,12 @@ def main() -> int:
     parser.add_argument("--levels", type=_levels, default=[1, 4], help="concurrency levels (default 1,4)")
     parser.add_argument("--requests-per-level", type=int, default=None, help="default: 2 x level")
     parser.add_argument("--max-tokens", type=int, default=12)
-    parser.add_argument("--sides", default="mlx_lm.server,platform",
-                        help="which sides to run, in order (default both)")
-    parser.add_argument("--server-prompt-cache", action="store_true",
-                        help="keep mlx_lm.server's prompt cache (default: off, as the MLX engine has none)")
+    parser.add_argument("--sides", default="mlx_lm.server,platform", help="which sides to run, in order (default both)")
+    parser.add_argument(
+        "--server-prompt-cache",
+        action="store_true",
+        help="keep mlx_lm.server's prompt cache (default: off, as the MLX engine has none)",
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -275,8 +308,11 @@ def main() -> int:
         print("mlx-lm is not installed in this interpreter (requirements/test.txt has it).", file=sys.stderr)
         return 2
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    print(f"MLX benchmark: platform (INFERENCE_ENGINE=mlx) vs mlx_lm.server {mlx_lm.__version__}; "
-          f"levels={args.levels} max_tokens={args.max_tokens} cores={os.cpu_count()}", flush=True)
+    print(
+        f"MLX benchmark: platform (INFERENCE_ENGINE=mlx) vs mlx_lm.server {mlx_lm.__version__}; "
+        f"levels={args.levels} max_tokens={args.max_tokens} cores={os.cpu_count()}",
+        flush=True,
+    )
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     results: dict[str, list[dict]] = {}
@@ -298,9 +334,15 @@ def main() -> int:
         return 130
 
     ratios = report(results)
-    record = {"benchmark": "against_mlx_server", "mlx_lm": mlx_lm.__version__, "max_tokens": args.max_tokens,
-              "server_prompt_cache": args.server_prompt_cache,
-              "cores": os.cpu_count(), "results": results, "platform_over_mlx_server": ratios}
+    record = {
+        "benchmark": "against_mlx_server",
+        "mlx_lm": mlx_lm.__version__,
+        "max_tokens": args.max_tokens,
+        "server_prompt_cache": args.server_prompt_cache,
+        "cores": os.cpu_count(),
+        "results": results,
+        "platform_over_mlx_server": ratios,
+    }
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(record, separators=(",", ":")))

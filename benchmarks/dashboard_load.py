@@ -43,8 +43,11 @@ KEYS = ("chat-app", "support-bot", "batch-jobs")  # batch-jobs carries an RPM li
 WORKERS = {"a": "smollm2", "b": "smollm2,smollm2-chat"}
 ADMIN_USER, ADMIN_PASSWORD = "operator", "dashboard-load-password"
 # The dashboard's group labels, computed in SQL straight from the table, to check its totals against.
-GROUP_COLUMNS = {"model": "COALESCE(NULLIF(r.model_name, ''), '(unknown)')", "key": "k.name || ' (' || k.prefix || ')'",
-                 "worker": "COALESCE(NULLIF(r.worker, ''), '(none)')"}
+GROUP_COLUMNS = {
+    "model": "COALESCE(NULLIF(r.model_name, ''), '(unknown)')",
+    "key": "k.name || ' (' || k.prefix || ')'",
+    "worker": "COALESCE(NULLIF(r.worker, ''), '(none)')",
+}
 WIDE_VIEWPORT = {"width": 2560, "height": 1000}
 SETTLE_SECONDS = 30  # abandoned streams are recorded by their worker a moment after the client hangs up
 
@@ -63,12 +66,22 @@ class LoadReport:
 def prepare(cluster: Cluster, model_path: str, rpm_limit: int) -> list[str]:
     """Models, keys and an operator account; returns the keys' plaintexts in KEYS order."""
     cluster.manage("register_model", MODELS[0], "--source", model_path, "--engine", "llama_cpp")
-    cluster.manage("register_model", MODELS[1], "--source", model_path, "--engine", "llama_cpp",
-                   "--option", "prefix_cache=true")
-    keys = [cluster.manage("issue_api_key", name, *(["--rpm", str(rpm_limit)] if name == "batch-jobs" else []))
-            .strip() for name in KEYS]
-    cluster.manage("createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "operator@example.com",
-                   DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD)
+    cluster.manage(
+        "register_model", MODELS[1], "--source", model_path, "--engine", "llama_cpp", "--option", "prefix_cache=true"
+    )
+    keys = [
+        cluster.manage("issue_api_key", name, *(["--rpm", str(rpm_limit)] if name == "batch-jobs" else [])).strip()
+        for name in KEYS
+    ]
+    cluster.manage(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        ADMIN_USER,
+        "--email",
+        "operator@example.com",
+        DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
+    )
     return keys
 
 
@@ -78,9 +91,26 @@ def run_locust(base_url: str, keys: list[str], *, users: int, duration: int, out
     `--stop-timeout` lets every user finish the call it is making when the time is up, so the
     count includes it (locust's CSV files are written before that, so they can miss the last calls).
     """
-    command = [str(BIN / "locust"), "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--host", base_url,
-               "--headless", "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration}s",
-               "--stop-timeout", "120", "--json-file", str(out / "locust_stats"), "--loglevel", "WARNING"]
+    command = [
+        str(BIN / "locust"),
+        "-f",
+        str(ROOT / "benchmarks" / "locustfile.py"),
+        "--host",
+        base_url,
+        "--headless",
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{duration}s",
+        "--stop-timeout",
+        "120",
+        "--json-file",
+        str(out / "locust_stats"),
+        "--loglevel",
+        "WARNING",
+    ]
     env = {**os.environ, "LOAD_API_KEYS": ",".join(keys), "LOAD_MODELS": ",".join(MODELS)}
     print(f"[load] {users} locust users for {duration}s against {base_url}", flush=True)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=duration + 300)
@@ -95,8 +125,10 @@ def run_locust(base_url: str, keys: list[str], *, users: int, duration: int, out
 
 
 def count_rows(cluster: Cluster, group: str) -> dict[str, int]:
-    rows = cluster.query(f"SELECT {GROUP_COLUMNS[group]}, count(*) FROM monitoring_requestrecord r "
-                         "LEFT JOIN models_registry_apikey k ON r.api_key_id = k.id GROUP BY 1")
+    rows = cluster.query(
+        f"SELECT {GROUP_COLUMNS[group]}, count(*) FROM monitoring_requestrecord r "
+        "LEFT JOIN models_registry_apikey k ON r.api_key_id = k.id GROUP BY 1"
+    )
     return dict(rows)  # the database is the run's own, so every row is inside the dashboard's hour
 
 
@@ -107,9 +139,10 @@ def photograph(base_url: str, out: Path, report: LoadReport, key_id: int) -> Non
         for group in GROUP_COLUMNS:
             page.goto(f"{base_url}/admin/monitoring/dashboard/?window=hour&group={group}")
             totals = page.locator("#dashboard-totals .group-total")
-            report.dashboard[group] = {totals.nth(i).get_attribute("data-group"):
-                                       int(totals.nth(i).get_attribute("data-requests"))
-                                       for i in range(totals.count())}
+            report.dashboard[group] = {
+                totals.nth(i).get_attribute("data-group"): int(totals.nth(i).get_attribute("data-requests"))
+                for i in range(totals.count())
+            }
             report.screenshots.append(screenshot(page, out / f"dashboard-by-{group}.png"))
         page.set_viewport_size(WIDE_VIEWPORT)  # the request list has 15 columns
         page.goto(f"{base_url}/admin/monitoring/requestrecord/")
@@ -136,8 +169,9 @@ def run(tmp: Path, out: Path, *, duration: int, users: int, rpm_limit: int = 12)
         while recorded() < report.sent and time.monotonic() < deadline:
             time.sleep(0.5)
         report.recorded = recorded()
-        report.statuses = Counter(dict(cluster.query(
-            "SELECT status_code, count(*) FROM monitoring_requestrecord GROUP BY 1")))
+        report.statuses = Counter(
+            dict(cluster.query("SELECT status_code, count(*) FROM monitoring_requestrecord GROUP BY 1"))
+        )
         report.rows = {group: count_rows(cluster, group) for group in GROUP_COLUMNS}
         key_id = cluster.query("SELECT id FROM models_registry_apikey WHERE name = %s", KEYS[0])[0][0]
         photograph(base_url, out, report, key_id)
@@ -145,8 +179,10 @@ def run(tmp: Path, out: Path, *, duration: int, users: int, rpm_limit: int = 12)
 
 
 def print_report(report: LoadReport) -> None:
-    print(f"\nlocust sent {report.sent} requests ({report.failures} failures); "
-          f"the platform recorded {report.recorded}: recorded/sent = {report.recorded / max(report.sent, 1):.3f}")
+    print(
+        f"\nlocust sent {report.sent} requests ({report.failures} failures); "
+        f"the platform recorded {report.recorded}: recorded/sent = {report.recorded / max(report.sent, 1):.3f}"
+    )
     print("statuses: " + ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items())))
     for group, totals in report.dashboard.items():
         print(f"\nby {group:<7} {'dashboard':>10} {'rows':>6} {'ratio':>6}")
@@ -154,8 +190,17 @@ def print_report(report: LoadReport) -> None:
             shown, rows = totals.get(label, 0), report.rows[group].get(label, 0)
             print(f"  {label:<40} {shown:>10} {rows:>6} {shown / max(rows, 1):>6.3f}")
     print("\nscreenshots:\n" + "\n".join(f"  {path}" for path in report.screenshots))
-    print(json.dumps({"sent": report.sent, "failures": report.failures, "recorded": report.recorded,
-                      "statuses": {str(k): v for k, v in report.statuses.items()}, "dashboard": report.dashboard}))
+    print(
+        json.dumps(
+            {
+                "sent": report.sent,
+                "failures": report.failures,
+                "recorded": report.recorded,
+                "statuses": {str(k): v for k, v in report.statuses.items()},
+                "dashboard": report.dashboard,
+            }
+        )
+    )
 
 
 def main() -> int:

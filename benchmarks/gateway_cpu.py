@@ -85,9 +85,12 @@ def main(argv=None) -> int:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
                 s = result.summary()
-                print(f"{level:>4} {str(s['ok']) + '/' + str(s['requests']):>10} {s['requests_per_s']:>7} "
-                      f"{s['latency_p50_ms']:>7} {used / max(s['ok'], 1) * 1000:>18.2f}  "
-                      f"{os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"{level:>4} {str(s['ok']) + '/' + str(s['requests']):>10} {s['requests_per_s']:>7} "
+                    f"{s['latency_p50_ms']:>7} {used / max(s['ok'], 1) * 1000:>18.2f}  "
+                    f"{os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
                 for message in s["error_messages"]:
                     print(f"     error: {message}")
     return 0
@@ -95,8 +98,20 @@ def main(argv=None) -> int:
 
 def _start_py_spy(pid: int, out: Path, gil: bool) -> subprocess.Popen:
     program = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    command = [program, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "250",
-               "--nonblocking", *(["--gil"] if gil else [])]
+    command = [
+        program,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--rate",
+        "250",
+        "--nonblocking",
+        *(["--gil"] if gil else []),
+    ]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # let it attach
     return spy

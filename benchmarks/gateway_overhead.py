@@ -56,18 +56,26 @@ def requests_for(level: int, fixed: int | None) -> int:
 
 
 async def measure_target(target, args) -> list[dict]:
-    return await measure_levels(target.base_url, target.api_key, MODEL, args.levels,
-                                requests_per_level=lambda level: requests_for(level, args.requests),
-                                warmup=args.warmup, label=f"[{target.side}] ")
+    return await measure_levels(
+        target.base_url,
+        target.api_key,
+        MODEL,
+        args.levels,
+        requests_per_level=lambda level: requests_for(level, args.requests),
+        warmup=args.warmup,
+        label=f"[{target.side}] ",
+    )
 
 
 def measure_side(side: str, mock, args, tmp: Path) -> tuple[list[dict], str]:
     """Start one side (the mock is already running), measure every level, stop it."""
     if side == BASELINE:
         return asyncio.run(measure_target(mock, args)), mock.command
-    starters = {REFERENCE: lambda: litellm_target(args.litellm, mock, tmp),
-                "embedded": lambda: embedded_target(mock, tmp),
-                "distributed": lambda: distributed_target(mock, tmp)}
+    starters = {
+        REFERENCE: lambda: litellm_target(args.litellm, mock, tmp),
+        "embedded": lambda: embedded_target(mock, tmp),
+        "distributed": lambda: distributed_target(mock, tmp),
+    }
     with starters[side]() as target:
         print(f"[{side}] ready on {target.base_url}: {target.command}", flush=True)
         return asyncio.run(measure_target(target, args)), target.command
@@ -78,10 +86,14 @@ def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
     combined = []
     for per_level in zip(*rounds):
         first = per_level[0]
-        entry = {"level": first["level"], "rounds": len(per_level),
-                 "requests": sum(s["requests"] for s in per_level), "ok": sum(s["ok"] for s in per_level),
-                 "errors": sum(s["errors"] for s in per_level),
-                 "error_messages": sorted({m for s in per_level for m in s["error_messages"]})[:5]}
+        entry = {
+            "level": first["level"],
+            "rounds": len(per_level),
+            "requests": sum(s["requests"] for s in per_level),
+            "ok": sum(s["ok"] for s in per_level),
+            "errors": sum(s["errors"] for s in per_level),
+            "error_messages": sorted({m for s in per_level for m in s["error_messages"]})[:5],
+        }
         for name in ("requests_per_s", "latency_p50_ms", "latency_p99_ms"):
             values = [s[name] for s in per_level if s[name] is not None]
             entry[name] = round(mean(values), 1) if values else None
@@ -93,6 +105,7 @@ def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
 
 def comparison(results: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
     """Per side and level: latency added over the mock, and req/s and added latency against LiteLLM."""
+
     def by_level(side):
         return {s["level"]: s for s in results.get(side, [])}
 
@@ -105,8 +118,9 @@ def comparison(results: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
             entry = {"requests_per_s": s["requests_per_s"], "added_p50_ms": added["p50"], "added_p99_ms": added["p99"]}
             if side != REFERENCE and r is not None:
                 entry["requests_per_s_over_litellm"] = ratio(s["requests_per_s"], r["requests_per_s"])
-                entry["added_p50_over_litellm"] = ratio(added["p50"], _minus(r["latency_p50_ms"],
-                                                                             b and b["latency_p50_ms"]))
+                entry["added_p50_over_litellm"] = ratio(
+                    added["p50"], _minus(r["latency_p50_ms"], b and b["latency_p50_ms"])
+                )
             out.setdefault(side, {})[str(level)] = entry
     return out
 
@@ -122,29 +136,45 @@ def goals(compared: dict[str, dict[str, dict]]) -> list[dict]:
         by_level = compared.get(side, {})
         r = by_level.get(str(THROUGHPUT_GOAL_LEVEL), {}).get("requests_per_s_over_litellm")
         if r is not None:
-            out.append({"side": side, "goal": f"req/s c={THROUGHPUT_GOAL_LEVEL} >= {THROUGHPUT_GOAL_RATIO}x LiteLLM",
-                        "value": f"{r:.2f}x", "met": r >= THROUGHPUT_GOAL_RATIO})
+            out.append(
+                {
+                    "side": side,
+                    "goal": f"req/s c={THROUGHPUT_GOAL_LEVEL} >= {THROUGHPUT_GOAL_RATIO}x LiteLLM",
+                    "value": f"{r:.2f}x",
+                    "met": r >= THROUGHPUT_GOAL_RATIO,
+                }
+            )
         added = by_level.get(str(ADDED_LATENCY_GOAL_LEVEL), {}).get("added_p50_ms")
         if added is not None:
-            out.append({"side": side, "goal": f"added p50 c={ADDED_LATENCY_GOAL_LEVEL} <= {ADDED_LATENCY_GOAL_MS:.0f} ms",
-                        "value": f"{added:.1f} ms", "met": added <= ADDED_LATENCY_GOAL_MS})
+            out.append(
+                {
+                    "side": side,
+                    "goal": f"added p50 c={ADDED_LATENCY_GOAL_LEVEL} <= {ADDED_LATENCY_GOAL_MS:.0f} ms",
+                    "value": f"{added:.1f} ms",
+                    "met": added <= ADDED_LATENCY_GOAL_MS,
+                }
+            )
     return out
 
 
 def print_report(results: dict[str, list[dict]], compared: dict, met: list[dict]) -> None:
-    header = (f"{'side':<12} {'conc':>4} {'ok/req':>11} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'+p50 ms':>8} {'+p99 ms':>8} {'req/s/LiteLLM':>13} {'+p50/LiteLLM':>12}")
+    header = (
+        f"{'side':<12} {'conc':>4} {'ok/req':>11} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'+p50 ms':>8} {'+p99 ms':>8} {'req/s/LiteLLM':>13} {'+p50/LiteLLM':>12}"
+    )
     print("\nper side (+p50/+p99: latency added over calling the mock directly; ratios: above 1 = more than LiteLLM)")
     print(header)
     print("-" * len(header))
     for side, summaries in results.items():
         for s in summaries:
             c = compared.get(side, {}).get(str(s["level"]), {})
-            print(f"{side:<12} {s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>11} "
-                  f"{fmt(s['requests_per_s'], '.1f'):>8} {fmt(s['latency_p50_ms'], '.1f'):>7} "
-                  f"{fmt(s['latency_p99_ms'], '.1f'):>7} {fmt(c.get('added_p50_ms'), '.1f'):>8} "
-                  f"{fmt(c.get('added_p99_ms'), '.1f'):>8} {fmt(c.get('requests_per_s_over_litellm'), '.2f'):>13} "
-                  f"{fmt(c.get('added_p50_over_litellm'), '.2f'):>12}")
+            print(
+                f"{side:<12} {s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>11} "
+                f"{fmt(s['requests_per_s'], '.1f'):>8} {fmt(s['latency_p50_ms'], '.1f'):>7} "
+                f"{fmt(s['latency_p99_ms'], '.1f'):>7} {fmt(c.get('added_p50_ms'), '.1f'):>8} "
+                f"{fmt(c.get('added_p99_ms'), '.1f'):>8} {fmt(c.get('requests_per_s_over_litellm'), '.2f'):>13} "
+                f"{fmt(c.get('added_p50_over_litellm'), '.2f'):>12}"
+            )
             for message in s["error_messages"]:
                 print(f"     error: {message}")
     if met:
@@ -157,8 +187,11 @@ def _csv(kind, allowed=None):
     def parse(text: str):
         items = [kind(part.strip()) for part in text.split(",") if part.strip()]
         if not items or (allowed and set(items) - set(allowed)) or (kind is int and min(items) < 1):
-            raise argparse.ArgumentTypeError(f"comma-separated {'of ' + ', '.join(allowed) if allowed else 'positive integers'}")
+            raise argparse.ArgumentTypeError(
+                f"comma-separated {'of ' + ', '.join(allowed) if allowed else 'positive integers'}"
+            )
         return items
+
     return parse
 
 
@@ -167,13 +200,22 @@ def parse_args(argv=None):
     parser.add_argument("--levels", type=_csv(int), default=[1, 16, 64], help="concurrency levels (default 1,16,64)")
     parser.add_argument("--requests", type=int, default=None, help="requests per level (default max(300, 20*level))")
     parser.add_argument("--warmup", type=int, default=20, help="requests before measuring, per side and round")
-    parser.add_argument("--rounds", type=int, default=1, help="run every side this many times, in turn; "
-                                                              "the report shows the mean")
-    parser.add_argument("--sides", type=_csv(str, SIDES), default=list(SIDES),
-                        help="which to run, in this order (the mock is always started; default all)")
-    parser.add_argument("--litellm", type=Path, default=None,
-                        help=f"an existing `litellm` program (default: litellm[proxy]=={LITELLM_VERSION}, installed "
-                             "once into ~/.cache/inference-platform/litellm-<version>/venv)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every side this many times, in turn; the report shows the mean"
+    )
+    parser.add_argument(
+        "--sides",
+        type=_csv(str, SIDES),
+        default=list(SIDES),
+        help="which to run, in this order (the mock is always started; default all)",
+    )
+    parser.add_argument(
+        "--litellm",
+        type=Path,
+        default=None,
+        help=f"an existing `litellm` program (default: litellm[proxy]=={LITELLM_VERSION}, installed "
+        "once into ~/.cache/inference-platform/litellm-<version>/venv)",
+    )
     parser.add_argument("--smoke", action="store_true", help="CI: mock and embedded only, c=1,4, 20 requests each")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -189,15 +231,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if REFERENCE in args.sides and args.litellm is None:
         args.litellm = ensure_litellm(log=lambda line: print(line, flush=True))
-    print(f"gateway overhead: sides={args.sides} levels={args.levels} rounds={args.rounds} "
-          f"requests/level={args.requests or 'max(300, 20*level)'} cores={os.cpu_count()} "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"gateway overhead: sides={args.sides} levels={args.levels} rounds={args.rounds} "
+        f"requests/level={args.requests or 'max(300, 20*level)'} cores={os.cpu_count()} "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, _on_sigterm)
     rounds: dict[str, list[list[dict]]] = {side: [] for side in args.sides}
     how: dict[str, str] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="gateway-overhead-") as tmp_root, \
-                running_mock(Path(tmp_root)) as mock:
+        with tempfile.TemporaryDirectory(prefix="gateway-overhead-") as tmp_root, running_mock(Path(tmp_root)) as mock:
             for round_index in range(args.rounds):
                 for side in args.sides:  # one after the other, never two at once
                     tmp = Path(tmp_root) / f"{side}-{round_index}"
@@ -216,12 +260,22 @@ def main(argv=None) -> int:
         for summaries in per_round:
             for s in summaries:
                 if s["cpu"] and noisy(s["cpu"]["other_share"], s["cpu"]["wall_s"]):
-                    print(f"Warning: other processes used {s['cpu']['other_share']:.0%} of the machine during "
-                          f"{side} c={s['level']}; its numbers are noisy.")
-    record = {"benchmark": "gateway_overhead", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "litellm": LITELLM_VERSION if REFERENCE in args.sides else None, "levels": args.levels,
-              "rounds": args.rounds, "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
-              "how": how, "results": results, "compared": compared, "goals": met}
+                    print(
+                        f"Warning: other processes used {s['cpu']['other_share']:.0%} of the machine during "
+                        f"{side} c={s['level']}; its numbers are noisy."
+                    )
+    record = {
+        "benchmark": "gateway_overhead",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "litellm": LITELLM_VERSION if REFERENCE in args.sides else None,
+        "levels": args.levels,
+        "rounds": args.rounds,
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
+        "how": how,
+        "results": results,
+        "compared": compared,
+        "goals": met,
+    }
     return print_json_line(record, results)
 
 

@@ -66,8 +66,9 @@ def litellm_target(program: Path, mock: Target, tmp: Path) -> Iterator[Target]:
 
 def _register_mock(manage, mock: Target) -> str:
     """Register `mock-gpt` on the upstream engine and issue a key for it; returns the key."""
-    manage("register_model", MODEL, "--engine", "upstream", "--source", MODEL,
-           "--option", f"base_url={mock.base_url}/v1")
+    manage(
+        "register_model", MODEL, "--engine", "upstream", "--source", MODEL, "--option", f"base_url={mock.base_url}/v1"
+    )
     return manage("issue_api_key", "gateway-benchmark").strip().splitlines()[-1].split()[-1]
 
 
@@ -75,9 +76,15 @@ def _register_mock(manage, mock: Target) -> str:
 def embedded_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()) -> Iterator[Target]:
     """`manage.py serve` (embedded: SQLite, the engine in-process) serving `mock-gpt` from the mock."""
     port = free_port()
-    env = platform_env(DATABASE_URL=f"sqlite:///{tmp / 'embedded.sqlite3'}", HOST="127.0.0.1", PORT=str(port),
-                       REDIS_URL="", INFERENCE_ENGINE="echo",  # the bundled model, unused here, loads nothing
-                       ADMIN_PASSWORD="benchmark-password", **_passed_on())
+    env = platform_env(
+        DATABASE_URL=f"sqlite:///{tmp / 'embedded.sqlite3'}",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        REDIS_URL="",
+        INFERENCE_ENGINE="echo",  # the bundled model, unused here, loads nothing
+        ADMIN_PASSWORD="benchmark-password",
+        **_passed_on(),
+    )
 
     def manage(*args: str) -> str:
         return _manage(args, env)
@@ -87,8 +94,9 @@ def embedded_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()) -
     command = [sys.executable, "manage.py", "serve", *serve_args]
     log_path = tmp / "embedded.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/health", process, log_path, "embedded platform")
         yield Target("embedded", f"http://127.0.0.1:{port}", api_key, " ".join(command[1:]))
@@ -108,17 +116,23 @@ def distributed_target(mock: Target, tmp: Path, serve_args: tuple[str, ...] = ()
         cluster.start_worker("bench", MODEL, concurrency=None)
         port = free_port()
         # As production runs it: DEBUG off, which needs a SECRET_KEY shared by the processes.
-        env = cluster.env(HOST="127.0.0.1", PORT=str(port), DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50),
-                          **_passed_on())
+        env = cluster.env(
+            HOST="127.0.0.1", PORT=str(port), DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), **_passed_on()
+        )
         command = [sys.executable, "manage.py", "serve", "--no-setup", *serve_args]
         log_path = tmp / "web.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             _wait_ready(f"http://127.0.0.1:{port}/health", process, log_path, "distributed web")
-            yield Target("distributed", f"http://127.0.0.1:{port}", api_key,
-                         f"{' '.join(command[1:])} + celery worker --models {MODEL}")
+            yield Target(
+                "distributed",
+                f"http://127.0.0.1:{port}",
+                api_key,
+                f"{' '.join(command[1:])} + celery worker --models {MODEL}",
+            )
         except Exception:
             print(f"[distributed] last web output:\n{log_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
             raise
@@ -133,8 +147,9 @@ def _passed_on() -> dict[str, str]:
 
 
 def _manage(args: tuple[str, ...], env: dict[str, str]) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     if result.returncode:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
@@ -144,8 +159,9 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, what: str) 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n"
-                               f"{log_path.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return

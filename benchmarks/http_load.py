@@ -28,14 +28,19 @@ class Sample:
     error: str | None = None
 
 
-def chat_request(base_url: str, api_key: str, model: str, *, prompt: str = "Say hello.",
-                 max_tokens: int = 16) -> bytes:
+def chat_request(base_url: str, api_key: str, model: str, *, prompt: str = "Say hello.", max_tokens: int = 16) -> bytes:
     """A non-streamed chat completion as raw HTTP/1.1 bytes, ready to be written as often as needed."""
     url = urlsplit(base_url)
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                       "max_tokens": max_tokens, "temperature": 0}).encode()
-    headers = [f"POST {url.path.rstrip('/')}/v1/chat/completions HTTP/1.1", f"Host: {url.netloc}",
-               "Content-Type: application/json", f"Content-Length: {len(body)}", "Accept: application/json"]
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
+    ).encode()
+    headers = [
+        f"POST {url.path.rstrip('/')}/v1/chat/completions HTTP/1.1",
+        f"Host: {url.netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Accept: application/json",
+    ]
     if api_key:
         headers.append(f"Authorization: Bearer {api_key}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
@@ -53,7 +58,8 @@ class Connection:
         """Send one request, return (status, body)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
+                asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S
+            )
         self.writer.write(request)
         status_line = await self.reader.readline()
         if not status_line:
@@ -121,10 +127,14 @@ class LevelResult:
     def summary(self) -> dict:
         ok = [s.latency_s for s in self.samples if s.ok]
         return {
-            "level": self.level, "requests": self.requests, "ok": len(ok), "errors": self.requests - len(ok),
+            "level": self.level,
+            "requests": self.requests,
+            "ok": len(ok),
+            "errors": self.requests - len(ok),
             "wall_s": round(self.wall_s, 3),
             "requests_per_s": round(len(ok) / self.wall_s, 1) if self.wall_s > 0 else None,
-            "latency_p50_ms": ms(percentile(ok, 0.5)), "latency_p99_ms": ms(percentile(ok, 0.99)),
+            "latency_p50_ms": ms(percentile(ok, 0.5)),
+            "latency_p99_ms": ms(percentile(ok, 0.99)),
             "error_messages": sorted({s.error for s in self.samples if not s.ok})[:5],
             "cpu": self.cpu,
         }
@@ -150,8 +160,9 @@ async def run_level(host: str, port: int, request: bytes, level: int, n_requests
     return LevelResult(level, n_requests, wall, samples, cpu_record(cpu.measure()))
 
 
-async def measure_levels(base_url: str, api_key: str, model: str, levels: list[int], *,
-                         requests_per_level, warmup: int, label: str = "") -> list[dict]:
+async def measure_levels(
+    base_url: str, api_key: str, model: str, levels: list[int], *, requests_per_level, warmup: int, label: str = ""
+) -> list[dict]:
     """Warm up, then each level in turn; one progress line per level. Returns the level summaries."""
     url = urlsplit(base_url)
     request = chat_request(base_url, api_key, model)
@@ -164,8 +175,11 @@ async def measure_levels(base_url: str, api_key: str, model: str, levels: list[i
         result = await run_level(url.hostname, url.port, request, level, requests_per_level(level))
         s = result.summary()
         other = (s["cpu"] or {}).get("other_share")
-        print(f"  {label}c={level:>3}: {s['ok']}/{s['requests']} ok in {s['wall_s']:.2f}s, "
-              f"{s['requests_per_s']} req/s, p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms"
-              + (f", other processes {other:.0%} of the machine" if other is not None else ""), flush=True)
+        print(
+            f"  {label}c={level:>3}: {s['ok']}/{s['requests']} ok in {s['wall_s']:.2f}s, "
+            f"{s['requests_per_s']} req/s, p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms"
+            + (f", other processes {other:.0%} of the machine" if other is not None else ""),
+            flush=True,
+        )
         summaries.append(s)
     return summaries

@@ -55,8 +55,15 @@ def ensure_litellm(version: str = LITELLM_VERSION, *, log=print) -> Path:
         started = time.perf_counter()
         log(f"[litellm] installing litellm[proxy]=={version} into {venv} (once; cached)")
         _run([sys.executable, "-m", "venv", str(venv)])
-        _run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-              f"litellm[proxy]=={version}"])
+        _run(
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"litellm[proxy]=={version}",
+            ]
+        )
         marker.write_text(f"litellm[proxy]=={version}\n", encoding="utf-8")
         log(f"[litellm] installed in {time.perf_counter() - started:.0f}s")
         return program
@@ -65,8 +72,10 @@ def ensure_litellm(version: str = LITELLM_VERSION, *, log=print) -> Path:
 def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
-        raise RuntimeError(f"{' '.join(command[:4])} ... failed ({result.returncode}):\n"
-                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command[:4])} ... failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
 
 
 @dataclass
@@ -98,20 +107,19 @@ def config_yaml(upstream_base_url: str, master_key: str) -> str:
 
 
 @contextlib.contextmanager
-def running_litellm(program: Path, upstream_base_url: str, *, port: int, tmp: Path,
-                    ready_timeout: float = 120) -> Iterator[LiteLLMProxy]:
+def running_litellm(
+    program: Path, upstream_base_url: str, *, port: int, tmp: Path, ready_timeout: float = 120
+) -> Iterator[LiteLLMProxy]:
     """`litellm --config` on `port` (one worker) until its liveness probe answers; stopped on the way out."""
     import httpx
 
     master_key = f"sk-bench-{secrets.token_hex(8)}"
     config = tmp / "litellm.yaml"
     config.write_text(config_yaml(upstream_base_url, master_key), encoding="utf-8")
-    command = [str(program), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-               "--num_workers", "1"]
+    command = [str(program), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     env = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME", "LANG", "TMPDIR")}
     # No network here: the bundled cost map, not GitHub's; no telemetry; only errors logged.
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
-               NO_DOCS="True")
+    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", NO_DOCS="True")
     log_path = tmp / "litellm.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -74,11 +74,15 @@ def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Pa
         if binary.is_file() and os.access(binary, os.X_OK):
             return binary
         if not shutil.which("cmake"):  # llama-cpp-python's own build may have used PyPI's cmake instead
-            raise RuntimeError("building llama-server needs cmake on PATH (Debian: apt-get install cmake), "
-                               "or pass --llama-server PATH to a binary you have")
+            raise RuntimeError(
+                "building llama-server needs cmake on PATH (Debian: apt-get install cmake), "
+                "or pass --llama-server PATH to a binary you have"
+            )
         started = time.perf_counter()
-        log(f"[llama-server] building {BINARY_NAME} from llama-cpp-python {version}'s vendor/llama.cpp "
-            f"(-j{jobs}; minutes on 2 cores; cached in {directory})")
+        log(
+            f"[llama-server] building {BINARY_NAME} from llama-cpp-python {version}'s vendor/llama.cpp "
+            f"(-j{jobs}; minutes on 2 cores; cached in {directory})"
+        )
         with tempfile.TemporaryDirectory(prefix="llama-server-build-") as tmp:
             source = _fetch_sources(version, Path(tmp), log)
             built = _build(source, Path(tmp) / "build", jobs, log)
@@ -87,7 +91,9 @@ def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Pa
             os.replace(partial, binary)  # a build cut short never leaves a half-written binary behind
         (directory / "BUILD_INFO.txt").write_text(
             f"llama-cpp-python {version} vendor/llama.cpp\ncmake {' '.join(CMAKE_OPTIONS)}\n"
-            f"built in {time.perf_counter() - started:.0f}s\n", encoding="utf-8")
+            f"built in {time.perf_counter() - started:.0f}s\n",
+            encoding="utf-8",
+        )
         log(f"[llama-server] built in {time.perf_counter() - started:.0f}s: {binary}")
         return binary
 
@@ -95,8 +101,21 @@ def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Pa
 def _fetch_sources(version: str, tmp: Path, log) -> Path:
     """The sdist from PyPI (pip's cache when it has it), unpacked; returns its llama.cpp tree."""
     log(f"[llama-server] pip download --no-binary :all: --no-deps llama-cpp-python=={version}")
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-          "--dest", str(tmp), f"llama-cpp-python=={version}"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "--dest",
+            str(tmp),
+            f"llama-cpp-python=={version}",
+        ]
+    )
     archives = list(tmp.glob("llama_cpp_python-*.tar.gz"))
     if not archives:
         raise RuntimeError(f"pip download left no llama_cpp_python sdist in {tmp}")
@@ -122,8 +141,10 @@ def _build(source: Path, build: Path, jobs: int, log) -> Path:
 def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
-        raise RuntimeError(f"{' '.join(command[:4])} ... failed ({result.returncode}):\n"
-                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command[:4])} ... failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
 
 
 # --------------------------------------------------------------------------- running it
@@ -141,9 +162,18 @@ class LlamaServer:
 
 
 @contextlib.contextmanager
-def running_llama_server(binary: Path, model_path: Path, *, alias: str, parallel: int, threads: int,
-                         ctx_per_slot: int, tmp: Path, extra_args: tuple[str, ...] = (),
-                         ready_timeout: float = 120) -> Iterator[LlamaServer]:
+def running_llama_server(
+    binary: Path,
+    model_path: Path,
+    *,
+    alias: str,
+    parallel: int,
+    threads: int,
+    ctx_per_slot: int,
+    tmp: Path,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout: float = 120,
+) -> Iterator[LlamaServer]:
     """llama-server on a free port with `parallel` slots of `ctx_per_slot` tokens, until /health is 200
     (it answers 503 while the model loads); stopped with its whole process group on the way out."""
     import httpx
@@ -151,9 +181,26 @@ def running_llama_server(binary: Path, model_path: Path, *, alias: str, parallel
     from tests.compat.live_server import free_port
 
     port = free_port()
-    command = [str(binary), "--model", str(model_path), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
-               "--parallel", str(parallel), "--ctx-size", str(parallel * ctx_per_slot),
-               "--threads", str(threads), "--threads-batch", str(threads), *extra_args]
+    command = [
+        str(binary),
+        "--model",
+        str(model_path),
+        "--alias",
+        alias,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--parallel",
+        str(parallel),
+        "--ctx-size",
+        str(parallel * ctx_per_slot),
+        "--threads",
+        str(threads),
+        "--threads-batch",
+        str(threads),
+        *extra_args,
+    ]
     log_path = tmp / "llama-server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

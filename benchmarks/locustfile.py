@@ -62,8 +62,13 @@ class Application(HttpUser):
         self.random = random.Random(n)
 
     def _chat_body(self, **extra) -> dict:
-        return {"model": self.model, "messages": [{"role": "user", "content": self.random.choice(PROMPTS)}],
-                "max_tokens": self.random.randint(8, 48), "temperature": 0.7, **extra}
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": self.random.choice(PROMPTS)}],
+            "max_tokens": self.random.randint(8, 48),
+            "temperature": 0.7,
+            **extra,
+        }
 
     def _post(self, path: str, body: dict, name: str, *, expected: tuple[int, ...] = (200,), stream: bool = False):
         """POST with 429 (a per-key limit) and the statuses in `expected` counted as successes."""
@@ -81,8 +86,9 @@ class Application(HttpUser):
     @task(4)
     def chat_stream(self) -> None:
         body = self._chat_body(stream=True, stream_options={"include_usage": True})
-        with self.client.post("/v1/chat/completions", json=body, name="chat stream", stream=True,
-                              catch_response=True) as response:
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="chat stream", stream=True, catch_response=True
+        ) as response:
             if response.status_code == 429:
                 response.success()
                 return
@@ -92,7 +98,7 @@ class Application(HttpUser):
             events = [line for line in response.iter_lines() if line.startswith(b"data: ")]
             if not events or events[-1] != b"data: [DONE]":
                 response.failure("the stream did not end with [DONE]")
-            elif "usage" not in json.loads(events[-2][len(b"data: "):]):
+            elif "usage" not in json.loads(events[-2][len(b"data: ") :]):
                 response.failure("no usage chunk before [DONE]")
 
     @task(2)
@@ -103,8 +109,9 @@ class Application(HttpUser):
     @task(1)
     def abandoned_stream(self) -> None:
         body = self._chat_body(stream=True, max_tokens=200)
-        with self.client.post("/v1/chat/completions", json=body, name="abandoned stream", stream=True,
-                              catch_response=True) as response:
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="abandoned stream", stream=True, catch_response=True
+        ) as response:
             if response.status_code not in (200, 429):
                 response.failure(f"{response.status_code}: {response.text[:200]}")
                 return
@@ -116,5 +123,6 @@ class Application(HttpUser):
 
     @task(1)
     def oversized(self) -> None:
-        self._post("/v1/chat/completions", self._chat_body(max_tokens=OVERSIZED_MAX_TOKENS), "oversized (400)",
-                   expected=(400,))
+        self._post(
+            "/v1/chat/completions", self._chat_body(max_tokens=OVERSIZED_MAX_TOKENS), "oversized (400)", expected=(400,)
+        )

@@ -40,10 +40,14 @@ def proc_stat(pid: int) -> ProcStat | None:
     fields = rest.split()  # fields[0] is proc(5)'s field 3, so field N is fields[N - 3]
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        return ProcStat(ppid=int(fields[1]), pgrp=int(fields[2]), comm=head.partition("(")[2],
-                        cpu_s=(int(fields[11]) + int(fields[12])) / tick,
-                        children_cpu_s=(int(fields[13]) + int(fields[14])) / tick,
-                        major_faults=int(fields[9]))
+        return ProcStat(
+            ppid=int(fields[1]),
+            pgrp=int(fields[2]),
+            comm=head.partition("(")[2],
+            cpu_s=(int(fields[11]) + int(fields[12])) / tick,
+            children_cpu_s=(int(fields[13]) + int(fields[14])) / tick,
+            major_faults=int(fields[9]),
+        )
     except (IndexError, ValueError):
         return None
 
@@ -100,8 +104,9 @@ def _cpu_so_far() -> tuple[float, float, float] | None:
     ours = descendants(os.getpid(), table)  # the platform, and in distributed mode redis, daphne, the worker
     # Reaped children stay counted in their parent (PostgreSQL's per-connection backends, for one).
     ours_s = sum(table[pid].cpu_s + table[pid].children_cpu_s for pid in ours if pid in table)
-    postgres_s = sum(stat.cpu_s + stat.children_cpu_s for pid, stat in table.items()
-                     if stat.comm == "postgres" and pid not in ours)
+    postgres_s = sum(
+        stat.cpu_s + stat.children_cpu_s for pid, stat in table.items() if stat.comm == "postgres" and pid not in ours
+    )
     return machine, ours_s, postgres_s
 
 

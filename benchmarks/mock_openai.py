@@ -24,40 +24,72 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 def _completion() -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()), "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": COMPLETION_TOKENS,
+                "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _stream() -> bytes:
     def event(delta: dict, finish: str | None, usage: dict | None = None) -> str:
-        chunk = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
-                 "model": MODEL, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        chunk = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage is not None:
             chunk = {**chunk, "choices": [], "usage": usage}
         return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-             "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
-    return "".join([event({"role": "assistant", "content": ANSWER}, None), event({}, "stop"),
-                    event({}, None, usage), "data: [DONE]\n\n"]).encode()
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+    return "".join(
+        [
+            event({"role": "assistant", "content": ANSWER}, None),
+            event({}, "stop"),
+            event({}, None, usage),
+            "data: [DONE]\n\n",
+        ]
+    ).encode()
 
 
 MODELS_BODY = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]}).encode()
 # Built once: the answer is fixed, so the mock spends nothing per request on JSON.
 COMPLETION_BODY = _completion()
 STREAM_BODY = _stream()
-NOT_FOUND_BODY = json.dumps({"error": {"message": "no such path", "type": "invalid_request_error",
-                                       "param": None, "code": "not_found"}}).encode()
+NOT_FOUND_BODY = json.dumps(
+    {"error": {"message": "no such path", "type": "invalid_request_error", "param": None, "code": "not_found"}}
+).encode()
 
 
 def _response(status: str, content_type: bytes, body: bytes, *, close: bool) -> bytes:
-    return (b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: " + content_type
-            + b"\r\ncontent-length: " + str(len(body)).encode()
-            + (b"\r\nconnection: close" if close else b"") + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\ncontent-type: "
+        + content_type
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + (b"\r\nconnection: close" if close else b"")
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 class MockProtocol(asyncio.Protocol):
@@ -84,8 +116,8 @@ class MockProtocol(asyncio.Protocol):
             length = int(headers.get("content-length") or 0)
             if len(self.buffer) < head_end + 4 + length:
                 return  # the body is still coming
-            body = self.buffer[head_end + 4:head_end + 4 + length]
-            self.buffer = self.buffer[head_end + 4 + length:]
+            body = self.buffer[head_end + 4 : head_end + 4 + length]
+            self.buffer = self.buffer[head_end + 4 + length :]
             close = headers.get("connection", "").lower() == "close"
             self.transport.write(self.answer(request_line, body, close=close))
             if close:

@@ -32,8 +32,9 @@ class Endpoint:
 
 
 @contextlib.contextmanager
-def running_platform(mode: str, tmp: Path, *, engine: str = "llama_cpp",
-                     model_path: Path | None = None) -> Iterator[Endpoint]:
+def running_platform(
+    mode: str, tmp: Path, *, engine: str = "llama_cpp", model_path: Path | None = None
+) -> Iterator[Endpoint]:
     """The platform serving the bundled model as `MODEL`, in `mode`, until the block ends.
 
     embedded: ./run.sh with a fresh SQLite file (with engine "echo" its bundled model is served by echo).
@@ -62,8 +63,11 @@ def running_platform(mode: str, tmp: Path, *, engine: str = "llama_cpp",
         worker = cluster.start_worker("bench", MODEL, concurrency=None)
         pool = cluster.worker_concurrency(worker.process.pid)
         base_url = cluster.start_web(ready=True)
-        print(f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
-              f"(worker --models {MODEL}: pool concurrency {pool} = engine slots)", flush=True)
+        print(
+            f"[distributed] ready on {base_url} in {time.perf_counter() - started:.1f}s "
+            f"(worker --models {MODEL}: pool concurrency {pool} = engine slots)",
+            flush=True,
+        )
         yield Endpoint(mode, base_url, api_key, pool)
 
 
@@ -119,8 +123,10 @@ def distributed_platform(tmp: Path, label: str) -> Iterator[Cluster]:
         yield cluster
     except Exception:
         for proc in cluster.procs:
-            print(f"[{label}] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
-                  file=sys.stderr)
+            print(
+                f"[{label}] last output of {proc.name}:\n{proc.log.read_text(errors='replace')[-2000:]}",
+                file=sys.stderr,
+            )
         raise
     finally:
         with no_interrupts():

@@ -42,8 +42,11 @@ def measure(process: psutil.Process, url: str, path: str, requests: int, key: st
     cpu_before, wall_before = cpu_seconds(process), time.perf_counter()
     statuses = {get() for _ in range(requests)}
     cpu_after, wall_after = cpu_seconds(process), time.perf_counter()
-    return {"cpu_ms": 1000 * (cpu_after - cpu_before) / requests,
-            "wall_ms": 1000 * (wall_after - wall_before) / requests, "statuses": sorted(statuses)}
+    return {
+        "cpu_ms": 1000 * (cpu_after - cpu_before) / requests,
+        "wall_ms": 1000 * (wall_after - wall_before) / requests,
+        "statuses": sorted(statuses),
+    }
 
 
 def main() -> None:
@@ -57,8 +60,10 @@ def main() -> None:
     process = psutil.Process(args.pid)
     for path in args.path:
         result = measure(process, args.url, path, args.requests, args.key)
-        print(f"{path}: server CPU {result['cpu_ms']:.2f} ms/request, wall {result['wall_ms']:.2f} ms/request, "
-              f"status {result['statuses']}")
+        print(
+            f"{path}: server CPU {result['cpu_ms']:.2f} ms/request, wall {result['wall_ms']:.2f} ms/request, "
+            f"status {result['statuses']}"
+        )
 
 
 if __name__ == "__main__":

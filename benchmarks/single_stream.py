@@ -83,8 +83,9 @@ class DirectSide:
         # The platform's engine uses the physical cores for decode and prompt alike; llama-cpp-python's
         # own default (half the logical cores for decode) would compare different thread counts.
         threads = physical_cores()
-        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                           verbose=False)
+        self.llama = Llama(
+            model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
         self.prefix_cache = prefix_cache
         self.pid = os.getpid()
 
@@ -128,8 +129,14 @@ class DirectSide:
         result = self.llama.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, seed=seed)
         total = time.perf_counter() - start
         choice = result["choices"][0]
-        return Sample("direct", "nonstream", result["usage"]["completion_tokens"], total,
-                      finish_reason=choice["finish_reason"], text=choice["message"]["content"] or "")
+        return Sample(
+            "direct",
+            "nonstream",
+            result["usage"]["completion_tokens"],
+            total,
+            finish_reason=choice["finish_reason"],
+            text=choice["message"]["content"] or "",
+        )
 
     def close(self) -> None:
         self.llama.close()
@@ -155,8 +162,13 @@ class PlatformSide:
         usage_tokens = None
         start = time.perf_counter()
         stream = self.client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, temperature=0, seed=seed,
-            stream=True, stream_options={"include_usage": True},
+            model=self.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=0,
+            seed=seed,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         with stream:
             for chunk in stream:
@@ -177,12 +189,22 @@ class PlatformSide:
     def nonstream(self, messages, *, max_tokens: int, seed: int) -> Sample:
         start = time.perf_counter()
         result = self.client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, temperature=0, seed=seed,
+            model=self.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=0,
+            seed=seed,
         )
         total = time.perf_counter() - start
         choice = result.choices[0]
-        return Sample("platform", "nonstream", result.usage.completion_tokens, total,
-                      finish_reason=choice.finish_reason, text=choice.message.content or "")
+        return Sample(
+            "platform",
+            "nonstream",
+            result.usage.completion_tokens,
+            total,
+            finish_reason=choice.finish_reason,
+            text=choice.message.content or "",
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -219,8 +241,11 @@ def _progress(run: int, s: Sample) -> None:
         extra = f"  ttft {s.ttft_s * 1000:7.1f} ms  decode {s.decode_tps or 0:6.1f} tok/s"
     if s.major_faults:
         extra += f"  ({s.major_faults} major page faults)"
-    print(f"  run {run + 1}  {s.side:<8} {s.mode:<9} {s.completion_tokens:4d} tok  "
-          f"{s.total_s:6.2f} s  e2e {s.e2e_tps:6.1f} tok/s{extra}", flush=True)
+    print(
+        f"  run {run + 1}  {s.side:<8} {s.mode:<9} {s.completion_tokens:4d} tok  "
+        f"{s.total_s:6.2f} s  e2e {s.e2e_tps:6.1f} tok/s{extra}",
+        flush=True,
+    )
 
 
 METRICS = (
@@ -239,8 +264,9 @@ def summarize(samples: list[Sample]) -> dict:
     summary: dict = {"direct": {}, "platform": {}, "ratio_platform_over_direct": {}, "spread": {}}
     for key, _label, mode, get in METRICS:
         for side in ("direct", "platform"):
-            values = [v for s in samples if s.side == side and (mode is None or s.mode == mode)
-                      if (v := get(s)) is not None]
+            values = [
+                v for s in samples if s.side == side and (mode is None or s.mode == mode) if (v := get(s)) is not None
+            ]
             summary[side][key] = round(statistics.median(values), 3) if values else None
             summary["spread"].setdefault(key, {})[side] = (
                 [round(min(values), 3), round(max(values), 3)] if values else None
@@ -248,9 +274,7 @@ def summarize(samples: list[Sample]) -> dict:
         d, p = summary["direct"][key], summary["platform"][key]
         summary["ratio_platform_over_direct"][key] = round(p / d, 3) if d and p is not None else None
     streams = {side: [s for s in samples if s.side == side and s.mode == "stream"] for side in ("direct", "platform")}
-    summary["same_text_all_runs"] = all(
-        a.text == b.text for a, b in zip(streams["direct"], streams["platform"])
-    )
+    summary["same_text_all_runs"] = all(a.text == b.text for a, b in zip(streams["direct"], streams["platform"]))
     return summary
 
 
@@ -281,13 +305,22 @@ def parse_args(argv=None):
     parser.add_argument("--max-tokens", type=int, default=128, help="max_tokens per request (default 128)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message; pick one that makes a long answer")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--n-ctx", type=int, default=2048, help="direct side's n_ctx; the platform's bundled default is 2048")
-    parser.add_argument("--direct-reset", action="store_true",
-                        help="reset the direct side's KV cache before every request (the platform keeps its "
-                             "prefix cache, so TTFT then compares a full prompt evaluation with a cache hit)")
+    parser.add_argument(
+        "--n-ctx", type=int, default=2048, help="direct side's n_ctx; the platform's bundled default is 2048"
+    )
+    parser.add_argument(
+        "--direct-reset",
+        action="store_true",
+        help="reset the direct side's KV cache before every request (the platform keeps its "
+        "prefix cache, so TTFT then compares a full prompt evaluation with a cache hit)",
+    )
     parser.add_argument("--model", default=None, help="platform model id (default: the first in /v1/models)")
-    parser.add_argument("--startup-timeout", type=float, default=600.0,
-                        help="seconds to wait for the platform (run.sh may install requirements first)")
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the platform (run.sh may install requirements first)",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON summary here")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.max_tokens < 2:
@@ -321,11 +354,16 @@ def main(argv=None) -> int:
                 n_threads = direct.llama.n_threads
                 n_threads_batch = direct.llama.n_threads_batch
                 platform = PlatformSide(server.base_url, server.api_key, args.model, server.process.pid)
-                print(f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
-                      f"n_batch={direct.llama.n_batch} (threads: the physical cores, as the platform's engine "
-                      f"uses unless the model's engine_options say otherwise)")
-                print(f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
-                      f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate", flush=True)
+                print(
+                    f"Direct: n_threads={direct.llama.n_threads} n_threads_batch={direct.llama.n_threads_batch} "
+                    f"n_batch={direct.llama.n_batch} (threads: the physical cores, as the platform's engine "
+                    f"uses unless the model's engine_options say otherwise)"
+                )
+                print(
+                    f"Platform model: {platform.model}; runs={args.runs} max_tokens={args.max_tokens} "
+                    f"temperature=0 seed={args.seed}; warm-up first, then the sides alternate",
+                    flush=True,
+                )
 
                 account = CpuAccount()  # this process and the platform are ours; the rest is noise
                 samples = run_benchmark(args, direct, platform)
@@ -343,14 +381,25 @@ def main(argv=None) -> int:
 
     summary = summarize(samples)
     print_table(summary)
-    others = None if span is None else {"cpu_s": round(span.other_s, 1), "wall_s": round(span.wall_s, 1),
-                                         "share_of_machine": round(span.other_share, 3)}
+    others = (
+        None
+        if span is None
+        else {
+            "cpu_s": round(span.other_s, 1),
+            "wall_s": round(span.wall_s, 1),
+            "share_of_machine": round(span.other_share, 3),
+        }
+    )
     if others is not None:
-        print(f"Other processes used {others['cpu_s']} CPU-s during the {others['wall_s']} s of warm-up and "
-              f"measured runs ({others['share_of_machine']:.0%} of the machine's {os.cpu_count()} cores).")
+        print(
+            f"Other processes used {others['cpu_s']} CPU-s during the {others['wall_s']} s of warm-up and "
+            f"measured runs ({others['share_of_machine']:.0%} of the machine's {os.cpu_count()} cores)."
+        )
         if noisy(others["share_of_machine"], others["wall_s"]):
-            print("Warning: they compete for the cores with both sides, so these numbers are noisy "
-                  "(TTFT most of all); rerun on a quieter machine or with more --runs.")
+            print(
+                "Warning: they compete for the cores with both sides, so these numbers are noisy "
+                "(TTFT most of all); rerun on a quieter machine or with more --runs."
+            )
     import llama_cpp
 
     result = {
@@ -368,9 +417,7 @@ def main(argv=None) -> int:
         "python": platform_module.python_version(),
         "llama_cpp_python": llama_cpp.__version__,
         **summary,
-        "samples": [
-            {k: v for k, v in asdict(s).items() if k != "text"} for s in samples
-        ],
+        "samples": [{k: v for k, v in asdict(s).items() if k != "text"} for s in samples],
     }
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -47,9 +47,10 @@ def open_client(base_url: str, api_key: str, max_connections: int) -> AsyncOpenA
     which would hide failures. The caller closes it."""
     # No keep-alive: llama-server (cpp-httplib) closes a connection after a few requests, and a
     # client reusing it then sees a connection error that is no failure of the server's.
-    http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max_connections + 8,
-                                                        max_keepalive_connections=0),
-                                    timeout=httpx.Timeout(600, connect=10))
+    http_client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=max_connections + 8, max_keepalive_connections=0),
+        timeout=httpx.Timeout(600, connect=10),
+    )
     return AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0, http_client=http_client)
 
 
@@ -64,8 +65,9 @@ class Sample:
     cached_tokens: int = 0  # prompt tokens the server says it served from its prefix cache
 
 
-async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: int,
-                      temperature: float = 0.0) -> Sample:
+async def one_request(
+    client: AsyncOpenAI, model: str, prompt: str, max_tokens: int, temperature: float = 0.0
+) -> Sample:
     """One streamed chat completion; TTFT is the first non-empty content delta, seen by the client."""
     start = time.perf_counter()
     ttft = None
@@ -73,8 +75,12 @@ async def one_request(client: AsyncOpenAI, model: str, prompt: str, max_tokens: 
     finish = None
     try:
         stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            temperature=temperature, stream=True, stream_options={"include_usage": True},
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         async for chunk in stream:
             if chunk.choices:
@@ -98,8 +104,12 @@ def print_json_line(record: dict, results: dict[str, list[dict]]) -> int:
     """Print the run as one JSON line (without the long per-request lists); the exit code:
     1 when any request failed, else 0."""
     dropped = ("error_messages", "finish_reasons")
-    compact = {**record, "results": {side: [{k: v for k, v in s.items() if k not in dropped} for s in ss]
-                                     for side, ss in results.items()}}
+    compact = {
+        **record,
+        "results": {
+            side: [{k: v for k, v in s.items() if k not in dropped} for s in ss] for side, ss in results.items()
+        },
+    }
     print(json.dumps(compact, separators=(",", ":")))
     failed = sum(s["errors"] for ss in results.values() for s in ss)
     if failed:
@@ -136,22 +146,35 @@ class LevelResult:
         totals = [s.total_s for s in ok]
         errors = sorted({s.error for s in self.samples if not s.ok})
         return {
-            "level": self.level, "requests": self.requests, "ok": len(ok), "errors": self.requests - len(ok),
+            "level": self.level,
+            "requests": self.requests,
+            "ok": len(ok),
+            "errors": self.requests - len(ok),
             "wall_s": round(self.wall_s, 3),
             "completion_tokens": tokens,
             "mean_completion_tokens": round(tokens / len(ok), 1) if ok else None,
             "tokens_per_s": round(tokens / self.wall_s, 2) if self.wall_s > 0 else None,
             "requests_per_s": round(len(ok) / self.wall_s, 3) if self.wall_s > 0 else None,
-            "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_p95_ms": ms(percentile(ttfts, 0.95)),
-            "latency_p50_ms": ms(percentile(totals, 0.5)), "latency_p95_ms": ms(percentile(totals, 0.95)),
+            "ttft_p50_ms": ms(percentile(ttfts, 0.5)),
+            "ttft_p95_ms": ms(percentile(ttfts, 0.95)),
+            "latency_p50_ms": ms(percentile(totals, 0.5)),
+            "latency_p95_ms": ms(percentile(totals, 0.95)),
             "finish_reasons": dict(sorted(Counter(str(s.finish_reason) for s in ok).items())),
             "error_messages": errors[:5],
             "cpu": self.cpu,
         }
 
 
-async def run_level(client: AsyncOpenAI, model: str, level: int, n_requests: int, prompts: list[str],
-                    max_tokens: int, *, postgres_is_ours: bool = False) -> LevelResult:
+async def run_level(
+    client: AsyncOpenAI,
+    model: str,
+    level: int,
+    n_requests: int,
+    prompts: list[str],
+    max_tokens: int,
+    *,
+    postgres_is_ours: bool = False,
+) -> LevelResult:
     """Keep `level` requests in flight until `n_requests` are done; wall time spans the whole batch."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(n_requests):
@@ -177,9 +200,13 @@ def cpu_record(span: CpuSpan | None) -> dict | None:
     """A measured span's "cpu" entry in the JSON output."""
     if span is None:
         return None
-    return {"wall_s": round(span.wall_s, 3), "ours_cpu_s": round(span.ours_s, 1),
-            "postgres_cpu_s": round(span.postgres_s, 1),
-            "other_cpu_s": round(span.other_s, 1), "other_share": round(span.other_share, 3)}
+    return {
+        "wall_s": round(span.wall_s, 3),
+        "ours_cpu_s": round(span.ours_s, 1),
+        "postgres_cpu_s": round(span.postgres_s, 1),
+        "other_cpu_s": round(span.other_s, 1),
+        "other_share": round(span.other_share, 3),
+    }
 
 
 async def warm_up(client: AsyncOpenAI, model: str, prompts: list[str], max_tokens: int, requests: int = 2) -> None:
@@ -190,9 +217,19 @@ async def warm_up(client: AsyncOpenAI, model: str, prompts: list[str], max_token
             raise RuntimeError(f"warm-up request failed: {sample.error}")
 
 
-async def measure_levels(base_url: str, api_key: str, model: str, levels: list[int], prompts: list[str],
-                         max_tokens: int, *, requests_per_level: int | None = None, warmup: int = 2,
-                         postgres_is_ours: bool = False, label: str = "") -> list[LevelResult]:
+async def measure_levels(
+    base_url: str,
+    api_key: str,
+    model: str,
+    levels: list[int],
+    prompts: list[str],
+    max_tokens: int,
+    *,
+    requests_per_level: int | None = None,
+    warmup: int = 2,
+    postgres_is_ours: bool = False,
+    label: str = "",
+) -> list[LevelResult]:
     """Warm up, then run each concurrency level in turn, printing one progress line per level."""
     client = open_client(base_url, api_key, max(levels))
     try:
@@ -201,13 +238,17 @@ async def measure_levels(base_url: str, api_key: str, model: str, levels: list[i
         results = []
         for level in levels:
             n_requests = requests_per_level or max(8, 2 * level)
-            result = await run_level(client, model, level, n_requests, prompts, max_tokens,
-                                     postgres_is_ours=postgres_is_ours)
+            result = await run_level(
+                client, model, level, n_requests, prompts, max_tokens, postgres_is_ours=postgres_is_ours
+            )
             s = result.summary()
             other = (s["cpu"] or {}).get("other_share")
-            print(f"  {label}level {level:>3}: {s['ok']}/{n_requests} ok in {s['wall_s']:.2f}s, "
-                  f"{s['tokens_per_s']} tok/s, TTFT p50 {s['ttft_p50_ms']} ms"
-                  + (f", other processes {other:.0%} of the machine" if other is not None else ""), flush=True)
+            print(
+                f"  {label}level {level:>3}: {s['ok']}/{n_requests} ok in {s['wall_s']:.2f}s, "
+                f"{s['tokens_per_s']} tok/s, TTFT p50 {s['ttft_p50_ms']} ms"
+                + (f", other processes {other:.0%} of the machine" if other is not None else ""),
+                flush=True,
+            )
             results.append(result)
         return results
     finally:
@@ -225,17 +266,21 @@ def ratio(a, b) -> float | None:
 def print_level_table(title: str, summaries: list[dict]) -> None:
     """One row per concurrency level: throughput, latency, tokens per request, other processes' CPU."""
     base = summaries[0]["tokens_per_s"] if summaries else None
-    header = (f"{'conc':>4} {'ok/req':>7} {'wall s':>7} {'tok/s':>8} {'x c' + str(summaries[0]['level']):>6} "
-              f"{'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'lat p50':>9} {'lat p95':>9} {'tok/req':>7} {'other CPU':>9}")
+    header = (
+        f"{'conc':>4} {'ok/req':>7} {'wall s':>7} {'tok/s':>8} {'x c' + str(summaries[0]['level']):>6} "
+        f"{'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'lat p50':>9} {'lat p95':>9} {'tok/req':>7} {'other CPU':>9}"
+    )
     print(f"\n{title} (times in ms; 'x c{summaries[0]['level']}' = tok/s relative to the first level)")
     print(header)
     print("-" * len(header))
     for s in summaries:
         other = (s["cpu"] or {}).get("other_share")
-        print(f"{s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>7} {s['wall_s']:>7.2f} "
-              f"{fmt(s['tokens_per_s'], '.1f'):>8} {fmt(ratio(s['tokens_per_s'], base), '.2f'):>6} "
-              f"{fmt(s['requests_per_s'], '.2f'):>7} {fmt(s['ttft_p50_ms'], '.0f'):>9} {fmt(s['ttft_p95_ms'], '.0f'):>9} "
-              f"{fmt(s['latency_p50_ms'], '.0f'):>9} {fmt(s['latency_p95_ms'], '.0f'):>9} "
-              f"{fmt(s['mean_completion_tokens'], '.1f'):>7} {fmt(other, '.0%'):>9}")
+        print(
+            f"{s['level']:>4} {str(s['ok']) + '/' + str(s['requests']):>7} {s['wall_s']:>7.2f} "
+            f"{fmt(s['tokens_per_s'], '.1f'):>8} {fmt(ratio(s['tokens_per_s'], base), '.2f'):>6} "
+            f"{fmt(s['requests_per_s'], '.2f'):>7} {fmt(s['ttft_p50_ms'], '.0f'):>9} {fmt(s['ttft_p95_ms'], '.0f'):>9} "
+            f"{fmt(s['latency_p50_ms'], '.0f'):>9} {fmt(s['latency_p95_ms'], '.0f'):>9} "
+            f"{fmt(s['mean_completion_tokens'], '.1f'):>7} {fmt(other, '.0%'):>9}"
+        )
         for message in s["error_messages"]:
             print(f"     error: {message}")

@@ -28,14 +28,16 @@ from api.routing import websocket_urlpatterns  # noqa: E402
 from serving.dispatch import start_preloading  # noqa: E402
 from serving.hosts import start_sampling  # noqa: E402
 
-application = ProtocolTypeRouter({
-    # Bodies are bounded by MAX_REQUEST_BODY_BYTES, and chunked ones read, before Django sees them.
-    # /health first: it is polled often and must answer while everything else is busy.
-    "http": HealthProbe(RequestBodyLimit(django_asgi_app)),
-    # No origin check: sockets authenticate with an API key, never with the browser's
-    # cookies, so another site's page gains nothing by opening one.
-    "websocket": URLRouter(websocket_urlpatterns),
-})
+application = ProtocolTypeRouter(
+    {
+        # Bodies are bounded by MAX_REQUEST_BODY_BYTES, and chunked ones read, before Django sees them.
+        # /health first: it is polled often and must answer while everything else is busy.
+        "http": HealthProbe(RequestBodyLimit(django_asgi_app)),
+        # No origin check: sockets authenticate with an API key, never with the browser's
+        # cookies, so another site's page gains nothing by opening one.
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)
 
 start_preloading()
 start_sampling(role="web")

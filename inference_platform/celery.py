@@ -1,6 +1,6 @@
 """The Celery app. Workers host engines in distributed mode (REDIS_URL set):
 
-    celery -A inference_platform worker --models smollm2 --concurrency 8
+celery -A inference_platform worker --models smollm2 --concurrency 8
 """
 
 import os
@@ -30,6 +30,9 @@ app.steps["worker"].add("serving.worker.bootstep:EngineHostStep")
 app.autodiscover_tasks()
 # Run with `celery -A inference_platform beat`; one beat process per deployment.
 app.conf.beat_schedule = {
-    "prune-request-records": {"task": "monitoring.prune_request_records", "schedule": crontab(hour=3, minute=17),
-                              "options": {"queue": "default"}},
+    "prune-request-records": {
+        "task": "monitoring.prune_request_records",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"queue": "default"},
+    },
 }

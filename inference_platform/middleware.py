@@ -25,8 +25,14 @@ from django.middleware.security import SecurityMiddleware
 # Whose process_request/process_response never block: headers (Security, XFrameOptions), URL
 # resolving for slash redirects (Common), cookie tokens (Csrf: CSRF_USE_SESSIONS is off), lazy
 # request.user (Authentication), and messages kept in a cookie or the in-memory session (Message).
-NON_BLOCKING_HOOKS = (SecurityMiddleware, CommonMiddleware, CsrfViewMiddleware, AuthenticationMiddleware,
-                      MessageMiddleware, XFrameOptionsMiddleware)
+NON_BLOCKING_HOOKS = (
+    SecurityMiddleware,
+    CommonMiddleware,
+    CsrfViewMiddleware,
+    AuthenticationMiddleware,
+    MessageMiddleware,
+    XFrameOptionsMiddleware,
+)
 
 
 async def _hooks_inline(self, request):

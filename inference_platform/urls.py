@@ -12,8 +12,12 @@ from .metrics import metrics_view
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would answer 404; admin_view makes it staff-only.
     # The dashboard lists every process serving knows of, not only this one.
-    path("admin/monitoring/dashboard/", admin.site.admin_view(dashboard_view), {"hosts_status": hosts_status},
-         name="monitoring_dashboard"),
+    path(
+        "admin/monitoring/dashboard/",
+        admin.site.admin_view(dashboard_view),
+        {"hosts_status": hosts_status},
+        name="monitoring_dashboard",
+    ),
     path("admin/", admin.site.urls),
     # Without this, CommonMiddleware's APPEND_SLASH answers POST /admin with a 500 under DEBUG.
     path("admin", csrf_exempt(RedirectView.as_view(pattern_name="admin:index", permanent=True))),

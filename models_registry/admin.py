@@ -17,13 +17,19 @@ from .engine_choice import engine_choice
 from .models import ApiKey, ServedModel, WorkerRegistration
 from .services.api_keys import api_key_assign_secret, api_key_revoke, api_key_rotate
 
-GRACE_CHOICES = [(0, "none: the old key stops working now"), (3600, "1 hour"), (86400, "1 day"),
-                 (7 * 86400, "7 days"), (30 * 86400, "30 days")]
+GRACE_CHOICES = [
+    (0, "none: the old key stops working now"),
+    (3600, "1 hour"),
+    (86400, "1 day"),
+    (7 * 86400, "7 days"),
+    (30 * 86400, "30 days"),
+]
 
 
 class RotateForm(forms.Form):
-    grace_seconds = forms.TypedChoiceField(label="Keep the old key working for", choices=GRACE_CHOICES,
-                                           coerce=int, initial=86400)
+    grace_seconds = forms.TypedChoiceField(
+        label="Keep the old key working for", choices=GRACE_CHOICES, coerce=int, initial=86400
+    )
 
 
 @admin.register(ServedModel)
@@ -34,8 +40,10 @@ class ServedModelAdmin(admin.ModelAdmin):
     readonly_fields = ("resolved_engine", "capability_table", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "aliases", "enabled", "description", "owned_by")}),
-        ("Engine", {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options",
-                               "capability_table")}),
+        (
+            "Engine",
+            {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options", "capability_table")},
+        ),
         ("Defaults", {"fields": ("default_params",)}),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
@@ -54,21 +62,43 @@ class ServedModelAdmin(admin.ModelAdmin):
         """engines.capabilities as a table; the row of this model's engine is bold."""
         current = engine_choice(obj)[0] if obj is not None and obj.engine else None
         header = format_html_join("", "<th>{}</th>", ((f,) for f in FEATURES))
-        rows = format_html_join("", '<tr{}><th>{}</th>{}</tr>', (
-            (mark_safe(' style="font-weight:bold"') if engine == current else "", engine,
-             format_html_join("", "<td>{}</td>", (("yes" if f in features else "no",) for f in FEATURES)))
-            for engine, features in CAPABILITIES.items()
-        ))
+        rows = format_html_join(
+            "",
+            "<tr{}><th>{}</th>{}</tr>",
+            (
+                (
+                    mark_safe(' style="font-weight:bold"') if engine == current else "",
+                    engine,
+                    format_html_join("", "<td>{}</td>", (("yes" if f in features else "no",) for f in FEATURES)),
+                )
+                for engine, features in CAPABILITIES.items()
+            ),
+        )
         return format_html('<table id="capability-table"><tr><th>engine</th>{}</tr>{}</table>', header, rows)
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "owner", "created_at", "last_used_at", "expires_at", "revoked",
-                    "rpm_limit", "tpm_limit", "concurrency_limit")
+    list_display = (
+        "name",
+        "prefix",
+        "owner",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked",
+        "rpm_limit",
+        "tpm_limit",
+        "concurrency_limit",
+    )
     list_filter = ("revoked", "created_at", "expires_at", "allowed_models")
     search_fields = ("name", "prefix", "owner__username")
-    readonly_fields: ClassVar[tuple[str, ...]] = ("prefix", "created_at", "last_used_at", "rotate_link")  # monitoring adds one
+    readonly_fields: ClassVar[tuple[str, ...]] = (
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "rotate_link",
+    )  # monitoring adds one
     filter_horizontal = ("allowed_models",)
     actions = ("revoke_keys",)
 
@@ -79,8 +109,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return editable + ["revoked", "prefix", "created_at", "last_used_at", "rotate_link"]
 
     def get_urls(self):
-        rotate = path("<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view),
-                      name="models_registry_apikey_rotate")
+        rotate = path(
+            "<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view), name="models_registry_apikey_rotate"
+        )
         return [rotate, *super().get_urls()]
 
     def save_model(self, request, obj, form, change):
@@ -112,9 +143,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def rotate_link(self, obj):
         if obj is None or obj.pk is None or not obj.is_active():
             return "-"
-        return format_html('<a class="button" id="rotate-api-key" href="{}">Rotate…</a> '
-                           "issues a new key with the same settings; you choose how long the old one keeps working",
-                           reverse("admin:models_registry_apikey_rotate", args=[obj.pk]))
+        return format_html(
+            '<a class="button" id="rotate-api-key" href="{}">Rotate…</a> '
+            "issues a new key with the same settings; you choose how long the old one keeps working",
+            reverse("admin:models_registry_apikey_rotate", args=[obj.pk]),
+        )
 
     def rotate_view(self, request, pk):
         key = get_object_or_404(ApiKey, pk=pk)
@@ -154,8 +187,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
 class WorkerRegistrationAdmin(admin.ModelAdmin):
     """Read-only: workers keep their own rows up to date."""
 
-    list_display = ("worker_id", "host", "pid", "state", "models_list", "in_flight", "concurrency",
-                    "last_heartbeat", "started_at")
+    list_display = (
+        "worker_id",
+        "host",
+        "pid",
+        "state",
+        "models_list",
+        "in_flight",
+        "concurrency",
+        "last_heartbeat",
+        "started_at",
+    )
     list_filter = ("state", "host")
     search_fields = ("worker_id", "host")
 

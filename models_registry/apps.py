@@ -15,7 +15,9 @@ class ModelsRegistryConfig(AppConfig):
         post_delete.connect(forget_enabled_model_names, sender=ServedModel, dispatch_uid="enabled-names-delete")
         for sender in (ServedModel, ApiKey):
             post_save.connect(forget_served_models, sender=sender, dispatch_uid=f"served-models-save-{sender.__name__}")
-            post_delete.connect(forget_served_models, sender=sender,
-                                dispatch_uid=f"served-models-delete-{sender.__name__}")
-        m2m_changed.connect(forget_served_models, sender=ApiKey.allowed_models.through,
-                            dispatch_uid="served-models-allowlist")
+            post_delete.connect(
+                forget_served_models, sender=sender, dispatch_uid=f"served-models-delete-{sender.__name__}"
+            )
+        m2m_changed.connect(
+            forget_served_models, sender=ApiKey.allowed_models.through, dispatch_uid="served-models-allowlist"
+        )

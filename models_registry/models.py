@@ -20,20 +20,37 @@ from .validators import (
 class ServedModel(models.Model):
     """A model clients can ask for by `name` (or an alias), served by one engine."""
 
-    name = models.CharField(max_length=128, unique=True, validators=[validate_model_name],
-                            help_text="The `model` value clients send.")
-    engine = models.CharField(max_length=16, choices=[(e, e) for e in ENGINE_CHOICES], default="auto",
-                              help_text="`auto` picks by the hardware of the process that loads it.")
-    source = models.CharField(max_length=1024, blank=True,
-                              help_text="A GGUF file or model directory; for vllm also a Hugging Face id; "
-                                        "for upstream the upstream's model name (optional); blank for echo.")
+    name = models.CharField(
+        max_length=128, unique=True, validators=[validate_model_name], help_text="The `model` value clients send."
+    )
+    engine = models.CharField(
+        max_length=16,
+        choices=[(e, e) for e in ENGINE_CHOICES],
+        default="auto",
+        help_text="`auto` picks by the hardware of the process that loads it.",
+    )
+    source = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="A GGUF file or model directory; for vllm also a Hugging Face id; "
+        "for upstream the upstream's model name (optional); blank for echo.",
+    )
     context_length = models.PositiveIntegerField(default=2048, validators=[MinValueValidator(16)])
-    default_params = models.JSONField(default=dict, blank=True, validators=[validate_default_params],
-                                      help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.')
-    engine_options = models.JSONField(default=dict, blank=True, validators=[validate_json_object],
-                                      help_text='Engine-specific options, e.g. {"n_threads": 2}.')
-    aliases = models.JSONField(default=list, blank=True, validators=[validate_aliases],
-                               help_text='Other names clients may use, e.g. ["smol"].')
+    default_params = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_default_params],
+        help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.',
+    )
+    engine_options = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_json_object],
+        help_text='Engine-specific options, e.g. {"n_threads": 2}.',
+    )
+    aliases = models.JSONField(
+        default=list, blank=True, validators=[validate_aliases], help_text='Other names clients may use, e.g. ["smol"].'
+    )
     enabled = models.BooleanField(default=True)
     description = models.CharField(max_length=255, blank=True)
     owned_by = models.CharField(max_length=64, default="inference-platform")
@@ -79,26 +96,41 @@ class ApiKey(models.Model):
     """A bearer key. Only a SHA-256 of the secret is stored; the plaintext is shown once."""
 
     name = models.CharField(max_length=100)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="api_keys")
-    prefix = models.CharField(max_length=16, unique=True, editable=False,
-                              help_text="Public part of the key, used to find it.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys"
+    )
+    prefix = models.CharField(
+        max_length=16, unique=True, editable=False, help_text="Public part of the key, used to find it."
+    )
     hashed_secret = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Leave blank for no expiry.")
     revoked = models.BooleanField(default=False)
-    allowed_models = models.ManyToManyField(ServedModel, blank=True, related_name="api_keys",
-                                            help_text="Leave empty to allow every model.")
-    rpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
-                                            verbose_name="requests per minute",
-                                            help_text="Leave blank for no limit.")
-    tpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
-                                            verbose_name="tokens per minute",
-                                            help_text="Prompt plus completion tokens. Leave blank for no limit.")
-    concurrency_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
-                                                    verbose_name="concurrent requests",
-                                                    help_text="Leave blank for no limit.")
+    allowed_models = models.ManyToManyField(
+        ServedModel, blank=True, related_name="api_keys", help_text="Leave empty to allow every model."
+    )
+    rpm_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="requests per minute",
+        help_text="Leave blank for no limit.",
+    )
+    tpm_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="tokens per minute",
+        help_text="Prompt plus completion tokens. Leave blank for no limit.",
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="concurrent requests",
+        help_text="Leave blank for no limit.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -98,8 +98,9 @@ def forget_enabled_model_names(**_signal_kwargs) -> None:
 
 def active_worker_ids() -> list[str]:
     """Workers not marked dead; their liveness keys in Redis tell which are really alive."""
-    return list(WorkerRegistration.objects.exclude(state=WorkerRegistration.State.DEAD)
-                .values_list("worker_id", flat=True))
+    return list(
+        WorkerRegistration.objects.exclude(state=WorkerRegistration.State.DEAD).values_list("worker_id", flat=True)
+    )
 
 
 def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:

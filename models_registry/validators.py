@@ -89,8 +89,13 @@ def validate_source_for_engine(engine: str, source: str, engine_options) -> None
     if engine == "upstream":
         base_url = (engine_options or {}).get("base_url") if isinstance(engine_options, dict) else None
         if not isinstance(base_url, str) or not URL_PATTERN.match(base_url):
-            raise ValidationError({"engine_options": [
-                'The upstream engine needs {"base_url": "http://host:port/v1"} (and optionally "api_key").']})
+            raise ValidationError(
+                {
+                    "engine_options": [
+                        'The upstream engine needs {"base_url": "http://host:port/v1"} (and optionally "api_key").'
+                    ]
+                }
+            )
         return
     if not source:
         raise ValidationError("A source is required: a GGUF file or a model directory.")

@@ -36,11 +36,36 @@ def _rounded(value: float | None, digits: int = 0) -> str | None:
 class RequestRecordAdmin(admin.ModelAdmin):
     """Read-only: records are written only by the request path."""
 
-    list_display = ("created_at", "model_name", "engine", "worker", "api_key", "endpoint", "stream", "status_code",
-                    "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens", "queue_wait", "ttft", "duration",
-                    "tokens_per_second_rounded")
-    list_filter = ("model_name", "api_key", StatusClassFilter, "status_code", "finish_reason", "worker", "engine",
-                   "endpoint", "stream", "created_at")
+    list_display = (
+        "created_at",
+        "model_name",
+        "engine",
+        "worker",
+        "api_key",
+        "endpoint",
+        "stream",
+        "status_code",
+        "finish_reason",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "queue_wait",
+        "ttft",
+        "duration",
+        "tokens_per_second_rounded",
+    )
+    list_filter = (
+        "model_name",
+        "api_key",
+        StatusClassFilter,
+        "status_code",
+        "finish_reason",
+        "worker",
+        "engine",
+        "endpoint",
+        "stream",
+        "created_at",
+    )
     list_select_related = ("api_key",)
     search_fields = ("request_id", "model_name", "api_key__name", "api_key__prefix", "error_type")
     date_hierarchy = "created_at"
@@ -92,9 +117,16 @@ class ApiKeyWithUsageAdmin(ApiKeyAdmin):
         rows = api_key_usage_by_day(key=obj)
         if not rows:
             return "No requests yet."
-        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
-            (r["day"].isoformat(), r["requests"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"])
-            for r in rows
-        ))
-        return format_html('<table id="usage-by-day"><tr><th>day</th><th>requests</th><th>prompt tokens</th>'
-                           "<th>completion tokens</th><th>total tokens</th></tr>{}</table>", body)
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (r["day"].isoformat(), r["requests"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"])
+                for r in rows
+            ),
+        )
+        return format_html(
+            '<table id="usage-by-day"><tr><th>day</th><th>requests</th><th>prompt tokens</th>'
+            "<th>completion tokens</th><th>total tokens</th></tr>{}</table>",
+            body,
+        )

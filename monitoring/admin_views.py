@@ -12,7 +12,7 @@ from .charts import line_chart
 from .dashboard import GROUPS, METRICS, WINDOWS, request_dashboard
 from .host_samples import process_summary
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _host_rows(summaries: list[dict]) -> list[dict]:
@@ -25,15 +25,24 @@ def _host_rows(summaries: list[dict]) -> list[dict]:
             return "—" if value is None else f"{value / GIB:.1f}"
 
         gpu = latest.get("gpu_count")
-        rows.append({
-            "host": summary["host"], "pid": summary["pid"], "role": summary.get("role") or "",
-            "name": summary.get("name") or "", "cpu_percent": latest.get("cpu_percent"),
-            "load_1m": latest.get("load_1m"),
-            "memory": f"{gib('memory_used_bytes')} / {gib('memory_total_bytes')} GiB ({latest.get('memory_percent')}%)",
-            "disk": f"{gib('disk_used_bytes')} / {gib('disk_total_bytes')} GiB ({latest.get('disk_percent')}%)",
-            "gpu": "none" if not gpu else (f"{gpu} × {gib('gpu_memory_used_bytes')} / {gib('gpu_memory_total_bytes')}"
-                                           f" GiB, {latest.get('gpu_utilization_percent')}% busy"),
-        })
+        rows.append(
+            {
+                "host": summary["host"],
+                "pid": summary["pid"],
+                "role": summary.get("role") or "",
+                "name": summary.get("name") or "",
+                "cpu_percent": latest.get("cpu_percent"),
+                "load_1m": latest.get("load_1m"),
+                "memory": f"{gib('memory_used_bytes')} / {gib('memory_total_bytes')} GiB ({latest.get('memory_percent')}%)",
+                "disk": f"{gib('disk_used_bytes')} / {gib('disk_total_bytes')} GiB ({latest.get('disk_percent')}%)",
+                "gpu": "none"
+                if not gpu
+                else (
+                    f"{gpu} × {gib('gpu_memory_used_bytes')} / {gib('gpu_memory_total_bytes')}"
+                    f" GiB, {latest.get('gpu_utilization_percent')}% busy"
+                ),
+            }
+        )
     return rows
 
 
@@ -52,14 +61,19 @@ def dashboard_view(request: HttpRequest, hosts_status: Callable[[], list[dict]] 
     group_by = request.GET.get("group", "model")
     group_by = group_by if group_by in GROUPS else "model"
     data = request_dashboard(window=window, group_by=group_by)
-    charts = [line_chart(title=title, unit=unit, buckets=data.buckets, series=data.series[metric])
-              for metric, title, unit in METRICS]
+    charts = [
+        line_chart(title=title, unit=unit, buckets=data.buckets, series=data.series[metric])
+        for metric, title, unit in METRICS
+    ]
     context = {
         **admin.site.each_context(request),
         "title": "Request dashboard",
-        "window": window, "windows": list(WINDOWS),
-        "group_by": group_by, "groups": list(GROUPS),
-        "charts": charts, "totals": data.totals,
+        "window": window,
+        "windows": list(WINDOWS),
+        "group_by": group_by,
+        "groups": list(GROUPS),
+        "charts": charts,
+        "totals": data.totals,
         "hosts": _host_rows(hosts_status()),
     }
     return TemplateResponse(request, "admin/monitoring/dashboard.html", context)

@@ -26,8 +26,9 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.2g}" if value < 1 else f"{value:.1f}"
 
 
-def line_chart(*, title: str, unit: str, buckets: list[dt.datetime],
-               series: dict[str, list[float | None]]) -> SafeString:
+def line_chart(
+    *, title: str, unit: str, buckets: list[dt.datetime], series: dict[str, list[float | None]]
+) -> SafeString:
     """One <svg>: a polyline per series over the buckets; None values break the line."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     values = [v for points in series.values() for v in points if v is not None]
@@ -40,22 +41,27 @@ def line_chart(*, title: str, unit: str, buckets: list[dt.datetime],
     def y(v: float) -> float:
         return TOP + plot_h * (1 - v / y_max)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
-             f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
-             f'<title>{escape(title)}</title>',
-             f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{escape(title)} ({escape(unit)})</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{escape(title)} ({escape(unit)})</text>',
+    ]
     for step in range(5):
         value = y_max * step / 4
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-                     f'stroke="#ddd"/><text x="{LEFT - 4}" y="{y(value) + 4:.1f}" font-size="10" '
-                     f'text-anchor="end">{escape(_number(value))}</text>')
+        parts.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="#ddd"/><text x="{LEFT - 4}" y="{y(value) + 4:.1f}" font-size="10" '
+            f'text-anchor="end">{escape(_number(value))}</text>'
+        )
     if buckets:
         last = len(buckets) - 1
         for i in sorted({0, last // 2, last}):
             label = buckets[i].strftime("%m-%d %H:%M") + (" UTC" if i == last else "")
             anchor = "end" if i == last and last else "start" if i == 0 else "middle"  # stay inside the svg
-            parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" font-size="10" text-anchor="{anchor}">'
-                         f'{escape(label)}</text>')
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" font-size="10" text-anchor="{anchor}">{escape(label)}</text>'
+            )
     legend_x = LEFT + 8
     for index, (name, points) in enumerate(series.items()):
         colour = COLOURS[index % len(COLOURS)]
@@ -70,13 +76,19 @@ def line_chart(*, title: str, unit: str, buckets: list[dt.datetime],
                 cx, cy = run[0].split(",")
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
             elif run:
-                parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
-                             f'points="{" ".join(run)}"><title>{escape(name)}</title></polyline>')
-        parts.append(f'<rect x="{legend_x}" y="{TOP + 2}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{legend_x + 14}" y="{TOP + 11}" font-size="11">{escape(name)}</text>')
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+                    f'points="{" ".join(run)}"><title>{escape(name)}</title></polyline>'
+                )
+        parts.append(
+            f'<rect x="{legend_x}" y="{TOP + 2}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{legend_x + 14}" y="{TOP + 11}" font-size="11">{escape(name)}</text>'
+        )
         legend_x += 24 + 7 * len(name)
     if not values:
-        parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" font-size="12" text-anchor="middle" '
-                     f'fill="#888">no requests in this window</text>')
+        parts.append(
+            f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" font-size="12" text-anchor="middle" '
+            f'fill="#888">no requests in this window</text>'
+        )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated label above went through escape()

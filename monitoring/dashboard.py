@@ -98,11 +98,16 @@ def _bucket_key(value) -> dt.datetime:
 
 def _percentiles_by_window_functions(queryset, unit: str, group_column: str, column: str) -> dict[tuple, dict]:
     """{(bucket, group): {"p50": v, "p95": v}} on a backend without percentile_cont, in one query."""
-    ranked = (queryset.filter(**{f"{column}__isnull": False})
-              .annotate(bucket=Trunc("created_at", unit), grp=F(group_column), v=F(column))
-              .annotate(rn=Window(RowNumber(), partition_by=[F("bucket"), F("grp")], order_by=F(column).asc()),
-                        n=Window(Count("id"), partition_by=[F("bucket"), F("grp")]))
-              .order_by().values("bucket", "grp", "v", "rn", "n"))
+    ranked = (
+        queryset.filter(**{f"{column}__isnull": False})
+        .annotate(bucket=Trunc("created_at", unit), grp=F(group_column), v=F(column))
+        .annotate(
+            rn=Window(RowNumber(), partition_by=[F("bucket"), F("grp")], order_by=F(column).asc()),
+            n=Window(Count("id"), partition_by=[F("bucket"), F("grp")]),
+        )
+        .order_by()
+        .values("bucket", "grp", "v", "rn", "n")
+    )
     inner_sql, params = ranked.query.sql_with_params()
     # For fraction f the wanted 0-based position is pos = f * (n - 1); ranks k with |k - pos| < 1
     # are its floor and ceiling, and weighting each by 1 - |k - pos| interpolates linearly.
@@ -112,12 +117,15 @@ def _percentiles_by_window_functions(queryset, unit: str, group_column: str, col
         picks.append(f"({near})")
         sums.append(f"SUM(CASE WHEN {near} THEN (1 - ABS((rn - 1) - {fraction!r} * (n - 1))) * v END) AS {name}")
     # Interpolated: Django's own SQL for the queryset and numbers from PERCENTILES; values are params.
-    sql = (f"SELECT bucket, grp, {', '.join(sums)} FROM ({inner_sql}) ranked "  # noqa: S608
-           f"WHERE {' OR '.join(picks)} GROUP BY bucket, grp")
+    sql = (
+        f"SELECT bucket, grp, {', '.join(sums)} FROM ({inner_sql}) ranked "  # noqa: S608
+        f"WHERE {' OR '.join(picks)} GROUP BY bucket, grp"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(_bucket_key(row[0]), row[1]): dict(zip(PERCENTILES, row[2:], strict=True))
-                for row in cursor.fetchall()}
+        return {
+            (_bucket_key(row[0]), row[1]): dict(zip(PERCENTILES, row[2:], strict=True)) for row in cursor.fetchall()
+        }
 
 
 # Records keep no model name a client made up (see request_record_create): every request
@@ -130,8 +138,12 @@ def _group_labels(group_by: str, keys) -> dict:
         return {k: k or UNKNOWN_MODEL for k in keys}
     if group_by != "key":
         return {k: k or "(none)" for k in keys}
-    names = {pk: f"{name} ({prefix})" for pk, name, prefix
-             in ApiKey.objects.filter(pk__in=[k for k in keys if k is not None]).values_list("pk", "name", "prefix")}
+    names = {
+        pk: f"{name} ({prefix})"
+        for pk, name, prefix in ApiKey.objects.filter(pk__in=[k for k in keys if k is not None]).values_list(
+            "pk", "name", "prefix"
+        )
+    }
     return {k: names.get(k, f"key #{k}") if k is not None else "(no key)" for k in keys}
 
 
@@ -147,8 +159,11 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
     group_column = GROUPS[group_by]
     records = RequestRecord.objects.filter(created_at__gte=start, created_at__lt=buckets[-1] + step)
 
-    aggregates = {"requests": Count("id"), "completion_tokens": Sum("completion_tokens"),
-                  "errors": Count("id", filter=Q(status_code__gte=400))}
+    aggregates = {
+        "requests": Count("id"),
+        "completion_tokens": Sum("completion_tokens"),
+        "errors": Count("id", filter=Q(status_code__gte=400)),
+    }
     on_postgres = connection.vendor == "postgresql"
     if on_postgres:
         for metric, column in PERCENTILE_COLUMNS.items():
@@ -156,9 +171,13 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
                 aggregates[f"{metric}_{name}"] = PercentileCont(column, fraction)
     # django-stubs types a values() row as a TypedDict of the named fields only; the aggregates
     # annotated from a dict are in every row too, so the rows are read as plain dicts.
-    rows = cast("QuerySet[RequestRecord, dict[str, Any]]",
-                records.annotate(bucket=Trunc("created_at", unit), grp=F(group_column))
-                .values("bucket", "grp").annotate(**aggregates).order_by())
+    rows = cast(
+        "QuerySet[RequestRecord, dict[str, Any]]",
+        records.annotate(bucket=Trunc("created_at", unit), grp=F(group_column))
+        .values("bucket", "grp")
+        .annotate(**aggregates)
+        .order_by(),
+    )
     cells = {(_bucket_key(row["bucket"]), row["grp"]): row for row in rows}
     if not on_postgres:
         for metric, column in PERCENTILE_COLUMNS.items():
@@ -175,8 +194,14 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
     # covers only the time since it began; dividing by the whole step would make it read low.
     covered = [step.total_seconds()] * len(buckets)
     covered[-1] = min(step.total_seconds(), max(MIN_COVERED_SECONDS, (now - buckets[-1]).total_seconds()))
-    series = {metric: {labels[g]: [0.0 if metric in ("requests_per_minute", "completion_tokens_per_second")
-                                   else None] * len(buckets) for g in order} for metric, _, _ in METRICS}
+    series = {
+        metric: {
+            labels[g]: [0.0 if metric in ("requests_per_minute", "completion_tokens_per_second") else None]
+            * len(buckets)
+            for g in order
+        }
+        for metric, _, _ in METRICS
+    }
     for (bucket, grp), row in cells.items():
         i, label = index.get(bucket), labels[grp]
         if i is None:
@@ -187,5 +212,6 @@ def request_dashboard(*, window: str = "hour", group_by: str = "model", now: dt.
         for metric in PERCENTILE_COLUMNS:
             for name in PERCENTILES:
                 series[f"{metric}_{name}"][label][i] = row.get(f"{metric}_{name}")
-    return Dashboard(window=window, group_by=group_by, buckets=buckets, series=series,
-                     totals={labels[g]: totals[g] for g in order})
+    return Dashboard(
+        window=window, group_by=group_by, buckets=buckets, series=series, totals={labels[g]: totals[g] for g in order}
+    )

@@ -36,8 +36,9 @@ def process_sampler() -> SystemSampler:
         return _sampler
 
 
-def start_process_sampler(*, role: str, name: str = "",
-                          publisher: Callable[[], Publisher] | None = None) -> SystemSampler:
+def start_process_sampler(
+    *, role: str, name: str = "", publisher: Callable[[], Publisher] | None = None
+) -> SystemSampler:
     """Start sampling this process in the background; calls after the first change nothing.
 
     `publisher` makes where the summaries go, if anywhere, once sampling really starts.

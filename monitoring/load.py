@@ -26,8 +26,12 @@ class ModelLoad:
     @classmethod
     def of_engine(cls, state: dict) -> ModelLoad:
         """One engine's load, from its `state()`."""
-        return cls(running=state["num_requests_running"], waiting=state["num_requests_waiting"],
-                   kv_cache_tokens=state.get("kv_cache_tokens", 0), kv_cache_capacity=state.get("kv_cache_capacity", 0))
+        return cls(
+            running=state["num_requests_running"],
+            waiting=state["num_requests_waiting"],
+            kv_cache_tokens=state.get("kv_cache_tokens", 0),
+            kv_cache_capacity=state.get("kv_cache_capacity", 0),
+        )
 
     def __add__(self, other: ModelLoad) -> ModelLoad:
         return ModelLoad(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))

@@ -25,10 +25,53 @@ import functools
 from collections.abc import Mapping
 
 # vLLM's own bucket bounds (vllm/v1/metrics/loggers.py), so its Grafana boards' quantiles fit.
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-               120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
 QUEUE_BUCKETS = E2E_BUCKETS
 
 # name -> (the record's millisecond field, bucket bounds in seconds)
@@ -78,8 +121,10 @@ def record_increments(record: Mapping) -> dict[str, float]:
     requests that finished, not those that failed."""
     if not record.get("engine"):
         return {}
-    increments = {PROMPT_TOKENS: record.get("prompt_tokens") or 0,
-                  GENERATION_TOKENS: record.get("completion_tokens") or 0}
+    increments = {
+        PROMPT_TOKENS: record.get("prompt_tokens") or 0,
+        GENERATION_TOKENS: record.get("completion_tokens") or 0,
+    }
     if record.get("cached_tokens") is not None:  # engines without a prefix cache leave it empty
         increments[PREFIX_CACHE_QUERIES] = record.get("prompt_tokens") or 0
         increments[PREFIX_CACHE_HITS] = record["cached_tokens"]
@@ -120,7 +165,8 @@ class ModelTotals:
     finished: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(FINISHED_REASONS.values(), 0))
     failed: int = 0
     histograms: dict[str, HistogramTotals] = dataclasses.field(
-        default_factory=lambda: {name: HistogramTotals([0] * len(bounds)) for name, (_, bounds) in HISTOGRAMS.items()})
+        default_factory=lambda: {name: HistogramTotals([0] * len(bounds)) for name, (_, bounds) in HISTOGRAMS.items()}
+    )
 
     def add(self, series: str, value: float) -> None:
         """Add one stored total; a series this version does not export is left out."""

@@ -8,11 +8,16 @@ class RequestRecord(models.Model):
 
     request_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(db_index=True)
-    api_key = models.ForeignKey("models_registry.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="request_records")
-    model_name = models.CharField(max_length=256, blank=True, db_index=True,
-                                  help_text="The served model the request resolved to (an alias is recorded "
-                                            "as its model); empty when it named no model its key may use.")
+    api_key = models.ForeignKey(
+        "models_registry.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="request_records"
+    )
+    model_name = models.CharField(
+        max_length=256,
+        blank=True,
+        db_index=True,
+        help_text="The served model the request resolved to (an alias is recorded "
+        "as its model); empty when it named no model its key may use.",
+    )
     engine = models.CharField(max_length=16, blank=True)
     worker = models.CharField(max_length=128, blank=True)
     endpoint = models.CharField(max_length=32)
@@ -20,14 +25,14 @@ class RequestRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     cached_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Prompt tokens served from the engine's prefix cache; "
-                                         "empty where the engine does not report it.")
-    queue_wait_ms = models.FloatField(null=True, blank=True,
-                                      help_text="Time the job waited for a worker, ms.")
+        null=True,
+        blank=True,
+        help_text="Prompt tokens served from the engine's prefix cache; empty where the engine does not report it.",
+    )
+    queue_wait_ms = models.FloatField(null=True, blank=True, help_text="Time the job waited for a worker, ms.")
     ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to first token, ms.")
     duration_ms = models.FloatField(help_text="Total time, ms.")
-    tokens_per_second = models.FloatField(null=True, blank=True,
-                                          help_text="Completion tokens over the total duration.")
+    tokens_per_second = models.FloatField(null=True, blank=True, help_text="Completion tokens over the total duration.")
     finish_reason = models.CharField(max_length=16, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_type = models.CharField(max_length=64, blank=True)

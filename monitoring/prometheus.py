@@ -20,8 +20,10 @@ LABEL = "model_name"  # vLLM's label for the served model
 HISTOGRAM_NAMES = {
     "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
     "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
-    "queue": ("vllm:request_queue_time_seconds",
-              "Histogram of time a request waited for a worker in seconds (0 in embedded mode)."),
+    "queue": (
+        "vllm:request_queue_time_seconds",
+        "Histogram of time a request waited for a worker in seconds (0 in embedded mode).",
+    ),
 }
 
 
@@ -33,14 +35,20 @@ class RequestMetricsCollector:
         self.load = load
 
     def collect(self):
-        running = GaugeMetricFamily("vllm:num_requests_running", "Number of requests in model execution batches.",
-                                    labels=[LABEL])
-        waiting = GaugeMetricFamily("vllm:num_requests_waiting",
-                                    "Number of requests waiting to be processed (for a slot, or for a worker).",
-                                    labels=[LABEL])
-        kv_usage = GaugeMetricFamily("vllm:kv_cache_usage_perc",
-                                     "KV-cache usage. 1 means 100 percent usage (cells held by running requests; "
-                                     "only engines that report their KV cache).", labels=[LABEL])
+        running = GaugeMetricFamily(
+            "vllm:num_requests_running", "Number of requests in model execution batches.", labels=[LABEL]
+        )
+        waiting = GaugeMetricFamily(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed (for a slot, or for a worker).",
+            labels=[LABEL],
+        )
+        kv_usage = GaugeMetricFamily(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage (cells held by running requests; "
+            "only engines that report their KV cache).",
+            labels=[LABEL],
+        )
         for model, load in sorted((self.load or {}).items()):
             running.add_metric([model], load.running)
             waiting.add_metric([model], load.waiting)
@@ -50,20 +58,28 @@ class RequestMetricsCollector:
 
         # CounterMetricFamily adds the `_total` suffix: these are vllm:prompt_tokens_total and so on.
         prompt = CounterMetricFamily("vllm:prompt_tokens", "Number of prefill tokens processed.", labels=[LABEL])
-        generation = CounterMetricFamily("vllm:generation_tokens", "Number of generation tokens processed.",
-                                         labels=[LABEL])
-        success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
-                                      labels=[LABEL, "finished_reason"])
-        failure = CounterMetricFamily("inference_platform_request_failure",
-                                      "Requests that reached a model and ended in an error (not a vLLM metric).",
-                                      labels=[LABEL])
+        generation = CounterMetricFamily(
+            "vllm:generation_tokens", "Number of generation tokens processed.", labels=[LABEL]
+        )
+        success = CounterMetricFamily(
+            "vllm:request_success", "Count of successfully processed requests.", labels=[LABEL, "finished_reason"]
+        )
+        failure = CounterMetricFamily(
+            "inference_platform_request_failure",
+            "Requests that reached a model and ended in an error (not a vLLM metric).",
+            labels=[LABEL],
+        )
         # vLLM's prefix cache counters, in tokens: prompt tokens looked up, and those found cached.
-        queries = CounterMetricFamily("vllm:prefix_cache_queries",
-                                      "Prefix cache queries, in terms of number of queried tokens.", labels=[LABEL])
-        hits = CounterMetricFamily("vllm:prefix_cache_hits",
-                                   "Prefix cache hits, in terms of number of cached tokens.", labels=[LABEL])
-        histograms = {name: HistogramMetricFamily(metric, help_text, labels=[LABEL])
-                      for name, (metric, help_text) in HISTOGRAM_NAMES.items()}
+        queries = CounterMetricFamily(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", labels=[LABEL]
+        )
+        hits = CounterMetricFamily(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", labels=[LABEL]
+        )
+        histograms = {
+            name: HistogramMetricFamily(metric, help_text, labels=[LABEL])
+            for name, (metric, help_text) in HISTOGRAM_NAMES.items()
+        }
         for model, totals in sorted(self.totals.items()):
             prompt.add_metric([model], totals.prompt_tokens)
             generation.add_metric([model], totals.generation_tokens)
@@ -75,8 +91,9 @@ class RequestMetricsCollector:
             for name, (_, bounds) in HISTOGRAMS.items():
                 histogram = totals.histograms[name]
                 buckets = [(floatToGoString(bound), count) for bound, count in zip(bounds, histogram.buckets)]
-                histograms[name].add_metric([model], buckets + [("+Inf", histogram.count)],
-                                            sum_value=histogram.sum_seconds)
+                histograms[name].add_metric(
+                    [model], buckets + [("+Inf", histogram.count)], sum_value=histogram.sum_seconds
+                )
         yield from (prompt, generation, queries, hits, success, failure, *histograms.values())
 
 

@@ -26,11 +26,19 @@ WINDOW = 300  # samples kept: 25 minutes at the default 5 s
 
 # Every numeric field of a sample; GPU ones are None where no GPU can be read.
 FIELDS = (
-    "cpu_percent", "load_1m",
-    "memory_used_bytes", "memory_total_bytes", "memory_percent",
-    "disk_used_bytes", "disk_total_bytes", "disk_percent",
+    "cpu_percent",
+    "load_1m",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "memory_percent",
+    "disk_used_bytes",
+    "disk_total_bytes",
+    "disk_percent",
     "process_rss_bytes",
-    "gpu_count", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "gpu_utilization_percent",
+    "gpu_count",
+    "gpu_memory_used_bytes",
+    "gpu_memory_total_bytes",
+    "gpu_utilization_percent",
 )
 GPU_FIELDS = ("gpu_count", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "gpu_utilization_percent")
 NO_GPU = dict.fromkeys(GPU_FIELDS)
@@ -66,15 +74,20 @@ class GpuProbe:
             used += memory.used
             total += memory.total
             utilization.append(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        return {"gpu_count": len(self._handles), "gpu_memory_used_bytes": used, "gpu_memory_total_bytes": total,
-                "gpu_utilization_percent": sum(utilization) / len(utilization)}
+        return {
+            "gpu_count": len(self._handles),
+            "gpu_memory_used_bytes": used,
+            "gpu_memory_total_bytes": total,
+            "gpu_utilization_percent": sum(utilization) / len(utilization),
+        }
 
 
 class SystemSampler:
     """Samples this host (and this process's memory) into a bounded window."""
 
-    def __init__(self, *, disk_path: str, role: str = "", name: str = "", window: int = WINDOW,
-                 gpu: GpuProbe | None = None):
+    def __init__(
+        self, *, disk_path: str, role: str = "", name: str = "", window: int = WINDOW, gpu: GpuProbe | None = None
+    ):
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.role = role
@@ -155,14 +168,29 @@ class SystemSampler:
     def summary(self) -> dict:
         """Who this is, the latest sample (taken now if there is none) and 1- and 5-minute averages."""
         latest = self.latest() or self.sample()
-        return {"host": self.host, "pid": self.pid, "role": self.role, "name": self.name,
-                "interval_seconds": self.interval, "latest": latest,
-                "averages": {"1m": self.averages(1), "5m": self.averages(5)}}
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "role": self.role,
+            "name": self.name,
+            "interval_seconds": self.interval,
+            "latest": latest,
+            "averages": {"1m": self.averages(1), "5m": self.averages(5)},
+        }
 
     def to_json(self) -> str:
         """The whole window, for export."""
-        return json.dumps({"host": self.host, "pid": self.pid, "role": self.role, "name": self.name,
-                           "interval_seconds": self.interval, "fields": list(FIELDS), "samples": self.samples()})
+        return json.dumps(
+            {
+                "host": self.host,
+                "pid": self.pid,
+                "role": self.role,
+                "name": self.name,
+                "interval_seconds": self.interval,
+                "fields": list(FIELDS),
+                "samples": self.samples(),
+            }
+        )
 
     # --- the background thread ---
 
@@ -174,8 +202,7 @@ class SystemSampler:
         """Sample every `interval` seconds on a daemon thread, handing each summary to `publish`."""
         self.interval = interval
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(interval, publish), name="system-sampler",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(interval, publish), name="system-sampler", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5) -> None:

@@ -25,19 +25,35 @@ METRICS_OPERATION = {
     "security": [{}, {"MetricsToken": []}, {"AdminSession": []}],
     "responses": {
         "200": {"description": "The metrics, `text/plain; version=0.0.4`.", "content": TEXT},
-        "401": {"description": "`METRICS_ACCESS=token` and the bearer token is missing or wrong.", "content": TEXT,
-                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
-        "403": {"description": "`METRICS_ACCESS=staff` without a staff session, or `token` with no "
-                               "`METRICS_TOKEN` configured.", "content": TEXT},
-        "500": {"description": "An unexpected server error (`internal_error`).",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "401": {
+            "description": "`METRICS_ACCESS=token` and the bearer token is missing or wrong.",
+            "content": TEXT,
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        "403": {
+            "description": "`METRICS_ACCESS=staff` without a staff session, or `token` with no "
+            "`METRICS_TOKEN` configured.",
+            "content": TEXT,
+        },
+        "500": {
+            "description": "An unexpected server error (`internal_error`).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
     },
 }
 
 SECURITY_SCHEMES = {
-    "MetricsToken": {"type": "http", "scheme": "bearer", "description": "`METRICS_TOKEN`, when `METRICS_ACCESS=token`."},
-    "AdminSession": {"type": "apiKey", "in": "cookie", "name": "sessionid",
-                     "description": "A staff login from the admin, when `METRICS_ACCESS=staff`."},
+    "MetricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`METRICS_TOKEN`, when `METRICS_ACCESS=token`.",
+    },
+    "AdminSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "sessionid",
+        "description": "A staff login from the admin, when `METRICS_ACCESS=staff`.",
+    },
 }
 
 

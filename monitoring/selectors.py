@@ -41,10 +41,15 @@ def api_key_usage_by_day(*, key: ApiKey, days: int = 30) -> list[dict]:
     request counts, including rejected and failed ones (their tokens are usually 0).
     """
     since = timezone.now() - dt.timedelta(days=days)
-    rows = (RequestRecord.objects.filter(api_key=key, created_at__gte=since)
-            .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
-            .values("day")
-            .annotate(requests=Count("id"), prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
-                      completion_tokens=Coalesce(Sum("completion_tokens"), 0))
-            .order_by("-day"))
+    rows = (
+        RequestRecord.objects.filter(api_key=key, created_at__gte=since)
+        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+        .values("day")
+        .annotate(
+            requests=Count("id"),
+            prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
+            completion_tokens=Coalesce(Sum("completion_tokens"), 0),
+        )
+        .order_by("-day")
+    )
     return [{**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]} for row in rows]

@@ -79,7 +79,9 @@ def request_records_create(records: list[dict[str, Any]]) -> int:
 
 
 def _records_insert(batch: dict[str, dict[str, Any]], *, stored: set[str]) -> int:
-    new = [_record_fields(r) | {"request_id": request_id} for request_id, r in batch.items() if request_id not in stored]
+    new = [
+        _record_fields(r) | {"request_id": request_id} for request_id, r in batch.items() if request_id not in stored
+    ]
     totals: dict[str, dict[str, float]] = {}
     for fields in new:
         per_model = totals.setdefault(fields["model_name"], {})
@@ -132,7 +134,7 @@ def _storable(text: dict[str, str]) -> dict[str, str]:
     """
     stored = {}
     for name, value in text.items():
-        value = value[:_max_length(name)]
+        value = value[: _max_length(name)]
         stored[name] = _UNSTORABLE.sub("\N{REPLACEMENT CHARACTER}", value)
     return stored
 
@@ -151,9 +153,11 @@ def metric_totals_add(model_name: str, increments: dict[str, float]) -> None:
     params = [item for series, amount in rows for item in (model_name, series, float(amount))]
     with connection.cursor() as cursor:
         # Only the quoted table name and placeholders are interpolated; the values are parameters.
-        cursor.execute(f"INSERT INTO {table} (model_name, series, value) VALUES {values} "  # noqa: S608
-                       f"ON CONFLICT (model_name, series) DO UPDATE SET value = {table}.value + excluded.value",
-                       params)
+        cursor.execute(
+            f"INSERT INTO {table} (model_name, series, value) VALUES {values} "  # noqa: S608
+            f"ON CONFLICT (model_name, series) DO UPDATE SET value = {table}.value + excluded.value",
+            params,
+        )
 
 
 def request_records_prune(*, older_than_days: int, batch_size: int = 5000, now: dt.datetime | None = None) -> int:

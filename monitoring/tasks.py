@@ -11,5 +11,6 @@ def prune_request_records() -> int:
     """Delete records older than RECORD_RETENTION_DAYS; 0 keeps them forever."""
     if settings.RECORD_RETENTION_DAYS <= 0:
         return 0
-    return request_records_prune(older_than_days=settings.RECORD_RETENTION_DAYS,
-                                 batch_size=settings.RECORD_RETENTION_BATCH_SIZE)
+    return request_records_prune(
+        older_than_days=settings.RECORD_RETENTION_DAYS, batch_size=settings.RECORD_RETENTION_BATCH_SIZE
+    )

@@ -106,7 +106,6 @@ class ErrorInfo:
     param: str | None
 
 
-
 class ModelBusy(RateLimited):
     """The model's waiting queue is full (backpressure): 429 with a Retry-After from its drain rate."""
 
@@ -147,5 +146,6 @@ def error_info(exc: BaseException) -> ErrorInfo | None:
     return None
 
 
-INTERNAL_ERROR = ErrorInfo(500, "server_error", "internal_error",
-                           "The server had an error while processing your request.", None)
+INTERNAL_ERROR = ErrorInfo(
+    500, "server_error", "internal_error", "The server had an error while processing your request.", None
+)

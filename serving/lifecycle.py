@@ -37,18 +37,21 @@ CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answe
 
 
 @asynccontextmanager
-async def request_lifecycle(*, endpoint: str, api_key_id: int | None, request_id: str | None = None,
-                            started_at: float | None = None,
-                            describe: Callable[[BaseException], ErrorInfo | None] = error_info,
-                            ) -> AsyncIterator[RequestLifecycle]:
+async def request_lifecycle(
+    *,
+    endpoint: str,
+    api_key_id: int | None,
+    request_id: str | None = None,
+    started_at: float | None = None,
+    describe: Callable[[BaseException], ErrorInfo | None] = error_info,
+) -> AsyncIterator[RequestLifecycle]:
     """Own one request from here to its end; on leaving, its record is written and its slot freed.
 
     An exception leaving the block sets the outcome unless one was set already: a cancellation
     (or a closed stream) is 499 `cancelled`, an error what `describe` makes of it (a protocol
     module adds its parsing errors to serving's), anything it does not know a 500.
     """
-    life = RequestLifecycle(endpoint=endpoint, api_key_id=api_key_id, request_id=request_id,
-                            started_at=started_at)
+    life = RequestLifecycle(endpoint=endpoint, api_key_id=api_key_id, request_id=request_id, started_at=started_at)
     try:
         yield life
     except (asyncio.CancelledError, GeneratorExit):
@@ -68,8 +71,9 @@ class RequestLifecycle:
     request that a web process started.
     """
 
-    def __init__(self, *, endpoint: str, api_key_id: int | None, request_id: str | None = None,
-                 started_at: float | None = None):
+    def __init__(
+        self, *, endpoint: str, api_key_id: int | None, request_id: str | None = None, started_at: float | None = None
+    ):
         self.request_id = request_id or uuid.uuid4().hex
         self.endpoint = endpoint
         self.api_key_id = api_key_id
@@ -117,8 +121,13 @@ class RequestLifecycle:
 
     def job_record(self) -> dict[str, Any]:
         """What this request carries to a worker so the worker can write the record."""
-        return {"endpoint": self.endpoint, "api_key_id": self.api_key_id, "model_name": self.model_name,
-                "engine": self.engine, "stream": self.stream}
+        return {
+            "endpoint": self.endpoint,
+            "api_key_id": self.api_key_id,
+            "model_name": self.model_name,
+            "engine": self.engine,
+            "stream": self.stream,
+        }
 
     # --- the outcome: the first one set is the request's ---
 

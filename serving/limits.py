@@ -73,8 +73,9 @@ class KeyLimits:
 
 def _rejection(which: str, limit: int, retry_after: int) -> RateLimited:
     what = {_RPM: "requests per minute", _TPM: "tokens per minute", _CONCURRENCY: "concurrent requests"}[which]
-    return RateLimited(f"Rate limit reached for this API key: {limit} {what}. "
-                       f"Try again in {retry_after} s.", retry_after=retry_after)
+    return RateLimited(
+        f"Rate limit reached for this API key: {limit} {what}. Try again in {retry_after} s.", retry_after=retry_after
+    )
 
 
 class Admission:
@@ -227,8 +228,15 @@ class RedisLimiter(Limiter):
 
     async def _admit(self, limits: KeyLimits) -> None:
         try:
-            result: list[int] = await self._eval(_ADMIT, limits.key_id, limits.rpm or 0, limits.tpm or 0,
-                                      limits.concurrency or 0, WINDOW_SECONDS, CONCURRENCY_TTL_SECONDS)
+            result: list[int] = await self._eval(
+                _ADMIT,
+                limits.key_id,
+                limits.rpm or 0,
+                limits.tpm or 0,
+                limits.concurrency or 0,
+                WINDOW_SECONDS,
+                CONCURRENCY_TTL_SECONDS,
+            )
         except (RedisError, OSError) as exc:
             logger.warning("rate limiter unreachable: %s", exc)
             raise ServiceUnavailable("The rate limiter is unreachable; try again shortly.") from exc

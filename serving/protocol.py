@@ -69,16 +69,18 @@ _REQUEST_TIMEOUT: Any = object()
 
 
 @overload
-def redis_client(*, sync: Literal[False] = False, url: str | None = None,
-                 timeout: float | None = ...) -> aioredis.Redis: ...
+def redis_client(
+    *, sync: Literal[False] = False, url: str | None = None, timeout: float | None = ...
+) -> aioredis.Redis: ...
 
 
 @overload
 def redis_client(*, sync: Literal[True], url: str | None = None, timeout: float | None = ...) -> redis.Redis: ...
 
 
-def redis_client(*, sync: bool = False, url: str | None = None,
-                 timeout: float | None = _REQUEST_TIMEOUT) -> aioredis.Redis | redis.Redis:
+def redis_client(
+    *, sync: bool = False, url: str | None = None, timeout: float | None = _REQUEST_TIMEOUT
+) -> aioredis.Redis | redis.Redis:
     """A Redis client for REDIS_URL (or `url`) with the platform's connection options.
 
     Async unless `sync`. Use it as a context manager (`async with` / `with`) to close it.
@@ -90,8 +92,15 @@ def redis_client(*, sync: bool = False, url: str | None = None,
     return aioredis.Redis.from_url(url or settings.REDIS_URL, **options)
 
 
-def job_message(*, engine: str, spec: ModelSpec, request: GenerationRequest, reply_channel: str,
-                submitted_at: float, record: dict[str, Any]) -> dict[str, Any]:
+def job_message(
+    *,
+    engine: str,
+    spec: ModelSpec,
+    request: GenerationRequest,
+    reply_channel: str,
+    submitted_at: float,
+    record: dict[str, Any],
+) -> dict[str, Any]:
     """Everything a worker needs to run one request and record it."""
     return {
         "engine": engine,
@@ -129,19 +138,29 @@ def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
     if chunk.logprobs:
         data["logprobs"] = [_logprob_to_list(entry) for entry in chunk.logprobs]
     if chunk.finish_reason is not None:
-        data.update(finish=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
-                    completion_tokens=chunk.completion_tokens, cached_tokens=chunk.cached_tokens)
+        data.update(
+            finish=chunk.finish_reason,
+            prompt_tokens=chunk.prompt_tokens,
+            completion_tokens=chunk.completion_tokens,
+            cached_tokens=chunk.cached_tokens,
+        )
         if chunk.finish_reasons:
             data["finish_reasons"] = list(chunk.finish_reasons)
     return data
 
 
 def chunk_from_dict(data: dict[str, Any]) -> Chunk:
-    return Chunk(text=data["text"], token_ids=tuple(data["ids"]), finish_reason=data.get("finish"),
-                 prompt_tokens=data.get("prompt_tokens"), completion_tokens=data.get("completion_tokens"),
-                 cached_tokens=data.get("cached_tokens"), index=data.get("index", 0),
-                 logprobs=tuple(_logprob_from_list(entry) for entry in data.get("logprobs", ())),
-                 finish_reasons=tuple(data.get("finish_reasons", ())))
+    return Chunk(
+        text=data["text"],
+        token_ids=tuple(data["ids"]),
+        finish_reason=data.get("finish"),
+        prompt_tokens=data.get("prompt_tokens"),
+        completion_tokens=data.get("completion_tokens"),
+        cached_tokens=data.get("cached_tokens"),
+        index=data.get("index", 0),
+        logprobs=tuple(_logprob_from_list(entry) for entry in data.get("logprobs", ())),
+        finish_reasons=tuple(data.get("finish_reasons", ())),
+    )
 
 
 # Logprobs travel as compact lists: [token, logprob, bytes, [[token, logprob, bytes], ...]].
@@ -151,8 +170,12 @@ def _logprob_to_list(entry: TokenLogprob) -> list[Any]:
 
 def _logprob_from_list(data: list[Any]) -> TokenLogprob:
     token, logprob, raw, top = data
-    return TokenLogprob(token=token, logprob=logprob, bytes=tuple(raw),
-                        top=tuple(TopLogprob(token=t, logprob=lp, bytes=tuple(b)) for t, lp, b in top))
+    return TokenLogprob(
+        token=token,
+        logprob=logprob,
+        bytes=tuple(raw),
+        top=tuple(TopLogprob(token=t, logprob=lp, bytes=tuple(b)) for t, lp, b in top),
+    )
 
 
 def error_to_dict(exc: engine_errors.EngineError) -> dict[str, Any]:

@@ -56,8 +56,9 @@ _Item = tuple[Record | _Barrier | _Stop, "Future[None]"]
 class RecordWriter:
     """One thread that stores queued records in batches; `submit` never blocks on the database."""
 
-    def __init__(self, store: Callable[[list[Record]], object] = request_records_create,
-                 max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Callable[[list[Record]], object] = request_records_create, max_batch: int = MAX_BATCH
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -156,8 +157,9 @@ class RecordWriter:
             self._store(records)
             return
         except Exception:
-            logger.warning("storing %d request records at once failed; storing them one at a time",
-                           len(records), exc_info=True)
+            logger.warning(
+                "storing %d request records at once failed; storing them one at a time", len(records), exc_info=True
+            )
         connection.close()  # a broken connection must not fail every record after it
         for record in records:
             try:

@@ -48,8 +48,12 @@ _lock = threading.Lock()
 
 def model_spec(model: ServedModel) -> ModelSpec:
     """What an engine needs to load the model."""
-    return ModelSpec(name=model.name, source=model.source, context_length=model.context_length,
-                     options=dict(model.engine_options or {}))
+    return ModelSpec(
+        name=model.name,
+        source=model.source,
+        context_length=model.context_length,
+        options=dict(model.engine_options or {}),
+    )
 
 
 def route_for(model: ServedModel) -> Route:

@@ -46,7 +46,8 @@ def require_features(route: Route, used: Mapping[str, str]) -> None:
         if feature not in route.capabilities:
             raise UnsupportedParameter(
                 f"The '{param}' parameter is not supported by the {route.engine} engine serving "
-                f"model `{route.model.name}`.", param=param,
+                f"model `{route.model.name}`.",
+                param=param,
             )
 
 

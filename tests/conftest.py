@@ -33,15 +33,17 @@ def gguf_path() -> str:
 @pytest.fixture
 def smollm2(transactional_db, gguf_path):
     """The real bundled SmolLM2 model, registered as the platform does on first run."""
-    return served_model_register(name="smollm2", source=gguf_path, engine="llama_cpp", context_length=2048,
-                                 aliases=["SmolLM2-135M-Instruct"])
+    return served_model_register(
+        name="smollm2", source=gguf_path, engine="llama_cpp", context_length=2048, aliases=["SmolLM2-135M-Instruct"]
+    )
 
 
 @pytest.fixture
 def echo_model(transactional_db):
     """A deterministic model with a per-token pause, so concurrency is observable."""
-    return served_model_register(name="echo", source="", engine="echo", context_length=512,
-                                 engine_options={"token_delay_ms": 20})
+    return served_model_register(
+        name="echo", source="", engine="echo", context_length=512, engine_options={"token_delay_ms": 20}
+    )
 
 
 @pytest.fixture
@@ -63,8 +65,9 @@ def asgi_app():
 async def client(asgi_app, api_key):
     """An httpx client that talks to the ASGI app in-process, authenticated with `api_key`."""
     transport = httpx.ASGITransport(app=asgi_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                 headers={"Authorization": f"Bearer {api_key}"}, timeout=120) as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers={"Authorization": f"Bearer {api_key}"}, timeout=120
+    ) as c:
         yield c
     # Views ran their ORM calls on asgiref's sync thread; close that thread's connection
     # so PostgreSQL can drop the test database at the end. The record writer stores what is

@@ -20,14 +20,23 @@ LONG_ECHO = "long-echo"
 
 def register_long_echo() -> ServedModel:
     """The echo engine with room for long_chat(): a request that runs until something stops it."""
-    return served_model_register(name=LONG_ECHO, source="", engine="echo", context_length=2 * LONG_WORDS + 64,
-                                 engine_options={"token_delay_ms": 20})
+    return served_model_register(
+        name=LONG_ECHO,
+        source="",
+        engine="echo",
+        context_length=2 * LONG_WORDS + 64,
+        engine_options={"token_delay_ms": 20},
+    )
 
 
 def long_chat(**extra) -> dict:
     """A chat body for the long echo model that generates LONG_WORDS tokens."""
-    return {"model": LONG_ECHO, "max_tokens": LONG_WORDS,
-            "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(LONG_WORDS))}], **extra}
+    return {
+        "model": LONG_ECHO,
+        "max_tokens": LONG_WORDS,
+        "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(LONG_WORDS))}],
+        **extra,
+    }
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
@@ -56,12 +65,23 @@ class HeldPost:
 
     async def _post(self, app, path: str, payload: bytes, key: str) -> list[dict]:
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                        (b"authorization", f"Bearer {key}".encode())],
-            "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"authorization", f"Bearer {key}".encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
         }
         body_sent = False
 

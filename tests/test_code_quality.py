@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 CHECKS = {
     "ruff-lint": ["ruff", "check", "."],
-    "ruff-format": ["ruff", "format", "--check", "engines"],
+    "ruff-format": ["ruff", "format", "--check", "."],
     "mypy": ["mypy"],
 }
 

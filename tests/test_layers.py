@@ -11,8 +11,14 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", ".importlinter"], cwd=root, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", ".importlinter"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_the_code_keeps_every_import_contract():
@@ -46,7 +52,9 @@ def test_django_in_engines_breaks_the_contract(tmp_path):
 
 def test_a_cycle_between_siblings_breaks_the_contract(tmp_path):
     root = copy_of_the_code(tmp_path)
-    (root / "serving" / "route.py").write_text((root / "serving" / "route.py").read_text() + "\nfrom . import lifecycle\n")
+    (root / "serving" / "route.py").write_text(
+        (root / "serving" / "route.py").read_text() + "\nfrom . import lifecycle\n"
+    )
     result = lint_imports(root)
     assert result.returncode == 1
     assert "No cycles are allowed in serving" in result.stdout

@@ -43,8 +43,9 @@ class StreamResult:
                 yield sse_event(event)
 
 
-async def completion_serve(*, kind: str, key: ApiKey, read_body: Callable[[], object],
-                           force_stream: bool = False) -> JsonResult | StreamResult:
+async def completion_serve(
+    *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
+) -> JsonResult | StreamResult:
     """Answer one completion request; exactly one record is written whatever happens.
 
     `force_stream` is for transports that always stream (WebSockets), whatever `stream` says.
@@ -69,8 +70,9 @@ async def _prepend(first: dict | str, rest: AsyncIterator[dict | str]) -> AsyncI
             yield event
 
 
-async def _answer(kind: str, key: ApiKey, read_body: Callable[[], object],
-                  force_stream: bool) -> AsyncIterator[JsonResult | dict | str]:
+async def _answer(
+    kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool
+) -> AsyncIterator[JsonResult | dict | str]:
     """One JsonResult, or a stream's events: the first only once the engine's first chunk is in."""
     async with request_lifecycle(endpoint=kind, api_key_id=key.pk, describe=error_info) as life:
         data = read_body()
@@ -122,8 +124,12 @@ async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncI
     for choice, text, reason in zip(choices, parts, reasons):
         choice.text, choice.finish_reason = "".join(text), reason
     return completion_body(
-        kind=kind, completion_id=_completion_id(kind, life), model=body["model"], choices=choices,
-        prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
+        kind=kind,
+        completion_id=_completion_id(kind, life),
+        model=body["model"],
+        choices=choices,
+        prompt_tokens=final.prompt_tokens or 0,
+        completion_tokens=final.completion_tokens or 0,
         cached_tokens=final.cached_tokens,
     )
 
@@ -133,12 +139,19 @@ def _finish_reasons(final: Chunk, n: int) -> tuple[str, ...]:
     return final.finish_reasons if len(final.finish_reasons) == n else (final.finish_reason,) * n
 
 
-async def _stream_events(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk],
-                         first: Chunk) -> AsyncIterator[dict | str]:
+async def _stream_events(
+    kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk], first: Chunk
+) -> AsyncIterator[dict | str]:
     """Chunk objects for one request; an error after the first arrives in-band, as OpenAI sends it."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    writer = ChunkWriter(kind=kind, completion_id=_completion_id(kind, life), model=body["model"],
-                         include_usage=include_usage, n=body.get("n") or 1, logprobs=wants_logprobs(kind, body))
+    writer = ChunkWriter(
+        kind=kind,
+        completion_id=_completion_id(kind, life),
+        model=body["model"],
+        include_usage=include_usage,
+        n=body.get("n") or 1,
+        logprobs=wants_logprobs(kind, body),
+    )
     try:
         for opening in writer.openings():
             yield opening

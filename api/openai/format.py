@@ -59,11 +59,18 @@ class ChoiceResult:
 
 def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> ChatLogprobs:
     """A chat choice's `logprobs` object."""
-    return {"content": [{"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes),
-                         "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
-                                          for t in e.top]}
-                        for e in entries],
-            "refusal": None}
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": list(e.bytes),
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in e.top],
+            }
+            for e in entries
+        ],
+        "refusal": None,
+    }
 
 
 def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int = 0) -> TextLogprobs:
@@ -74,33 +81,53 @@ def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset
         tokens.append(entry.token)
         offsets.append(offset)
         offset += len(entry.token)
-    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{**{t.token: t.logprob for t in e.top}, e.token: e.logprob} for e in entries],
-            "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{**{t.token: t.logprob for t in e.top}, e.token: e.logprob} for e in entries],
+        "text_offset": offsets,
+    }
 
 
-def completion_body(*, kind: str, completion_id: str, model: str, choices: list[ChoiceResult],
-                    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> Completion:
+def completion_body(
+    *,
+    kind: str,
+    completion_id: str,
+    model: str,
+    choices: list[ChoiceResult],
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int | None = None,
+) -> Completion:
     """The whole (non-streamed) answer."""
     bodies: list[dict[str, Any]] = []
     for index, choice in enumerate(choices):
         finish = openai_finish_reason(choice.finish_reason)
         if kind == CHAT:
             chat = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
-            bodies.append({"index": index, "message": {"role": "assistant", "content": choice.text},
-                           "logprobs": chat, "finish_reason": finish})
+            bodies.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": choice.text},
+                    "logprobs": chat,
+                    "finish_reason": finish,
+                }
+            )
         else:
             text = None if choice.logprobs is None else text_logprobs(choice.logprobs)
             bodies.append({"index": index, "text": choice.text, "logprobs": text, "finish_reason": finish})
-    return cast(Completion, {
-        "id": completion_id,
-        "object": "chat.completion" if kind == CHAT else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": None,
-        "choices": bodies,
-        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
-    })
+    return cast(
+        Completion,
+        {
+            "id": completion_id,
+            "object": "chat.completion" if kind == CHAT else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+            "choices": bodies,
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
+        },
+    )
 
 
 # Ends every stream: SSE sends it as `data: [DONE]`, WebSockets as a text frame.
@@ -116,8 +143,9 @@ def sse_event(obj: CompletionChunk | dict | str) -> bytes:
 class ChunkWriter:
     """Builds the OpenAI chunk objects of one streamed request (`n` choices, told apart by index)."""
 
-    def __init__(self, *, kind: str, completion_id: str, model: str, include_usage: bool, n: int = 1,
-                 logprobs: bool = False):
+    def __init__(
+        self, *, kind: str, completion_id: str, model: str, include_usage: bool, n: int = 1, logprobs: bool = False
+    ):
         self.kind = kind
         self.completion_id = completion_id
         self.model = model
@@ -141,8 +169,14 @@ class ChunkWriter:
         obj.update(extra)
         return cast(CompletionChunk, obj)
 
-    def _choice(self, index: int, text: str | None, finish_reason: str | None, role: bool = False,
-                logprobs: tuple[TokenLogprob, ...] | None = None) -> dict[str, Any]:
+    def _choice(
+        self,
+        index: int,
+        text: str | None,
+        finish_reason: str | None,
+        role: bool = False,
+        logprobs: tuple[TokenLogprob, ...] | None = None,
+    ) -> dict[str, Any]:
         if self.kind == CHAT:
             delta: dict[str, str] = {}
             if role:

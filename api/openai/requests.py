@@ -35,12 +35,16 @@ def _sharing_bound_fields(serializer_class: type[serializers.Serializer]) -> typ
     return Shared
 
 
-_SERIALIZERS = {CHAT: _sharing_bound_fields(ChatCompletionRequestSerializer),
-                TEXT: _sharing_bound_fields(CompletionRequestSerializer)}
+_SERIALIZERS = {
+    CHAT: _sharing_bound_fields(ChatCompletionRequestSerializer),
+    TEXT: _sharing_bound_fields(CompletionRequestSerializer),
+}
 # OpenAI's defaults where neither the request nor the model's defaults say otherwise; legacy
 # completions stop at 16 tokens unless told otherwise, chat at the end of the context.
-_SAMPLING_DEFAULTS = {CHAT: {"temperature": 1.0, "top_p": 1.0},
-                      TEXT: {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16}}
+_SAMPLING_DEFAULTS = {
+    CHAT: {"temperature": 1.0, "top_p": 1.0},
+    TEXT: {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16},
+}
 
 
 def validated_body(kind: str, data) -> dict:
@@ -73,8 +77,12 @@ def features_used(kind: str, body: dict) -> dict[str, str]:
         "n": ("n", (body.get("n") or 1) > 1),
         "logprobs": ("logprobs", wants_logprobs(kind, body)),
         "logit_bias": ("logit_bias", bool(body.get("logit_bias"))),
-        "tools": ("tools", bool(body.get("tools")) or body.get("tool_choice") not in (None, "none", "auto")
-                  or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", []))),
+        "tools": (
+            "tools",
+            bool(body.get("tools"))
+            or body.get("tool_choice") not in (None, "none", "auto")
+            or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", [])),
+        ),
         "response_format": ("response_format", _wants_format(body.get("response_format"))),
     }
     return {feature: param for feature, (param, used) in wanted.items() if used}
@@ -89,8 +97,7 @@ def refuse_unsupported_options(kind: str, body: dict, engine: str) -> None:
         raise UnsupportedParameter(f"'{param}' is not supported by the {engine} engine.", param=param)
 
 
-def generation_request(kind: str, body: dict, model: ServedModel, request_id: str, *,
-                       tenant: str) -> GenerationRequest:
+def generation_request(kind: str, body: dict, model: ServedModel, request_id: str, *, tenant: str) -> GenerationRequest:
     """The engine's request; `tenant` (the key) is whom a model's queue serves round-robin."""
     defaults = {**_SAMPLING_DEFAULTS[kind], **(model.default_params or {})}
 

@@ -96,7 +96,7 @@ class StreamEventScheme(OpenApiSerializerExtension):
             "properties": {
                 "data": {
                     "description": "A JSON chunk, an error body if the stream fails after it started, "
-                                   "then the literal `[DONE]`.",
+                    "then the literal `[DONE]`.",
                     "anyOf": [
                         {"const": STREAM_DONE},
                         {
@@ -130,11 +130,17 @@ def _error(description: str) -> OpenApiResponse:
 _UNAUTHORIZED = _error("Missing, wrong, expired or revoked API key (`invalid_api_key`).")
 _INTERNAL = _error("An unexpected server error (`internal_error`).")
 _WWW_AUTHENTICATE = OpenApiParameter(
-    "WWW-Authenticate", OpenApiTypes.STR, location=OpenApiParameter.HEADER, response=[401],
+    "WWW-Authenticate",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    response=[401],
     description='`Bearer realm="api"`',
 )
 _RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, location=OpenApiParameter.HEADER, response=[429],
+    "Retry-After",
+    OpenApiTypes.INT,
+    location=OpenApiParameter.HEADER,
+    response=[429],
     description="Seconds to wait before retrying: the rate limit's window, or the model queue's drain estimate.",
 )
 
@@ -146,9 +152,11 @@ def _view_schema(method_name: str, **kwargs):
     without touching the parent; adrf then sees a sync handler, dispatches it synchronously
     and fails on the returned coroutine (a 500 on every request).
     """
+
     def decorator(view):
         method = getattr(view, method_name)
         if method_name not in view.__dict__:
+
             @functools.wraps(method)
             async def isolated(self, request, *args, **kw):
                 return await method(self, request, *args, **kw)
@@ -161,13 +169,20 @@ def _view_schema(method_name: str, **kwargs):
 
 
 # Request examples for the docs page, with the bundled model; tests/api/test_openapi.py sends each.
-_CHAT_BODY = {"model": "smollm2", "messages": [{"role": "system", "content": "You are terse."},
-                                               {"role": "user", "content": "Say hello to the sea."}],
-              "max_tokens": 16, "temperature": 0}
+_CHAT_BODY = {
+    "model": "smollm2",
+    "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the sea."}],
+    "max_tokens": 16,
+    "temperature": 0,
+}
 CHAT_EXAMPLES = [
     OpenApiExample("Chat", value=_CHAT_BODY, request_only=True),
-    OpenApiExample("Streamed", summary="Streamed, with usage", request_only=True,
-                   value={**_CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}),
+    OpenApiExample(
+        "Streamed",
+        summary="Streamed, with usage",
+        request_only=True,
+        value={**_CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}},
+    ),
 ]
 _TEXT_BODY = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 16, "stop": ["\n"], "seed": 7}
 TEXT_EXAMPLES = [
@@ -176,12 +191,13 @@ TEXT_EXAMPLES = [
 ]
 
 
-def _completion_schema(*, operation_id: str, summary: str, request, body: type, object_name: str, chunk: type,
-                       examples: list):
+def _completion_schema(
+    *, operation_id: str, summary: str, request, body: type, object_name: str, chunk: type, examples: list
+):
     ok_description = (
         f"`application/json`: the whole answer (`stream` false). `text/event-stream` (`stream` true): "
         f"one `data: <{object_name} JSON>` event per chunk, ending with `data: [DONE]`; an error after "
-        f"the stream started arrives as a `data: {{\"error\": ...}}` event. Its schema describes one event."
+        f'the stream started arrives as a `data: {{"error": ...}}` event. Its schema describes one event.'
     )
     return _view_schema(
         "post",
@@ -194,35 +210,50 @@ def _completion_schema(*, operation_id: str, summary: str, request, body: type, 
         responses={
             (200, "application/json"): OpenApiResponse(serializer_for(body), description=ok_description),
             (200, "text/event-stream"): OpenApiResponse(_stream_event(chunk), description=ok_description),
-            400: _error("Bad JSON, wrong types, unknown fields (`invalid_value`, `invalid_json`), context "
-                        "overflow (`context_length_exceeded`) or a feature the engine lacks "
-                        "(`unsupported_parameter`)."),
+            400: _error(
+                "Bad JSON, wrong types, unknown fields (`invalid_value`, `invalid_json`), context "
+                "overflow (`context_length_exceeded`) or a feature the engine lacks "
+                "(`unsupported_parameter`)."
+            ),
             401: _UNAUTHORIZED,
             404: _error("Unknown model, or one outside the key's allowlist (`model_not_found`)."),
             415: _error("The body is not `application/json` (`unsupported_media_type`)."),
-            429: _error("A per-key limit was reached (`rate_limit_exceeded`), or the model's waiting queue is "
-                        "full (`model_busy`); `Retry-After` says when to try again."),
+            429: _error(
+                "A per-key limit was reached (`rate_limit_exceeded`), or the model's waiting queue is "
+                "full (`model_busy`); `Retry-After` says when to try again."
+            ),
             500: _error("The engine failed (`engine_error`) or an unexpected server error (`internal_error`)."),
             502: _error("The worker running the request died (`worker_lost`, distributed mode)."),
-            503: _error("The model's engine cannot run here, or no worker could take the job "
-                        "(`service_unavailable`)."),
+            503: _error("The model's engine cannot run here, or no worker could take the job (`service_unavailable`)."),
         },
     )
 
 
 CHAT_COMPLETIONS = _completion_schema(
-    operation_id="createChatCompletion", summary="Create a chat completion",
-    request=ChatCompletionRequestSerializer, body=shapes.ChatCompletion,
-    object_name="chat.completion.chunk", chunk=shapes.ChatCompletionChunk, examples=CHAT_EXAMPLES,
+    operation_id="createChatCompletion",
+    summary="Create a chat completion",
+    request=ChatCompletionRequestSerializer,
+    body=shapes.ChatCompletion,
+    object_name="chat.completion.chunk",
+    chunk=shapes.ChatCompletionChunk,
+    examples=CHAT_EXAMPLES,
 )
 COMPLETIONS = _completion_schema(
-    operation_id="createCompletion", summary="Create a legacy text completion",
-    request=CompletionRequestSerializer, body=shapes.TextCompletion,
-    object_name="text_completion", chunk=shapes.TextCompletionChunk, examples=TEXT_EXAMPLES,
+    operation_id="createCompletion",
+    summary="Create a legacy text completion",
+    request=CompletionRequestSerializer,
+    body=shapes.TextCompletion,
+    object_name="text_completion",
+    chunk=shapes.TextCompletionChunk,
+    examples=TEXT_EXAMPLES,
 )
 
 HEALTH = _view_schema(
-    "get", operation_id="health", summary="Liveness and readiness", tags=["Health"], auth=[],
+    "get",
+    operation_id="health",
+    summary="Liveness and readiness",
+    tags=["Health"],
+    auth=[],
     responses={
         200: OpenApiResponse(serializer_for(Health), description="At least one enabled model has a ready engine."),
         503: OpenApiResponse(serializer_for(Health), description="No engine is ready yet; `reason` says why."),
@@ -231,16 +262,26 @@ HEALTH = _view_schema(
 )
 
 MODEL_LIST = _view_schema(
-    "get", operation_id="listModels", summary="List the models this key may use", tags=["Models"],
+    "get",
+    operation_id="listModels",
+    summary="List the models this key may use",
+    tags=["Models"],
     parameters=[_WWW_AUTHENTICATE],
     responses={200: serializer_for(ModelList), 401: _UNAUTHORIZED, 500: _INTERNAL},
 )
 
 MODEL_DETAIL = _view_schema(
-    "get", operation_id="retrieveModel", summary="Retrieve a model by name or alias", tags=["Models"],
+    "get",
+    operation_id="retrieveModel",
+    summary="Retrieve a model by name or alias",
+    tags=["Models"],
     parameters=[
-        OpenApiParameter("model_id", OpenApiTypes.STR, location=OpenApiParameter.PATH,
-                         description="A model's name or one of its aliases."),
+        OpenApiParameter(
+            "model_id",
+            OpenApiTypes.STR,
+            location=OpenApiParameter.PATH,
+            description="A model's name or one of its aliases.",
+        ),
         _WWW_AUTHENTICATE,
     ],
     responses={
@@ -252,7 +293,10 @@ MODEL_DETAIL = _view_schema(
 )
 
 SYSTEM_STATUS = _view_schema(
-    "get", operation_id="systemStatus", summary="Platform facts, loaded engines, CPU/memory/disk", tags=["System"],
+    "get",
+    operation_id="systemStatus",
+    summary="Platform facts, loaded engines, CPU/memory/disk",
+    tags=["System"],
     parameters=[_WWW_AUTHENTICATE],
     responses={200: serializer_for(SystemStatus), 401: _UNAUTHORIZED, 500: _INTERNAL},
 )

@@ -31,20 +31,23 @@ class StrictSerializer(serializers.Serializer):
                 raise serializers.ValidationError({name: ["Unrecognized request argument supplied."]})
             # Any other name is not repeated: it could be anything, and errors are recorded.
             raise serializers.ValidationError(
-                {"non_field_errors": ["Unrecognized request argument supplied (its name is not shown)."]})
+                {"non_field_errors": ["Unrecognized request argument supplied (its name is not shown)."]}
+            )
         return super().to_internal_value(data)
 
 
 MAX_STOP_SEQUENCES = 4
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "string"},
-        {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
-    ],
-    "description": "Up to 4 sequences where generation stops; the answer does not contain them.",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
+        ],
+        "description": "Up to 4 sequences where generation stops; the answer does not contain them.",
+    }
+)
 class StopField(serializers.Field):
     """`stop`: a string or a list of up to 4 strings; normalised to a tuple."""
 
@@ -66,14 +69,16 @@ class StopField(serializers.Field):
 MAX_BIASED_TOKENS = 1024
 
 
-@extend_schema_field({
-    "type": "object",
-    "propertyNames": {"pattern": "^[0-9]{1,9}$"},
-    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-    "maxProperties": MAX_BIASED_TOKENS,
-    "description": "Token ids (of the model's vocabulary) to a bias added to their logits before "
-                   "sampling; -100 bans a token. 400 unsupported_parameter on engines without it.",
-})
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        "maxProperties": MAX_BIASED_TOKENS,
+        "description": "Token ids (of the model's vocabulary) to a bias added to their logits before "
+        "sampling; -100 bans a token. 400 unsupported_parameter on engines without it.",
+    }
+)
 class LogitBiasField(serializers.Field):
     """`logit_bias`: token ids (as JSON object keys) to a bias from -100 to 100; normalised to
     sorted (id, bias) pairs. Whether each id is in the model's vocabulary is the engine's check."""
@@ -98,17 +103,22 @@ class LogitBiasField(serializers.Field):
         return {str(token): bias for token, bias in value}
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "string"},
-        {"type": "array", "items": {
-            "type": "object",
-            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-            "required": ["type", "text"],
-        }},
-    ],
-    "description": "A string, or a list of text parts (other part types get 400 unsupported_parameter).",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type", "text"],
+                },
+            },
+        ],
+        "description": "A string, or a list of text parts (other part types get 400 unsupported_parameter).",
+    }
+)
 class MessageContentField(serializers.Field):
     """Message content: a string, null, or a list of text parts; normalised to a string."""
 
@@ -131,8 +141,11 @@ class MessageContentField(serializers.Field):
                 if not isinstance(part, dict) or "type" not in part:
                     raise serializers.ValidationError("Each content part must be an object with a 'type'.")
                 if part["type"] != "text":
-                    named = (f"Content parts of type {part['type']!r} are" if part["type"] in _KNOWN_PART_TYPES
-                             else "This content part type is")
+                    named = (
+                        f"Content parts of type {part['type']!r} are"
+                        if part["type"] in _KNOWN_PART_TYPES
+                        else "This content part type is"
+                    )
                     raise UnsupportedParameter(f"{named} not supported; only 'text' is.", param="messages")
                 if not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
@@ -148,51 +161,66 @@ class MessageContentField(serializers.Field):
 # the feature check (api/openai/requests.py) judges the value.
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "string"},
-        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
-    ],
-    "description": "One prompt: a string or a one-element list of strings. Batched and token-id "
-                   "prompts get 400 unsupported_parameter.",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+        ],
+        "description": "One prompt: a string or a one-element list of strings. Batched and token-id "
+        "prompts get 400 unsupported_parameter.",
+    }
+)
 class PromptField(serializers.JSONField):
     pass
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "string", "enum": ["none", "auto", "required"]},
-        {"type": "object", "required": ["type", "function"], "properties": {
-            "type": {"const": "function"},
-            "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-        }},
-    ],
-    "description": "Anything but `none`, `auto` or null needs tools support: 400 unsupported_parameter "
-                   "on engines without it.",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            {
+                "type": "object",
+                "required": ["type", "function"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                },
+            },
+        ],
+        "description": "Anything but `none`, `auto` or null needs tools support: 400 unsupported_parameter "
+        "on engines without it.",
+    }
+)
 class ToolChoiceField(serializers.JSONField):
     pass
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "object", "required": ["type"], "properties": {
-            "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-            "json_schema": {"type": "object"},
-        }},
-    ],
-    "description": "Anything but `{\"type\": \"text\"}` needs structured output: 400 "
-                   "unsupported_parameter on engines without it.",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+                    "json_schema": {"type": "object"},
+                },
+            },
+        ],
+        "description": 'Anything but `{"type": "text"}` needs structured output: 400 '
+        "unsupported_parameter on engines without it.",
+    }
+)
 class ResponseFormatField(serializers.JSONField):
     pass
 
 
 class MessageSerializer(StrictSerializer):
     # The message never repeats the client's value: error messages are stored in records.
-    role = serializers.ChoiceField(choices=ROLES, error_messages={
-        "invalid_choice": f"Must be one of: {', '.join(ROLES)}."})
+    role = serializers.ChoiceField(
+        choices=ROLES, error_messages={"invalid_choice": f"Must be one of: {', '.join(ROLES)}."}
+    )
     content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
     tool_calls = serializers.ListField(required=False)
@@ -256,8 +284,9 @@ class CompletionRequestSerializer(SamplingFieldsSerializer):
     best_of = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
     # Unset means the model's default, else OpenAI's 16 (applied with the other sampling defaults).
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1,
-                                          help_text="Defaults to the model's default, else 16.")
+    max_tokens = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Defaults to the model's default, else 16."
+    )
 
     def validate_prompt(self, value):
         if isinstance(value, str):

@@ -30,8 +30,9 @@ class SystemStatus(TypedDict):
     platform: Annotated[dict[str, Any], Field(help_text="Hardware facts: OS, CPU, GPUs, available engine libraries.")]
     engines: Annotated[list[dict[str, Any]], Field(help_text="Engines loaded in this process.")]
     system: Annotated[dict[str, Any], Field(help_text="CPU, memory and disk use of this host.")]
-    hosts: NotRequired[Annotated[list[dict[str, Any]], Field(
-        help_text="Latest system sample of every web and worker process.")]]
+    hosts: NotRequired[
+        Annotated[list[dict[str, Any]], Field(help_text="Latest system sample of every web and worker process.")]
+    ]
 
 
 async def health() -> tuple[bool, str]:

@@ -18,16 +18,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "An OpenAI-compatible API for the models this platform serves. Every `/v1` endpoint takes "
         "`Authorization: Bearer <key>` (keys are issued in the admin); `GET /health` needs none. "
-        "Errors come in OpenAI's shape, `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`; "
+        'Errors come in OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`; '
         "a method a path does not allow answers 405 in that shape.\n\n"
-        "With `\"stream\": true` the completion endpoints answer `text/event-stream`: one "
+        'With `"stream": true` the completion endpoints answer `text/event-stream`: one '
         "`data: <chunk JSON>` event per chunk, ending with `data: [DONE]`; an error after the stream "
-        "has started arrives as a `data: {\"error\": ...}` event.\n\n"
+        'has started arrives as a `data: {"error": ...}` event.\n\n'
         "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions` "
-        "and `ws://HOST:PORT/ws/v1/completions` take `{\"type\": \"request\", \"body\": {...}}` "
+        'and `ws://HOST:PORT/ws/v1/completions` take `{"type": "request", "body": {...}}` '
         "(the body you would POST here), always stream, and end every request with a `[DONE]` text "
         "frame; authenticate with the `Authorization` header on the handshake or a first "
-        "`{\"type\": \"auth\", \"api_key\": \"<key>\"}` message. See the README for the full protocol."
+        '`{"type": "auth", "api_key": "<key>"}` message. See the README for the full protocol.'
     ),
     # 3.1: event-stream responses describe each event's JSON payload (contentSchema).
     "OAS_VERSION": "3.1.0",
@@ -43,6 +43,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # /metrics is a plain Django view: monitoring/schema.py describes it.
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "monitoring.schema.add_metrics_operation"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "monitoring.schema.add_metrics_operation",
+    ],
 }

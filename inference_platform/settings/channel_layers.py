@@ -8,12 +8,14 @@ if DISTRIBUTED:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # Replies are read as they arrive; capacity only guards against a vanished reader.
             "CONFIG": {
-                "hosts": [{
-                    "address": REDIS_URL,
-                    **REDIS_CONNECTION_OPTIONS,
-                    # Longer than channels-redis's 5 s blocking pop, which would otherwise race it.
-                    "socket_timeout": 30,
-                }],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        **REDIS_CONNECTION_OPTIONS,
+                        # Longer than channels-redis's 5 s blocking pop, which would otherwise race it.
+                        "socket_timeout": 30,
+                    }
+                ],
                 "capacity": 1000,
                 "expiry": 120,
             },

@@ -107,11 +107,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # ("database is locked") without waiting, and the record was lost. synchronous=NORMAL is
     # WAL's usual pairing: commits stay atomic and the file consistent; a power cut (not a
     # crash) may lose the last commits, in exchange for one fsync per checkpoint, not per commit.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    })
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
     # Tests get a file too: an in-memory database fails concurrent writes at once ("table is
     # locked") instead of waiting, which would drop records of requests finishing together.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
@@ -120,7 +122,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # holds one only for its key lookup and its record, so a burst of arrivals queues for the pool
     # (up to 30 s) instead of opening one connection each and passing PostgreSQL's max_connections.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1, "max_size": env("DATABASE_POOL_SIZE"), "timeout": 30,
+        "min_size": 1,
+        "max_size": env("DATABASE_POOL_SIZE"),
+        "timeout": 30,
     }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -136,8 +140,10 @@ STATIC_URL = "static/"
 # collectstatic writes here (the Docker image does it at build time); WhiteNoise serves it.
 STATIC_ROOT = BASE_DIR / "staticfiles"  # inference_platform.startup makes it: WhiteNoise warns when it is missing
 # Django's two finders, answering "not found" rather than 500 for `/static/../x` (see the module).
-STATICFILES_FINDERS = ["inference_platform.staticfiles.SafeFileSystemFinder",
-                       "inference_platform.staticfiles.SafeAppDirectoriesFinder"]
+STATICFILES_FINDERS = [
+    "inference_platform.staticfiles.SafeFileSystemFinder",
+    "inference_platform.staticfiles.SafeAppDirectoriesFinder",
+]
 # WhiteNoise also finds files in the apps (admin, Swagger UI), as collectstatic would, once at start:
 # every entry point (./run.sh, daphne, DEBUG on or off) serves them without a collect step.
 WHITENOISE_USE_FINDERS = True
@@ -147,8 +153,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"server_errors_only": {"()": "api.access_log.ServerErrorsOnly"},
-                "without_traceback": {"()": "api.access_log.WithoutTraceback"}},
+    "filters": {
+        "server_errors_only": {"()": "api.access_log.ServerErrorsOnly"},
+        "without_traceback": {"()": "api.access_log.WithoutTraceback"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL")},
     # One line per request, with query values and keys redacted: api/access_log.py, from `serve`.
@@ -160,7 +168,15 @@ LOGGING = {
         # "Unauthorized: /v1/models" repeats the access log's line; its 5xx records carry the traceback.
         "django.request": {"filters": ["server_errors_only"]},
         # Suspicious requests (a bad Host header, an oversized form) are the client's doing: one line each.
-        **{f"django.security.{name}": {"filters": ["without_traceback"]} for name in (
-            "DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent", "SuspiciousFileOperation")},
+        **{
+            f"django.security.{name}": {"filters": ["without_traceback"]}
+            for name in (
+                "DisallowedHost",
+                "RequestDataTooBig",
+                "TooManyFieldsSent",
+                "TooManyFilesSent",
+                "SuspiciousFileOperation",
+            )
+        },
     },
 }

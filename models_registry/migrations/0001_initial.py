@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,43 +16,128 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ServedModel',
+            name="ServedModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='The `model` value clients send.', max_length=128, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$', 'Use 1-128 letters, digits and . _ : / -, starting with a letter or digit (this is the `model` value clients send).')])),
-                ('engine', models.CharField(choices=[('auto', 'auto'), ('llama_cpp', 'llama_cpp'), ('mlx', 'mlx'), ('vllm', 'vllm'), ('echo', 'echo')], default='auto', help_text='`auto` picks by the hardware of the process that loads it.', max_length=16)),
-                ('source', models.CharField(blank=True, help_text='Path of a GGUF file or a model directory (blank only for echo).', max_length=1024)),
-                ('context_length', models.PositiveIntegerField(default=2048, validators=[django.core.validators.MinValueValidator(16)])),
-                ('default_params', models.JSONField(blank=True, default=dict, help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.', validators=[models_registry.validators.validate_default_params])),
-                ('engine_options', models.JSONField(blank=True, default=dict, help_text='Engine-specific options, e.g. {"n_threads": 2}.', validators=[models_registry.validators.validate_json_object])),
-                ('aliases', models.JSONField(blank=True, default=list, help_text='Other names clients may use, e.g. ["smol"].', validators=[models_registry.validators.validate_aliases])),
-                ('enabled', models.BooleanField(default=True)),
-                ('description', models.CharField(blank=True, max_length=255)),
-                ('owned_by', models.CharField(default='inference-platform', max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The `model` value clients send.",
+                        max_length=128,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+                                "Use 1-128 letters, digits and . _ : / -, starting with a letter or digit (this is the `model` value clients send).",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "engine",
+                    models.CharField(
+                        choices=[
+                            ("auto", "auto"),
+                            ("llama_cpp", "llama_cpp"),
+                            ("mlx", "mlx"),
+                            ("vllm", "vllm"),
+                            ("echo", "echo"),
+                        ],
+                        default="auto",
+                        help_text="`auto` picks by the hardware of the process that loads it.",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        blank=True,
+                        help_text="Path of a GGUF file or a model directory (blank only for echo).",
+                        max_length=1024,
+                    ),
+                ),
+                (
+                    "context_length",
+                    models.PositiveIntegerField(
+                        default=2048, validators=[django.core.validators.MinValueValidator(16)]
+                    ),
+                ),
+                (
+                    "default_params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Sampling defaults, e.g. {"temperature": 0.7, "max_tokens": 256}.',
+                        validators=[models_registry.validators.validate_default_params],
+                    ),
+                ),
+                (
+                    "engine_options",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Engine-specific options, e.g. {"n_threads": 2}.',
+                        validators=[models_registry.validators.validate_json_object],
+                    ),
+                ),
+                (
+                    "aliases",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Other names clients may use, e.g. ["smol"].',
+                        validators=[models_registry.validators.validate_aliases],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("description", models.CharField(blank=True, max_length=255)),
+                ("owned_by", models.CharField(default="inference-platform", max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(editable=False, help_text='Public part of the key, used to find it.', max_length=16, unique=True)),
-                ('hashed_secret', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, help_text='Leave blank for no expiry.', null=True)),
-                ('revoked', models.BooleanField(default=False)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_keys', to=settings.AUTH_USER_MODEL)),
-                ('allowed_models', models.ManyToManyField(blank=True, help_text='Leave empty to allow every model.', related_name='api_keys', to='models_registry.servedmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "prefix",
+                    models.CharField(
+                        editable=False, help_text="Public part of the key, used to find it.", max_length=16, unique=True
+                    ),
+                ),
+                ("hashed_secret", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, help_text="Leave blank for no expiry.", null=True)),
+                ("revoked", models.BooleanField(default=False)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_keys",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "allowed_models",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Leave empty to allow every model.",
+                        related_name="api_keys",
+                        to="models_registry.servedmodel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
     ]

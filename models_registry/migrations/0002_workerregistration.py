@@ -4,30 +4,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_registry', '0001_initial'),
+        ("models_registry", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerRegistration',
+            name="WorkerRegistration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('worker_id', models.CharField(help_text='host:pid:random, unique per start', max_length=200, unique=True)),
-                ('host', models.CharField(max_length=200)),
-                ('pid', models.PositiveIntegerField()),
-                ('hosted_models', models.JSONField(default=list, help_text='Names of the models this worker hosts.')),
-                ('engines', models.JSONField(blank=True, default=dict, help_text='Engine serving each model.')),
-                ('state', models.CharField(choices=[('loading', 'Loading'), ('ready', 'Ready'), ('draining', 'Draining'), ('dead', 'Dead')], db_index=True, default='loading', max_length=16)),
-                ('concurrency', models.PositiveIntegerField(default=1)),
-                ('in_flight', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('last_heartbeat', models.DateTimeField(db_index=True)),
-                ('error', models.CharField(blank=True, max_length=500)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "worker_id",
+                    models.CharField(help_text="host:pid:random, unique per start", max_length=200, unique=True),
+                ),
+                ("host", models.CharField(max_length=200)),
+                ("pid", models.PositiveIntegerField()),
+                ("hosted_models", models.JSONField(default=list, help_text="Names of the models this worker hosts.")),
+                ("engines", models.JSONField(blank=True, default=dict, help_text="Engine serving each model.")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("loading", "Loading"),
+                            ("ready", "Ready"),
+                            ("draining", "Draining"),
+                            ("dead", "Dead"),
+                        ],
+                        db_index=True,
+                        default="loading",
+                        max_length=16,
+                    ),
+                ),
+                ("concurrency", models.PositiveIntegerField(default=1)),
+                ("in_flight", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("last_heartbeat", models.DateTimeField(db_index=True)),
+                ("error", models.CharField(blank=True, max_length=500)),
             ],
             options={
-                'ordering': ['-last_heartbeat'],
+                "ordering": ["-last_heartbeat"],
             },
         ),
     ]

@@ -4,20 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_registry', '0002_workerregistration'),
+        ("models_registry", "0002_workerregistration"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='servedmodel',
-            name='engine',
-            field=models.CharField(choices=[('auto', 'auto'), ('llama_cpp', 'llama_cpp'), ('mlx', 'mlx'), ('vllm', 'vllm'), ('upstream', 'upstream'), ('echo', 'echo')], default='auto', help_text='`auto` picks by the hardware of the process that loads it.', max_length=16),
+            model_name="servedmodel",
+            name="engine",
+            field=models.CharField(
+                choices=[
+                    ("auto", "auto"),
+                    ("llama_cpp", "llama_cpp"),
+                    ("mlx", "mlx"),
+                    ("vllm", "vllm"),
+                    ("upstream", "upstream"),
+                    ("echo", "echo"),
+                ],
+                default="auto",
+                help_text="`auto` picks by the hardware of the process that loads it.",
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='servedmodel',
-            name='source',
-            field=models.CharField(blank=True, help_text="A GGUF file or model directory; for vllm also a Hugging Face id; for upstream the upstream's model name (optional); blank for echo.", max_length=1024),
+            model_name="servedmodel",
+            name="source",
+            field=models.CharField(
+                blank=True,
+                help_text="A GGUF file or model directory; for vllm also a Hugging Face id; for upstream the upstream's model name (optional); blank for echo.",
+                max_length=1024,
+            ),
         ),
     ]

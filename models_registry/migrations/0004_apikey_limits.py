@@ -5,25 +5,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_registry', '0003_alter_servedmodel_engine_alter_servedmodel_source'),
+        ("models_registry", "0003_alter_servedmodel_engine_alter_servedmodel_source"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apikey',
-            name='concurrency_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Leave blank for no limit.', null=True, validators=[django.core.validators.MinValueValidator(1)], verbose_name='concurrent requests'),
+            model_name="apikey",
+            name="concurrency_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Leave blank for no limit.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="concurrent requests",
+            ),
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='rpm_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Leave blank for no limit.', null=True, validators=[django.core.validators.MinValueValidator(1)], verbose_name='requests per minute'),
+            model_name="apikey",
+            name="rpm_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Leave blank for no limit.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="requests per minute",
+            ),
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='tpm_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Prompt plus completion tokens. Leave blank for no limit.', null=True, validators=[django.core.validators.MinValueValidator(1)], verbose_name='tokens per minute'),
+            model_name="apikey",
+            name="tpm_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Prompt plus completion tokens. Leave blank for no limit.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="tokens per minute",
+            ),
         ),
     ]

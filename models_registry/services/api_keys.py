@@ -70,8 +70,7 @@ def api_key_issue(
 
     Limits are per minute (requests, prompt + completion tokens) and in flight; None is unlimited.
     """
-    for label, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit),
-                         ("concurrency_limit", concurrency_limit)):
+    for label, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit), ("concurrency_limit", concurrency_limit)):
         if value is not None and value < 1:
             raise ValueError(f"{label} must be a positive integer or None (unlimited)")
     models = []
@@ -80,8 +79,14 @@ def api_key_issue(
         missing = sorted(set(model_names) - {m.name for m in models})
         if missing:
             raise ValueError(f"unknown model(s): {', '.join(missing)}")
-    key = ApiKey(name=name, owner=owner, expires_at=expires_at, rpm_limit=rpm_limit, tpm_limit=tpm_limit,
-                 concurrency_limit=concurrency_limit)
+    key = ApiKey(
+        name=name,
+        owner=owner,
+        expires_at=expires_at,
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        concurrency_limit=concurrency_limit,
+    )
     plaintext = api_key_assign_secret(key=key)
     if models:
         key.allowed_models.set(models)
@@ -129,8 +134,14 @@ def api_key_rotate(*, key: ApiKey, grace_seconds: int, now: dt.datetime | None =
     if not old.is_active(now):
         raise ValueError("a revoked or expired key cannot be rotated; issue a new one")
     name = old.name if old.name.endswith(ROTATED_SUFFIX) else old.name + ROTATED_SUFFIX
-    new = ApiKey(name=name[:100], owner=old.owner, expires_at=old.expires_at, rpm_limit=old.rpm_limit,
-                 tpm_limit=old.tpm_limit, concurrency_limit=old.concurrency_limit)
+    new = ApiKey(
+        name=name[:100],
+        owner=old.owner,
+        expires_at=old.expires_at,
+        rpm_limit=old.rpm_limit,
+        tpm_limit=old.tpm_limit,
+        concurrency_limit=old.concurrency_limit,
+    )
     plaintext = api_key_assign_secret(key=new)
     new.allowed_models.set(old.allowed_models.all())
     grace_end = now + dt.timedelta(seconds=grace_seconds)

@@ -16,14 +16,23 @@ def worker_register(*, worker_id: str, host: str, pid: int, models: list[str], c
     """Announce a starting worker (state loading)."""
     worker, _ = WorkerRegistration.objects.update_or_create(
         worker_id=worker_id,
-        defaults=dict(host=host, pid=pid, hosted_models=models, concurrency=concurrency, state=State.LOADING,
-                      last_heartbeat=timezone.now(), in_flight=0, error=""),
+        defaults=dict(
+            host=host,
+            pid=pid,
+            hosted_models=models,
+            concurrency=concurrency,
+            state=State.LOADING,
+            last_heartbeat=timezone.now(),
+            in_flight=0,
+            error="",
+        ),
     )
     return worker
 
 
-def worker_set_state(*, worker_id: str, state: str, engines: dict | None = None, concurrency: int | None = None,
-                     error: str = "") -> None:
+def worker_set_state(
+    *, worker_id: str, state: str, engines: dict | None = None, concurrency: int | None = None, error: str = ""
+) -> None:
     """Move a worker to a new state (ready once its models are loaded, draining on shutdown)."""
     fields = {"state": state, "last_heartbeat": timezone.now(), "error": error[:500]}
     if engines is not None:
@@ -43,6 +52,8 @@ def worker_heartbeat(*, worker_id: str, in_flight: int) -> None:
 def workers_mark_silent_dead(*, now: dt.datetime | None = None) -> int:
     """Mark workers whose heartbeat is older than WORKER_DEAD_AFTER_SECONDS as dead."""
     cutoff = (now or timezone.now()) - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
-    return WorkerRegistration.objects.filter(last_heartbeat__lt=cutoff).exclude(state=State.DEAD).update(
-        state=State.DEAD, in_flight=0
+    return (
+        WorkerRegistration.objects.filter(last_heartbeat__lt=cutoff)
+        .exclude(state=State.DEAD)
+        .update(state=State.DEAD, in_flight=0)
     )

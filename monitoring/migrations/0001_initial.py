@@ -5,39 +5,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('models_registry', '0001_initial'),
+        ("models_registry", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RequestRecord',
+            name="RequestRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('model_name', models.CharField(blank=True, db_index=True, help_text='The model as the client named it.', max_length=256)),
-                ('engine', models.CharField(blank=True, max_length=16)),
-                ('worker', models.CharField(blank=True, max_length=128)),
-                ('endpoint', models.CharField(max_length=32)),
-                ('stream', models.BooleanField(default=False)),
-                ('prompt_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('completion_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('ttft_ms', models.FloatField(blank=True, help_text='Time to first token, ms.', null=True)),
-                ('duration_ms', models.FloatField(help_text='Total time, ms.')),
-                ('tokens_per_second', models.FloatField(blank=True, help_text='Completion tokens over the total duration.', null=True)),
-                ('finish_reason', models.CharField(blank=True, max_length=16)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('error_type', models.CharField(blank=True, max_length=64)),
-                ('error_message', models.CharField(blank=True, max_length=500)),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='request_records', to='models_registry.apikey')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("request_id", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(db_index=True)),
+                (
+                    "model_name",
+                    models.CharField(
+                        blank=True, db_index=True, help_text="The model as the client named it.", max_length=256
+                    ),
+                ),
+                ("engine", models.CharField(blank=True, max_length=16)),
+                ("worker", models.CharField(blank=True, max_length=128)),
+                ("endpoint", models.CharField(max_length=32)),
+                ("stream", models.BooleanField(default=False)),
+                ("prompt_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("completion_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("ttft_ms", models.FloatField(blank=True, help_text="Time to first token, ms.", null=True)),
+                ("duration_ms", models.FloatField(help_text="Total time, ms.")),
+                (
+                    "tokens_per_second",
+                    models.FloatField(blank=True, help_text="Completion tokens over the total duration.", null=True),
+                ),
+                ("finish_reason", models.CharField(blank=True, max_length=16)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("error_type", models.CharField(blank=True, max_length=64)),
+                ("error_message", models.CharField(blank=True, max_length=500)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="request_records",
+                        to="models_registry.apikey",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['model_name', 'created_at'], name='monitoring__model_n_c8d1f5_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [models.Index(fields=["model_name", "created_at"], name="monitoring__model_n_c8d1f5_idx")],
             },
         ),
     ]

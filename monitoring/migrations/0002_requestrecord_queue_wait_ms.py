@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0001_initial'),
+        ("monitoring", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='requestrecord',
-            name='queue_wait_ms',
-            field=models.FloatField(blank=True, help_text='Time the job waited for a worker, ms.', null=True),
+            model_name="requestrecord",
+            name="queue_wait_ms",
+            field=models.FloatField(blank=True, help_text="Time the job waited for a worker, ms.", null=True),
         ),
     ]

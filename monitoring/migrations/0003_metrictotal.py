@@ -3,8 +3,16 @@ from django.db import migrations, models
 from monitoring.metric_totals import record_increments
 
 BACKFILL_CHUNK = 2000
-RECORD_FIELDS = ("model_name", "engine", "finish_reason", "prompt_tokens", "completion_tokens",
-                 "duration_ms", "ttft_ms", "queue_wait_ms")
+RECORD_FIELDS = (
+    "model_name",
+    "engine",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "duration_ms",
+    "ttft_ms",
+    "queue_wait_ms",
+)
 
 
 def backfill_from_records(apps, schema_editor):
@@ -16,12 +24,16 @@ def backfill_from_records(apps, schema_editor):
         for series, amount in record_increments(record).items():
             key = (record["model_name"], series)
             totals[key] = totals.get(key, 0) + amount
-    MetricTotal.objects.bulk_create([MetricTotal(model_name=model_name, series=series, value=value)
-                                     for (model_name, series), value in totals.items()], batch_size=BACKFILL_CHUNK)
+    MetricTotal.objects.bulk_create(
+        [
+            MetricTotal(model_name=model_name, series=series, value=value)
+            for (model_name, series), value in totals.items()
+        ],
+        batch_size=BACKFILL_CHUNK,
+    )
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("monitoring", "0002_requestrecord_queue_wait_ms"),
     ]
@@ -36,8 +48,9 @@ class Migration(migrations.Migration):
                 ("value", models.FloatField(default=0)),
             ],
             options={
-                "constraints": [models.UniqueConstraint(fields=("model_name", "series"),
-                                                        name="one_total_per_model_series")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("model_name", "series"), name="one_total_per_model_series")
+                ],
             },
         ),
         migrations.RunPython(backfill_from_records, migrations.RunPython.noop),

@@ -4,20 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0003_metrictotal'),
+        ("monitoring", "0003_metrictotal"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='metrictotal',
-            name='model_name',
+            model_name="metrictotal",
+            name="model_name",
             field=models.CharField(help_text="The served model's registered name.", max_length=256),
         ),
         migrations.AlterField(
-            model_name='requestrecord',
-            name='model_name',
-            field=models.CharField(blank=True, db_index=True, help_text='The served model the request resolved to (an alias is recorded as its model); empty when it named no model its key may use.', max_length=256),
+            model_name="requestrecord",
+            name="model_name",
+            field=models.CharField(
+                blank=True,
+                db_index=True,
+                help_text="The served model the request resolved to (an alias is recorded as its model); empty when it named no model its key may use.",
+                max_length=256,
+            ),
         ),
     ]

@@ -28,8 +28,9 @@ def _backend() -> Backend:
     return embedded
 
 
-def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
-             on_started: OnStarted) -> AsyncIterator[Chunk]:
+def generate(
+    route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
+) -> AsyncIterator[Chunk]:
     """Stream chunks for one request from whichever host serves the route's model."""
     return _backend().generate(route, request, record=record, on_started=on_started)
 

@@ -18,8 +18,9 @@ OnStarted = Callable[[str, float, bool], None]
 class Backend(Protocol):
     """A backend module's functions (a module satisfies a Protocol by its attributes)."""
 
-    def generate(self, route: Route, request: GenerationRequest, *, record: dict[str, Any],
-                 on_started: OnStarted) -> AsyncIterator[Chunk]: ...
+    def generate(
+        self, route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
+    ) -> AsyncIterator[Chunk]: ...
 
     async def readiness(self) -> tuple[bool, str]: ...
 

@@ -67,5 +67,6 @@ async def require_room(client: aioredis.Redis, model_name: str, queue: str, limi
         return
     seconds = retry_after(waiting, limit, await drain_rate(client, model_name))
     raise EngineBusyError(
-        f"Model `{model_name}` has {waiting} requests waiting for a worker (limit {limit}); "
-        f"retry in about {seconds}s.", retry_after=seconds)
+        f"Model `{model_name}` has {waiting} requests waiting for a worker (limit {limit}); retry in about {seconds}s.",
+        retry_after=seconds,
+    )

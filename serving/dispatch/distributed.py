@@ -50,8 +50,9 @@ def _publish(message: dict[str, Any], queue: str) -> None:
     current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
 
 
-async def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
-                   on_started: OnStarted) -> AsyncIterator[Chunk]:
+async def generate(
+    route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
+) -> AsyncIterator[Chunk]:
     """Enqueue the job and stream its replies; the worker that takes it writes the record."""
     model = route.model
     if not await sync_to_async(ready_workers_for)(model_name=model.name):
@@ -64,11 +65,18 @@ async def generate(route: Route, request: GenerationRequest, *, record: dict[str
     await _require_queue_room(model)
     layer = get_channel_layer()
     reply_channel = await layer.new_channel()
-    message = protocol.job_message(engine=route.engine, spec=route.spec, request=request,
-                               reply_channel=reply_channel, submitted_at=time.time(), record=record)
+    message = protocol.job_message(
+        engine=route.engine,
+        spec=route.spec,
+        request=request,
+        reply_channel=reply_channel,
+        submitted_at=time.time(),
+        record=record,
+    )
     try:
-        await asyncio.wait_for(asyncio.to_thread(_publish, message, queue_name(model.name)),
-                               timeout=settings.REDIS_TIMEOUT_SECONDS * 2)
+        await asyncio.wait_for(
+            asyncio.to_thread(_publish, message, queue_name(model.name)), timeout=settings.REDIS_TIMEOUT_SECONDS * 2
+        )
     except Exception as exc:  # kombu raises its own and OS-level errors for a dead broker
         raise _unavailable("could not enqueue the job", exc) from exc
 
@@ -89,7 +97,8 @@ async def generate(route: Route, request: GenerationRequest, *, record: dict[str
                         raise WorkerLost(f"Worker {started['worker']} stopped while running this request.")
                 elif time.monotonic() > queue_deadline:
                     raise ServiceUnavailable(
-                        f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s.")
+                        f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s."
+                    )
                 continue
             kind = reply.get("type")
             if kind == protocol.JOB_STARTED:
@@ -205,8 +214,9 @@ def worker_load(report: dict[str, Any]) -> dict[str, ModelLoad]:
     load = {}
     for name in {*running, *waiting, *kv_cache}:
         held, capacity = kv_cache.get(name, (0, 0))
-        load[name] = ModelLoad(running=running.get(name, 0), waiting=waiting.get(name, 0),
-                               kv_cache_tokens=held, kv_cache_capacity=capacity)
+        load[name] = ModelLoad(
+            running=running.get(name, 0), waiting=waiting.get(name, 0), kv_cache_tokens=held, kv_cache_capacity=capacity
+        )
     return load
 
 

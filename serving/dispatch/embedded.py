@@ -34,8 +34,9 @@ def engine_host() -> EngineHost:
     return _host
 
 
-async def generate(route: Route, request: GenerationRequest, *, record: dict[str, Any],
-                   on_started: OnStarted) -> AsyncIterator[Chunk]:
+async def generate(
+    route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
+) -> AsyncIterator[Chunk]:
     """Stream from this process's host; the caller records the request (nothing else can)."""
     on_started(WORKER_ID, 0.0, False)
     async with aclosing(_host.generate(route.engine, route.spec, request)) as chunks:

@@ -37,8 +37,7 @@ class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     # `worker` is Celery's WorkController; `models` and `concurrency` are the --models and
     # --concurrency options as given.
-    def __init__(self, worker: Any, models: str | None = None, concurrency: int | None = None,
-                 **options: Any) -> None:
+    def __init__(self, worker: Any, models: str | None = None, concurrency: int | None = None, **options: Any) -> None:
         global _runtime
         super().__init__(worker, **options)
         served = resolve_worker_models(models)
@@ -49,8 +48,12 @@ class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.runtime = _runtime = WorkerRuntime(served)
         slots = self.runtime.load()
         if worker.autoscale:
-            logger.info("pool autoscales from %s to %s threads (engine slots: %s)",
-                        worker.min_concurrency, worker.max_concurrency, slots)
+            logger.info(
+                "pool autoscales from %s to %s threads (engine slots: %s)",
+                worker.min_concurrency,
+                worker.max_concurrency,
+                slots,
+            )
         else:
             # `concurrency` is --concurrency as given (None when absent or 0); `worker.concurrency`
             # already holds Celery's default, the CPU count, in its place.

@@ -28,11 +28,15 @@ def pool_concurrency(slots: dict[str, int | None], requested: int | None) -> tup
     inside this worker's engines instead of in Redis, where any worker could take them.
     """
     total = sum(UNCOUNTED_ENGINE_SLOTS if n is None else n for n in slots.values())
-    described = ", ".join(f"{model} {'(no fixed number) ' + str(UNCOUNTED_ENGINE_SLOTS) if n is None else n}"
-                          for model, n in slots.items())
+    described = ", ".join(
+        f"{model} {'(no fixed number) ' + str(UNCOUNTED_ENGINE_SLOTS) if n is None else n}"
+        for model, n in slots.items()
+    )
     if not requested:  # --concurrency absent, or 0
         return total, f"pool concurrency {total} = engine slots ({described})"
     if requested > total:
-        return total, (f"pool concurrency {total} = engine slots ({described}); --concurrency {requested} "
-                       f"lowered so that jobs beyond the slots wait in Redis, not in this worker")
+        return total, (
+            f"pool concurrency {total} = engine slots ({described}); --concurrency {requested} "
+            f"lowered so that jobs beyond the slots wait in Redis, not in this worker"
+        )
     return requested, f"pool concurrency {requested} from --concurrency (engine slots: {described})"

@@ -98,8 +98,13 @@ class WorkerRuntime:
         """Register (state loading) and load every model; returns each model's engine slots. Blocks."""
         names = [m.name for m in self.models]
         hosts.start_sampling(role="worker", name=self.worker_id)
-        worker_services.worker_register(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
-                                        models=names, concurrency=self.concurrency)
+        worker_services.worker_register(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            models=names,
+            concurrency=self.concurrency,
+        )
         slots: dict[str, int | None] = {}
         try:
             for model in self.models:
@@ -108,8 +113,9 @@ class WorkerRuntime:
                 self.engines[model.name] = route.engine
                 slots[model.name] = engine_slots(engine)
         except Exception as exc:
-            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD,
-                                             error=str(exc))
+            worker_services.worker_set_state(
+                worker_id=self.worker_id, state=WorkerRegistration.State.DEAD, error=str(exc)
+            )
             raise
         return slots
 
@@ -118,10 +124,13 @@ class WorkerRuntime:
         self.concurrency = concurrency
         self._thread.start()
         self._run(self._open())
-        worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.READY,
-                                         engines=self.engines, concurrency=concurrency)
-        logger.info("worker %s ready: %s", self.worker_id,
-                    ", ".join(f"{n} on {e}" for n, e in self.engines.items()))
+        worker_services.worker_set_state(
+            worker_id=self.worker_id,
+            state=WorkerRegistration.State.READY,
+            engines=self.engines,
+            concurrency=concurrency,
+        )
+        logger.info("worker %s ready: %s", self.worker_id, ", ".join(f"{n} on {e}" for n, e in self.engines.items()))
 
     def drain(self) -> None:
         """Stop advertising this worker; jobs already running go on."""
@@ -171,18 +180,29 @@ class WorkerRuntime:
     async def _beat(self) -> None:
         # The liveness key carries the load per model: /metrics sums it over live workers, and a
         # dead worker's jobs vanish exactly when the worker counts as dead.
-        await self._client.set(liveness_key(self.worker_id), json.dumps(self.load_report()), px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000))
+        await self._client.set(
+            liveness_key(self.worker_id),
+            json.dumps(self.load_report()),
+            px=int(settings.WORKER_DEAD_AFTER_SECONDS * 1000),
+        )
 
     def load_report(self) -> dict[str, Any]:
         """Jobs per model, split into those running and those waiting in the engine's admission
         queue, and the KV cells (held, total) of engines that report them (serving.dispatch.distributed.worker_load)."""
         engines = {state["model"]: state for state in self.host.states()}
-        waiting = {model: engines[model]["num_requests_waiting"] for model in engines
-                   if engines[model]["num_requests_waiting"]}
-        running = {model: count - waiting.get(model, 0) for model, count in self.running.items()
-                   if count - waiting.get(model, 0) > 0}
-        kv_cache = {model: (state["kv_cache_tokens"], state["kv_cache_capacity"]) for model, state in engines.items()
-                    if state.get("kv_cache_capacity")}
+        waiting = {
+            model: engines[model]["num_requests_waiting"] for model in engines if engines[model]["num_requests_waiting"]
+        }
+        running = {
+            model: count - waiting.get(model, 0)
+            for model, count in self.running.items()
+            if count - waiting.get(model, 0) > 0
+        }
+        kv_cache = {
+            model: (state["kv_cache_tokens"], state["kv_cache_capacity"])
+            for model, state in engines.items()
+            if state.get("kv_cache_capacity")
+        }
         return {"running": running, "waiting": waiting, "kv_cache": kv_cache}
 
     async def _heartbeat_loop(self) -> None:
@@ -237,8 +257,12 @@ class WorkerRuntime:
     async def _serve(self, message: dict[str, Any]) -> None:
         engine_name, spec, request = protocol.job_from_message(message)
         record = message["record"]
-        async with request_lifecycle(endpoint=record["endpoint"], api_key_id=record["api_key_id"],
-                                     request_id=request.request_id, started_at=message["submitted_at"]) as life:
+        async with request_lifecycle(
+            endpoint=record["endpoint"],
+            api_key_id=record["api_key_id"],
+            request_id=request.request_id,
+            started_at=message["submitted_at"],
+        ) as life:
             life.model_name, life.engine, life.stream = record["model_name"], engine_name, record["stream"]
             queue_wait_ms = max(0.0, (time.time() - message["submitted_at"]) * 1000)
             life.host_started(self.worker_id, queue_wait_ms, records_itself=False)
@@ -247,8 +271,15 @@ class WorkerRuntime:
                 return
             await self._run_job(engine_name, spec, request, life, message["reply_channel"], queue_wait_ms)
 
-    async def _run_job(self, engine_name: str, spec: ModelSpec, request: GenerationRequest, life: RequestLifecycle,
-                       reply: str, queue_wait_ms: float) -> None:
+    async def _run_job(
+        self,
+        engine_name: str,
+        spec: ModelSpec,
+        request: GenerationRequest,
+        life: RequestLifecycle,
+        reply: str,
+        queue_wait_ms: float,
+    ) -> None:
         """Stream the job's replies; failures become a `job.error` reply and the request's outcome."""
         layer = get_channel_layer()
         task = asyncio.current_task()
@@ -257,8 +288,15 @@ class WorkerRuntime:
         self.jobs[request.request_id] = task
         self.running[spec.name] += 1
         try:
-            await layer.send(reply, {"type": protocol.JOB_STARTED, "worker": self.worker_id,
-                                     "control": self.control_channel, "queue_wait_ms": queue_wait_ms})
+            await layer.send(
+                reply,
+                {
+                    "type": protocol.JOB_STARTED,
+                    "worker": self.worker_id,
+                    "control": self.control_channel,
+                    "queue_wait_ms": queue_wait_ms,
+                },
+            )
             async with asyncio.timeout(JOB_TIME_LIMIT_SECONDS):
                 await self._stream(engine_name, spec, request, life, lambda m: layer.send(reply, m))
         except asyncio.CancelledError:
@@ -283,8 +321,9 @@ class WorkerRuntime:
             self.jobs.pop(request.request_id, None)
             self.running[spec.name] -= 1
 
-    async def _stream(self, engine_name: str, spec: ModelSpec, request: GenerationRequest, life: RequestLifecycle,
-                      send: SendReply) -> None:
+    async def _stream(
+        self, engine_name: str, spec: ModelSpec, request: GenerationRequest, life: RequestLifecycle, send: SendReply
+    ) -> None:
         produced: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
 
         async def pump() -> None:

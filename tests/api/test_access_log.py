@@ -7,7 +7,8 @@ from api.access_log import MAX_LOGGED_PATH, ServerErrorsOnly, redact_uri
 
 def test_query_values_are_redacted_and_names_kept():
     assert redact_uri("/v1/models?api_key=ipk-abc-def&x=1&flag") == (
-        "/v1/models?api_key=[redacted]&x=[redacted]&flag=[redacted]")
+        "/v1/models?api_key=[redacted]&x=[redacted]&flag=[redacted]"
+    )
     assert redact_uri("/admin/?next=/admin/secret") == "/admin/?next=[redacted]"
     assert redact_uri("/v1/models") == "/v1/models"
 

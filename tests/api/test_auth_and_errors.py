@@ -89,8 +89,9 @@ async def test_unknown_url_is_openai_404(client, echo_model):
 
 
 async def test_bad_json_is_400(client, echo_model):
-    response = await client.post("/v1/chat/completions", content=b"{not json",
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert_openai_error(response, 400, "invalid_json")
 
 
@@ -109,8 +110,14 @@ async def test_bad_json_is_400(client, echo_model):
         ({"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, "stop"),
         ({"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stop": 7}, "stop"),
         ({"model": "echo", "messages": [{"role": "user", "content": "hi"}], "frobnicate": True}, "frobnicate"),
-        ({"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stream_options": {"include_usage": True}},
-         "stream_options"),
+        (
+            {
+                "model": "echo",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream_options": {"include_usage": True},
+            },
+            "stream_options",
+        ),
     ],
 )
 async def test_invalid_bodies_are_400_naming_the_param(client, echo_model, body, param):
@@ -129,14 +136,17 @@ async def test_invalid_bodies_are_400_naming_the_param(client, echo_model, body,
 )
 async def test_unsupported_features_are_400_naming_param_and_engine(client, echo_model, extra, param):
     body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], **extra}
-    error = assert_openai_error(await client.post("/v1/chat/completions", json=body), 400,
-                                "unsupported_parameter", param)
+    error = assert_openai_error(
+        await client.post("/v1/chat/completions", json=body), 400, "unsupported_parameter", param
+    )
     assert "echo" in error["message"]
 
 
 async def test_image_content_is_unsupported(client, echo_model):
-    body = {"model": "echo", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:,"}}]}]}
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
+    }
     assert_openai_error(await client.post("/v1/chat/completions", json=body), 400, "unsupported_parameter")
 
 

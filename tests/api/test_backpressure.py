@@ -30,13 +30,15 @@ def unload_models_afterwards():
     yield
     engine_host().shutdown()
 
+
 # SmolLM2 continues this by counting, far past anything a test waits for.
 COUNTING = "1, 2, 3, 4,"
 
 
 def register(gguf_path: str, name: str, **options):
-    return served_model_register(name=name, source=gguf_path, engine="llama_cpp", context_length=2048,
-                                 engine_options=options)
+    return served_model_register(
+        name=name, source=gguf_path, engine="llama_cpp", context_length=2048, engine_options=options
+    )
 
 
 def counting(model: str, **extra) -> dict:
@@ -69,8 +71,12 @@ async def scrape(client, model: str) -> dict[str, float]:
     """This model's samples from /metrics, by sample name."""
     response = await client.get("/metrics")
     assert response.status_code == 200, response.text
-    return {name: value for name, series in parse_metrics(response.text).items()
-            for labels, value in series.items() if dict(labels) == {"model_name": model}}
+    return {
+        name: value
+        for name, series in parse_metrics(response.text).items()
+        for labels, value in series.items()
+        if dict(labels) == {"model_name": model}
+    }
 
 
 async def test_an_overloaded_model_answers_the_excess_with_429_at_once(asgi_app, client, api_key, gguf_path):
@@ -78,8 +84,10 @@ async def test_an_overloaded_model_answers_the_excess_with_429_at_once(asgi_app,
     await sync_to_async(register)(gguf_path, "smollm2-tight", parallel=2, max_waiting=2)
     held = [HeldPost(asgi_app, "/v1/completions", counting("smollm2-tight"), key=api_key) for _ in range(12)]
     try:
-        await wait_until(lambda: sum(started(p) == 429 and p.sent[-1].get("more_body") is False for p in held) == 8,
-                         "eight requests refused")
+        await wait_until(
+            lambda: sum(started(p) == 429 and p.sent[-1].get("more_body") is False for p in held) == 8,
+            "eight requests refused",
+        )
         await wait_until(lambda: sum(started(p) == 200 for p in held) == 2, "two streams running")
         engine = engine_host().engine_for("smollm2-tight")
         assert (engine.admission.running, engine.admission.waiting) == (2, 2)
@@ -121,13 +129,18 @@ async def test_the_openai_sdk_retries_a_busy_model_and_gets_through(asgi_app, ap
             retry_after.append(int(response.headers["retry-after"]))
 
     busy = HeldPost(asgi_app, "/v1/completions", counting("smollm2-single"), key=api_key)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app), base_url="http://testserver",
-                                 event_hooks={"response": [seen]}, timeout=120) as http_client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=asgi_app),
+        base_url="http://testserver",
+        event_hooks={"response": [seen]},
+        timeout=120,
+    ) as http_client:
         sdk = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=http_client)
         try:
             await wait_until(lambda: started(busy) == 200, "the one slot taken")
-            call = asyncio.create_task(sdk.completions.create(model="smollm2-single", prompt="Hello", max_tokens=4,
-                                                              temperature=0))
+            call = asyncio.create_task(
+                sdk.completions.create(model="smollm2-single", prompt="Hello", max_tokens=4, temperature=0)
+            )
             await wait_until(lambda: statuses, "the SDK's first answer")
             assert statuses == [429] and retry_after[0] >= 1
         finally:
@@ -164,8 +177,12 @@ async def test_records_and_metrics_count_the_prefix_cache(client, gguf_path):
     await sync_to_async(register)(gguf_path, "smollm2-cache", parallel=2)
     system = {"role": "system", "content": "You answer questions about the rainbow in one short sentence. " * 4}
     for question in ("Which colour is on top?", "How many colours are there?"):
-        body = {"model": "smollm2-cache", "max_tokens": 4, "temperature": 0,
-                "messages": [system, {"role": "user", "content": question}]}
+        body = {
+            "model": "smollm2-cache",
+            "max_tokens": 4,
+            "temperature": 0,
+            "messages": [system, {"role": "user", "content": question}],
+        }
         assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
     first, second = [r async for r in RequestRecord.objects.order_by("created_at")]
     assert first.cached_tokens == 0  # nothing was cached yet

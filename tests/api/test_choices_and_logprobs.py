@@ -22,23 +22,33 @@ CHAT = [{"role": "user", "content": "Invent a name for a small red boat."}]
 async def sdk(asgi_app, api_key):
     """The openai SDK talking to the ASGI app in-process."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app), timeout=120) as http_client:
-        yield openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=http_client,
-                                 max_retries=0)
+        yield openai.AsyncOpenAI(
+            base_url="http://testserver/v1", api_key=api_key, http_client=http_client, max_retries=0
+        )
     await sync_to_async(connections.close_all)()
 
 
 @pytest.mark.model
 async def test_chat_n_choices_whole_and_streamed(sdk, smollm2):
-    whole = await sdk.chat.completions.create(model="smollm2", messages=CHAT, n=3, max_tokens=10, temperature=1.0,
-                                              seed=5, logprobs=True)
+    whole = await sdk.chat.completions.create(
+        model="smollm2", messages=CHAT, n=3, max_tokens=10, temperature=1.0, seed=5, logprobs=True
+    )
     assert [choice.index for choice in whole.choices] == [0, 1, 2]
     assert all(choice.message.content and choice.finish_reason in ("stop", "length") for choice in whole.choices)
     # Each choice's logprobs list its tokens: together they are the usage's completion tokens.
     assert whole.usage.completion_tokens == sum(len(choice.logprobs.content) for choice in whole.choices)
     assert len({choice.message.content for choice in whole.choices}) > 1
 
-    stream = await sdk.chat.completions.create(model="smollm2", messages=CHAT, n=3, max_tokens=10, temperature=1.0,
-                                               seed=5, stream=True, stream_options={"include_usage": True})
+    stream = await sdk.chat.completions.create(
+        model="smollm2",
+        messages=CHAT,
+        n=3,
+        max_tokens=10,
+        temperature=1.0,
+        seed=5,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     texts, roles, finishes, usage = {}, [], {}, None
     async for chunk in stream:
         if chunk.usage is not None:
@@ -57,8 +67,9 @@ async def test_chat_n_choices_whole_and_streamed(sdk, smollm2):
 
 @pytest.mark.model
 async def test_legacy_n_choices_with_logprobs(sdk, smollm2):
-    whole = await sdk.completions.create(model="smollm2", prompt="The sky is", n=2, max_tokens=6, temperature=0,
-                                         logprobs=3)
+    whole = await sdk.completions.create(
+        model="smollm2", prompt="The sky is", n=2, max_tokens=6, temperature=0, logprobs=3
+    )
     assert [choice.index for choice in whole.choices] == [0, 1]
     assert whole.usage.completion_tokens == sum(len(choice.logprobs.tokens) for choice in whole.choices)
     for choice in whole.choices:
@@ -71,8 +82,9 @@ async def test_legacy_n_choices_with_logprobs(sdk, smollm2):
             assert 3 <= len(top) <= 4  # the 3 most likely, and the chosen token if it is not among them
             assert max(top.values()) == logprob  # temperature 0 picks the most likely
 
-    stream = await sdk.completions.create(model="smollm2", prompt="The sky is", n=2, max_tokens=6, temperature=0,
-                                          logprobs=1, stream=True)
+    stream = await sdk.completions.create(
+        model="smollm2", prompt="The sky is", n=2, max_tokens=6, temperature=0, logprobs=1, stream=True
+    )
     tokens: dict[int, list[str]] = {0: [], 1: []}
     texts = {0: "", 1: ""}
     finishes = {}
@@ -90,8 +102,9 @@ async def test_legacy_n_choices_with_logprobs(sdk, smollm2):
 
 @pytest.mark.model
 async def test_chat_logprobs_top_alternatives(sdk, smollm2):
-    response = await sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=8, temperature=0,
-                                                 logprobs=True, top_logprobs=4)
+    response = await sdk.chat.completions.create(
+        model="smollm2", messages=CHAT, max_tokens=8, temperature=0, logprobs=True, top_logprobs=4
+    )
     content = response.choices[0].logprobs.content
     assert len(content) == response.usage.completion_tokens
     assert "".join(entry.token for entry in content) == response.choices[0].message.content
@@ -102,10 +115,16 @@ async def test_chat_logprobs_top_alternatives(sdk, smollm2):
         assert top == sorted(top, reverse=True)
         assert (entry.token, entry.logprob) == (entry.top_logprobs[0].token, top[0])
 
-    streamed = await sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=8, temperature=0,
-                                                 logprobs=True, top_logprobs=2, stream=True)
-    entries = [entry async for chunk in streamed for choice in chunk.choices if choice.logprobs
-               for entry in choice.logprobs.content]
+    streamed = await sdk.chat.completions.create(
+        model="smollm2", messages=CHAT, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2, stream=True
+    )
+    entries = [
+        entry
+        async for chunk in streamed
+        for choice in chunk.choices
+        if choice.logprobs
+        for entry in choice.logprobs.content
+    ]
     assert entries and all(len(entry.top_logprobs) == 2 for entry in entries)
 
 
@@ -123,8 +142,9 @@ async def test_logit_bias_changes_the_greedy_first_token(sdk, smollm2):
 async def test_more_choices_than_the_model_runs_at_once_is_400(client, smollm2):
     for stream in (False, True):
         body = {"model": "smollm2", "messages": CHAT, "n": 128, "stream": stream}
-        error = assert_openai_error(await client.post("/v1/chat/completions", json=body), 400,
-                                    "unsupported_parameter", "n")
+        error = assert_openai_error(
+            await client.post("/v1/chat/completions", json=body), 400, "unsupported_parameter", "n"
+        )
         assert "parallel" in error["message"]
 
 
@@ -134,28 +154,30 @@ async def test_logit_bias_outside_the_vocabulary_is_400(client, smollm2):
     assert_openai_error(await client.post("/v1/chat/completions", json=body), 400, "invalid_value", "logit_bias")
 
 
-@pytest.mark.parametrize("extra, param", [
-    ({"logit_bias": {"abc": 1}}, "logit_bias"),
-    ({"logit_bias": {"-1": 1}}, "logit_bias"),
-    ({"logit_bias": {"5": 101}}, "logit_bias"),
-    ({"logit_bias": {"5": "1"}}, "logit_bias"),
-    ({"logit_bias": [5]}, "logit_bias"),
-    ({"top_logprobs": 2}, "top_logprobs"),
-    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"n": 0}, "n"),
-    ({"n": 129}, "n"),
-    ({"n": "three"}, "n"),
-    ({"logprobs": {"deep": [1]}}, "logprobs"),
-    ({"logit_bias": {str(token): 1 for token in range(1025)}}, "logit_bias"),
-    ({"logit_bias": {"5": [[[1]]]}}, "logit_bias"),
-])
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"-1": 1}}, "logit_bias"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {"5": "1"}}, "logit_bias"),
+        ({"logit_bias": [5]}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"n": 0}, "n"),
+        ({"n": 129}, "n"),
+        ({"n": "three"}, "n"),
+        ({"logprobs": {"deep": [1]}}, "logprobs"),
+        ({"logit_bias": {str(token): 1 for token in range(1025)}}, "logit_bias"),
+        ({"logit_bias": {"5": [[[1]]]}}, "logit_bias"),
+    ],
+)
 async def test_malformed_choice_and_logprob_fields_are_400(client, echo_model, extra, param):
     body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], **extra}
     assert_openai_error(await client.post("/v1/chat/completions", json=body), 400, param=param)
 
 
-@pytest.mark.parametrize("extra, param", [({"logprobs": 0}, "logprobs"), ({"n": 2}, "n"),
-                                          ({"best_of": 3}, "best_of")])
+@pytest.mark.parametrize("extra, param", [({"logprobs": 0}, "logprobs"), ({"n": 2}, "n"), ({"best_of": 3}, "best_of")])
 async def test_legacy_features_the_echo_engine_lacks_are_400(client, echo_model, extra, param):
     body = {"model": "echo", "prompt": "hi", **extra}
     assert_openai_error(await client.post("/v1/completions", json=body), 400, "unsupported_parameter", param)
@@ -171,8 +193,10 @@ async def test_answers_with_choices_and_logprobs_match_the_openapi_schema(client
 
     chat = {"model": "smollm2", "messages": CHAT, "n": 2, "max_tokens": 4, "logprobs": True, "top_logprobs": 2}
     text = {"model": "smollm2", "prompt": "The sky is", "n": 2, "max_tokens": 4, "logprobs": 2}
-    for path, body, whole, chunk in [("/v1/chat/completions", chat, "ChatCompletion", CHAT_CHUNK),
-                                     ("/v1/completions", text, "TextCompletion", TEXT_CHUNK)]:
+    for path, body, whole, chunk in [
+        ("/v1/chat/completions", chat, "ChatCompletion", CHAT_CHUNK),
+        ("/v1/completions", text, "TextCompletion", TEXT_CHUNK),
+    ]:
         answer = (await client.post(path, json=body)).json()
         validator({"$ref": f"#/components/schemas/{whole}"}).validate(answer)
         assert all(choice["logprobs"] for choice in answer["choices"])

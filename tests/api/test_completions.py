@@ -27,15 +27,17 @@ async def test_chat_completion_shape_and_usage(client, echo_model):
 
 
 async def test_max_completion_tokens_and_stop(client, echo_model):
-    body = (await client.post("/v1/chat/completions",
-                              json={**ECHO_CHAT, "max_completion_tokens": 4, "stop": [" three"]})).json()
+    body = (
+        await client.post("/v1/chat/completions", json={**ECHO_CHAT, "max_completion_tokens": 4, "stop": [" three"]})
+    ).json()
     assert body["choices"][0]["message"]["content"] == "one two"
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
 async def test_streaming_chat_events(client, echo_model):
-    response = await client.post("/v1/chat/completions", json={
-        **ECHO_CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    response = await client.post(
+        "/v1/chat/completions", json={**ECHO_CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.text)
@@ -63,8 +65,9 @@ async def test_legacy_completion_and_stream(client, echo_model):
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "a b"
     assert body["usage"]["completion_tokens"] == 2
-    streamed = sse_events((await client.post("/v1/completions", json={
-        "model": "echo", "prompt": ["a b c"], "stream": True})).text)
+    streamed = sse_events(
+        (await client.post("/v1/completions", json={"model": "echo", "prompt": ["a b c"], "stream": True})).text
+    )
     assert streamed[-1] == "[DONE]"
     assert "".join(e["choices"][0]["text"] for e in streamed[:-1]) == "a b c"
 
@@ -116,8 +119,9 @@ async def test_one_record_per_request_whatever_the_outcome(client, echo_model):
 
 
 async def test_records_hold_no_prompt_text(client, echo_model):
-    await client.post("/v1/chat/completions", json={"model": "echo", "messages": [
-        {"role": "user", "content": "supersecretprompt"}]})
+    await client.post(
+        "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "supersecretprompt"}]}
+    )
     record = await RequestRecord.objects.aget()
     assert "supersecretprompt" not in str(vars(record))
 
@@ -125,11 +129,21 @@ async def test_records_hold_no_prompt_text(client, echo_model):
 @pytest.mark.model
 async def test_real_model_chat_and_stream_agree(client, smollm2):
     """At temperature 0 with a seed, streamed deltas join to the non-streamed text."""
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Name a colour."}],
-            "max_tokens": 12, "temperature": 0, "seed": 7}
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 12,
+        "temperature": 0,
+        "seed": 7,
+    }
     whole = (await client.post("/v1/chat/completions", json=body)).json()
-    events = sse_events((await client.post("/v1/chat/completions", json={
-        **body, "stream": True, "stream_options": {"include_usage": True}})).text)
+    events = sse_events(
+        (
+            await client.post(
+                "/v1/chat/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+            )
+        ).text
+    )
     streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
     assert whole["choices"][0]["message"]["content"] == streamed
     assert streamed.strip()
@@ -141,12 +155,18 @@ async def test_real_model_chat_and_stream_agree(client, smollm2):
 @pytest.mark.model
 async def test_real_model_reports_the_cached_prefix(client, smollm2):
     """A second request sharing a long prefix with the first reuses its KV, and usage says how much."""
-    history = [{"role": "system", "content": "You are a lighthouse keeper on a remote island. " * 12},
-               {"role": "user", "content": "What do you see tonight?"}]
+    history = [
+        {"role": "system", "content": "You are a lighthouse keeper on a remote island. " * 12},
+        {"role": "user", "content": "What do you see tonight?"},
+    ]
     body = {"model": "smollm2", "messages": history, "max_tokens": 4, "temperature": 0}
     first = (await client.post("/v1/chat/completions", json=body)).json()["usage"]
-    follow_up = {**body, "messages": [*history[:1], {"role": "user", "content": "And in the morning?"}],
-                 "stream": True, "stream_options": {"include_usage": True}}
+    follow_up = {
+        **body,
+        "messages": [*history[:1], {"role": "user", "content": "And in the morning?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     events = sse_events((await client.post("/v1/chat/completions", json=follow_up)).text)
     second = events[-2]["usage"]
     assert first["prompt_tokens_details"]["cached_tokens"] < 100 <= second["prompt_tokens_details"]["cached_tokens"]
@@ -155,8 +175,12 @@ async def test_real_model_reports_the_cached_prefix(client, smollm2):
 
 @pytest.mark.model
 async def test_real_model_alias_and_completion(client, smollm2):
-    body = (await client.post("/v1/completions", json={
-        "model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 5, "temperature": 0})).json()
+    body = (
+        await client.post(
+            "/v1/completions",
+            json={"model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 5, "temperature": 0},
+        )
+    ).json()
     assert body["model"] == "SmolLM2-135M-Instruct"
     assert body["usage"]["prompt_tokens"] > 0 and 0 < body["usage"]["completion_tokens"] <= 5
     assert body["choices"][0]["text"]

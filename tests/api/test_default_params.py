@@ -14,8 +14,9 @@ WORDS = "alpha beta gamma delta epsilon zeta eta theta"
 
 
 def echo_with_defaults(**default_params):
-    return served_model_register(name="echo-defaults", source="", engine="echo", context_length=512,
-                                 default_params=default_params)
+    return served_model_register(
+        name="echo-defaults", source="", engine="echo", context_length=512, default_params=default_params
+    )
 
 
 async def adefaults(**default_params):
@@ -69,16 +70,23 @@ async def test_request_stop_replaces_the_default(client):
 @pytest.mark.model
 async def test_real_model_takes_default_max_tokens_and_temperature(client, smollm2, gguf_path):
     await sync_to_async(served_model_register)(
-        name="smol-defaults", source=gguf_path, engine="llama_cpp", context_length=2048,
-        default_params={"max_tokens": 6, "temperature": 0.0})
+        name="smol-defaults",
+        source=gguf_path,
+        engine="llama_cpp",
+        context_length=2048,
+        default_params={"max_tokens": 6, "temperature": 0.0},
+    )
     question = {"messages": [{"role": "user", "content": "Write a short poem about the sea."}]}
 
     defaulted = (await client.post("/v1/chat/completions", json={"model": "smol-defaults", **question})).json()
     assert defaulted["usage"]["completion_tokens"] == 6, defaulted
     assert defaulted["choices"][0]["finish_reason"] == "length"
     # Temperature 0 by default: the same answer as the bare model asked for greedy decoding.
-    greedy = (await client.post("/v1/chat/completions", json={
-        "model": "smollm2", "max_tokens": 6, "temperature": 0, **question})).json()
+    greedy = (
+        await client.post(
+            "/v1/chat/completions", json={"model": "smollm2", "max_tokens": 6, "temperature": 0, **question}
+        )
+    ).json()
     assert defaulted["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
 
     # The request's own values win: more tokens, and a hot seeded sample that leaves the greedy path.
@@ -88,23 +96,29 @@ async def test_real_model_takes_default_max_tokens_and_temperature(client, smoll
     own = (await client.post("/v1/chat/completions", json=hot)).json()
     assert own["usage"]["completion_tokens"] == 12
     again = (await client.post("/v1/chat/completions", json=hot)).json()
-    greedy12 = (await client.post("/v1/chat/completions", json={
-        "model": "smol-defaults", "max_tokens": 12, "temperature": 0, **question})).json()
+    greedy12 = (
+        await client.post(
+            "/v1/chat/completions", json={"model": "smol-defaults", "max_tokens": 12, "temperature": 0, **question}
+        )
+    ).json()
     assert own["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
     assert own["choices"][0]["message"]["content"] != greedy12["choices"][0]["message"]["content"]
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"max_tokens": "3"}, "max_tokens must be an integer of at least 1"),
-    ({"max_tokens": 0}, "max_tokens must be an integer of at least 1"),
-    ({"temperature": 3}, "temperature must be a number from 0 to 2"),
-    ({"temperature": True}, "temperature must be a number from 0 to 2"),
-    ({"top_p": "high"}, "top_p must be a number from 0 to 1"),
-    ({"stop": 5}, "stop must be a string or a list of up to 4 strings"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop must be a string or a list of up to 4 strings"),
-    ({"seed": 1.5}, "seed must be an integer"),
-    ({"presence_penalty": -3}, "presence_penalty must be a number from -2 to 2"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"max_tokens": "3"}, "max_tokens must be an integer of at least 1"),
+        ({"max_tokens": 0}, "max_tokens must be an integer of at least 1"),
+        ({"temperature": 3}, "temperature must be a number from 0 to 2"),
+        ({"temperature": True}, "temperature must be a number from 0 to 2"),
+        ({"top_p": "high"}, "top_p must be a number from 0 to 1"),
+        ({"stop": 5}, "stop must be a string or a list of up to 4 strings"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop must be a string or a list of up to 4 strings"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"presence_penalty": -3}, "presence_penalty must be a number from -2 to 2"),
+    ],
+)
 def test_defaults_a_request_could_not_send_are_refused(params, message):
     # Refused when the model is saved, rather than breaking every request to it later.
     with pytest.raises(ValidationError) as caught:
@@ -113,7 +127,8 @@ def test_defaults_a_request_could_not_send_are_refused(params, message):
 
 
 async def test_defaults_of_every_kind_are_served(client):
-    await adefaults(max_tokens=4, temperature=0.5, top_p=0.9, stop=[" zeta"], seed=3,
-                       presence_penalty=0.5, frequency_penalty=-0.5)
+    await adefaults(
+        max_tokens=4, temperature=0.5, top_p=0.9, stop=[" zeta"], seed=3, presence_penalty=0.5, frequency_penalty=-0.5
+    )
     body = (await client.post("/v1/chat/completions", json=chat())).json()
     assert body["choices"][0]["message"]["content"] == "alpha beta gamma delta"

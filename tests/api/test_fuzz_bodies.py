@@ -38,8 +38,20 @@ FUZZ_SETTINGS = settings(
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 # Text a tokenizer or a template might choke on, mixed into arbitrary code points.
-NASTY = ["\x00", "\U0010ffff", "\ufeff", "\u202e", "<|im_end|>", "<|im_start|>", "<|endoftext|>", "{{ x }}",
-         "{% if %}", "\\", '"', "\n"]
+NASTY = [
+    "\x00",
+    "\U0010ffff",
+    "\ufeff",
+    "\u202e",
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|endoftext|>",
+    "{{ x }}",
+    "{% if %}",
+    "\\",
+    '"',
+    "\n",
+]
 SURROGATES = ["\ud800", "\udfff", "\ud83d"]
 
 
@@ -64,12 +76,17 @@ nested = st.integers(min_value=1, max_value=60).map(lambda depth: json.loads("["
 
 # Near-valid bodies reach the model; each is then sometimes broken in one field, or grown an
 # unknown one, or replaced outright by junk, so that both validation and the engine are fuzzed.
-parts = st.lists(st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": wild_text}), json_values),
-                 max_size=3)
+parts = st.lists(
+    st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": wild_text}), json_values), max_size=3
+)
 content = st.one_of(wild_text, st.none(), parts)
 # Not "tool": a tool message asks for the tools capability, which llama_cpp refuses before the model runs.
-message = st.builds(lambda role, text, omit: {"role": role} if omit else {"role": role, "content": text},
-                    st.sampled_from([r for r in ROLES if r != "tool"]), content, st.booleans())
+message = st.builds(
+    lambda role, text, omit: {"role": role} if omit else {"role": role, "content": text},
+    st.sampled_from([r for r in ROLES if r != "tool"]),
+    content,
+    st.booleans(),
+)
 stop = st.one_of(st.none(), wild_text, st.lists(wild_text, max_size=5))
 sampling = {
     "stop": stop,
@@ -81,11 +98,21 @@ sampling = {
 }
 # The budget stays tiny so the model's share is short; junk budgets must be refused before it runs.
 chat_valid = st.fixed_dictionaries(
-    {"model": st.just("smollm2"), "messages": st.lists(message, min_size=1, max_size=3),
-     "max_tokens": st.integers(min_value=1, max_value=3)}, optional=sampling)
+    {
+        "model": st.just("smollm2"),
+        "messages": st.lists(message, min_size=1, max_size=3),
+        "max_tokens": st.integers(min_value=1, max_value=3),
+    },
+    optional=sampling,
+)
 completion_valid = st.fixed_dictionaries(
-    {"model": st.just("smollm2"), "prompt": st.one_of(wild_text, wild_text.map(lambda text: [text])),
-     "max_tokens": st.integers(min_value=1, max_value=3)}, optional=sampling)
+    {
+        "model": st.just("smollm2"),
+        "prompt": st.one_of(wild_text, wild_text.map(lambda text: [text])),
+        "max_tokens": st.integers(min_value=1, max_value=3),
+    },
+    optional=sampling,
+)
 junk = st.one_of(json_values, nested, wild_text)
 BUDGETS = ("max_tokens", "max_completion_tokens")
 
@@ -108,6 +135,7 @@ junk_budget = junk.filter(lambda value: not spends_long(value))
 
 def broken(valid: st.SearchStrategy, fields: list[str]) -> st.SearchStrategy:
     """`valid` with one field's value replaced by junk (wrong types, nesting, odd text)."""
+
     def replace(body, field, value, budget_value):
         return {**body, field: budget_value if field in BUDGETS else value}
 
@@ -119,14 +147,20 @@ def broken(valid: st.SearchStrategy, fields: list[str]) -> st.SearchStrategy:
     one_field = st.builds(replace, valid, st.sampled_from(fields), junk, junk_budget)
     if "messages" not in fields:
         return one_field
-    in_a_message = st.builds(break_message, valid, st.integers(0, 2),
-                             st.sampled_from(["role", "content", "name", "tool_call_id", "extra"]), junk)
+    in_a_message = st.builds(
+        break_message,
+        valid,
+        st.integers(0, 2),
+        st.sampled_from(["role", "content", "name", "tool_call_id", "extra"]),
+        junk,
+    )
     return st.one_of(one_field, in_a_message)
 
 
 def bodies(valid: st.SearchStrategy, fields: list[str]) -> st.SearchStrategy:
-    unknown_field = st.builds(lambda body, extra: {**extra, **body}, valid,
-                              st.dictionaries(wild_text, json_values, min_size=1, max_size=2))
+    unknown_field = st.builds(
+        lambda body, extra: {**extra, **body}, valid, st.dictionaries(wild_text, json_values, min_size=1, max_size=2)
+    )
     # Hypothesis merges repeated branches of one_of, so the mix is weighted by hand:
     # 6 in 10 valid, 2 with one field broken, 1 with an unknown field, 1 junk.
     kinds = [valid] * 6 + [broken(valid, fields)] * 2 + [unknown_field, junk]
@@ -149,8 +183,12 @@ class Fuzzer:
         self.sent = 0
         self.statuses: collections.Counter[int] = collections.Counter()
         self._runner = asyncio.Runner()
-        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                                         headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=120,
+        )
 
     def post(self, path: str, body) -> httpx.Response:
         # json.dumps escapes non-ASCII, so lone surrogates travel as the valid JSON "\ud800".
@@ -217,16 +255,20 @@ def assert_both_paths_ran(fuzzer: Fuzzer) -> None:
 
 def assert_still_serves(fuzzer: Fuzzer) -> None:
     """A normal request succeeds and the status page shows nothing running."""
-    ok = fuzzer.post("/v1/chat/completions", {"model": "smollm2", "max_tokens": 2,
-                                              "messages": [{"role": "user", "content": "Hi"}]})
+    ok = fuzzer.post(
+        "/v1/chat/completions", {"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["choices"][0]["finish_reason"] in ("stop", "length")
     engines = {e["model"]: e for e in fuzzer.get("/v1/system/status").json()["engines"]}
     assert engines["smollm2"]["in_flight"] == 0
 
 
-@pytest.mark.parametrize(("path", "bodies"), [("/v1/chat/completions", chat_bodies),
-                                              ("/v1/completions", completion_bodies)], ids=["chat", "completions"])
+@pytest.mark.parametrize(
+    ("path", "bodies"),
+    [("/v1/chat/completions", chat_bodies), ("/v1/completions", completion_bodies)],
+    ids=["chat", "completions"],
+)
 def test_fuzzed_bodies(fuzzer, path, bodies):
     @FUZZ_SETTINGS
     @given(body=bodies)

@@ -48,11 +48,15 @@ def nested(depth: int) -> str:
 # F1: nesting
 
 
-@pytest.mark.parametrize("body", [
-    nested(10_000),  # past Python's recursion limit: a RecursionError in the parser today
-    '{"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stop": ' + nested(10_000) + "}",
-    '{"model": "echo", "messages": [{"role": "user", "content": ' + nested(MAX_DEPTH) + "}]}",  # parses, too deep
-], ids=["10000 deep", "10000 deep in a field", "just over the limit"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        nested(10_000),  # past Python's recursion limit: a RecursionError in the parser today
+        '{"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stop": ' + nested(10_000) + "}",
+        '{"model": "echo", "messages": [{"role": "user", "content": ' + nested(MAX_DEPTH) + "}]}",  # parses, too deep
+    ],
+    ids=["10000 deep", "10000 deep in a field", "just over the limit"],
+)
 async def test_deep_nesting_is_400_invalid_json(client, echo_model, body):
     error = assert_openai_error(await client.post(CHAT, content=body.encode(), headers=JSON), 400, "invalid_json")
     assert f"more than {MAX_DEPTH} levels" in error["message"]
@@ -70,14 +74,18 @@ def test_nesting_up_to_the_limit_parses():
 # F3, F4: lone surrogates
 
 
-@pytest.mark.parametrize("path, body", [
-    (CHAT, '{"model": "echo", "messages": [{"role": "user", "content": "hi \\ud800"}]}'),
-    (CHAT, '{"model": "echo", "messages": [{"role": "\\ud800", "content": "hi"}]}'),
-    (CHAT, '{"model": "echo", "\\ud800": 1, "messages": [{"role": "user", "content": "hi"}]}'),
-    (CHAT, '{"model": "echo", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]}'),
-    ("/v1/completions", '{"model": "echo", "prompt": "\\ud800"}'),
-    ("/v1/completions", '{"model": "echo", "prompt": ["ok", "\\udbff"]}'),
-], ids=["content", "role", "field name", "content part", "prompt", "prompt list"])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (CHAT, '{"model": "echo", "messages": [{"role": "user", "content": "hi \\ud800"}]}'),
+        (CHAT, '{"model": "echo", "messages": [{"role": "\\ud800", "content": "hi"}]}'),
+        (CHAT, '{"model": "echo", "\\ud800": 1, "messages": [{"role": "user", "content": "hi"}]}'),
+        (CHAT, '{"model": "echo", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]}'),
+        ("/v1/completions", '{"model": "echo", "prompt": "\\ud800"}'),
+        ("/v1/completions", '{"model": "echo", "prompt": ["ok", "\\udbff"]}'),
+    ],
+    ids=["content", "role", "field name", "content part", "prompt", "prompt list"],
+)
 async def test_lone_surrogates_are_400_invalid_json_without_echoing_them(client, echo_model, path, body):
     response = await client.post(path, content=body.encode(), headers=JSON)
     error = assert_openai_error(response, 400, "invalid_json")
@@ -90,11 +98,11 @@ async def test_lone_surrogates_are_400_invalid_json_without_echoing_them(client,
 
 async def test_a_surrogate_pair_is_one_character_and_accepted(client, echo_model):
     """json.dumps writes astral characters as escaped pairs (httpx does so): those are not lone."""
-    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "smile \U0001F600"}]})
+    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "smile \U0001f600"}]})
     assert "\\ud83d\\ude00" in body
     response = await client.post(CHAT, content=body.encode(), headers=JSON)
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == "smile \U0001F600"
+    assert response.json()["choices"][0]["message"]["content"] == "smile \U0001f600"
 
 
 async def test_invalid_utf8_is_400_invalid_json(client, echo_model):
@@ -108,19 +116,20 @@ async def test_invalid_utf8_is_400_invalid_json(client, echo_model):
 def chat_of_size(size: int) -> bytes:
     """A chat body of exactly `size` bytes, its content words of one letter."""
     empty = json.dumps({"model": "echo", "messages": [{"role": "user", "content": ""}]}).encode()
-    filler = (b"x " * size)[:size - len(empty)]
+    filler = (b"x " * size)[: size - len(empty)]
     return empty.replace(b'""', b'"' + filler + b'"')
 
 
 async def chunked(body: bytes, piece: int = 64 * 1024):
     """An async generator body: httpx sends it with Transfer-Encoding: chunked and no Content-Length."""
     for start in range(0, len(body), piece):
-        yield body[start:start + piece]
+        yield body[start : start + piece]
 
 
 async def test_a_body_over_the_default_limit_is_413(client, echo_model):
-    error = assert_openai_error(await client.post(CHAT, content=chat_of_size(5 * MIB), headers=JSON),
-                                413, "request_too_large")
+    error = assert_openai_error(
+        await client.post(CHAT, content=chat_of_size(5 * MIB), headers=JSON), 413, "request_too_large"
+    )
     assert str(4 * MIB) in error["message"]
     await assert_still_serving(client)
 
@@ -141,8 +150,9 @@ async def test_a_body_under_the_default_limit_reaches_the_model(client, echo_mod
 async def test_the_limit_is_a_setting_and_counts_chunked_bodies(client, echo_model, settings):
     settings.MAX_REQUEST_BODY_BYTES = 2000
     assert_openai_error(await client.post(CHAT, content=chat_of_size(2001), headers=JSON), 413, "request_too_large")
-    assert_openai_error(await client.post(CHAT, content=chunked(chat_of_size(2001), piece=500), headers=JSON),
-                        413, "request_too_large")
+    assert_openai_error(
+        await client.post(CHAT, content=chunked(chat_of_size(2001), piece=500), headers=JSON), 413, "request_too_large"
+    )
     body = chat_of_size(2000)
     response = await client.post(CHAT, content=chunked(body, piece=500), headers=JSON)
     assert prompt_words(response) == body.count(b"x")  # at the limit: read whole
@@ -166,9 +176,17 @@ async def test_a_chunked_streaming_request_streams(client, echo_model):
 
 
 async def test_an_invalid_content_length_is_400(asgi_app, echo_model, api_key):
-    communicator = HttpCommunicator(asgi_app, "POST", CHAT, body=json.dumps(ECHO_CHAT).encode(), headers=[
-        (b"authorization", f"Bearer {api_key}".encode()), (b"content-type", b"application/json"),
-        (b"content-length", b"12abc")])
+    communicator = HttpCommunicator(
+        asgi_app,
+        "POST",
+        CHAT,
+        body=json.dumps(ECHO_CHAT).encode(),
+        headers=[
+            (b"authorization", f"Bearer {api_key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"12abc"),
+        ],
+    )
     response = await communicator.get_response(timeout=30)
     assert response["status"] == 400
     assert json.loads(response["body"])["error"]["code"] == "bad_request"
@@ -190,10 +208,17 @@ async def test_unknown_api_paths_are_openai_404_for_every_method(client, echo_mo
     assert_openai_error(await client.request(method, path, json={"model": "echo"}), 404, "unknown_url")
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/metrics"), ("PUT", "/metrics"), ("DELETE", "/v1/models"), ("PUT", "/v1/chat/completions"),
-    ("POST", "/v1/models/echo"), ("DELETE", "/health"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/metrics"),
+        ("PUT", "/metrics"),
+        ("DELETE", "/v1/models"),
+        ("PUT", "/v1/chat/completions"),
+        ("POST", "/v1/models/echo"),
+        ("DELETE", "/health"),
+    ],
+)
 async def test_a_wrong_method_on_a_known_path_is_openai_405(client, echo_model, method, path):
     assert_openai_error(await client.request(method, path), 405, "method_not_allowed")
 
@@ -207,8 +232,9 @@ async def test_metrics_still_answers_get(anonymous, echo_model, settings):
 async def test_the_openai_sdk_gets_not_found_for_an_endpoint_we_lack(asgi_app, api_key, echo_model):
     transport = httpx.ASGITransport(app=asgi_app)
     async with httpx.AsyncClient(transport=transport) as http_client:
-        sdk = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=http_client,
-                                 max_retries=0)
+        sdk = openai.AsyncOpenAI(
+            base_url="http://testserver/v1", api_key=api_key, http_client=http_client, max_retries=0
+        )
         with pytest.raises(openai.NotFoundError) as raised:
             await sdk.embeddings.create(model="echo", input="hi")
     assert raised.value.status_code == 404 and raised.value.code == "unknown_url"
@@ -230,7 +256,7 @@ async def test_admin_without_its_slash_redirects_never_500(anonymous, transactio
 @pytest.mark.parametrize("debug", [True, False])
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 async def test_bare_v1_is_openai_404_never_500(client, echo_model, settings, debug, method):
-    """"/v1/" matches the API's catch-all, so APPEND_SLASH raised for a POST to "/v1" under DEBUG."""
+    """ "/v1/" matches the API's catch-all, so APPEND_SLASH raised for a POST to "/v1" under DEBUG."""
     settings.DEBUG = debug
     assert_openai_error(await client.request(method, "/v1"), 404, "unknown_url")
 
@@ -253,8 +279,7 @@ async def test_static_traversal_through_the_app_is_404(asgi_app, transactional_d
     assert b"SECRET_KEY" not in response["body"]
 
 
-async def test_static_traversal_through_runservers_debug_static_handler_is_404(asgi_app, transactional_db,
-                                                                                settings):
+async def test_static_traversal_through_runservers_debug_static_handler_is_404(asgi_app, transactional_db, settings):
     """What `manage.py runserver` (and `serve` under DEBUG) put in front of the app; it raised a 500."""
     settings.DEBUG = True
     response = await get_raw(ASGIStaticFilesHandler(asgi_app), TRAVERSAL)
@@ -294,14 +319,15 @@ def test_live_chunked_chat_completion(live):
 
     def pieces():
         for start in range(0, len(body), 10):
-            yield body[start:start + 10].encode()
+            yield body[start : start + 10].encode()
 
     headers = {"Authorization": f"Bearer {live.api_key}", "Content-Type": "application/json"}
     response = httpx.post(f"{live.base_url}{CHAT}", content=pieces(), headers=headers, timeout=120)
     assert response.status_code == 200, response.text[:1000]
     assert response.json()["usage"]["completion_tokens"] >= 1
-    too_big = httpx.post(f"{live.base_url}{CHAT}", content=(b"x" * 1024 for _ in range(5 * 1024)),
-                         headers=headers, timeout=120)
+    too_big = httpx.post(
+        f"{live.base_url}{CHAT}", content=(b"x" * 1024 for _ in range(5 * 1024)), headers=headers, timeout=120
+    )
     assert_openai_error(too_big, 413, "request_too_large")
 
 

@@ -119,12 +119,15 @@ async def test_a_one_space_prompt_still_generates(client, smollm2):
     assert response.json()["usage"]["prompt_tokens"] == 1
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": ""}],
-    [{"role": "system", "content": ""}, {"role": "user", "content": ""}],
-    [{"role": "assistant", "content": None}],
-    [{"role": "user", "content": []}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": ""}],
+        [{"role": "system", "content": ""}, {"role": "user", "content": ""}],
+        [{"role": "assistant", "content": None}],
+        [{"role": "user", "content": []}],
+    ],
+)
 async def test_all_empty_messages_still_generate(client, smollm2, messages):
     """The template's own markers make the prompt non-empty."""
     response = await client.post("/v1/chat/completions", json={**SMALL, "messages": messages})
@@ -147,11 +150,15 @@ async def test_invalid_role_is_not_echoed(client, smollm2):
 
 async def test_unknown_content_part_type_is_not_echoed(client, smollm2):
     parts = [{"type": "secret-part-type", "text": "x"}]
-    response = await client.post("/v1/chat/completions", json={**SMALL, "messages": [{"role": "user", "content": parts}]})
+    response = await client.post(
+        "/v1/chat/completions", json={**SMALL, "messages": [{"role": "user", "content": parts}]}
+    )
     assert response.status_code == 400
     assert "secret-part-type" not in response.json()["error"]["message"]
     known = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
-    response = await client.post("/v1/chat/completions", json={**SMALL, "messages": [{"role": "user", "content": known}]})
+    response = await client.post(
+        "/v1/chat/completions", json={**SMALL, "messages": [{"role": "user", "content": known}]}
+    )
     assert response.status_code == 400 and "'image_url'" in response.json()["error"]["message"]
 
 
@@ -160,8 +167,10 @@ async def test_unknown_field_names_are_named_back_only_when_plain(client, smollm
     plain = await client.post("/v1/chat/completions", json={**chat, "frobnicate": 1})
     assert plain.status_code == 400 and plain.json()["error"]["param"] == "frobnicate"
     for name in ["<b>secret-field</b>", "f" * 65]:
-        for body, param in [({**chat, name: 1}, None),
-                            ({**chat, "messages": [{"role": "user", "content": "x", name: 1}]}, "messages[0]")]:
+        for body, param in [
+            ({**chat, name: 1}, None),
+            ({**chat, "messages": [{"role": "user", "content": "x", name: 1}]}, "messages[0]"),
+        ]:
             response = await client.post("/v1/chat/completions", json=body)
             assert response.status_code == 400, response.text
             error = response.json()["error"]
@@ -170,8 +179,9 @@ async def test_unknown_field_names_are_named_back_only_when_plain(client, smollm
     for body in [{**chat, "\ud800": 1}, {**chat, "messages": [{"role": "user", "content": "x", "\ud800": 1}]}]:
         # json.dumps escapes the surrogate, so the body is valid JSON, as a client would send it;
         # the parser refuses it before any field is looked at.
-        response = await client.post("/v1/chat/completions", content=json.dumps(body),
-                                     headers={"Content-Type": "application/json"})
+        response = await client.post(
+            "/v1/chat/completions", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert (error["code"], error["param"]) == ("invalid_json", None) and "\ud800" not in error["message"]

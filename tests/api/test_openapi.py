@@ -66,7 +66,8 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
         for method in methods:
             operation = document["paths"][path][method]
             expected = {"/health": [], "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}]}.get(
-                path, [{"ApiKeyAuth": []}])
+                path, [{"ApiKeyAuth": []}]
+            )
             assert operation.get("security", []) == expected, (path, method)
             assert "500" in operation["responses"]
             if path != "/health":
@@ -95,8 +96,11 @@ def test_annotated_views_stay_async():
 
 def test_the_schema_validator_rejects_a_broken_document():
     """The meta-schema check above can fail: a document with a malformed operation does not pass it."""
-    broken = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
-              "paths": {"/x": {"get": {"responses": {"200": {"description": 5}}}}}}
+    broken = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/x": {"get": {"responses": {"200": {"description": 5}}}}},
+    }
     with pytest.raises(jsonschema_rs.ValidationError):
         schemathesis.openapi.from_dict(broken).validate()
 
@@ -147,8 +151,9 @@ def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
     assert {bool(body.get("stream")) for body in bodies} == {False, True}
     for body in bodies:
         case = operation.Case(body=body, media_type="application/json")
-        response = case.call_and_validate(headers={"Authorization": f"Bearer {echo_live.api_key}"},
-                                          checks=CHECKS, timeout=60)
+        response = case.call_and_validate(
+            headers={"Authorization": f"Bearer {echo_live.api_key}"}, checks=CHECKS, timeout=60
+        )
         assert response.status_code == 200, response.text
         if body.get("stream"):
             assert response.headers["content-type"][0].startswith("text/event-stream")
@@ -171,8 +176,12 @@ def _use_served_model(case) -> None:
 
 
 # /health and /metrics have no parameters, body or key, so there is nothing invalid to send them.
-FUZZ = [(path, method, mode) for path, method in OPERATIONS for mode in GenerationMode
-        if not (path in ("/health", "/metrics") and mode == GenerationMode.NEGATIVE)]
+FUZZ = [
+    (path, method, mode)
+    for path, method in OPERATIONS
+    for mode in GenerationMode
+    if not (path in ("/health", "/metrics") and mode == GenerationMode.NEGATIVE)
+]
 
 
 @pytest.mark.live
@@ -190,7 +199,10 @@ def test_schemathesis_against_live_platform(live_schema, echo_live, path, method
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis.settings(
-        max_examples=25, deadline=None, database=None, phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        max_examples=25,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     def exercise(case):

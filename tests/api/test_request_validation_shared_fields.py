@@ -15,9 +15,12 @@ from serving.errors import UnsupportedParameter
 from .test_fuzz_bodies import chat_bodies, completion_bodies
 
 PLAIN = {CHAT: ChatCompletionRequestSerializer, TEXT: CompletionRequestSerializer}
-SETTINGS = settings(max_examples=300, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 
 def outcome(validate):

@@ -144,23 +144,27 @@ async def test_legacy_completions_endpoint(open_socket, api_key, echo_model):
     assert frames[-1]["choices"][0]["finish_reason"] == "length"
 
 
-@pytest.mark.parametrize("authorization", ["Bearer ipk-00000000-wrong", "Bearer not-even-a-key", "Basic abc",
-                                           "Bearer "])
+@pytest.mark.parametrize(
+    "authorization", ["Bearer ipk-00000000-wrong", "Bearer not-even-a-key", "Basic abc", "Bearer "]
+)
 async def test_bad_header_gets_401_frame_and_4401(open_socket, echo_model, authorization):
     socket = await open_socket(authorization=authorization)
     error = await expect_unauthorized(socket)
     assert "ipk-00000000-wrong" not in error["message"]  # a key is never echoed back
 
 
-@pytest.mark.parametrize("first", [
-    {"type": "auth", "api_key": "ipk-00000000-wrong"},
-    {"type": "auth", "api_key": ""},
-    {"type": "auth", "api_key": 42},
-    {"type": "auth"},
-    {"type": "request", "body": ECHO_CHAT},
-    {"type": "cancel"},
-    "not json",
-])
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"type": "auth", "api_key": "ipk-00000000-wrong"},
+        {"type": "auth", "api_key": ""},
+        {"type": "auth", "api_key": 42},
+        {"type": "auth"},
+        {"type": "request", "body": ECHO_CHAT},
+        {"type": "cancel"},
+        "not json",
+    ],
+)
 async def test_anything_but_a_valid_auth_frame_first_gets_4401(open_socket, echo_model, first):
     socket = await open_socket()
     if isinstance(first, str):
@@ -178,8 +182,9 @@ async def test_no_auth_frame_in_time_gets_4401(open_socket, echo_model, monkeypa
     assert "0.2 seconds" in error["message"]
 
 
-async def test_invalid_messages_get_error_frames_and_the_connection_stays_open(open_socket, api_key, echo_model,
-                                                                               caplog):
+async def test_invalid_messages_get_error_frames_and_the_connection_stays_open(
+    open_socket, api_key, echo_model, caplog
+):
     caplog.set_level(logging.INFO, logger="api.consumers")
     socket = await open_socket(key=api_key)
     invalid = [
@@ -211,15 +216,19 @@ async def test_invalid_messages_get_error_frames_and_the_connection_stays_open(o
     assert await RequestRecord.objects.acount() == 1
 
 
-@pytest.mark.parametrize("body, code, param", [
-    ({**ECHO_CHAT, "model": "no-such-model"}, "model_not_found", "model"),
-    ({**ECHO_CHAT, "temperature": 9}, "invalid_value", "temperature"),
-    ({**ECHO_CHAT, "max_tokens": 10_000}, "context_length_exceeded", "messages"),
-    ({**ECHO_CHAT, "n": 2}, "unsupported_parameter", "n"),
-    ({"model": "echo"}, "invalid_value", "messages"),
-])
-async def test_errors_before_the_stream_are_one_error_frame_then_done(open_socket, api_key, echo_model,
-                                                                      body, code, param):
+@pytest.mark.parametrize(
+    "body, code, param",
+    [
+        ({**ECHO_CHAT, "model": "no-such-model"}, "model_not_found", "model"),
+        ({**ECHO_CHAT, "temperature": 9}, "invalid_value", "temperature"),
+        ({**ECHO_CHAT, "max_tokens": 10_000}, "context_length_exceeded", "messages"),
+        ({**ECHO_CHAT, "n": 2}, "unsupported_parameter", "n"),
+        ({"model": "echo"}, "invalid_value", "messages"),
+    ],
+)
+async def test_errors_before_the_stream_are_one_error_frame_then_done(
+    open_socket, api_key, echo_model, body, code, param
+):
     socket = await open_socket(key=api_key)
     await request(socket, body)
     frames = await frames_until_done(socket)
@@ -231,8 +240,7 @@ async def test_errors_before_the_stream_are_one_error_frame_then_done(open_socke
     assert joined(await frames_until_done(socket)) == ECHO_TEXT
 
 
-async def test_cancel_stops_generation_and_the_connection_serves_another(open_socket, api_key, echo_model,
-                                                                          long_echo):
+async def test_cancel_stops_generation_and_the_connection_serves_another(open_socket, api_key, echo_model, long_echo):
     socket = await open_socket(key=api_key)
     await request(socket, LONG_CHAT)
     contents = 0
@@ -312,14 +320,17 @@ DEEP = "[" * 10_000 + "]" * 10_000
 SURROGATE_CHAT = '{"model": "echo", "messages": [{"role": "user", "content": "\\ud800"}]}'
 
 
-@pytest.mark.parametrize("text", [
-    '{"type": "request", "body": {"model": "echo", "messages": ' + DEEP + "}}",
-    DEEP,
-    '{"type": "request", "body": ' + SURROGATE_CHAT + "}",
-    '{"type": "request", "body": {"model": "echo", "\\udfff": 1, "messages": []}}',
-], ids=["deep body", "deep message", "surrogate in content", "surrogate as a field name"])
-async def test_unparseable_json_is_an_error_frame_and_the_connection_stays_open(open_socket, api_key, echo_model,
-                                                                                text):
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "request", "body": {"model": "echo", "messages": ' + DEEP + "}}",
+        DEEP,
+        '{"type": "request", "body": ' + SURROGATE_CHAT + "}",
+        '{"type": "request", "body": {"model": "echo", "\\udfff": 1, "messages": []}}',
+    ],
+    ids=["deep body", "deep message", "surrogate in content", "surrogate as a field name"],
+)
+async def test_unparseable_json_is_an_error_frame_and_the_connection_stays_open(open_socket, api_key, echo_model, text):
     """JSON Python parses but the API refuses (too deep, lone surrogates): the README's invalid_message."""
     socket = await open_socket(key=api_key)
     await socket.send_to(text_data=text)
@@ -331,8 +342,9 @@ async def test_unparseable_json_is_an_error_frame_and_the_connection_stays_open(
     assert joined(await frames_until_done(socket)) == ECHO_TEXT
 
 
-async def test_a_message_over_the_body_limit_is_refused_and_the_connection_stays_open(open_socket, api_key,
-                                                                                      echo_model, settings):
+async def test_a_message_over_the_body_limit_is_refused_and_the_connection_stays_open(
+    open_socket, api_key, echo_model, settings
+):
     settings.MAX_REQUEST_BODY_BYTES = 1000
     socket = await open_socket(key=api_key)
     await request(socket, {**ECHO_CHAT, "messages": [{"role": "user", "content": "x" * 1000}]})

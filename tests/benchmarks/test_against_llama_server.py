@@ -12,8 +12,12 @@ import pytest
 
 from tests.compat.browser import PNG_MAGIC
 
-pytestmark = [pytest.mark.live, pytest.mark.model, pytest.mark.distributed,
-              pytest.mark.timeout(1800)]  # the first run on a machine builds llama-server (minutes)
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.model,
+    pytest.mark.distributed,
+    pytest.mark.timeout(1800),
+]  # the first run on a machine builds llama-server (minutes)
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDES = ["llama-server", "embedded", "distributed"]
@@ -22,9 +26,27 @@ SIDES = ["llama-server", "embedded", "distributed"]
 def test_every_side_is_measured_and_compared(tmp_path, llama_server_binary):
     out = tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, "benchmarks/against_llama_server.py", "--levels", "1", "--requests-per-level", "2",
-         "--max-tokens", "8", "--warmup", "1", "--llama-server", str(llama_server_binary), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "benchmarks/against_llama_server.py",
+            "--levels",
+            "1",
+            "--requests-per-level",
+            "2",
+            "--max-tokens",
+            "8",
+            "--warmup",
+            "1",
+            "--llama-server",
+            str(llama_server_binary),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -46,7 +68,9 @@ def test_every_side_is_measured_and_compared(tmp_path, llama_server_binary):
     assert "goals (printed, never enforced" in result.stdout
 
     saved = json.loads((out / "results.json").read_text())
-    assert {side: [s["ok"] for s in levels] for side, levels in saved["results"].items()} == {side: [2] for side in SIDES}
+    assert {side: [s["ok"] for s in levels] for side, levels in saved["results"].items()} == {
+        side: [2] for side in SIDES
+    }
     summary = (out / "summary.md").read_text()
     assert "| llama-server | 1 | 2/2 |" in summary and "| distributed | 1 | 2/2 |" in summary
     assert (out / "against_llama_server.png").read_bytes().startswith(PNG_MAGIC)

@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_smoke_run_measures_the_mock_and_the_embedded_platform():
-    result = subprocess.run([sys.executable, "benchmarks/gateway_overhead.py", "--smoke"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gateway_overhead.py", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     record = json.loads(result.stdout.strip().splitlines()[-1])

@@ -21,9 +21,27 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_speed_and_concurrency_are_measured_and_written(tmp_path):
     out = tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, "benchmarks/run_benchmarks.py", "--runs", "2", "--levels", "1,3", "--requests-per-level", "3",
-         "--max-tokens", "8", "--warmup", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=500)
+        [
+            sys.executable,
+            "benchmarks/run_benchmarks.py",
+            "--runs",
+            "2",
+            "--levels",
+            "1,3",
+            "--requests-per-level",
+            "3",
+            "--max-tokens",
+            "8",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     record = json.loads(result.stdout.strip().splitlines()[-1])

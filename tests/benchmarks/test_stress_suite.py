@@ -27,9 +27,26 @@ TARGETS = {"success rate > 95%", "average response < 3 s", "throughput > 50 req/
 
 def run_suite(host: str, out: Path, *, api_key: str, target: str, server_pid: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "STRESS_API_KEY": api_key}
-    return subprocess.run([str(SCRIPT), "--host", host, "--out", str(out), "--runs", "3:8,2:5", "--target", target,
-                           "--server-pid", str(server_pid)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [
+            str(SCRIPT),
+            "--host",
+            host,
+            "--out",
+            str(out),
+            "--runs",
+            "3:8,2:5",
+            "--target",
+            target,
+            "--server-pid",
+            str(server_pid),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[str]) -> list[dict]:
@@ -65,15 +82,25 @@ def check_results(out: Path, result: subprocess.CompletedProcess, *, names: set[
 def test_the_stress_suite_against_the_platform(tmp_path, live):
     out = tmp_path / "stress"
     result = run_suite(live.base_url, out, api_key=live.api_key, target="platform", server_pid=live.process.pid)
-    check_results(out, result, names={"chat completion", "models", "health", "system status", "rapid health",
-                                      "rapid models"})
+    check_results(
+        out, result, names={"chat completion", "models", "health", "system status", "rapid health", "rapid models"}
+    )
     assert "| 003users-8s |" in (out / "summary.md").read_text()
 
 
 def test_the_stress_suite_against_llama_server(tmp_path, llama_server_binary):
-    with tempfile.TemporaryDirectory() as tmp, running_llama_server(
-            llama_server_binary, bundled_model_path(), alias="smollm2", parallel=4, threads=2, ctx_per_slot=2048,
-            tmp=Path(tmp)) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_llama_server(
+            llama_server_binary,
+            bundled_model_path(),
+            alias="smollm2",
+            parallel=4,
+            threads=2,
+            ctx_per_slot=2048,
+            tmp=Path(tmp),
+        ) as server,
+    ):
         out = tmp_path / "stress"
         result = run_suite(server.base_url, out, api_key="", target="llama-server", server_pid=server.pid)
     # llama-server has no /v1/system/status: the scenario leaves it out rather than counting 404s.

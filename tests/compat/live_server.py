@@ -46,8 +46,21 @@ class LiveServer:
 # What a platform process takes from the test process: enough to find programs, and pip's and the
 # proxies' settings for run.sh's install step; nothing that configures the platform. An exported
 # INFERENCE_ENGINE, REDIS_URL, DEBUG or DATABASE_URL would otherwise change what a test tests.
-PASSED_ON = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy",
-                       "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"})
+PASSED_ON = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    }
+)
 
 
 def platform_env(**settings: str) -> dict[str, str]:
@@ -62,13 +75,18 @@ def platform_env(**settings: str) -> dict[str, str]:
 def start_live_server(tmp_dir: Path, extra_env: dict | None = None, ready_timeout: float = 120) -> LiveServer:
     """Run ./run.sh with a fresh SQLite file and the README's defaults; wait until /health says ok."""
     port = free_port()
-    defaults = {"PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": f"sqlite:///{tmp_dir / 'live.sqlite3'}",
-                "ADMIN_PASSWORD": "live-test-password"}
+    defaults = {
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DATABASE_URL": f"sqlite:///{tmp_dir / 'live.sqlite3'}",
+        "ADMIN_PASSWORD": "live-test-password",
+    }
     env = platform_env(**{**defaults, **(extra_env or {})})  # a test's own settings win
     log_path = tmp_dir / "server.log"
     log = open(log_path, "wb")  # a restart on the same directory starts a fresh log
-    process = subprocess.Popen([str(REPO / "run.sh")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(REPO / "run.sh")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

@@ -85,14 +85,16 @@ def test_operator_registers_model_issues_key_and_sees_request_on_dashboard(live,
     # (4) The official SDK, with the key issued in the browser, talks to the model registered there.
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=plaintext, max_retries=0, timeout=120)
     completion = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
+    )
     assert completion.model == MODEL
     assert completion.choices[0].message.content.strip()
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert 0 < completion.usage.completion_tokens <= 8
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{base}/v1", api_key=plaintext + "x", max_retries=0).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
     assert_ok(page.goto(f"{base}/admin/models_registry/apikey/"))
     assert page.locator("#result_list").get_by_text("browser-key", exact=True).count() == 1
     screenshots.append(shot(page, "04-keys-after-request"))

@@ -21,8 +21,10 @@ def admin_session(live) -> httpx.Client:
     session = httpx.Client(base_url=live.base_url, timeout=60, follow_redirects=False)
     page = session.get("/admin/login/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    response = session.post("/admin/login/?next=/admin/", data={
-        "csrfmiddlewaretoken": token, "username": "admin", "password": "live-test-password"})
+    response = session.post(
+        "/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": token, "username": "admin", "password": "live-test-password"},
+    )
     assert response.status_code == 302, response.text
     return session
 
@@ -31,9 +33,18 @@ def register_in_admin(live, **fields) -> None:
     session = admin_session(live)
     page = session.get("/admin/models_registry/servedmodel/add/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    form = {"csrfmiddlewaretoken": token, "context_length": "2048", "default_params": "{}",
-            "engine_options": "{}", "aliases": "[]", "enabled": "on", "owned_by": "inference-platform",
-            "description": "", "source": "", **fields}
+    form = {
+        "csrfmiddlewaretoken": token,
+        "context_length": "2048",
+        "default_params": "{}",
+        "engine_options": "{}",
+        "aliases": "[]",
+        "enabled": "on",
+        "owned_by": "inference-platform",
+        "description": "",
+        "source": "",
+        **fields,
+    }
     response = session.post("/admin/models_registry/servedmodel/add/", data=form)
     assert response.status_code == 302, re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.text, re.S)
 
@@ -47,19 +58,25 @@ def test_mlx_model_registered_in_the_admin_serves_a_completion(live, sdk, gguf_p
 
 def test_upstream_model_streams_from_a_running_llama_cpp_server(live, sdk, gguf_path, tmp_path):
     with openai_server(gguf_path, tmp_path / "upstream.log") as upstream:
-        register_in_admin(live, name="smol-upstream", engine="upstream",
-                          engine_options=json.dumps({"base_url": upstream.base_url}))
+        register_in_admin(
+            live, name="smol-upstream", engine="upstream", engine_options=json.dumps({"base_url": upstream.base_url})
+        )
         pieces = []
-        for chunk in sdk.chat.completions.create(model="smol-upstream", messages=CHAT, max_tokens=12,
-                                                 temperature=0, seed=1, stream=True):
+        for chunk in sdk.chat.completions.create(
+            model="smol-upstream", messages=CHAT, max_tokens=12, temperature=0, seed=1, stream=True
+        ):
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
         assert len(pieces) >= 2, "the upstream's tokens should arrive as separate events"
     # The same GGUF through the platform's own llama.cpp engine, with flash attention off as
     # llama-cpp-python has it, gives the same greedy text. (Only the upstream's first answer
     # compares: llama_cpp.server reuses its prompt cache afterwards, which shifts logits slightly.)
-    register_in_admin(live, name="smol-like-upstream", engine="llama_cpp", source=gguf_path,
-                      engine_options=json.dumps({"flash_attn": False, "parallel": 4}))
-    local = sdk.chat.completions.create(model="smol-like-upstream", messages=CHAT, max_tokens=12, temperature=0,
-                                        seed=1)
+    register_in_admin(
+        live,
+        name="smol-like-upstream",
+        engine="llama_cpp",
+        source=gguf_path,
+        engine_options=json.dumps({"flash_attn": False, "parallel": 4}),
+    )
+    local = sdk.chat.completions.create(model="smol-like-upstream", messages=CHAT, max_tokens=12, temperature=0, seed=1)
     assert "".join(pieces) == local.choices[0].message.content

@@ -38,9 +38,12 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="module")
 def behind_proxy(tmp_path_factory):
     """./run.sh with the README's production environment, as a TLS proxy in front of it would reach it."""
-    env = {**PRODUCTION_ENV, "INFERENCE_ENGINE": "echo",
-           # The proxy passes Host on; 127.0.0.1 is the readiness probe's own (plain HTTP, exempt from redirects).
-           "ALLOWED_HOSTS": "llm.example.com,127.0.0.1"}
+    env = {
+        **PRODUCTION_ENV,
+        "INFERENCE_ENGINE": "echo",
+        # The proxy passes Host on; 127.0.0.1 is the readiness probe's own (plain HTTP, exempt from redirects).
+        "ALLOWED_HOSTS": "llm.example.com,127.0.0.1",
+    }
     server = start_live_server(tmp_path_factory.mktemp("proxy"), extra_env=env)
     yield server
     server.stop()
@@ -89,13 +92,13 @@ def test_an_unknown_path_lists_no_url_patterns(served):
 def test_keys_are_never_logged_and_each_request_once(served):
     offset = len(served.log())
     in_query = httpx.get(f"{served.base_url}/v1/models", params={"api_key": SECRET, "x": "1"}, timeout=30)
-    wrong = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": f"Bearer {WRONG_BEARER}"},
-                      timeout=30)
+    wrong = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": f"Bearer {WRONG_BEARER}"}, timeout=30)
     in_path = httpx.get(f"{served.base_url}/v1/models/{SECRET}", timeout=30)
     assert (in_query.status_code, wrong.status_code, in_path.status_code) == (401, 401, 401)
     with pytest.raises(websockets.exceptions.WebSocketException):
-        with websockets.sync.client.connect(f"{served.base_url.replace('http', 'ws')}/ws/v1/chat/completions"
-                                            f"?api_key={SECRET}", open_timeout=30) as ws:
+        with websockets.sync.client.connect(
+            f"{served.base_url.replace('http', 'ws')}/ws/v1/chat/completions?api_key={SECRET}", open_timeout=30
+        ) as ws:
             ws.send('{"type": "request", "body": {}}')
             ws.recv(timeout=30)
             ws.recv(timeout=30)
@@ -123,8 +126,7 @@ def _raw(server, request: bytes) -> tuple[int, bytes]:
 
 
 def test_oversized_requests_get_414_or_431_in_the_openai_shape(served):
-    bearer = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": "Bearer " + "k" * 20_000},
-                       timeout=30)
+    bearer = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": "Bearer " + "k" * 20_000}, timeout=30)
     assert bearer.status_code == 431, bearer.text
     assert bearer.json()["error"]["code"] == "request_header_fields_too_large"
     assert set(bearer.json()["error"]) == {"message", "type", "param", "code"}
@@ -140,12 +142,16 @@ def test_oversized_requests_get_414_or_431_in_the_openai_shape(served):
     assert status == 431 and b'"request_header_fields_too_large"' in body
 
     # A body after the oversized head is swallowed, not answered with a reset.
-    status, body = _raw(served, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 30_000
-                        + b"\r\nContent-Length: 200000\r\n\r\n" + b"{" * 200_000)
+    status, body = _raw(
+        served,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: "
+        + b"b" * 30_000
+        + b"\r\nContent-Length: 200000\r\n\r\n"
+        + b"{" * 200_000,
+    )
     assert status == 431
 
-    ok = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": f"Bearer {served.api_key}"},
-                   timeout=30)
+    ok = httpx.get(f"{served.base_url}/v1/models", headers={"Authorization": f"Bearer {served.api_key}"}, timeout=30)
     assert ok.status_code == 200
     lines = _log_lines_after(served, 0, 5, r" (414|431) \[")
     assert sorted(len(line) < 400 for line in lines) == [True] * 5, [line[:200] for line in lines]
@@ -185,9 +191,15 @@ def test_admin_login_works_behind_a_tls_proxy(behind_proxy):
         csrf_cookie, line = _cookie(page, "csrftoken")
         assert "Secure" in line
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        login = client.post("/admin/login/?next=/admin/", headers={
-            **HTTPS, "Origin": "https://llm.example.com", "Cookie": f"csrftoken={csrf_cookie}",
-        }, data={"username": "admin", "password": "live-test-password", "csrfmiddlewaretoken": token})
+        login = client.post(
+            "/admin/login/?next=/admin/",
+            headers={
+                **HTTPS,
+                "Origin": "https://llm.example.com",
+                "Cookie": f"csrftoken={csrf_cookie}",
+            },
+            data={"username": "admin", "password": "live-test-password", "csrfmiddlewaretoken": token},
+        )
         assert login.status_code == 302, login.text[:500]
         session, line = _cookie(login, "sessionid")
         assert "Secure" in line and "HttpOnly" in line
@@ -196,9 +208,15 @@ def test_admin_login_works_behind_a_tls_proxy(behind_proxy):
         assert admin.status_code == 200 and "Site administration" in admin.text
 
         # The same POST from a page of another origin is still refused.
-        forged = client.post("/admin/login/", headers={
-            **HTTPS, "Origin": "https://evil.example", "Cookie": f"csrftoken={csrf_cookie}",
-        }, data={"username": "admin", "password": "live-test-password", "csrfmiddlewaretoken": token})
+        forged = client.post(
+            "/admin/login/",
+            headers={
+                **HTTPS,
+                "Origin": "https://evil.example",
+                "Cookie": f"csrftoken={csrf_cookie}",
+            },
+            data={"username": "admin", "password": "live-test-password", "csrfmiddlewaretoken": token},
+        )
         assert forged.status_code == 403
 
 
@@ -213,11 +231,22 @@ def test_a_web_process_without_setup(tmp_path):
     database = tmp_path / "untouched.sqlite3"
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "DEBUG")}
-    env.update(PORT=str(port), HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{database}", INFERENCE_ENGINE="echo",
-               PRELOAD_MODELS="false")
+    env.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        DATABASE_URL=f"sqlite:///{database}",
+        INFERENCE_ENGINE="echo",
+        PRELOAD_MODELS="false",
+    )
     with open(tmp_path / "serve.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "manage.py", "serve", "--no-setup"], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--no-setup"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -60,15 +60,15 @@ def auth(live) -> dict:
     return {"Authorization": f"Bearer {live.api_key}"}
 
 
-def send(live, method: str, path: str, *, body: bytes | None = None, headers: dict | None = None,
-         key: bool = True) -> Answer:
+def send(
+    live, method: str, path: str, *, body: bytes | None = None, headers: dict | None = None, key: bool = True
+) -> Answer:
     """A request through httpx: what the openai SDK and most clients send."""
     all_headers = {**(auth(live) if key else {}), **(headers or {})}
     if body is not None:
         all_headers.setdefault("Content-Type", "application/json")
     try:
-        response = httpx.request(method, live.base_url + path, content=body, headers=all_headers,
-                                 timeout=TIMEOUT)
+        response = httpx.request(method, live.base_url + path, content=body, headers=all_headers, timeout=TIMEOUT)
     except httpx.HTTPError as exc:
         return Answer(None, failure=repr(exc))
     return Answer(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
@@ -100,16 +100,20 @@ def send_raw(live, head: str | bytes, body: bytes = b"") -> Answer:
 
 def raw_head(live, method: str, path: str, headers: dict | None = None, host: str | None = None) -> str:
     """A request head as curl writes it, with Connection: close so the answer ends the stream."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host or urlsplit(live.base_url).netloc}",
-             "User-Agent: curl/8.5.0", "Accept: */*", "Connection: close"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host or urlsplit(live.base_url).netloc}",
+        "User-Agent: curl/8.5.0",
+        "Accept: */*",
+        "Connection: close",
+    ]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
 def ws_connect(live, path: str = "/ws/v1/chat/completions"):
     url = live.base_url.replace("http://", "ws://", 1) + path
-    return connect(url, additional_headers=auth(live), open_timeout=TIMEOUT, close_timeout=5,
-                   max_size=None)
+    return connect(url, additional_headers=auth(live), open_timeout=TIMEOUT, close_timeout=5, max_size=None)
 
 
 def ws_frames_until_done(sock) -> list:
@@ -173,19 +177,25 @@ def nested(depth: int = DEEP) -> str:
 
 def deep_body(path: str):
     """F1: a body that is nothing but 10,000 nested arrays."""
+
     def case(live):
         assert_openai_error(post_json(live, path, nested()), {400})
+
     return case
 
 
 def deep_messages(live):
     """F1: a well-formed body whose messages are nested 10,000 deep."""
-    assert_openai_error(post_json(live, "/v1/chat/completions", '{"model": "smollm2", "messages": %s}' % nested()),
-                        {400})
+    assert_openai_error(
+        post_json(live, "/v1/chat/completions", '{"model": "smollm2", "messages": %s}' % nested()), {400}
+    )
 
 
-NULL_CONTENT_HISTORY = [{"role": "user", "content": "My name is Ann."}, {"role": "assistant", "content": None},
-                        {"role": "user", "content": "What is my name?"}]
+NULL_CONTENT_HISTORY = [
+    {"role": "user", "content": "My name is Ann."},
+    {"role": "assistant", "content": None},
+    {"role": "user", "content": "What is my name?"},
+]
 
 
 def null_assistant_content_http(live):
@@ -204,9 +214,11 @@ def null_assistant_content_websocket(live):
 
 def raw_body(path: str, body: str | bytes, statuses: set[int]):
     """A body sent byte for byte as written here (JSON escapes stay escapes)."""
+
     def case(live):
         data = body.encode() if isinstance(body, str) else body
         assert_openai_error(send(live, "POST", path, body=data), statuses)
+
     return case
 
 
@@ -216,6 +228,7 @@ PROMPT_WITH = '{"model": "smollm2", "max_tokens": 2, "prompt": "%s"}'
 
 def empty_prompt(prompt):
     """F5: OpenAI itself completes an empty prompt, so a real completion is as good as a refusal."""
+
     def case(live):
         answer = post_json(live, "/v1/completions", json.dumps({"model": "smollm2", "prompt": prompt, "max_tokens": 2}))
         if answer.status == 200:
@@ -223,6 +236,7 @@ def empty_prompt(prompt):
             assert answer.json()["usage"]["completion_tokens"] >= 1, str(answer)
         else:
             assert_openai_error(answer, {400})
+
     return case
 
 
@@ -230,14 +244,19 @@ def body_over_the_limit(live):
     """F6: 5 MiB, over the 4 MiB default of MAX_REQUEST_BODY_BYTES."""
     content = "a" * (5 * 1024 * 1024)
     body = json.dumps(chat_body(messages=[{"role": "user", "content": content}])).encode()
-    head = raw_head(live, "POST", "/v1/chat/completions",
-                    {**auth(live), "Content-Type": "application/json", "Content-Length": len(body)})
+    head = raw_head(
+        live,
+        "POST",
+        "/v1/chat/completions",
+        {**auth(live), "Content-Type": "application/json", "Content-Length": len(body)},
+    )
     assert_openai_error(send_raw(live, head, body), {413})
 
 
 def request(method: str, path: str, statuses: set[int], body: bytes | None = None):
     def case(live):
         assert_openai_error(send(live, method, path, body=body), statuses)
+
     return case
 
 
@@ -250,6 +269,7 @@ def sdk_embeddings(live):
 
 def deep_websocket_frame(frame: str):
     """F8: an invalid_message error frame, then the same socket serves a normal request."""
+
     def case(live):
         with ws_connect(live) as sock:
             sock.send(frame)
@@ -257,6 +277,7 @@ def deep_websocket_frame(frame: str):
             assert set(error) == {"error"} and set(error["error"]) == ERROR_KEYS, error
             assert error["error"]["code"] == "invalid_message", error
             assert_ws_serves_normally(sock)
+
     return case
 
 
@@ -282,10 +303,12 @@ def post_admin_without_slash(live):
 
 def static_traversal(path: str):
     """F11: curl --path-as-is; never the file, never a 5xx."""
+
     def case(live):
         answer = send_raw(live, raw_head(live, "GET", path))
         assert b"SECRET_KEY" not in answer.body and b"INSTALLED_APPS" not in answer.body, str(answer)
         assert_openai_error(answer, {400, 404})
+
     return case
 
 
@@ -294,8 +317,12 @@ def chunked_body(live):
     body = json.dumps(chat_body()).encode()
     half = len(body) // 2
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
-    head = raw_head(live, "POST", "/v1/chat/completions",
-                    {**auth(live), "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    head = raw_head(
+        live,
+        "POST",
+        "/v1/chat/completions",
+        {**auth(live), "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+    )
     answer = send_raw(live, head, chunked)
     if answer.status == 411:
         assert "Content-Length" in assert_openai_error(answer)["message"], str(answer)
@@ -329,6 +356,7 @@ LOG_PREFIX = re.compile(r"^\S+ \S+ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
 
 def refused_key(where: str):
     """L1: a fresh-looking key in the query string or a wrong Bearer key is refused with a 401."""
+
     def case(live):
         secret, marker = f"ipk-{secrets.token_hex(16)}", f"probe-{secrets.token_hex(6)}"
         L1_SECRETS.append(secret)
@@ -336,9 +364,9 @@ def refused_key(where: str):
         if where == "query":
             answer = send(live, "GET", f"/v1/models/{marker}?api_key={secret}", key=False)
         else:
-            answer = send(live, "GET", f"/v1/models/{marker}", headers={"Authorization": f"Bearer {secret}"},
-                          key=False)
+            answer = send(live, "GET", f"/v1/models/{marker}", headers={"Authorization": f"Bearer {secret}"}, key=False)
         assert_openai_error(answer, {401})
+
     return case
 
 
@@ -368,21 +396,26 @@ CASES = [
     pytest.param(raw_body(CHAT, CHAT_WITH % ("user", "hi " + SURROGATE, ""), {400}), id="F3-chat-content"),
     pytest.param(raw_body(TEXT, PROMPT_WITH % ("hi " + SURROGATE), {400}), id="F3-prompt"),
     # The same code point as raw bytes, what a careless encoder writes: not UTF-8 at all.
-    pytest.param(raw_body(TEXT, (PROMPT_WITH % "hi ").encode().replace(b'hi "', b'hi \xed\xa0\x80"'), {400}),
-                 id="F3-prompt-raw-bytes"),
+    pytest.param(
+        raw_body(TEXT, (PROMPT_WITH % "hi ").encode().replace(b'hi "', b'hi \xed\xa0\x80"'), {400}),
+        id="F3-prompt-raw-bytes",
+    ),
     pytest.param(raw_body(CHAT, CHAT_WITH % ("user", "hi", ', "%s": 1' % SURROGATE), {400}), id="F4-field-name"),
     pytest.param(raw_body(CHAT, CHAT_WITH % (SURROGATE, "hi", ""), {400}), id="F4-role"),
     pytest.param(empty_prompt(""), id="F5-empty-string"),
     pytest.param(empty_prompt([""]), id="F5-list-of-empty-string"),
     pytest.param(body_over_the_limit, id="F6"),
-    pytest.param(request("POST", "/v1/embeddings", {404}, b'{"model": "smollm2", "input": "hi"}'),
-                 id="F7-post-unknown-v1-path"),
+    pytest.param(
+        request("POST", "/v1/embeddings", {404}, b'{"model": "smollm2", "input": "hi"}'), id="F7-post-unknown-v1-path"
+    ),
     pytest.param(request("POST", "/metrics", {405}, b"{}"), id="F7-post-metrics"),
     pytest.param(request("GET", CHAT, {405}), id="F7-get-chat-completions"),
     pytest.param(sdk_embeddings, id="F7-sdk-embeddings"),
     pytest.param(deep_websocket_frame(nested()), id="F8-array-frame"),
-    pytest.param(deep_websocket_frame('{"type": "request", "body": {"model": "smollm2", "messages": %s}}' % nested()),
-                 id="F8-request-frame"),
+    pytest.param(
+        deep_websocket_frame('{"type": "request", "body": {"model": "smollm2", "messages": %s}}' % nested()),
+        id="F8-request-frame",
+    ),
     pytest.param(long_bearer_key, id="F9-20KB-bearer-key"),
     pytest.param(long_model_path, id="F9-100KB-model-path"),
     pytest.param(post_admin_without_slash, id="F10"),

@@ -19,14 +19,21 @@ def send_prompts(server, marker: str) -> None:
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=120) as client:
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
         assert client.post("/v1/chat/completions", json={**chat, "stream": True}).status_code == 200
-        assert client.post("/v1/completions", json={"model": "smollm2", "max_tokens": 2,
-                                                    "prompt": f"Say {marker}-text"}).status_code == 200
+        assert (
+            client.post(
+                "/v1/completions", json={"model": "smollm2", "max_tokens": 2, "prompt": f"Say {marker}-text"}
+            ).status_code
+            == 200
+        )
         refused = client.post("/v1/chat/completions", json={**chat, "temperature": 9})
         assert refused.status_code == 400, refused.text
     ws_url = server.base_url.replace("http://", "ws://") + "/ws/v1/chat/completions"
     with ws_connect(ws_url, additional_headers=headers, open_timeout=30) as ws:
-        ws.send(json.dumps({"type": "request", "body": {
-            **chat, "messages": [{"role": "user", "content": f"Say {marker}-ws"}]}}))
+        ws.send(
+            json.dumps(
+                {"type": "request", "body": {**chat, "messages": [{"role": "user", "content": f"Say {marker}-ws"}]}}
+            )
+        )
         while ws.recv(timeout=120) != "[DONE]":
             pass
 
@@ -34,8 +41,7 @@ def send_prompts(server, marker: str) -> None:
 def run_with_log_prompts(tmp_path, value: str) -> tuple[str, str, str]:
     """Serve with LOG_PROMPTS=value, send the prompts, stop; returns (marker, key, the whole log)."""
     marker = f"marker{secrets.token_hex(6)}"
-    server = start_live_server(tmp_path, extra_env={"LOG_PROMPTS": value, "LOG_LEVEL": "INFO",
-                                                    "PYTHONUNBUFFERED": "1"})
+    server = start_live_server(tmp_path, extra_env={"LOG_PROMPTS": value, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
     try:
         assert server.api_key, server.log()
         send_prompts(server, marker)

@@ -19,8 +19,12 @@ CHAT = [{"role": "user", "content": "Tell me about the sea in two sentences."}]
 # Settings the test process may have exported, each of which would change what this module tests
 # (or stop the server starting) if it reached ./run.sh. PYTHONUNBUFFERED goes too: the fixture
 # must set it itself for the "API key:" line to be read.
-EXPORTED = {"INFERENCE_ENGINE": "echo", "REDIS_URL": "redis://nowhere.invalid:6379/0", "LOG_PROMPTS": "true",
-            "DJANGO_SETTINGS_MODULE": "no.such.settings"}
+EXPORTED = {
+    "INFERENCE_ENGINE": "echo",
+    "REDIS_URL": "redis://nowhere.invalid:6379/0",
+    "LOG_PROMPTS": "true",
+    "DJANGO_SETTINGS_MODULE": "no.such.settings",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +54,16 @@ def sdk(live, sent):
             sent.append(response.status_code)
 
     http_client = httpx.Client(event_hooks={"response": [count]})
-    yield openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120,
-                        http_client=http_client)
+    yield openai.OpenAI(
+        base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120, http_client=http_client
+    )
     http_client.close()
 
 
 def _status(live) -> dict:
-    response = httpx.get(f"{live.base_url}/v1/system/status", headers={"Authorization": f"Bearer {live.api_key}"},
-                         timeout=30)
+    response = httpx.get(
+        f"{live.base_url}/v1/system/status", headers={"Authorization": f"Bearer {live.api_key}"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -126,13 +132,16 @@ def test_the_first_tokens_arrive_while_the_model_is_still_generating(sdk, live):
 
 
 def test_text_completion(sdk):
-    response = sdk.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6,
-                                      temperature=0)
+    response = sdk.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0)
     assert response.object == "text_completion"
     assert response.choices[0].text.strip()
     assert 0 < response.usage.completion_tokens <= 6
-    streamed = "".join(c.choices[0].text for c in sdk.completions.create(
-        model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True))
+    streamed = "".join(
+        c.choices[0].text
+        for c in sdk.completions.create(
+            model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+        )
+    )
     assert streamed == response.choices[0].text
 
 
@@ -148,8 +157,10 @@ def test_unknown_model(sdk):
 
 
 # n=64 is within OpenAI's range but more choices than the model's slots (parallel).
-@pytest.mark.parametrize("bad", [dict(temperature=9), dict(max_tokens=100_000), dict(n=64),
-                                 dict(messages=[{"role": "nobody", "content": "x"}])])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(temperature=9), dict(max_tokens=100_000), dict(n=64), dict(messages=[{"role": "nobody", "content": "x"}])],
+)
 def test_bad_input(sdk, bad):
     with pytest.raises(openai.BadRequestError):
         sdk.chat.completions.create(**{"model": "smollm2", "messages": CHAT, **bad})

@@ -50,32 +50,69 @@ class Served:
 
     def success_total(self, model: str) -> float:
         """vllm:request_success_total for `model`, summed over finish reasons, as /metrics reports it."""
-        response = httpx.get(f"{self.server.base_url}/metrics", timeout=30,
-                             headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        response = httpx.get(
+            f"{self.server.base_url}/metrics", timeout=30, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        )
         assert response.status_code == 200, response.text
-        return sum(sample.value for family in text_string_to_metric_families(response.text)
-                   for sample in family.samples
-                   if sample.name == "vllm:request_success_total" and sample.labels.get("model_name") == model)
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "vllm:request_success_total" and sample.labels.get("model_name") == model
+        )
 
 
 def _register_echo(database_url: str) -> None:
     """An echo model beside the bundled one, registered with the README's command."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
     env = {**inherited, "DATABASE_URL": database_url}
-    subprocess.run([sys.executable, "manage.py", "register_model", "echo", "--engine", "echo",
-                    "--context-length", "512", "--option", "token_delay_ms=20"],
-                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "register_model",
+            "echo",
+            "--engine",
+            "echo",
+            "--context-length",
+            "512",
+            "--option",
+            "token_delay_ms=20",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     # The bundled model's queue must hold the whole burst: this test is about records, and
     # past max_waiting (default 64) the excess would get 429s (tests/api/test_backpressure.py).
-    subprocess.run([sys.executable, "manage.py", "register_model", "smollm2", "--source", str(bundled_model_path()),
-                    "--alias", "SmolLM2-135M-Instruct", "--option", f"max_waiting={REQUESTS}"],
-                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "register_model",
+            "smollm2",
+            "--source",
+            str(bundled_model_path()),
+            "--alias",
+            "SmolLM2-135M-Instruct",
+            "--option",
+            f"max_waiting={REQUESTS}",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def _sqlite_query(path) -> Callable[[str], list[tuple]]:
     def query(sql: str) -> list[tuple]:
         with sqlite3.connect(path, timeout=30) as connection:
             return connection.execute(sql).fetchall()
+
     return query
 
 
@@ -83,6 +120,7 @@ def _postgres_query(url: str) -> Callable[[str], list[tuple]]:
     def query(sql: str) -> list[tuple]:
         with psycopg.connect(url) as connection:
             return connection.execute(sql).fetchall()
+
     return query
 
 
@@ -118,8 +156,12 @@ def served(request, tmp_path_factory) -> Iterator[Served]:
 async def _send_all(served: Served, path: str, bodies: list[dict]) -> list[httpx.Response]:
     """One non-streaming request per body, all sent at once (up to served.at_once connections)."""
     limits = httpx.Limits(max_connections=served.at_once, max_keepalive_connections=served.at_once)
-    async with httpx.AsyncClient(base_url=served.server.base_url, limits=limits, timeout=900,
-                                 headers={"Authorization": f"Bearer {served.server.api_key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=served.server.base_url,
+        limits=limits,
+        timeout=900,
+        headers={"Authorization": f"Bearer {served.server.api_key}"},
+    ) as client:
         return await asyncio.gather(*(client.post(path, json=body) for body in bodies))
 
 
@@ -139,7 +181,7 @@ def test_concurrent_requests_each_leave_one_record(served):
     assert served.count() - records_before == REQUESTS
     for model in ("smollm2", "echo"):
         assert served.success_total(model) - success_before[model] == half, model
-    (last_used,), = served.query("SELECT last_used_at FROM models_registry_apikey")
+    ((last_used,),) = served.query("SELECT last_used_at FROM models_registry_apikey")
     assert last_used is not None
     log = served.server.log()
     assert LOCKED not in log and "could not record request" not in log, log[-4000:]
@@ -151,16 +193,23 @@ def test_unknown_model_names_are_one_unknown_model(served):
     made_up = [f"made-up-{uuid.uuid4().hex}" for _ in range(5)]
     unknown_before = served.count("WHERE model_name = ''")
 
-    responses = asyncio.run(_send_all(served, "/v1/chat/completions", [
-        {"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
-        for model in [*made_up, "SmolLM2-135M-Instruct"]]))
+    responses = asyncio.run(
+        _send_all(
+            served,
+            "/v1/chat/completions",
+            [
+                {"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
+                for model in [*made_up, "SmolLM2-135M-Instruct"]
+            ],
+        )
+    )
 
     assert [r.status_code for r in responses] == [404] * 5 + [200]
     assert served.count("WHERE model_name = ''") - unknown_before == 5
     assert served.count("WHERE model_name LIKE 'made-up-%'") == 0
     # The alias is recorded under the model it names, so the model has one series, not two.
     assert served.count("WHERE model_name = 'SmolLM2-135M-Instruct'") == 0
-    names = {name for name, in served.query("SELECT DISTINCT model_name FROM monitoring_requestrecord")}
+    names = {name for (name,) in served.query("SELECT DISTINCT model_name FROM monitoring_requestrecord")}
     assert names - {"smollm2", "echo"} == {""}  # the registered models and one unknown, whatever ran before
 
 
@@ -174,8 +223,12 @@ def test_requests_waiting_for_tokens_hold_no_database_connection(served):
 
     async def scenario() -> int:
         limits = httpx.Limits(max_connections=in_flight)
-        async with httpx.AsyncClient(base_url=served.server.base_url, limits=limits, timeout=300,
-                                     headers={"Authorization": f"Bearer {served.server.api_key}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=served.server.base_url,
+            limits=limits,
+            timeout=300,
+            headers={"Authorization": f"Bearer {served.server.api_key}"},
+        ) as client:
             body = {"model": "echo", "prompt": "word " * 200, "max_tokens": 200, "stream": True}
             streams = [client.stream("POST", "/v1/completions", json=body) for _ in range(in_flight)]
             responses = await asyncio.gather(*(stream.__aenter__() for stream in streams))
@@ -183,9 +236,13 @@ def test_requests_waiting_for_tokens_hold_no_database_connection(served):
             # Every request has its first token: all are in the engine, generating.
             firsts = [await anext(it) for it in lines]
             assert all(first.startswith("data: ") for first in firsts), firsts
-            held = await asyncio.to_thread(served.query, (
-                "SELECT COUNT(*) FROM pg_stat_activity "
-                f"WHERE datname = '{served.database}' AND pid <> pg_backend_pid()"))
+            held = await asyncio.to_thread(
+                served.query,
+                (
+                    "SELECT COUNT(*) FROM pg_stat_activity "
+                    f"WHERE datname = '{served.database}' AND pid <> pg_backend_pid()"
+                ),
+            )
             for stream in streams:
                 await stream.__aexit__(None, None, None)
             return held[0][0]

@@ -62,12 +62,12 @@ def test_streamed_text_matches_the_sdk(live, sdk):
 
 
 def test_auth_frame_and_legacy_completions(live, sdk):
-    whole = sdk.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6,
-                                   temperature=0)
+    whole = sdk.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0)
     with connect(ws_url(live, "/ws/v1/completions"), open_timeout=TIMEOUT) as socket:
         socket.send(json.dumps({"type": "auth", "api_key": live.api_key}))
-        send_request(socket, {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 6,
-                              "temperature": 0})
+        send_request(
+            socket, {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}
+        )
         frames = frames_until_done(socket)
     assert all(f["object"] == "text_completion" for f in frames)
     assert "".join(f["choices"][0]["text"] for f in frames) == whole.choices[0].text

@@ -79,9 +79,15 @@ class Cluster:
         """The cluster's settings on a minimal environment: an exported setting cannot change the test."""
         # DEBUG off everywhere, as in production (`serve` turns it off for web processes anyway);
         # /metrics open, because the tests scrape it without credentials.
-        settings = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "SECRET_KEY": self.secret_key,
-                    "DEBUG": "false", "METRICS_ACCESS": "open",
-                    "WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_DEAD_AFTER_SECONDS": "3"}
+        settings = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "SECRET_KEY": self.secret_key,
+            "DEBUG": "false",
+            "METRICS_ACCESS": "open",
+            "WORKER_HEARTBEAT_SECONDS": "0.5",
+            "WORKER_DEAD_AFTER_SECONDS": "3",
+        }
         return platform_env(**{**settings, **extra})
 
     # --- infrastructure ---
@@ -89,9 +95,21 @@ class Cluster:
     def start_redis(self) -> None:
         log = self.tmp / "redis.log"
         process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
         )
         self.redis = Proc("redis", process, log)
         _wait(lambda: _redis_ping(self.redis_port), 15, "redis", process, log)
@@ -110,8 +128,14 @@ class Cluster:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     def manage(self, *args: str, **env: str) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(**env),
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -127,9 +151,26 @@ class Cluster:
         log = self.tmp / f"worker-{name}.log"
         pool = [] if concurrency is None else ["--concurrency", str(concurrency)]
         process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "inference_platform", "worker", "--models", models, *pool,
-             "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
-            cwd=REPO, env=self.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "inference_platform",
+                "worker",
+                "--models",
+                models,
+                *pool,
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "info",
+            ],
+            cwd=REPO,
+            env=self.env(),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         proc = Proc(name, process, log)
         self.procs.append(proc)
@@ -138,18 +179,24 @@ class Cluster:
         return proc
 
     def worker_state(self, pid: int) -> str | None:
-        rows = self.query("SELECT state FROM models_registry_workerregistration WHERE pid = %s "
-                          "ORDER BY started_at DESC LIMIT 1", pid)
+        rows = self.query(
+            "SELECT state FROM models_registry_workerregistration WHERE pid = %s ORDER BY started_at DESC LIMIT 1", pid
+        )
         return rows[0][0] if rows else None
 
     def worker_concurrency(self, pid: int) -> int:
         """The pool size the worker reported when it became ready."""
-        return self.query("SELECT concurrency FROM models_registry_workerregistration WHERE pid = %s "
-                          "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
+        return self.query(
+            "SELECT concurrency FROM models_registry_workerregistration WHERE pid = %s "
+            "ORDER BY started_at DESC LIMIT 1",
+            pid,
+        )[0][0]
 
     def worker_id(self, pid: int) -> str:
-        return self.query("SELECT worker_id FROM models_registry_workerregistration WHERE pid = %s "
-                          "ORDER BY started_at DESC LIMIT 1", pid)[0][0]
+        return self.query(
+            "SELECT worker_id FROM models_registry_workerregistration WHERE pid = %s ORDER BY started_at DESC LIMIT 1",
+            pid,
+        )[0][0]
 
     def start_web(self, name: str = "web", *, ready: bool = False) -> str:
         """A web process as the README runs it (`manage.py serve --no-setup`); returns its base URL once
@@ -158,8 +205,11 @@ class Cluster:
         log = self.tmp / f"{name}.log"
         process = subprocess.Popen(
             [str(BIN / "python"), "manage.py", "serve", "--no-setup"],
-            cwd=REPO, env=self.env(HOST="127.0.0.1", PORT=str(port)), stdout=open(log, "ab"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=self.env(HOST="127.0.0.1", PORT=str(port)),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append(Proc(name, process, log))
         base_url = f"http://127.0.0.1:{port}"

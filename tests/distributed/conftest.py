@@ -12,10 +12,19 @@ def cluster(tmp_path_factory, gguf_path):
     cluster.create_database()
     try:
         cluster.manage("register_model", "smollm2", "--source", gguf_path, "--engine", "llama_cpp")
-        cluster.manage("register_model", "echo", "--engine", "echo", "--context-length", "4096",
-                       "--option", "token_delay_ms=20")
-        cluster.manage("register_model", "slow-echo", "--engine", "echo", "--context-length", "4096",
-                       "--option", "token_delay_ms=60")
+        cluster.manage(
+            "register_model", "echo", "--engine", "echo", "--context-length", "4096", "--option", "token_delay_ms=20"
+        )
+        cluster.manage(
+            "register_model",
+            "slow-echo",
+            "--engine",
+            "echo",
+            "--context-length",
+            "4096",
+            "--option",
+            "token_delay_ms=60",
+        )
         cluster.manage("register_model", "orphan", "--engine", "echo")
         cluster.api_key = cluster.manage("issue_api_key", "cluster").strip()
         yield cluster

@@ -29,15 +29,24 @@ def deployment(cluster):
 
 @pytest.fixture(scope="module")
 def sdk(deployment):
-    return openai.OpenAI(base_url=f"{deployment.base_url}/v1", api_key=deployment.api_key, max_retries=0,
-                         timeout=60)
+    return openai.OpenAI(base_url=f"{deployment.base_url}/v1", api_key=deployment.api_key, max_retries=0, timeout=60)
 
 
 def records(cluster, where: str = "", *params) -> list[dict]:
-    columns = ["request_id", "worker", "status_code", "finish_reason", "completion_tokens", "queue_wait_ms",
-               "error_type", "model_name", "ttft_ms"]
-    rows = cluster.query(f"SELECT {', '.join(columns)} FROM monitoring_requestrecord {where} ORDER BY created_at",
-                         *params)
+    columns = [
+        "request_id",
+        "worker",
+        "status_code",
+        "finish_reason",
+        "completion_tokens",
+        "queue_wait_ms",
+        "error_type",
+        "model_name",
+        "ttft_ms",
+    ]
+    rows = cluster.query(
+        f"SELECT {', '.join(columns)} FROM monitoring_requestrecord {where} ORDER BY created_at", *params
+    )
     return [dict(zip(columns, row)) for row in rows]
 
 
@@ -51,14 +60,20 @@ def wait_for_records(cluster, count: int, where: str = "", *params, timeout: flo
 
 def test_health_and_status_report_distributed(deployment):
     assert httpx.get(f"{deployment.base_url}/health").json()["status"] == "ok"
-    status = httpx.get(f"{deployment.base_url}/v1/system/status",
-                       headers={"Authorization": f"Bearer {deployment.api_key}"}).json()
+    status = httpx.get(
+        f"{deployment.base_url}/v1/system/status", headers={"Authorization": f"Bearer {deployment.api_key}"}
+    ).json()
     assert status["mode"] == "distributed"
 
 
 def test_chat_and_stream_on_the_real_model(deployment, sdk):
-    kwargs = dict(model="smollm2", messages=[{"role": "user", "content": "Name three fruits."}],
-                  max_tokens=16, temperature=0, seed=5)
+    kwargs = dict(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Name three fruits."}],
+        max_tokens=16,
+        temperature=0,
+        seed=5,
+    )
     whole = sdk.chat.completions.create(**kwargs)
     assert whole.choices[0].message.content.strip()
     assert 0 < whole.usage.completion_tokens <= 16
@@ -76,8 +91,9 @@ def test_chat_and_stream_on_the_real_model(deployment, sdk):
 
 
 def test_cancelled_stream_stops_generation_on_the_worker(deployment, sdk):
-    stream = sdk.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Tell a long story."}],
-                                         max_tokens=1500, stream=True)
+    stream = sdk.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Tell a long story."}], max_tokens=1500, stream=True
+    )
     for index, _ in enumerate(stream):
         if index == 5:
             break
@@ -99,8 +115,9 @@ def test_concurrent_requests_spread_over_both_workers(deployment):
     async def main():
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {deployment.api_key}"}) as c:
             body = {"model": "echo", "messages": [{"role": "user", "content": " ".join(["x"] * 25)}]}
-            return await asyncio.gather(*(c.post(f"{deployment.base_url}/v1/chat/completions", json=body)
-                                          for _ in range(8)))
+            return await asyncio.gather(
+                *(c.post(f"{deployment.base_url}/v1/chat/completions", json=body) for _ in range(8))
+            )
 
     responses = asyncio.run(main())
     assert all(r.status_code == 200 for r in responses)
@@ -112,18 +129,28 @@ def test_concurrent_requests_spread_over_both_workers(deployment):
 
 def test_websocket_streams_and_cancels_through_workers(deployment):
     url = deployment.base_url.replace("http://", "ws://") + "/ws/v1/chat/completions"
-    with ws_connect(url, additional_headers={"Authorization": f"Bearer {deployment.api_key}"},
-                    open_timeout=30) as socket:
-        socket.send(json.dumps({"type": "request", "body": {
-            "model": "echo", "messages": [{"role": "user", "content": "over the socket"}]}}))
+    with ws_connect(
+        url, additional_headers={"Authorization": f"Bearer {deployment.api_key}"}, open_timeout=30
+    ) as socket:
+        socket.send(
+            json.dumps(
+                {
+                    "type": "request",
+                    "body": {"model": "echo", "messages": [{"role": "user", "content": "over the socket"}]},
+                }
+            )
+        )
         frames = []
         while (frame := socket.recv(timeout=30)) != "[DONE]":
             frames.append(json.loads(frame))
         text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames if f.get("choices"))
         assert text == "over the socket"
 
-        socket.send(json.dumps({"type": "request", "body": {
-            "model": "echo", "messages": [{"role": "user", "content": LONG_PROMPT}]}}))
+        socket.send(
+            json.dumps(
+                {"type": "request", "body": {"model": "echo", "messages": [{"role": "user", "content": LONG_PROMPT}]}}
+            )
+        )
         received = 0
         while received < 3:
             if json.loads(socket.recv(timeout=30)).get("choices"):
@@ -141,11 +168,17 @@ def test_stopped_worker_drains_then_leaves(deployment):
     pid = leaving.process.pid
     body = {"model": "slow-echo", "messages": [{"role": "user", "content": " ".join(["z"] * 40)}]}
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(httpx.post, f"{deployment.base_url}/v1/chat/completions", json=body, timeout=60,
-                              headers={"Authorization": f"Bearer {deployment.api_key}"})
+        running = pool.submit(
+            httpx.post,
+            f"{deployment.base_url}/v1/chat/completions",
+            json=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {deployment.api_key}"},
+        )
         deadline = time.monotonic() + 20
-        while not deployment.query("SELECT 1 FROM models_registry_workerregistration WHERE pid = %s AND in_flight > 0",
-                                   pid):
+        while not deployment.query(
+            "SELECT 1 FROM models_registry_workerregistration WHERE pid = %s AND in_flight > 0", pid
+        ):
             assert time.monotonic() < deadline, "the request never reached the worker"
             time.sleep(0.1)
         leaving.process.send_signal(signal.SIGTERM)
@@ -174,8 +207,9 @@ def _stream_until_error(base_url: str, key: str, body: dict, on_chunk) -> tuple[
     """Read an SSE stream; return the texts received and the in-band error, if any."""
     texts, error = [], None
     # Generous per-read bound: on a loaded 2-core machine a kill is still seen in seconds.
-    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=90,
-                      headers={"Authorization": f"Bearer {key}"}) as response:
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=body, timeout=90, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -198,8 +232,9 @@ def test_killed_worker_fails_its_request_and_queued_ones_move_on(deployment):
     async def queued_requests():
         async with httpx.AsyncClient(timeout=90, headers={"Authorization": f"Bearer {deployment.api_key}"}) as c:
             short = {"model": "slow-echo", "messages": [{"role": "user", "content": "a b c"}]}
-            return await asyncio.gather(*(c.post(f"{deployment.base_url}/v1/chat/completions", json=short)
-                                          for _ in range(2)))
+            return await asyncio.gather(
+                *(c.post(f"{deployment.base_url}/v1/chat/completions", json=short) for _ in range(2))
+            )
 
     loop = asyncio.new_event_loop()
     queued = None
@@ -244,8 +279,9 @@ def test_redis_outage_is_a_quick_503_and_service_recovers(deployment, sdk):
     deadline = time.monotonic() + 60
     while True:
         try:
-            reply = sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "back again"}],
-                                                timeout=15)
+            reply = sdk.chat.completions.create(
+                model="echo", messages=[{"role": "user", "content": "back again"}], timeout=15
+            )
             break
         except openai.APIStatusError as exc:
             assert exc.status_code == 503 and time.monotonic() < deadline, exc

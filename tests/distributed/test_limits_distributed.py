@@ -16,8 +16,12 @@ pytestmark = [pytest.mark.distributed, pytest.mark.live]
 
 CHAT = {"model": "echo", "max_tokens": 2, "messages": [{"role": "user", "content": "one two three"}]}
 # 2,000 tokens at 20 ms: a stream that runs for 40 s unless its client leaves first.
-LONG_STREAM = {"model": "echo", "max_tokens": 2000, "stream": True,
-               "messages": [{"role": "user", "content": " ".join(["w"] * 2000)}]}
+LONG_STREAM = {
+    "model": "echo",
+    "max_tokens": 2000,
+    "stream": True,
+    "messages": [{"role": "user", "content": " ".join(["w"] * 2000)}],
+}
 # Only turns a hang into a failure.
 DEADLINE_S = 120
 
@@ -30,8 +34,12 @@ def webs(cluster):
 
 def post_all(webs: list[str], key: str, count: int, body: dict = CHAT) -> list[httpx.Response]:
     def post(i: int) -> httpx.Response:
-        return httpx.post(f"{webs[i % len(webs)]}/v1/chat/completions", json=body, timeout=DEADLINE_S,
-                          headers={"Authorization": f"Bearer {key}"})
+        return httpx.post(
+            f"{webs[i % len(webs)]}/v1/chat/completions",
+            json=body,
+            timeout=DEADLINE_S,
+            headers={"Authorization": f"Bearer {key}"},
+        )
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(post, range(count)))
@@ -69,8 +77,12 @@ def test_rpm_holds_across_two_web_processes(cluster, webs):
     def run(key: str) -> tuple[list[httpx.Response], list[httpx.Response]]:
         burst = post_all(webs, key, 30)
         # Then each process refuses on its own: both read the one shared count.
-        after = [httpx.post(f"{web}/v1/chat/completions", json=CHAT, timeout=DEADLINE_S,
-                            headers={"Authorization": f"Bearer {key}"}) for web in webs]
+        after = [
+            httpx.post(
+                f"{web}/v1/chat/completions", json=CHAT, timeout=DEADLINE_S, headers={"Authorization": f"Bearer {key}"}
+            )
+            for web in webs
+        ]
         return burst, after
 
     name, (responses, after) = in_one_window(cluster, "rpm10", ["--rpm", "10"], "rpm", run)
@@ -84,8 +96,11 @@ def test_rpm_holds_across_two_web_processes(cluster, webs):
             assert 1 <= int(response.headers["Retry-After"]) <= 60
             assert response.json()["error"]["code"] == "rate_limit_exceeded"
             assert response.json()["error"]["type"] == "requests"
-    rejected = cluster.query("SELECT count(*) FROM monitoring_requestrecord r JOIN models_registry_apikey k "
-                             "ON r.api_key_id = k.id WHERE k.name = %s AND r.status_code = 429", name)
+    rejected = cluster.query(
+        "SELECT count(*) FROM monitoring_requestrecord r JOIN models_registry_apikey k "
+        "ON r.api_key_id = k.id WHERE k.name = %s AND r.status_code = 429",
+        name,
+    )
     assert rejected[0][0] == 22
 
 
@@ -93,9 +108,17 @@ def test_tpm_holds_across_two_web_processes(cluster, webs):
     """Each request uses 5 tokens (3 prompt + 2 completion), sent one at a time, alternating web processes.
     Tokens count when a request ends, so the window admits requests until its total reaches 20:
     the 5th request is refused by whichever process gets it, and so is every later one."""
+
     def run(key: str) -> list[httpx.Response]:
-        return [httpx.post(f"{webs[i % 2]}/v1/chat/completions", json=CHAT, timeout=DEADLINE_S,
-                           headers={"Authorization": f"Bearer {key}"}) for i in range(8)]
+        return [
+            httpx.post(
+                f"{webs[i % 2]}/v1/chat/completions",
+                json=CHAT,
+                timeout=DEADLINE_S,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            for i in range(8)
+        ]
 
     _, responses = in_one_window(cluster, "tpm20", ["--tpm", "20"], "tpm", run)
     assert [r.status_code for r in responses] == [200] * 4 + [429] * 4
@@ -113,8 +136,11 @@ def test_concurrency_holds_across_two_web_processes(cluster, webs):
         # One stream through each process. Its headers come after the first token, so by then
         # the request holds its slot, and it keeps it until this client closes it.
         for web in webs:
-            stream = streams.enter_context(httpx.stream("POST", f"{web}/v1/chat/completions", json=LONG_STREAM,
-                                                        headers=headers, timeout=DEADLINE_S))
+            stream = streams.enter_context(
+                httpx.stream(
+                    "POST", f"{web}/v1/chat/completions", json=LONG_STREAM, headers=headers, timeout=DEADLINE_S
+                )
+            )
             assert stream.status_code == 200
         codes = [r.status_code for r in post_all(webs, key, 6)]
         assert codes == [429] * 6, codes

@@ -17,12 +17,13 @@ pytestmark = [pytest.mark.distributed, pytest.mark.live]
 @pytest.fixture(scope="module")
 def deployment(cluster):
     """Two workers hosting echo, a third hosting slow-echo one job at a time, two web processes."""
-    cluster.workers = [cluster.start_worker("e1", "echo", concurrency=2),
-                       cluster.start_worker("e2", "echo", concurrency=2),
-                       cluster.start_worker("s1", "slow-echo", concurrency=1)]
+    cluster.workers = [
+        cluster.start_worker("e1", "echo", concurrency=2),
+        cluster.start_worker("e2", "echo", concurrency=2),
+        cluster.start_worker("s1", "slow-echo", concurrency=1),
+    ]
     cluster.web_urls = [cluster.start_web("web1"), cluster.start_web("web2")]
     return cluster
-
 
 
 def value(samples, name: str, **labels) -> float:
@@ -32,8 +33,7 @@ def value(samples, name: str, **labels) -> float:
 def post_all(base_url: str, key: str, bodies: list[dict]) -> list[httpx.Response]:
     async def main():
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
-            return await asyncio.gather(*(client.post(f"{base_url}/v1/chat/completions", json=body)
-                                          for body in bodies))
+            return await asyncio.gather(*(client.post(f"{base_url}/v1/chat/completions", json=body) for body in bodies))
 
     return asyncio.run(main())
 
@@ -45,8 +45,10 @@ def test_metrics_on_either_web_process_count_what_both_workers_served(deployment
     second = post_all(web2, deployment.api_key, [{**words(30), "max_tokens": 5} for _ in range(4)])
     assert all(r.status_code == 200 for r in first + second)
 
-    rows = deployment.query("SELECT worker, finish_reason, prompt_tokens, completion_tokens "
-                            "FROM monitoring_requestrecord WHERE model_name = 'echo'")
+    rows = deployment.query(
+        "SELECT worker, finish_reason, prompt_tokens, completion_tokens "
+        "FROM monitoring_requestrecord WHERE model_name = 'echo'"
+    )
     assert len(rows) == 12
     assert len({worker for worker, *_ in rows}) == 2, "both workers should have served some"
     for base_url in (web1, web2):
@@ -65,8 +67,10 @@ def wait_for_load(base_url: str, model: str, running: int, waiting: int, timeout
     deadline = time.monotonic() + timeout
     while True:
         samples = scrape(base_url)
-        now = (value(samples, "vllm:num_requests_running", model_name=model),
-               value(samples, "vllm:num_requests_waiting", model_name=model))
+        now = (
+            value(samples, "vllm:num_requests_running", model_name=model),
+            value(samples, "vllm:num_requests_waiting", model_name=model),
+        )
         if now == (running, waiting):
             return
         assert time.monotonic() < deadline, f"expected {model} running/waiting {(running, waiting)}, last saw {now}"
@@ -87,8 +91,11 @@ def test_running_and_waiting_follow_the_worker_and_its_queue(deployment):
 
 
 def test_status_lists_every_web_and_worker_process(deployment):
-    status = httpx.get(f"{deployment.web_urls[0]}/v1/system/status", timeout=10,
-                       headers={"Authorization": f"Bearer {deployment.api_key}"}).json()
+    status = httpx.get(
+        f"{deployment.web_urls[0]}/v1/system/status",
+        timeout=10,
+        headers={"Authorization": f"Bearer {deployment.api_key}"},
+    ).json()
     hosts = {host["pid"]: host for host in status["hosts"]}
     web_pids = {proc.process.pid for proc in deployment.procs if proc.name.startswith("web")}
     worker_pids = {proc.process.pid for proc in deployment.workers}

@@ -32,15 +32,19 @@ class SettingsCluster(Cluster):
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     cluster = SettingsCluster(tmp=tmp_path_factory.mktemp("settings-cluster"))
-    cluster.extra_env = {"QUEUE_TIMEOUT_SECONDS": str(QUEUE_TIMEOUT_SECONDS), "METRICS_ACCESS": "open",
-                         "REDIS_TIMEOUT_SECONDS": "1"}
+    cluster.extra_env = {
+        "QUEUE_TIMEOUT_SECONDS": str(QUEUE_TIMEOUT_SECONDS),
+        "METRICS_ACCESS": "open",
+        "REDIS_TIMEOUT_SECONDS": "1",
+    }
     cluster.start_redis()
     cluster.create_database()
     try:
         for name in ("alpha", "beta"):
             cluster.manage("register_model", name, "--engine", "echo")
-        cluster.manage("register_model", "slow", "--engine", "echo", "--context-length", "4096",
-                       "--option", "token_delay_ms=250")
+        cluster.manage(
+            "register_model", "slow", "--engine", "echo", "--context-length", "4096", "--option", "token_delay_ms=250"
+        )
         cluster.api_key = cluster.manage("issue_api_key", "settings").strip()
         cluster.base_url = cluster.start_web()
         yield cluster
@@ -53,9 +57,26 @@ def start_worker(cluster: Cluster, name: str, *args: str, wait: bool = True, **e
     """A worker started like the README's, but with only the arguments given (no --models unless in args)."""
     log = cluster.tmp / f"worker-{name}.log"
     process = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "inference_platform", "worker", *args, "--concurrency", "1",
-         "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
-        cwd=REPO, env=cluster.env(**env), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "inference_platform",
+            "worker",
+            *args,
+            "--concurrency",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+        ],
+        cwd=REPO,
+        env=cluster.env(**env),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     proc = Proc(name, process, log)
     cluster.procs.append(proc)
@@ -65,8 +86,9 @@ def start_worker(cluster: Cluster, name: str, *args: str, wait: bool = True, **e
 
 
 def hosted_models(cluster: Cluster, proc: Proc) -> list[str]:
-    (row,) = cluster.query("SELECT hosted_models FROM models_registry_workerregistration WHERE pid = %s",
-                           proc.process.pid)
+    (row,) = cluster.query(
+        "SELECT hosted_models FROM models_registry_workerregistration WHERE pid = %s", proc.process.pid
+    )
     return row[0]
 
 
@@ -74,9 +96,23 @@ def consumed_queues(cluster: Cluster, proc: Proc) -> set[str]:
     """The queues the worker says it consumes, asked over Celery's remote control."""
     destination = f"{proc.name}@{socket.gethostname()}"
     result = subprocess.run(
-        [str(BIN / "celery"), "-A", "inference_platform", "inspect", "active_queues", "-d", destination,
-         "--timeout", "20", "--json"],
-        cwd=REPO, env=cluster.env(), capture_output=True, text=True, timeout=90,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "inference_platform",
+            "inspect",
+            "active_queues",
+            "-d",
+            destination,
+            "--timeout",
+            "20",
+            "--json",
+        ],
+        cwd=REPO,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     replies = json.loads(result.stdout.strip().splitlines()[-1])
@@ -84,9 +120,12 @@ def consumed_queues(cluster: Cluster, proc: Proc) -> set[str]:
 
 
 def chat(cluster: Cluster, model: str, content: str = "one two three", **fields) -> httpx.Response:
-    return httpx.post(f"{cluster.base_url}/v1/chat/completions", timeout=60,
-                      headers={"Authorization": f"Bearer {cluster.api_key}"},
-                      json={"model": model, "messages": [{"role": "user", "content": content}], **fields})
+    return httpx.post(
+        f"{cluster.base_url}/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {cluster.api_key}"},
+        json={"model": model, "messages": [{"role": "user", "content": content}], **fields},
+    )
 
 
 def sse_payloads(response: httpx.Response):
@@ -140,8 +179,9 @@ def test_a_job_left_waiting_past_queue_timeout_is_a_503(deployment):
     start_worker(deployment, "slow-one", "--models", "slow")  # one slot
     headers = {"Authorization": f"Bearer {deployment.api_key}"}
     blocker = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": BLOCKER}]}
-    with httpx.stream("POST", f"{deployment.base_url}/v1/chat/completions", json=blocker, headers=headers,
-                      timeout=60) as stream:
+    with httpx.stream(
+        "POST", f"{deployment.base_url}/v1/chat/completions", json=blocker, headers=headers, timeout=60
+    ) as stream:
         assert stream.status_code == 200
         events = sse_payloads(stream)
         # The blocker holds the worker's only slot once its first token has arrived.
@@ -152,25 +192,33 @@ def test_a_job_left_waiting_past_queue_timeout_is_a_503(deployment):
         after = next(events)
         assert content_of(after) and after["choices"][0]["finish_reason"] is None
     assert waiting.status_code == 503, waiting.text
-    assert waiting.json() == {"error": {
-        "message": f"No worker took the request within {QUEUE_TIMEOUT_SECONDS}s.", "type": "server_error",
-        "param": None, "code": "service_unavailable"}}
+    assert waiting.json() == {
+        "error": {
+            "message": f"No worker took the request within {QUEUE_TIMEOUT_SECONDS}s.",
+            "type": "server_error",
+            "param": None,
+            "code": "service_unavailable",
+        }
+    }
 
     # The worker is free again, skips the timed-out job and serves the next one.
     assert chat(deployment, "slow", "d e f").json()["choices"][0]["message"]["content"] == "d e f"
-    rows = deployment.query("SELECT status_code, error_type, worker, completion_tokens FROM monitoring_requestrecord "
-                            "WHERE model_name = 'slow' ORDER BY created_at")
+    rows = deployment.query(
+        "SELECT status_code, error_type, worker, completion_tokens FROM monitoring_requestrecord "
+        "WHERE model_name = 'slow' ORDER BY created_at"
+    )
     deadline = time.monotonic() + 30
     while len(rows) < 3 and time.monotonic() < deadline:  # the cancelled blocker's record comes from the worker
         time.sleep(0.2)
-        rows = deployment.query("SELECT status_code, error_type, worker, completion_tokens "
-                                "FROM monitoring_requestrecord WHERE model_name = 'slow' ORDER BY created_at")
+        rows = deployment.query(
+            "SELECT status_code, error_type, worker, completion_tokens "
+            "FROM monitoring_requestrecord WHERE model_name = 'slow' ORDER BY created_at"
+        )
     statuses = [row[0] for row in rows]
     assert sorted(statuses) == [200, 499, 503], rows
     (timed_out,) = [row for row in rows if row[0] == 503]
     # Written by the web process; the worker never ran it, so no worker and no tokens.
     assert timed_out[1:] == ("service_unavailable", "", None)
-
 
 
 def test_metrics_answer_from_the_database_while_redis_is_hung_or_down(deployment):

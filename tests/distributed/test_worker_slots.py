@@ -29,8 +29,18 @@ ENDLESS = "Repeat the word 'apple' forever, separated by spaces."
 def deployment(cluster, gguf_path):
     """`three`: the real model with 3 slots. `single`: 1 slot and room for 1 waiting job."""
     cluster.manage("register_model", "three", "--source", gguf_path, "--engine", "llama_cpp", "--option", "parallel=3")
-    cluster.manage("register_model", "single", "--source", gguf_path, "--engine", "llama_cpp",
-                   "--option", "parallel=1", "--option", "max_waiting=1")
+    cluster.manage(
+        "register_model",
+        "single",
+        "--source",
+        gguf_path,
+        "--engine",
+        "llama_cpp",
+        "--option",
+        "parallel=1",
+        "--option",
+        "max_waiting=1",
+    )
     cluster.base_url = cluster.start_web()
     return cluster
 
@@ -39,19 +49,36 @@ def pool_size_by_celery(cluster: Cluster, name: str) -> int:
     """The worker's pool size, asked over Celery's remote control."""
     destination = f"{name}@{socket.gethostname()}"
     result = subprocess.run(
-        [str(BIN / "celery"), "-A", "inference_platform", "inspect", "stats", "-d", destination,
-         "--timeout", "20", "--json"],
-        cwd=REPO, env=cluster.env(), capture_output=True, text=True, timeout=90,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "inference_platform",
+            "inspect",
+            "stats",
+            "-d",
+            destination,
+            "--timeout",
+            "20",
+            "--json",
+        ],
+        cwd=REPO,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])[destination]["pool"]["max-concurrency"]
 
 
-@pytest.mark.parametrize("concurrency, line", [
-    (None, "pool concurrency 3 = engine slots (three 3)"),
-    (8, "pool concurrency 3 = engine slots (three 3); --concurrency 8 lowered"),
-    (2, "pool concurrency 2 from --concurrency (engine slots: three 3)"),
-])
+@pytest.mark.parametrize(
+    "concurrency, line",
+    [
+        (None, "pool concurrency 3 = engine slots (three 3)"),
+        (8, "pool concurrency 3 = engine slots (three 3); --concurrency 8 lowered"),
+        (2, "pool concurrency 2 from --concurrency (engine slots: three 3)"),
+    ],
+)
 def test_pool_concurrency_follows_the_engine_slots(deployment, concurrency, line):
     name = f"three-{concurrency}"
     worker = deployment.start_worker(name, "three", concurrency=concurrency)
@@ -65,10 +92,12 @@ def test_pool_concurrency_follows_the_engine_slots(deployment, concurrency, line
 
 
 def chat(cluster: Cluster, content: str, **fields) -> httpx.Response:
-    return httpx.post(f"{cluster.base_url}/v1/chat/completions", timeout=120,
-                      headers={"Authorization": f"Bearer {cluster.api_key}"},
-                      json={"model": "single", "messages": [{"role": "user", "content": content}],
-                            "temperature": 0, **fields})
+    return httpx.post(
+        f"{cluster.base_url}/v1/chat/completions",
+        timeout=120,
+        headers={"Authorization": f"Bearer {cluster.api_key}"},
+        json={"model": "single", "messages": [{"role": "user", "content": content}], "temperature": 0, **fields},
+    )
 
 
 def test_a_full_queue_refuses_exactly_the_excess_with_429_and_nothing_is_lost(deployment):
@@ -76,19 +105,25 @@ def test_a_full_queue_refuses_exactly_the_excess_with_429_and_nothing_is_lost(de
     queue = redis.Redis.from_url(deployment.redis_url)
     assert deployment.worker_concurrency(worker.process.pid) == 1
     headers = {"Authorization": f"Bearer {deployment.api_key}"}
-    blocker = {"model": "single", "stream": True, "max_tokens": 1500, "temperature": 0,
-               "messages": [{"role": "user", "content": ENDLESS}]}
+    blocker = {
+        "model": "single",
+        "stream": True,
+        "max_tokens": 1500,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": ENDLESS}],
+    }
     answers: dict[str, httpx.Response] = {}
-    with httpx.stream("POST", f"{deployment.base_url}/v1/chat/completions", json=blocker, headers=headers,
-                      timeout=120) as stream:
+    with httpx.stream(
+        "POST", f"{deployment.base_url}/v1/chat/completions", json=blocker, headers=headers, timeout=120
+    ) as stream:
         assert stream.status_code == 200
-        events = (json.loads(line[6:]) for line in stream.iter_lines()
-                  if line.startswith("data: ") and line != "data: [DONE]")
+        events = (
+            json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"
+        )
         while not next(events)["choices"][0]["delta"].get("content"):
             pass
         # The blocker holds the only slot; the next job waits in Redis: the worker does not take it.
-        waiting = threading.Thread(target=lambda: answers.update(waiting=chat(deployment, "Say hello.",
-                                                                              max_tokens=8)))
+        waiting = threading.Thread(target=lambda: answers.update(waiting=chat(deployment, "Say hello.", max_tokens=8)))
         waiting.start()
         _wait(lambda: queue.llen("model.single") == 1, 30, "the second job queued")
         refused = [chat(deployment, "Say hi.", max_tokens=8) for _ in range(3)]

@@ -22,15 +22,22 @@ def compose_command() -> list[str]:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    pytest.skip("no docker compose client: ./test.sh installs Debian's docker-compose as root, "
-                "or run apt-get install -y docker-compose")
+    pytest.skip(
+        "no docker compose client: ./test.sh installs Debian's docker-compose as root, "
+        "or run apt-get install -y docker-compose"
+    )
 
 
 def compose_config(**env) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")}
     environment.update(env)
-    return subprocess.run([*compose_command(), "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True,
-                          env=environment, cwd=COMPOSE_FILE.parent)
+    return subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=COMPOSE_FILE.parent,
+    )
 
 
 @pytest.fixture(scope="module")

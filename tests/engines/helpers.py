@@ -11,13 +11,17 @@ GREEDY = {"temperature": 0.0, "seed": 7}
 
 
 def greedy_chat(messages=POEM, *, max_tokens: int = 16, **sampling) -> GenerationRequest:
-    return GenerationRequest(request_id="t", messages=tuple(messages),
-                             sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens, **sampling}))
+    return GenerationRequest(
+        request_id="t",
+        messages=tuple(messages),
+        sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens, **sampling}),
+    )
 
 
 def greedy_completion(prompt: str, *, max_tokens: int = 16, **sampling) -> GenerationRequest:
-    return GenerationRequest(request_id="t", prompt=prompt,
-                             sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens, **sampling}))
+    return GenerationRequest(
+        request_id="t", prompt=prompt, sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens, **sampling})
+    )
 
 
 @contextlib.contextmanager

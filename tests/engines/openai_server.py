@@ -39,11 +39,22 @@ def _server_flags(n_ctx: int) -> list[str]:
     return ["--n_ctx", str(n_ctx), "--interrupt_requests", "False", "--verbose", "False"]
 
 
-def llama_server_command(gguf: str, *, port: int | str = "{port}", n_ctx: int = 2048,
-                         api_key: str | None = None) -> list[str]:
+def llama_server_command(
+    gguf: str, *, port: int | str = "{port}", n_ctx: int = 2048, api_key: str | None = None
+) -> list[str]:
     """`python -m llama_cpp.server` on `gguf`; the default port is a supervisor placeholder."""
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", HOST, "--port", str(port),
-               *_server_flags(n_ctx)]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        gguf,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *_server_flags(n_ctx),
+    ]
     return command + (["--api_key", api_key] if api_key else [])
 
 
@@ -63,13 +74,18 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def openai_server(gguf: str, log_path: Path, *, api_key: str | None = None, n_ctx: int = 2048,
-                  ready_timeout: float = 90) -> Iterator[RunningServer]:
+def openai_server(
+    gguf: str, log_path: Path, *, api_key: str | None = None, n_ctx: int = 2048, ready_timeout: float = 90
+) -> Iterator[RunningServer]:
     """Start llama_cpp.server on a free port, wait for GET /v1/models, stop its group on exit."""
     port = free_port()
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(llama_server_command(gguf, port=port, n_ctx=n_ctx, api_key=api_key),
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            llama_server_command(gguf, port=port, n_ctx=n_ctx, api_key=api_key),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = RunningServer(process=process, base_url=f"http://{HOST}:{port}/v1", log_path=log_path)
     try:
         _wait_ready(server, api_key, ready_timeout)
@@ -112,8 +128,11 @@ def replay_server(answer: bytes, *, status: int = 200, models: tuple[str, ...] =
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self._send(200, "application/json", json.dumps({"object": "list", "data": [
-                {"id": name, "object": "model"} for name in models]}).encode())
+            self._send(
+                200,
+                "application/json",
+                json.dumps({"object": "list", "data": [{"id": name, "object": "model"} for name in models]}).encode(),
+            )
 
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))

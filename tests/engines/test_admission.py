@@ -58,8 +58,14 @@ async def test_a_freed_slot_goes_to_the_key_that_got_none_before_a_bursts_next_r
         await held.finish(name)
     assert held.admitted == ["a1", "b1", "c1", "a2", "a3", "a4"]
     await held.finish("a4")
-    assert queue.stats() == {"num_requests_running": 0, "num_requests_waiting": 0, "slots": 1, "slots_in_use": 0,
-                             "max_waiting": 8, "refused": 0}
+    assert queue.stats() == {
+        "num_requests_running": 0,
+        "num_requests_waiting": 0,
+        "slots": 1,
+        "slots_in_use": 0,
+        "max_waiting": 8,
+        "refused": 0,
+    }
 
 
 async def test_the_key_running_fewer_requests_is_served_first():
@@ -216,8 +222,12 @@ def test_max_waiting_option():
 
 def counting(tenant: str, *, max_tokens: int = 1000) -> GenerationRequest:
     """A raw prompt SmolLM2 continues by counting for far longer than any test waits."""
-    return GenerationRequest(request_id=tenant, prompt="1, 2, 3, 4,", tenant=tenant,
-                             sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens}))
+    return GenerationRequest(
+        request_id=tenant,
+        prompt="1, 2, 3, 4,",
+        tenant=tenant,
+        sampling=SamplingParams(**{**GREEDY, "max_tokens": max_tokens}),
+    )
 
 
 async def wait_for(condition, what: str):
@@ -231,8 +241,9 @@ async def wait_for(condition, what: str):
 
 @pytest.mark.model
 async def test_the_llama_engine_queues_past_its_slots_refuses_past_max_waiting_and_forgets_who_left(gguf_path):
-    spec = ModelSpec(name="smollm2-one-slot", source=gguf_path, context_length=1024,
-                     options={"parallel": 1, "max_waiting": 1})
+    spec = ModelSpec(
+        name="smollm2-one-slot", source=gguf_path, context_length=1024, options={"parallel": 1, "max_waiting": 1}
+    )
     with loaded(LlamaCppEngine(spec)) as engine:
         assert engine.slots == 1
         running = engine.generate(counting("a"))

@@ -39,7 +39,6 @@ def chat(**sampling) -> GenerationRequest:
     return greedy_chat(POEM, **{"max_tokens": 8, **sampling})
 
 
-
 def llama_engine(gguf_path, **options) -> SupervisedServerEngine:
     options = {"command": llama_server_command(gguf_path), "restart_backoff_s": 0.1, **options}
     return SupervisedServerEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=2048, options=options))
@@ -123,8 +122,9 @@ async def test_killed_child_is_restarted_and_waiting_requests_succeed(gguf_path,
 @pytest.mark.model
 async def test_engine_is_not_ready_while_restarting_and_waits_are_bounded(gguf_path, engines, tmp_path):
     gate = tmp_path / "hold-the-restart"
-    engine = llama_engine(gguf_path, ready_wait_s=0.2,
-                          command=[sys.executable, "-c", GATED, str(gate), *llama_server_command(gguf_path)])
+    engine = llama_engine(
+        gguf_path, ready_wait_s=0.2, command=[sys.executable, "-c", GATED, str(gate), *llama_server_command(gguf_path)]
+    )
     engines.append(engine)
     engine.load()
     gate.touch()  # the next child waits here until the test lets it start
@@ -157,12 +157,22 @@ async def test_watcher_gives_up_after_the_policy_allows_no_more(gguf_path, engin
 
 def test_restart_policy_gives_up_on_a_child_that_keeps_crashing(tmp_path, engines):
     launches = tmp_path / "launches"
-    crash = ("import sys; open(sys.argv[1], 'a').write('x'); "
-             "print('cannot start on port', sys.argv[2], file=sys.stderr); sys.exit(3)")
-    engine = SupervisedServerEngine(ModelSpec(name="crashy", source="", options={
-        "command": [sys.executable, "-c", crash, str(launches), "{port}"],
-        "max_restarts": 2, "restart_window_s": 60, "restart_backoff_s": 0.05,
-    }))
+    crash = (
+        "import sys; open(sys.argv[1], 'a').write('x'); "
+        "print('cannot start on port', sys.argv[2], file=sys.stderr); sys.exit(3)"
+    )
+    engine = SupervisedServerEngine(
+        ModelSpec(
+            name="crashy",
+            source="",
+            options={
+                "command": [sys.executable, "-c", crash, str(launches), "{port}"],
+                "max_restarts": 2,
+                "restart_window_s": 60,
+                "restart_backoff_s": 0.05,
+            },
+        )
+    )
     engines.append(engine)
     with pytest.raises(EngineUnavailableError) as caught:
         engine.load()
@@ -175,8 +185,9 @@ def test_restart_policy_gives_up_on_a_child_that_keeps_crashing(tmp_path, engine
 
 
 def test_missing_executable_fails_at_once():
-    supervisor = ServerSupervisor("ghost", ["/nonexistent/server", "--port", "{port}"],
-                                  health_url="http://{host}:{port}/health")
+    supervisor = ServerSupervisor(
+        "ghost", ["/nonexistent/server", "--port", "{port}"], health_url="http://{host}:{port}/health"
+    )
     with pytest.raises(EngineUnavailableError, match=r"could not be started.*nonexistent"):
         supervisor.start()
     assert supervisor.status == "failed"
@@ -191,8 +202,11 @@ def test_child_that_never_gets_healthy_times_out_and_is_killed(tmp_path):
     pid_file = tmp_path / "pid"
     sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(3600)"
     supervisor = ServerSupervisor(
-        "sleepy", [sys.executable, "-c", sleeper, str(pid_file)], health_url="http://{host}:{port}/health",
-        policy=RestartPolicy(max_restarts=0), startup_timeout_s=1,
+        "sleepy",
+        [sys.executable, "-c", sleeper, str(pid_file)],
+        health_url="http://{host}:{port}/health",
+        policy=RestartPolicy(max_restarts=0),
+        startup_timeout_s=1,
     )
     # The child would sleep for an hour: only the 1 s start-up timeout ends start() in time.
     with pytest.raises(EngineUnavailableError, match=r"did not answer http://127\.0\.0\.1:\d+/health within 1s"):
@@ -207,8 +221,11 @@ def test_child_that_never_gets_healthy_times_out_and_is_killed(tmp_path):
 def test_stop_ends_the_whole_process_group(mode, grace_s, caplog):
     caplog.set_level(logging.WARNING, logger="engines.process_supervisor")
     supervisor = ServerSupervisor(
-        "forking", [sys.executable, "-c", FORKING_SERVER, mode, "{port}"], health_url="http://{host}:{port}/",
-        startup_timeout_s=DEADLINE_S, shutdown_grace_s=grace_s,
+        "forking",
+        [sys.executable, "-c", FORKING_SERVER, mode, "{port}"],
+        health_url="http://{host}:{port}/",
+        startup_timeout_s=DEADLINE_S,
+        shutdown_grace_s=grace_s,
     )
     supervisor.start()
     try:

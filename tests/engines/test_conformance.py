@@ -47,8 +47,9 @@ def engine(request, gguf_path, tmp_path_factory):
         if name == "upstream":
             server = stack.enter_context(openai_server(gguf_path, tmp_path_factory.mktemp("conformance") / "log"))
             options = {"base_url": server.base_url}
-        spec = ModelSpec(name=f"conformance-{name}", source="" if name == "echo" else gguf_path,
-                         context_length=2048, options=options)
+        spec = ModelSpec(
+            name=f"conformance-{name}", source="" if name == "echo" else gguf_path, context_length=2048, options=options
+        )
         engine = create_engine(name, spec)
         engine.load()
         stack.callback(engine.unload)
@@ -60,7 +61,6 @@ def request_for(max_tokens: int, stop: tuple[str, ...] = (), chat: bool = False)
     if chat:
         return GenerationRequest(request_id="c", sampling=sampling, messages=({"role": "user", "content": PROMPT},))
     return GenerationRequest(request_id="c", sampling=sampling, prompt=PROMPT)
-
 
 
 async def test_chat_gives_text_and_a_final_chunk(engine):
@@ -116,8 +116,11 @@ async def test_cancellation_frees_the_engine(engine):
 
 async def test_null_content_in_the_history_is_no_text(engine):
     """OpenAI allows null assistant content (a turn that only called tools); templates need strings."""
-    messages = ({"role": "user", "content": PROMPT}, {"role": "assistant", "content": None},
-                {"role": "user", "content": "Go on."})
+    messages = (
+        {"role": "user", "content": PROMPT},
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": "Go on."},
+    )
     sampling = SamplingParams(max_tokens=2, temperature=0.0, seed=1)
     chunks = await collect(engine, GenerationRequest(request_id="n", sampling=sampling, messages=messages))
     assert chunks[-1].finish_reason in ("stop", "length")

@@ -15,9 +15,9 @@ def make_engine(context_length: int = 64, **options) -> EchoEngine:
 
 
 def chat(text: str, **sampling) -> GenerationRequest:
-    return GenerationRequest(request_id="r", sampling=SamplingParams(**sampling),
-                             messages=({"role": "user", "content": text},))
-
+    return GenerationRequest(
+        request_id="r", sampling=SamplingParams(**sampling), messages=({"role": "user", "content": text},)
+    )
 
 
 def test_echo_tokenize_keeps_leading_whitespace_per_word():
@@ -27,10 +27,14 @@ def test_echo_tokenize_keeps_leading_whitespace_per_word():
 
 async def test_output_echoes_last_message_deterministically():
     engine = make_engine()
-    request = GenerationRequest(request_id="r", sampling=SamplingParams(), messages=(
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "the quick brown fox"},
-    ))
+    request = GenerationRequest(
+        request_id="r",
+        sampling=SamplingParams(),
+        messages=(
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "the quick brown fox"},
+        ),
+    )
     first = await collect(engine, request)
     second = await collect(engine, request)
     assert "".join(c.text for c in first) == "the quick brown fox"

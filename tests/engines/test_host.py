@@ -68,7 +68,8 @@ def test_states_snapshot(host):
     host.ensure_loaded("echo", ModelSpec(name="echo2", source="", context_length=32))
     states = sorted(host.states(), key=lambda s: s["model"])
     assert [(s["model"], s["engine"], s["loaded"], s["in_flight"], s["context_length"]) for s in states] == [
-        ("echo", "echo", True, 0, 64), ("echo2", "echo", True, 0, 32),
+        ("echo", "echo", True, 0, 64),
+        ("echo2", "echo", True, 0, 32),
     ]
     assert states[0]["capabilities"] == ["seed", "stop", "streaming"]
 
@@ -82,11 +83,14 @@ async def test_generate_loads_on_first_use_and_streams(host):
     assert host.engine_for("echo").in_flight == 0
 
 
-@pytest.mark.parametrize("sampling, param", [
-    (SamplingParams(n=2), "n"),
-    (SamplingParams(logprobs=True), "logprobs"),
-    (SamplingParams(logit_bias=((1, 5.0),)), "logit_bias"),
-])
+@pytest.mark.parametrize(
+    "sampling, param",
+    [
+        (SamplingParams(n=2), "n"),
+        (SamplingParams(logprobs=True), "logprobs"),
+        (SamplingParams(logit_bias=((1, 5.0),)), "logit_bias"),
+    ],
+)
 async def test_an_engine_never_silently_drops_what_it_cannot_do(host, sampling, param):
     """However a request reaches the host, the echo engine refuses n, logprobs and logit_bias."""
     request = GenerationRequest(request_id="r", sampling=sampling, prompt="a b")

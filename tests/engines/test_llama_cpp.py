@@ -23,8 +23,6 @@ def engine(gguf_path):
         yield engine
 
 
-
-
 def prompt_ids(engine, messages) -> list[int]:
     """The rendered chat prompt through the model's own tokenizer, independent of the engine's path."""
     prompt, adds_bos = engine.render_chat(list(messages))
@@ -93,7 +91,7 @@ async def test_closing_the_stream_stops_decoding(engine):
     await until_idle(engine)
     # The slot keeps what was evaluated as a cached prefix: read how far it got.
     ids = prompt_ids(engine, POEM)
-    evaluated = max(len(t) for t in engine._scheduler.slot_tokens() if t[:len(ids)] == ids)
+    evaluated = max(len(t) for t in engine._scheduler.slot_tokens() if t[: len(ids)] == ids)
     # Uncancelled it would reach prompt + 15; a little slack for a loaded machine.
     assert evaluated <= len(ids) + 6, "decoding went on after the consumer left"
 
@@ -104,9 +102,9 @@ async def test_closing_the_stream_stops_decoding(engine):
 
 async def test_concurrent_requests_all_complete(engine):
     prompts = ["Name a colour.", "Name a fruit.", "Name an animal.", "Name a city."]
-    results = await asyncio.gather(*(
-        collect(engine, chat([{"role": "user", "content": p}], max_tokens=4)) for p in prompts
-    ))
+    results = await asyncio.gather(
+        *(collect(engine, chat([{"role": "user", "content": p}], max_tokens=4)) for p in prompts)
+    )
     for chunks in results:
         assert chunks[-1].finish_reason in ("stop", "length")
         assert 1 <= chunks[-1].completion_tokens <= 4
@@ -139,10 +137,14 @@ async def test_event_loop_runs_while_the_model_computes(engine):
     assert ticks_before_first_chunk >= 5
 
 
-@pytest.mark.parametrize("request_", [
-    greedy_completion("\ud800 lone surrogate"),
-    chat([{"role": "user", "content": "x\udfff"}]),
-], ids=["prompt", "messages"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        greedy_completion("\ud800 lone surrogate"),
+        chat([{"role": "user", "content": "x\udfff"}]),
+    ],
+    ids=["prompt", "messages"],
+)
 async def test_text_that_is_not_unicode_is_bad_input(engine, request_):
     """A lone surrogate is valid JSON but no character: the client's error, not a crash."""
     with pytest.raises(InvalidInputError, match="surrogate") as refused:

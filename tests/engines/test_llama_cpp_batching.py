@@ -24,8 +24,9 @@ N_BATCH = 64
 
 @pytest.fixture(scope="module")
 def engine(gguf_path):
-    spec = ModelSpec(name="smollm2-batching", source=gguf_path, context_length=CONTEXT,
-                     options={"parallel": 16, "n_batch": N_BATCH})
+    spec = ModelSpec(
+        name="smollm2-batching", source=gguf_path, context_length=CONTEXT, options={"parallel": 16, "n_batch": N_BATCH}
+    )
     with loaded(LlamaCppEngine(spec)) as engine:
         yield engine
 
@@ -44,10 +45,30 @@ def prompt_ids(engine, request) -> list[int]:
 
 
 async def test_sixteen_streams_finish_with_the_tokenizers_counts(engine):
-    topics = ["the sea", "a fox", "rain", "bread", "a clock", "mountains", "a violin", "snow",
-              "the moon", "a garden", "trains", "coffee", "a lighthouse", "bees", "a library", "wind"]
-    requests = [greedy_chat([{"role": "user", "content": f"Write {'a very ' * (i % 5)}short note about {topic}."}],
-                            max_tokens=8 + 3 * i) for i, topic in enumerate(topics)]
+    topics = [
+        "the sea",
+        "a fox",
+        "rain",
+        "bread",
+        "a clock",
+        "mountains",
+        "a violin",
+        "snow",
+        "the moon",
+        "a garden",
+        "trains",
+        "coffee",
+        "a lighthouse",
+        "bees",
+        "a library",
+        "wind",
+    ]
+    requests = [
+        greedy_chat(
+            [{"role": "user", "content": f"Write {'a very ' * (i % 5)}short note about {topic}."}], max_tokens=8 + 3 * i
+        )
+        for i, topic in enumerate(topics)
+    ]
     steps_before = engine._scheduler.steps
     results = await asyncio.gather(*(collect(engine, request) for request in requests))
     for request, chunks in zip(requests, results):
@@ -87,7 +108,7 @@ async def test_a_long_prompt_does_not_stall_running_streams(engine):
     await asyncio.gather(*streams, run("long", long_request))
 
     names = [name for name, _ in arrivals]
-    window = arrivals[names.index("submitted"):names.index("long")]
+    window = arrivals[names.index("submitted") : names.index("long")]
     # The prompt needs at least n_long / N_BATCH steps, and every step gives each running
     # stream its next token before any prompt chunk gets the rest of the budget.
     for i in range(8):
@@ -100,8 +121,9 @@ async def test_a_long_prompt_does_not_stall_running_streams(engine):
 
 
 async def test_cancelling_one_of_eight_frees_its_slot(gguf_path):
-    spec = ModelSpec(name="smollm2-eight", source=gguf_path, context_length=512,
-                     options={"parallel": 8, "n_batch": N_BATCH})
+    spec = ModelSpec(
+        name="smollm2-eight", source=gguf_path, context_length=512, options={"parallel": 8, "n_batch": N_BATCH}
+    )
     with loaded(LlamaCppEngine(spec)) as engine:
         arrivals: list[tuple[object, object]] = []
 
@@ -152,8 +174,13 @@ async def test_a_shared_prefix_is_served_from_the_cache(engine):
 
 # Prompts whose greedy text changes if a repeat reuses all but the last prompt token (that
 # token's logits then come from a batch of one instead of the first run's chunk).
-SOLO_PROMPTS = ["Tell me about the tides and the moon. " * 12, "Name a colour.", "How do airplanes fly?",
-                "What makes a good friend?", "List some fruits and their colours."]
+SOLO_PROMPTS = [
+    "Tell me about the tides and the moon. " * 12,
+    "Name a colour.",
+    "How do airplanes fly?",
+    "What makes a good friend?",
+    "List some fruits and their colours.",
+]
 
 
 @pytest.mark.parametrize("content", SOLO_PROMPTS, ids=range(len(SOLO_PROMPTS)))

@@ -17,8 +17,9 @@ PARALLEL = 6
 
 @pytest.fixture(scope="module")
 def engine(gguf_path):
-    spec = ModelSpec(name="smollm2-choices", source=gguf_path, context_length=1024,
-                     options={"parallel": PARALLEL, "n_batch": 64})
+    spec = ModelSpec(
+        name="smollm2-choices", source=gguf_path, context_length=1024, options={"parallel": PARALLEL, "n_batch": 64}
+    )
     with loaded(LlamaCppEngine(spec)) as engine:
         yield engine
 
@@ -41,8 +42,13 @@ async def wait_idle(engine):
 
 
 async def test_three_choices_share_one_prompt_evaluation(engine):
-    request = greedy_chat([{"role": "user", "content": "Invent a name for a small red boat."}],
-                          max_tokens=12, temperature=1.0, seed=11, n=3)
+    request = greedy_chat(
+        [{"role": "user", "content": "Invent a name for a small red boat."}],
+        max_tokens=12,
+        temperature=1.0,
+        seed=11,
+        n=3,
+    )
     scheduler = engine._scheduler
     evaluated_before = scheduler.prompt_tokens_evaluated
     chunks = await collect(engine, request)
@@ -123,8 +129,9 @@ async def test_choices_carry_their_own_logprobs(engine):
 async def test_logit_bias_bans_the_greedy_first_token(engine):
     request = greedy_completion("The capital of France is", max_tokens=1)
     first = (await collect(engine, request))[0].token_ids[0]
-    biased = await collect(engine, greedy_completion("The capital of France is", max_tokens=1,
-                                                     logit_bias=((first, -100.0),)))
+    biased = await collect(
+        engine, greedy_completion("The capital of France is", max_tokens=1, logit_bias=((first, -100.0),))
+    )
     assert biased[0].token_ids[0] != first
 
 

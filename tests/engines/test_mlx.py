@@ -66,8 +66,6 @@ def chat(content, **sampling) -> GenerationRequest:
     return greedy_chat(({"role": "user", "content": content},), **{"max_tokens": 8, **sampling})
 
 
-
-
 def ids_of(chunks):
     return [t for c in chunks for t in c.token_ids]
 
@@ -138,8 +136,10 @@ def test_a_template_that_refuses_the_messages_is_bad_input(engine):
     """transformers raises jinja2's TemplateError for raise_exception; it is the client's error, not a crash."""
     tokenizer = engine._tokenizer
     original = tokenizer.chat_template
-    tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}"
-                               "{{ raise_exception('Conversation must start with a user message') }}{% endif %}x")
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'user' %}"
+        "{{ raise_exception('Conversation must start with a user message') }}{% endif %}x"
+    )
     try:
         with pytest.raises(InvalidInputError, match="must start with a user message") as refused:
             engine.render_chat([{"role": "assistant", "content": None}])
@@ -165,12 +165,18 @@ def test_end_of_generation_ids_match_llama_cpp(gguf, llama_vocab):
     assert mlx_gguf.eog_token_ids(metadata) == expected
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": "Hi there"}],
-    [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hello"}],
-    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
-     {"role": "user", "content": "And 3+3?"}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "Hi there"}],
+        [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hello"}],
+        [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "And 3+3?"},
+        ],
+    ],
+)
 def test_chat_template_renders_like_llama_cpp(engine, gguf, llama_vocab, messages):
     _, metadata = gguf
     formatter = Jinja2ChatFormatter(
@@ -303,8 +309,7 @@ def last_logits(model, ids):
 
 async def test_quantized_kernels_match_the_dequantized_reference(engine, reference):
     ids = engine.prompt_ids(raw())
-    ours, exact = await on_engine_thread(engine, lambda: (last_logits(engine._model, ids),
-                                                          last_logits(reference, ids)))
+    ours, exact = await on_engine_thread(engine, lambda: (last_logits(engine._model, ids), last_logits(reference, ids)))
     # Logits are compared up to a constant shift, which softmax ignores.
     error = np.abs((ours - ours.mean()) - (exact - exact.mean())).max()
     print(f"max logit error of MLX's Q4/Q8 kernels against float32: {error:.4f}")
@@ -363,7 +368,8 @@ async def test_mlx_model_directory_serves_the_same_tokens(engine, tmp_path):
         assert embed.bits == 8  # mlx-lm inferred it from the shapes too
         theirs = await collect(directory, raw(max_tokens=4))
         assert engine.render_chat([{"role": "user", "content": "x"}]) == directory.render_chat(
-            [{"role": "user", "content": "x"}])
+            [{"role": "user", "content": "x"}]
+        )
     finally:
         directory.unload()
     ours = await collect(engine, raw(max_tokens=4))

@@ -23,16 +23,18 @@ PARALLEL = 2
 
 @pytest.fixture(scope="module")
 def engine(gguf_path):
-    spec = ModelSpec(name="smollm2-mlx-batching", source=gguf_path, context_length=CONTEXT,
-                     options={"parallel": PARALLEL})
+    spec = ModelSpec(
+        name="smollm2-mlx-batching", source=gguf_path, context_length=CONTEXT, options={"parallel": PARALLEL}
+    )
     with loaded(MlxEngine(spec)) as engine:
         yield engine
 
 
 def counting(start: int, *, max_tokens: int, **sampling):
     """A raw prompt that SmolLM2 continues by counting, far past any max_tokens used here."""
-    return greedy_completion(", ".join(str(n) for n in range(start, start + 4)) + ",", max_tokens=max_tokens,
-                             **sampling)
+    return greedy_completion(
+        ", ".join(str(n) for n in range(start, start + 4)) + ",", max_tokens=max_tokens, **sampling
+    )
 
 
 def ids_of(chunks):
@@ -77,8 +79,10 @@ async def test_cancelling_one_stream_frees_its_place_for_the_others(engine):
     assert first.text and first.finish_reason is None
     others = [asyncio.ensure_future(collect(engine, counting(start, max_tokens=4))) for start in (50, 700)]
     stats = engine.state
-    await wait_for(lambda: stats()["running"] == 2 and stats()["num_requests_waiting"] == 1,
-                   "one shares the batch, one waits in the admission queue")
+    await wait_for(
+        lambda: stats()["running"] == 2 and stats()["num_requests_waiting"] == 1,
+        "one shares the batch, one waits in the admission queue",
+    )
     await long_stream.aclose()
     results = await asyncio.gather(*others)
     for chunks in results:
@@ -95,8 +99,9 @@ async def test_a_stop_string_ends_one_stream_and_not_its_neighbour(engine):
     words = whole.split()
     assert len(words) >= 3, whole
     stop = " " + words[1]
-    stopped, full = await asyncio.gather(collect(engine, counting(1, max_tokens=8, stop=(stop,))),
-                                         collect(engine, counting(40, max_tokens=8)))
+    stopped, full = await asyncio.gather(
+        collect(engine, counting(1, max_tokens=8, stop=(stop,))), collect(engine, counting(40, max_tokens=8))
+    )
     assert text_of(stopped) == whole[: whole.index(stop)]
     assert stopped[-1].finish_reason == "stop" and stopped[-1].completion_tokens < 8
     assert full[-1].finish_reason == "length" and full[-1].completion_tokens == 8
@@ -140,7 +145,8 @@ async def test_logit_bias_steers_only_its_own_sequence(engine):
     forced = engine._plain_encoder.encode(" banana").ids[0]
     biased, plain = await asyncio.gather(
         collect(engine, counting(1, max_tokens=3, logit_bias=((forced, 100.0),))),
-        collect(engine, counting(1, max_tokens=3)))
+        collect(engine, counting(1, max_tokens=3)),
+    )
     assert ids_of(biased) == [forced] * 3
     assert forced not in ids_of(plain)
     with pytest.raises(InvalidInputError, match="logit_bias") as refused:

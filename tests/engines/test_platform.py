@@ -6,9 +6,16 @@ from engines.platform import FORCEABLE_ENGINES, detect_best_engine, explain_engi
 def info(**overrides) -> dict:
     """A plain Linux CPU box; each test flips only the facts it is about."""
     base = {
-        "system": "linux", "machine": "x86_64", "cpu_count": 2, "memory_total_bytes": 8 << 30,
-        "cuda_available": False, "cuda_devices": [], "apple_silicon": False,
-        "vllm_importable": False, "mlx_lm_importable": False, "llama_cpp_importable": True,
+        "system": "linux",
+        "machine": "x86_64",
+        "cpu_count": 2,
+        "memory_total_bytes": 8 << 30,
+        "cuda_available": False,
+        "cuda_devices": [],
+        "apple_silicon": False,
+        "vllm_importable": False,
+        "mlx_lm_importable": False,
+        "llama_cpp_importable": True,
     }
     return {**base, **overrides}
 
@@ -17,14 +24,17 @@ CUDA = {"cuda_available": True, "cuda_devices": [{"name": "H100", "memory_mb": 8
 APPLE = {"system": "darwin", "machine": "arm64", "apple_silicon": True}
 
 
-@pytest.mark.parametrize(("facts", "expected"), [
-    ({**CUDA, "vllm_importable": True}, "vllm"),
-    (CUDA, "llama_cpp"),
-    ({**APPLE, "mlx_lm_importable": True}, "mlx"),
-    (APPLE, "llama_cpp"),
-    ({"vllm_importable": True, "mlx_lm_importable": True}, "llama_cpp"),  # libraries alone are not hardware
-    ({}, "llama_cpp"),
-])
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({**CUDA, "vllm_importable": True}, "vllm"),
+        (CUDA, "llama_cpp"),
+        ({**APPLE, "mlx_lm_importable": True}, "mlx"),
+        (APPLE, "llama_cpp"),
+        ({"vllm_importable": True, "mlx_lm_importable": True}, "llama_cpp"),  # libraries alone are not hardware
+        ({}, "llama_cpp"),
+    ],
+)
 def test_detect_best_engine(facts, expected):
     assert detect_best_engine(info=info(**facts)) == expected
 

@@ -35,8 +35,12 @@ def server(gguf_path, tmp_path_factory):
 
 
 def make_engine(server, gguf_path, **options) -> UpstreamEngine:
-    spec = ModelSpec(name="smollm2", source=gguf_path, context_length=2048,
-                     options={"base_url": server.base_url, "api_key": KEY, **options})
+    spec = ModelSpec(
+        name="smollm2",
+        source=gguf_path,
+        context_length=2048,
+        options={"base_url": server.base_url, "api_key": KEY, **options},
+    )
     return UpstreamEngine(spec)
 
 
@@ -53,15 +57,13 @@ def unstreamed(server, gguf_path):
         yield engine
 
 
-
-
 def direct(server, path: str, body: dict) -> dict:
     """The upstream's own non-streamed answer, asked without any of our code."""
-    response = httpx.post(f"{server.base_url}{path}", json=body, timeout=60, trust_env=False,
-                          headers={"Authorization": f"Bearer {KEY}"})
+    response = httpx.post(
+        f"{server.base_url}{path}", json=body, timeout=60, trust_env=False, headers={"Authorization": f"Bearer {KEY}"}
+    )
     assert response.status_code == 200, response.text
     return response.json()
-
 
 
 @pytest.mark.model
@@ -74,7 +76,7 @@ async def test_chat_streams_deltas_as_the_upstream_makes_them(engine, server):
     assert len(deltas) >= 8, chunks
     # A proxy that buffered the response would hand everything over within microseconds;
     # the upstream decodes one token every few milliseconds.
-    gaps = [b - a for a, b in itertools.pairwise(arrivals[:len(deltas)])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[: len(deltas)])]
     assert sorted(gaps)[len(gaps) // 2] > 0.002, gaps
     assert chunks[-1].finish_reason == "length"
     own = direct(server, "/chat/completions", {"messages": list(POEM), "max_tokens": 16, "temperature": 0, "seed": 7})
@@ -95,7 +97,9 @@ async def test_usage_counts_are_llama_cpp_own(unstreamed, server):
     final = chunks[-1]
     own = direct(server, "/chat/completions", {"messages": list(POEM), "max_tokens": 8, "temperature": 0, "seed": 7})
     assert (final.prompt_tokens, final.completion_tokens) == (
-        own["usage"]["prompt_tokens"], own["usage"]["completion_tokens"])
+        own["usage"]["prompt_tokens"],
+        own["usage"]["completion_tokens"],
+    )
     assert final.completion_tokens == 8 and final.finish_reason == "length"
     assert text_of(chunks) == own["choices"][0]["message"]["content"]
 
@@ -138,14 +142,29 @@ async def test_seed_is_forwarded(engine):
 
 def test_body_forwards_every_sampling_parameter():
     proxy = OpenAIProxy("http://127.0.0.1:9/v1", model="m")
-    sampling = SamplingParams(max_tokens=5, temperature=0.3, top_p=0.9, stop=("\n", "END"), seed=11,
-                              presence_penalty=0.5, frequency_penalty=-0.25)
+    sampling = SamplingParams(
+        max_tokens=5,
+        temperature=0.3,
+        top_p=0.9,
+        stop=("\n", "END"),
+        seed=11,
+        presence_penalty=0.5,
+        frequency_penalty=-0.25,
+    )
     path, body = proxy.body(GenerationRequest(request_id="t", sampling=sampling, messages=POEM))
     assert path == "/chat/completions"
     assert body == {
-        "model": "m", "messages": list(POEM), "stream": True, "stream_options": {"include_usage": True},
-        "max_tokens": 5, "temperature": 0.3, "top_p": 0.9, "stop": ["\n", "END"], "seed": 11,
-        "presence_penalty": 0.5, "frequency_penalty": -0.25,
+        "model": "m",
+        "messages": list(POEM),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 5,
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "stop": ["\n", "END"],
+        "seed": 11,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
     }
     path, body = proxy.body(GenerationRequest(request_id="t", sampling=SamplingParams(), prompt="hi"))
     assert path == "/completions" and body["prompt"] == "hi"
@@ -173,8 +192,9 @@ async def test_closing_the_stream_disconnects_the_upstream(engine, server):
 
 
 def test_unreachable_base_url_is_unavailable_at_load(gguf_path):
-    engine = UpstreamEngine(ModelSpec(name="nowhere", source=gguf_path,
-                                      options={"base_url": f"http://127.0.0.1:{free_port()}/v1"}))
+    engine = UpstreamEngine(
+        ModelSpec(name="nowhere", source=gguf_path, options={"base_url": f"http://127.0.0.1:{free_port()}/v1"})
+    )
     with pytest.raises(EngineUnavailableError, match="unreachable"):
         engine.load()
     assert not engine.loaded
@@ -227,22 +247,42 @@ async def test_request_with_a_refused_key_is_unavailable(server):
         [c async for c in proxy.stream(chat())]
 
 
-@pytest.mark.parametrize(("status", "body", "expected", "param"), [
-    (400, {"error": {"message": "too long", "code": "context_length_exceeded", "param": "messages"}},
-     ContextOverflowError, "messages"),
-    # vLLM's wording, without a code.
-    (400, {"object": "error", "message": "This model's maximum context length is 2048 tokens. However, you "
-           "requested 4100 tokens.", "type": "BadRequestError", "code": 400}, ContextOverflowError, "messages"),
-    (400, {"error": {"message": "logprobs is not supported", "param": "logprobs"}},
-     UnsupportedParameterError, "logprobs"),
-    (422, {"detail": "unprocessable"}, UnsupportedParameterError, None),
-    (401, {"error": {"message": "bad key"}}, EngineUnavailableError, None),
-    (404, {"error": {"message": "The model `x` does not exist."}}, EngineUnavailableError, None),
-    (429, {"error": {"message": "slow down"}}, EngineUnavailableError, None),
-    (503, {"error": "overloaded"}, EngineCrashedError, None),
-    # An in-band stream error (read as a 500 unless `code` carries the real status).
-    (500, {"error": {"message": "prompt is too long", "code": 400}}, ContextOverflowError, "messages"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "param"),
+    [
+        (
+            400,
+            {"error": {"message": "too long", "code": "context_length_exceeded", "param": "messages"}},
+            ContextOverflowError,
+            "messages",
+        ),
+        # vLLM's wording, without a code.
+        (
+            400,
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 2048 tokens. However, you requested 4100 tokens.",
+                "type": "BadRequestError",
+                "code": 400,
+            },
+            ContextOverflowError,
+            "messages",
+        ),
+        (
+            400,
+            {"error": {"message": "logprobs is not supported", "param": "logprobs"}},
+            UnsupportedParameterError,
+            "logprobs",
+        ),
+        (422, {"detail": "unprocessable"}, UnsupportedParameterError, None),
+        (401, {"error": {"message": "bad key"}}, EngineUnavailableError, None),
+        (404, {"error": {"message": "The model `x` does not exist."}}, EngineUnavailableError, None),
+        (429, {"error": {"message": "slow down"}}, EngineUnavailableError, None),
+        (503, {"error": "overloaded"}, EngineCrashedError, None),
+        # An in-band stream error (read as a 500 unless `code` carries the real status).
+        (500, {"error": {"message": "prompt is too long", "code": 400}}, ContextOverflowError, "messages"),
+    ],
+)
 def test_upstream_error_bodies_map_to_typed_errors(status, body, expected, param):
     error = _error_from_body(json.loads(json.dumps(body)), status, "http://upstream/v1")
     assert type(error) is expected
@@ -259,13 +299,20 @@ def sse(*events) -> bytes:
 def vllm_chunk(delta=None, finish=None, **extra) -> dict:
     """A chat.completion.chunk as vLLM streams it."""
     choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "qwen",
-            "choices": choices, **extra}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "qwen",
+        "choices": choices,
+        **extra,
+    }
 
 
 def replay_engine(server) -> UpstreamEngine:
-    engine = UpstreamEngine(ModelSpec(name="qwen", source="qwen", context_length=2048,
-                                      options={"base_url": server.base_url}))
+    engine = UpstreamEngine(
+        ModelSpec(name="qwen", source="qwen", context_length=2048, options={"base_url": server.base_url})
+    )
     engine.load()
     return engine
 
@@ -302,16 +349,24 @@ async def test_a_loopback_upstream_bypasses_environment_proxies(monkeypatch):
 
 
 async def test_an_error_inside_the_stream_is_typed():
-    error = {"error": {"object": "error", "message": "This model's maximum context length is 2048 tokens.",
-                       "type": "BadRequestError", "param": None, "code": 400}}
+    error = {
+        "error": {
+            "object": "error",
+            "message": "This model's maximum context length is 2048 tokens.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
     with replay_server(sse(vllm_chunk({"role": "assistant"}), error)) as server:
         with pytest.raises(ContextOverflowError, match="maximum context length"):
             await collect(replay_engine(server), chat())
 
 
 async def test_an_http_error_answer_is_typed():
-    body = json.dumps({"error": {"message": "logprobs must be positive", "type": "BadRequestError",
-                                 "param": "logprobs", "code": 400}}).encode()
+    body = json.dumps(
+        {"error": {"message": "logprobs must be positive", "type": "BadRequestError", "param": "logprobs", "code": 400}}
+    ).encode()
     with replay_server(body, status=400) as server:
         with pytest.raises(UnsupportedParameterError, match="logprobs must be positive") as caught:
             await collect(replay_engine(server), chat())

@@ -15,8 +15,7 @@ from engines.base import GenerationRequest, ModelSpec, SamplingParams
 from engines.upstream import UpstreamEngine
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
-ANSWER = (b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}\n\n'
-          b"data: [DONE]\n\n")
+ANSWER = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
 
 
 @dataclass
@@ -51,12 +50,19 @@ def keep_alive_server(*, close_after_each: bool = False) -> Iterator[KeepAliveSe
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 reader.read(length)
-                body, kind = (MODELS, b"application/json") if request_line.startswith(b"GET") else \
-                    (ANSWER, b"text/event-stream")
+                body, kind = (
+                    (MODELS, b"application/json") if request_line.startswith(b"GET") else (ANSWER, b"text/event-stream")
+                )
                 with server.lock:
                     server.requests += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + kind
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 if close_after_each:
                     return
         except OSError:
@@ -89,8 +95,9 @@ def _engine(server: KeepAliveServer) -> UpstreamEngine:
 
 
 def _chat() -> GenerationRequest:
-    return GenerationRequest(request_id="t", sampling=SamplingParams(max_tokens=4),
-                             messages=({"role": "user", "content": "hi"},))
+    return GenerationRequest(
+        request_id="t", sampling=SamplingParams(max_tokens=4), messages=({"role": "user", "content": "hi"},)
+    )
 
 
 async def _answer(engine: UpstreamEngine) -> str:

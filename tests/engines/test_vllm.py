@@ -15,8 +15,9 @@ from engines.vllm import VllmEngine
 
 from .openai_server import vllm_stand_in_command
 
-VLLM_PRESENT = bool(shutil.which("vllm") or Path(sys.executable).with_name("vllm").exists()
-                    or importlib.util.find_spec("vllm"))
+VLLM_PRESENT = bool(
+    shutil.which("vllm") or Path(sys.executable).with_name("vllm").exists() or importlib.util.find_spec("vllm")
+)
 
 
 @pytest.fixture
@@ -33,15 +34,35 @@ def spec(**options) -> ModelSpec:
 
 
 def test_command_line_and_environment_from_options(fake_vllm):
-    engine = VllmEngine(spec(
-        vllm_executable=fake_vllm, port=8123, gpu=1, max_model_len=1024, gpu_memory_utilization=0.5,
-        extra_args=["--dtype", "half", "--override-generation-config", '{"temperature": 0.2}'],
-    ))
+    engine = VllmEngine(
+        spec(
+            vllm_executable=fake_vllm,
+            port=8123,
+            gpu=1,
+            max_model_len=1024,
+            gpu_memory_utilization=0.5,
+            extra_args=["--dtype", "half", "--override-generation-config", '{"temperature": 0.2}'],
+        )
+    )
     supervisor = engine.build_supervisor()
     assert supervisor.command == [
-        fake_vllm, "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "127.0.0.1", "--port", "8123",
-        "--max-model-len", "1024", "--gpu-memory-utilization", "0.5", "--served-model-name", "qwen",
-        "--dtype", "half", "--override-generation-config", '{"temperature": 0.2}',
+        fake_vllm,
+        "serve",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+        "--max-model-len",
+        "1024",
+        "--gpu-memory-utilization",
+        "0.5",
+        "--served-model-name",
+        "qwen",
+        "--dtype",
+        "half",
+        "--override-generation-config",
+        '{"temperature": 0.2}',
     ]
     assert supervisor.env["CUDA_VISIBLE_DEVICES"] == "1"
     assert supervisor.health_url == "http://127.0.0.1:8123/health"
@@ -63,11 +84,14 @@ def test_several_gpus_become_one_device_list(fake_vllm):
     assert supervisor.env["CUDA_VISIBLE_DEVICES"] == "0,1"
 
 
-@pytest.mark.parametrize(("options", "named"), [
-    ({"extra_args": "--dtype half"}, "extra_args"),
-    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-    ({"max_model_len": 0}, "max_model_len"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"extra_args": "--dtype half"}, "extra_args"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_model_len": 0}, "max_model_len"),
+    ],
+)
 def test_bad_options_are_refused_by_name(fake_vllm, options, named):
     with pytest.raises(EngineUnavailableError, match=named):
         VllmEngine(spec(vllm_executable=fake_vllm, **options)).load()
@@ -95,13 +119,17 @@ def test_capabilities_are_what_the_proxy_forwards():
 @pytest.mark.model
 async def test_serves_a_streamed_completion_through_a_stand_in(gguf_path):
     """vLLM's part is only the command line: swap it and the rest runs for real."""
-    engine = VllmEngine(ModelSpec(name="smollm2", source=gguf_path, context_length=2048,
-                                  options={"command": vllm_stand_in_command(gguf_path)}))
+    engine = VllmEngine(
+        ModelSpec(
+            name="smollm2", source=gguf_path, context_length=2048, options={"command": vllm_stand_in_command(gguf_path)}
+        )
+    )
     engine.load()
     try:
         assert engine.state()["server"]["status"] == "ready"
-        request = GenerationRequest(request_id="t", prompt="Once upon a time",
-                                    sampling=SamplingParams(max_tokens=8, temperature=0.0, seed=7))
+        request = GenerationRequest(
+            request_id="t", prompt="Once upon a time", sampling=SamplingParams(max_tokens=8, temperature=0.0, seed=7)
+        )
         chunks = [chunk async for chunk in engine.generate(request)]
         # The supervisor waited on vLLM's health route, which only the stand-in adds.
         assert '"GET /health HTTP/1.1" 200' in engine.supervisor.log_tail()

@@ -11,10 +11,24 @@ import pytest
 from engines.platform import FORCEABLE_ENGINES
 
 REPO = Path(__file__).resolve().parents[2]
-OUR_VARS = ("INFERENCE_ENGINE", "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
-            "METRICS_ACCESS", "ALLOWED_HOSTS", "SECURE_PROXY_SSL_HEADER", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT",
-            "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SESSION_COOKIE_SECURE",
-            "CSRF_COOKIE_SECURE")
+OUR_VARS = (
+    "INFERENCE_ENGINE",
+    "DEBUG",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "METRICS_ACCESS",
+    "ALLOWED_HOSTS",
+    "SECURE_PROXY_SSL_HEADER",
+    "CSRF_TRUSTED_ORIGINS",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+)
 
 
 @pytest.fixture
@@ -23,8 +37,10 @@ def manage(tmp_path):
         environ = {k: v for k, v in os.environ.items() if k not in OUR_VARS}
         environ["DATABASE_URL"] = f"sqlite:///{tmp_path / 'check.sqlite3'}"
         environ.update(env)
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=environ,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=environ, capture_output=True, text=True, timeout=120
+        )
+
     return run
 
 
@@ -54,23 +70,30 @@ def test_a_wrong_setting_is_one_line_not_a_traceback(manage):
     result = manage("check", METRICS_ACCESS="public")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "manage.py: METRICS_ACCESS='public'; choose one of open, staff, token"]
+        "manage.py: METRICS_ACCESS='public'; choose one of open, staff, token"
+    ]
 
 
-@pytest.mark.parametrize("program", [
-    ["celery", "-A", "inference_platform", "worker"],
-    ["daphne", "-p", "0", "inference_platform.asgi:application"],
-], ids=["celery", "daphne"])
+@pytest.mark.parametrize(
+    "program",
+    [
+        ["celery", "-A", "inference_platform", "worker"],
+        ["daphne", "-p", "0", "inference_platform.asgi:application"],
+    ],
+    ids=["celery", "daphne"],
+)
 def test_a_wrong_setting_is_one_line_for_celery_and_daphne_too(tmp_path, program):
     """Web and worker processes started directly (compose, the README's recipe) say it in one line."""
     environ = {k: v for k, v in os.environ.items() if k not in OUR_VARS}
     environ.update(DATABASE_URL=f"sqlite:///{tmp_path / 'check.sqlite3'}", METRICS_ACCESS="public")
     executable = str(Path(sys.executable).parent / program[0])
-    result = subprocess.run([executable, *program[1:]], cwd=REPO, env=environ, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [executable, *program[1:]], cwd=REPO, env=environ, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        f"{program[0]}: METRICS_ACCESS='public'; choose one of open, staff, token"], result.stderr
+        f"{program[0]}: METRICS_ACCESS='public'; choose one of open, staff, token"
+    ], result.stderr
 
 
 def _secret_key(manage, **env) -> str:
@@ -109,8 +132,15 @@ def test_deploy_check_is_clean_with_the_documented_production_environment(manage
     result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
-    distributed = manage("check", "--deploy", "--fail-level", "WARNING", REDIS_URL="redis://127.0.0.1:6379/0",
-                         METRICS_TOKEN="a-metrics-token", **PRODUCTION_ENV)
+    distributed = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        METRICS_TOKEN="a-metrics-token",
+        **PRODUCTION_ENV,
+    )
     assert distributed.returncode == 0, distributed.stderr
 
 

@@ -15,8 +15,12 @@ def referenced_settings() -> dict[str, list[str]]:
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                        and node.value.id == "settings" and node.attr.isupper()):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "settings"
+                    and node.attr.isupper()
+                ):
                     found.setdefault(node.attr, []).append(f"{path.relative_to(REPO)}:{node.lineno}")
     return found
 

@@ -67,9 +67,14 @@ def test_editing_a_key_keeps_its_secret(admin_client):
 def test_revoke_action(admin_client):
     keep = api_key_issue(name="keep")
     drop = api_key_issue(name="drop")
-    response = admin_client.post(reverse("admin:models_registry_apikey_changelist"), {
-        "action": "revoke_keys", "_selected_action": [drop.key.pk],
-    }, follow=True)
+    response = admin_client.post(
+        reverse("admin:models_registry_apikey_changelist"),
+        {
+            "action": "revoke_keys",
+            "_selected_action": [drop.key.pk],
+        },
+        follow=True,
+    )
     assert response.status_code == 200
     assert "Revoked 1 key(s)." in response.content.decode()
     assert api_key_verify(plaintext=drop.plaintext) is None
@@ -77,15 +82,26 @@ def test_revoke_action(admin_client):
 
 
 def served_model_form(**fields) -> dict:
-    return {"name": "m", "aliases": "[]", "enabled": "on", "description": "", "owned_by": "me",
-            "engine": "llama_cpp", "source": "", "context_length": "2048", "engine_options": "{}",
-            "default_params": "{}", **fields}
+    return {
+        "name": "m",
+        "aliases": "[]",
+        "enabled": "on",
+        "description": "",
+        "owned_by": "me",
+        "engine": "llama_cpp",
+        "source": "",
+        "context_length": "2048",
+        "engine_options": "{}",
+        "default_params": "{}",
+        **fields,
+    }
 
 
 def test_served_model_add_rejects_a_missing_source(admin_client, tmp_path):
     missing = tmp_path / "missing.gguf"
-    response = admin_client.post(reverse("admin:models_registry_servedmodel_add"),
-                                 served_model_form(source=str(missing)))
+    response = admin_client.post(
+        reverse("admin:models_registry_servedmodel_add"), served_model_form(source=str(missing))
+    )
     assert response.status_code == 200  # the form again, not a redirect
     errors = response.context["adminform"].form.errors
     assert errors["source"] == [f"No file or directory at {missing}."]
@@ -94,8 +110,10 @@ def test_served_model_add_rejects_a_missing_source(admin_client, tmp_path):
 
 
 def test_served_model_add_and_change_page(admin_client, gguf_path):
-    response = admin_client.post(reverse("admin:models_registry_servedmodel_add"),
-                                 served_model_form(name="smol", source=gguf_path, aliases='["s"]'))
+    response = admin_client.post(
+        reverse("admin:models_registry_servedmodel_add"),
+        served_model_form(name="smol", source=gguf_path, aliases='["s"]'),
+    )
     assert response.status_code == 302, response.context["adminform"].form.errors
     model = ServedModel.objects.get(name="smol")
     assert model.aliases == ["s"] and model.engine == "llama_cpp"
@@ -106,10 +124,11 @@ def test_served_model_add_and_change_page(admin_client, gguf_path):
 def test_model_page_shows_the_capability_table_with_its_engine_in_bold(admin_client, gguf_path):
     from engines.capabilities import CAPABILITIES
 
-    admin_client.post(reverse("admin:models_registry_servedmodel_add"),
-                      served_model_form(name="smol", source=gguf_path))
+    admin_client.post(
+        reverse("admin:models_registry_servedmodel_add"), served_model_form(name="smol", source=gguf_path)
+    )
     model = ServedModel.objects.get(name="smol")
     page = admin_client.get(reverse("admin:models_registry_servedmodel_change", args=[model.pk])).content.decode()
-    table = page[page.index('id="capability-table"'):page.index("</table>", page.index('id="capability-table"'))]
+    table = page[page.index('id="capability-table"') : page.index("</table>", page.index('id="capability-table"'))]
     assert all(f"<th>{engine}</th>" in table for engine in CAPABILITIES)
     assert '<tr style="font-weight:bold"><th>llama_cpp</th>' in table

@@ -52,13 +52,16 @@ def test_verify_accepts_the_right_key_only():
         assert api_key_verify(plaintext=candidate) is None, candidate
 
 
-@pytest.mark.parametrize("plaintext,expected", [
-    ("ipk-abcdef12-secret", "abcdef12"),
-    ("ipk-abcdef12-sec-ret-", "abcdef12"),
-    ("ipk-abcdef1-secret", None),
-    ("xyz-abcdef12-secret", None),
-    ("ipk-abcdef12", None),
-])
+@pytest.mark.parametrize(
+    "plaintext,expected",
+    [
+        ("ipk-abcdef12-secret", "abcdef12"),
+        ("ipk-abcdef12-sec-ret-", "abcdef12"),
+        ("ipk-abcdef1-secret", None),
+        ("xyz-abcdef12-secret", None),
+        ("ipk-abcdef12", None),
+    ],
+)
 def test_split_key(plaintext, expected):
     assert split_key(plaintext) == expected
 

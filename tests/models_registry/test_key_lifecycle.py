@@ -22,8 +22,11 @@ ISSUED = re.compile(r'id="issued-api-key"[^>]*>([^<]+)<')
 
 
 def log_entries(key: ApiKey) -> list[LogEntry]:
-    return list(LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(ApiKey),
-                                        object_id=str(key.pk)).order_by("id"))
+    return list(
+        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(ApiKey), object_id=str(key.pk)).order_by(
+            "id"
+        )
+    )
 
 
 def test_rotate_copies_settings_and_keeps_the_old_key_for_the_grace_period():
@@ -74,8 +77,10 @@ def test_issue_rejects_non_positive_limits():
 
 
 def test_admin_add_revoke_and_rotate_are_logged_and_rotation_shows_the_plaintext_once(admin_client):
-    add = admin_client.post(reverse("admin:models_registry_apikey_add"), {
-        "name": "ops", "owner": "", "expires_at_0": "", "expires_at_1": "", "rpm_limit": "7"})
+    add = admin_client.post(
+        reverse("admin:models_registry_apikey_add"),
+        {"name": "ops", "owner": "", "expires_at_0": "", "expires_at_1": "", "rpm_limit": "7"},
+    )
     plaintext = html.unescape(ISSUED.search(add.content.decode()).group(1)).strip()
     key = api_key_verify(plaintext=plaintext)
     assert key.rpm_limit == 7
@@ -99,8 +104,9 @@ def test_admin_add_revoke_and_rotate_are_logged_and_rotation_shows_the_plaintext
     page = admin_client.get(reverse("admin:models_registry_apikey_change", args=[new_key.pk])).content.decode()
     assert new_plaintext not in page and 'id="issued-api-key"' not in page
 
-    admin_client.post(reverse("admin:models_registry_apikey_changelist"),
-                      {"action": "revoke_keys", "_selected_action": [key.pk]})
+    admin_client.post(
+        reverse("admin:models_registry_apikey_changelist"), {"action": "revoke_keys", "_selected_action": [key.pk]}
+    )
     assert api_key_verify(plaintext=plaintext) is None
 
     entries = log_entries(key)
@@ -113,16 +119,26 @@ def test_admin_add_revoke_and_rotate_are_logged_and_rotation_shows_the_plaintext
 def test_admin_rotate_of_a_revoked_key_issues_nothing(admin_client):
     issued = api_key_issue(name="gone")
     ApiKey.objects.filter(pk=issued.key.pk).update(revoked=True)
-    response = admin_client.post(reverse("admin:models_registry_apikey_rotate", args=[issued.key.pk]),
-                                 {"grace_seconds": "0"})
+    response = admin_client.post(
+        reverse("admin:models_registry_apikey_rotate", args=[issued.key.pk]), {"grace_seconds": "0"}
+    )
     assert response.status_code == 302
     assert ApiKey.objects.count() == 1
 
 
 def _record(key, when, prompt, completion, status=200):
-    request_record_create(request_id=f"r{when.timestamp()}-{prompt}-{completion}", created_at=when,
-                          endpoint="chat", stream=False, duration_ms=1.0, status_code=status, api_key_id=key.pk,
-                          model_name="echo", prompt_tokens=prompt, completion_tokens=completion)
+    request_record_create(
+        request_id=f"r{when.timestamp()}-{prompt}-{completion}",
+        created_at=when,
+        endpoint="chat",
+        stream=False,
+        duration_ms=1.0,
+        status_code=status,
+        api_key_id=key.pk,
+        model_name="echo",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
 
 
 def test_usage_by_day_sums_the_records_of_one_key_and_shows_on_its_admin_page(admin_client):
@@ -139,8 +155,7 @@ def test_usage_by_day_sums_the_records_of_one_key_and_shows_on_its_admin_page(ad
     rows = api_key_usage_by_day(key=key)
     assert rows == [
         {"day": today.date(), "requests": 3, "prompt_tokens": 7, "completion_tokens": 7, "total_tokens": 14},
-        {"day": yesterday.date(), "requests": 1, "prompt_tokens": 10, "completion_tokens": 20,
-         "total_tokens": 30},
+        {"day": yesterday.date(), "requests": 1, "prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
     ]
     page = admin_client.get(reverse("admin:models_registry_apikey_change", args=[key.pk])).content.decode()
     assert 'id="usage-by-day"' in page

@@ -25,20 +25,53 @@ def test_registers_a_gguf_with_the_defaults(gguf_path):
 
 
 def test_every_field_the_command_takes(gguf_path):
-    register("smol", "--source", gguf_path, "--engine", "llama_cpp", "--context-length", "4096",
-             "--alias", "small", "--alias", "tiny", "--disabled")
+    register(
+        "smol",
+        "--source",
+        gguf_path,
+        "--engine",
+        "llama_cpp",
+        "--context-length",
+        "4096",
+        "--alias",
+        "small",
+        "--alias",
+        "tiny",
+        "--disabled",
+    )
     model = ServedModel.objects.get(name="smol")
     assert model.engine == "llama_cpp" and model.context_length == 4096
     assert model.aliases == ["small", "tiny"] and not model.enabled
 
 
 def test_option_values_are_json_when_they_parse_and_strings_otherwise():
-    register("e", "--engine", "echo", "--option", "token_delay_ms=20", "--option", "prefix_cache=true",
-             "--option", "ratio=0.5", "--option", "label=fast lane", "--option", "args=[\"--x\", 1]",
-             "--option", "url=http://h:1/v1?a=b", "--option", "empty=")
+    register(
+        "e",
+        "--engine",
+        "echo",
+        "--option",
+        "token_delay_ms=20",
+        "--option",
+        "prefix_cache=true",
+        "--option",
+        "ratio=0.5",
+        "--option",
+        "label=fast lane",
+        "--option",
+        'args=["--x", 1]',
+        "--option",
+        "url=http://h:1/v1?a=b",
+        "--option",
+        "empty=",
+    )
     assert ServedModel.objects.get(name="e").engine_options == {
-        "token_delay_ms": 20, "prefix_cache": True, "ratio": 0.5, "label": "fast lane", "args": ["--x", 1],
-        "url": "http://h:1/v1?a=b", "empty": "",
+        "token_delay_ms": 20,
+        "prefix_cache": True,
+        "ratio": 0.5,
+        "label": "fast lane",
+        "args": ["--x", 1],
+        "url": "http://h:1/v1?a=b",
+        "empty": "",
     }
 
 
@@ -61,11 +94,14 @@ def test_each_engine_choice_is_stored(engine, gguf_path):
     assert ServedModel.objects.get(name="m").engine == engine
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((), "source: A source is required"),
-    (("--source", "/nowhere/model.gguf"), "source: No file or directory at /nowhere/model.gguf"),
-    (("--source", __file__), "is a file but not a .gguf file"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "source: A source is required"),
+        (("--source", "/nowhere/model.gguf"), "source: No file or directory at /nowhere/model.gguf"),
+        (("--source", __file__), "is a file but not a .gguf file"),
+    ],
+)
 def test_a_missing_or_wrong_source_is_refused(args, message):
     with pytest.raises(CommandError, match=message):
         register("m", "--engine", "llama_cpp", *args)
@@ -79,11 +115,14 @@ def test_upstream_needs_a_base_url_option():
     assert ServedModel.objects.get(name="up").engine_options == {"base_url": "http://127.0.0.1:9/v1"}
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("bad name",), "name: Use 1-128 letters"),
-    (("m", "--context-length", "8"), "context_length: Ensure this value is greater than or equal to 16"),
-    (("m", "--alias", "m"), "aliases: An alias cannot repeat"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("bad name",), "name: Use 1-128 letters"),
+        (("m", "--context-length", "8"), "context_length: Ensure this value is greater than or equal to 16"),
+        (("m", "--alias", "m"), "aliases: An alias cannot repeat"),
+    ],
+)
 def test_invalid_fields_are_refused_like_the_admin_refuses_them(args, message):
     with pytest.raises(CommandError, match=message):
         register(*args, "--engine", "echo")
@@ -100,8 +139,7 @@ def test_an_alias_taken_by_another_model_is_refused():
 def test_registering_again_updates_the_same_model(gguf_path):
     register("m", "--engine", "echo", "--option", "token_delay_ms=5", "--alias", "old")
     first = ServedModel.objects.get(name="m")
-    out = register("m", "--engine", "llama_cpp", "--source", gguf_path, "--context-length", "1024",
-                   "--alias", "new")
+    out = register("m", "--engine", "llama_cpp", "--source", gguf_path, "--context-length", "1024", "--alias", "new")
     assert out.strip() == "Registered m (llama_cpp, context 1024)"
     model = ServedModel.objects.get()
     assert model.pk == first.pk

@@ -78,8 +78,9 @@ def test_unknown_default_param():
 
 
 def test_known_default_params_are_kept():
-    model = served_model_register(name="m", source="", engine="echo",
-                                  default_params={"temperature": 0.2, "max_tokens": 64, "stop": ["\n"]})
+    model = served_model_register(
+        name="m", source="", engine="echo", default_params={"temperature": 0.2, "max_tokens": 64, "stop": ["\n"]}
+    )
     assert ServedModel.objects.get(pk=model.pk).default_params["max_tokens"] == 64
 
 

@@ -32,10 +32,20 @@ def test_writers_that_start_together_all_commit(api_key):
             assert api_key_verify(plaintext=api_key) is not None  # key lookups read beside the writers
             for attempt in range(3):  # each request writes more than once, as a busy server would
                 request_record_create(
-                    request_id=f"together-{n}-{attempt}", created_at=now - dt.timedelta(seconds=1),
-                    endpoint="chat", stream=False, duration_ms=40.0, status_code=200, model_name="m",
-                    engine="echo", worker="w", prompt_tokens=3, completion_tokens=2, ttft_ms=5.0,
-                    finish_reason="stop")
+                    request_id=f"together-{n}-{attempt}",
+                    created_at=now - dt.timedelta(seconds=1),
+                    endpoint="chat",
+                    stream=False,
+                    duration_ms=40.0,
+                    status_code=200,
+                    model_name="m",
+                    engine="echo",
+                    worker="w",
+                    prompt_tokens=3,
+                    completion_tokens=2,
+                    ttft_ms=5.0,
+                    finish_reason="stop",
+                )
         except BaseException as exc:  # reported below, with the rest
             failures.append(exc)
         finally:

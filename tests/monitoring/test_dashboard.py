@@ -36,12 +36,35 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def record(n: int, *, at: dt.datetime, model: str = "alpha", worker: str = "w1", key=None, status: int = 200,
-           ttft: float | None = 10.0, duration: float = 100.0, tokens: int | None = 5, finish: str = "stop"):
-    return request_record_create(request_id=f"r{n}", created_at=at, endpoint="chat", stream=False,
-                                 duration_ms=duration, status_code=status, api_key_id=key, model_name=model,
-                                 engine="echo", worker=worker, prompt_tokens=3, completion_tokens=tokens,
-                                 ttft_ms=ttft, finish_reason=finish)
+def record(
+    n: int,
+    *,
+    at: dt.datetime,
+    model: str = "alpha",
+    worker: str = "w1",
+    key=None,
+    status: int = 200,
+    ttft: float | None = 10.0,
+    duration: float = 100.0,
+    tokens: int | None = 5,
+    finish: str = "stop",
+):
+    return request_record_create(
+        request_id=f"r{n}",
+        created_at=at,
+        endpoint="chat",
+        stream=False,
+        duration_ms=duration,
+        status_code=status,
+        api_key_id=key,
+        model_name=model,
+        engine="echo",
+        worker=worker,
+        prompt_tokens=3,
+        completion_tokens=tokens,
+        ttft_ms=ttft,
+        finish_reason=finish,
+    )
 
 
 @pytest.fixture
@@ -55,18 +78,38 @@ def dataset():
     n = 0
     for i, (ttft, duration, tokens) in enumerate(zip(alpha_ttft, alpha_duration, alpha_tokens, strict=True)):
         n += 1
-        record(n, at=T0 + dt.timedelta(seconds=5 * i), ttft=ttft, duration=duration, tokens=tokens, key=key.pk,
-               status=500 if i == 5 else 200, finish="error" if i == 5 else "stop")
+        record(
+            n,
+            at=T0 + dt.timedelta(seconds=5 * i),
+            ttft=ttft,
+            duration=duration,
+            tokens=tokens,
+            key=key.pk,
+            status=500 if i == 5 else 200,
+            finish="error" if i == 5 else "stop",
+        )
     for i, duration in enumerate([60.0, 70.0]):
         n += 1
         record(n, at=T0 + dt.timedelta(minutes=1, seconds=i), ttft=5.0 + i, duration=duration, tokens=4, key=key.pk)
     for i, duration in enumerate([1000.0, 2000.0, 4000.0]):
         n += 1
-        record(n, at=T0 + dt.timedelta(seconds=30 + i), model="beta", worker="w2", ttft=100.0 * (i + 1),
-               duration=duration, tokens=50, status=429 if i == 0 else 200)
+        record(
+            n,
+            at=T0 + dt.timedelta(seconds=30 + i),
+            model="beta",
+            worker="w2",
+            ttft=100.0 * (i + 1),
+            duration=duration,
+            tokens=50,
+            status=429 if i == 0 else 200,
+        )
     record(n + 1, at=NOW - dt.timedelta(hours=3), model="alpha")
-    return {"key": key, "alpha_ttft": [t for t in alpha_ttft if t is not None], "alpha_duration": alpha_duration,
-            "alpha_tokens": sum(t for t in alpha_tokens if t)}
+    return {
+        "key": key,
+        "alpha_ttft": [t for t in alpha_ttft if t is not None],
+        "alpha_duration": alpha_duration,
+        "alpha_tokens": sum(t for t in alpha_tokens if t),
+    }
 
 
 def index_of(board, at: dt.datetime) -> int:
@@ -110,14 +153,18 @@ def test_percentiles_match_percentile_cont(dataset):
     for name, fraction in (("p50", 0.5), ("p95", 0.95)):
         assert board.series[f"ttft_{name}"]["alpha"][i] == pytest.approx(percentile(dataset["alpha_ttft"], fraction))
         assert board.series[f"latency_{name}"]["alpha"][i] == pytest.approx(
-            percentile(dataset["alpha_duration"], fraction))
+            percentile(dataset["alpha_duration"], fraction)
+        )
         assert board.series[f"latency_{name}"]["beta"][i] == pytest.approx(
-            percentile([1000.0, 2000.0, 4000.0], fraction))
+            percentile([1000.0, 2000.0, 4000.0], fraction)
+        )
     j = index_of(board, T0 + dt.timedelta(minutes=1))
     assert board.series["latency_p50"]["alpha"][j] == pytest.approx(65.0)
     assert board.series["ttft_p95"]["alpha"][j] == pytest.approx(5.95)
     # Sanity of the reference itself, so a wrong helper cannot make both sides agree.
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5 and percentile([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(3.85)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5 and percentile([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(
+        3.85
+    )
 
 
 def test_percentiles_are_computed_in_one_query_per_column_not_from_rows(dataset):
@@ -137,7 +184,9 @@ def test_group_by_worker_and_key(dataset):
     assert by_worker.totals == {"w1": 10, "w2": 3}  # the day window includes the 3-hour-old record
     hour = NOW.replace(minute=0, second=0)
     # The newest hour has run for 30 min 20 s: its 3 requests are a rate over that time.
-    assert by_worker.series["requests_per_minute"]["w2"][by_worker.buckets.index(hour)] == pytest.approx(3 / (1820 / 60))
+    assert by_worker.series["requests_per_minute"]["w2"][by_worker.buckets.index(hour)] == pytest.approx(
+        3 / (1820 / 60)
+    )
     by_key = request_dashboard(window="week", group_by="key", now=NOW)
     key = dataset["key"]
     assert by_key.totals == {f"team-a ({key.prefix})": 9, "(no key)": 4}
@@ -153,8 +202,12 @@ def test_unknown_window_or_group_is_refused():
 
 def test_chart_escapes_labels_and_breaks_lines_at_gaps():
     buckets = [T0 + dt.timedelta(minutes=m) for m in range(4)]
-    svg = line_chart(title="TTFT <p95>", unit="ms", buckets=buckets,
-                     series={"<script>x</script>": [1.0, 2.0, None, 4.0], "b": [0.0, 0.0, 0.0, 0.0]})
+    svg = line_chart(
+        title="TTFT <p95>",
+        unit="ms",
+        buckets=buckets,
+        series={"<script>x</script>": [1.0, 2.0, None, 4.0], "b": [0.0, 0.0, 0.0, 0.0]},
+    )
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "TTFT &lt;p95&gt;" in svg
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 1  # the lone point after the gap
 
@@ -194,8 +247,13 @@ def test_dashboard_renders_a_chart_per_metric_with_group_names(staff_client, dat
     html = response.content.decode()
     assert len(re.findall(r"<svg\b[^>]*class=\"chart\"", html)) == 7
     assert "gamma&lt;b&gt;" in html and "gamma<b>" not in html
-    for title in ("Requests per minute", "Completion tokens per second", "Time to first token p95",
-                  "Total latency p50", "Error rate"):
+    for title in (
+        "Requests per minute",
+        "Completion tokens per second",
+        "Time to first token p95",
+        "Total latency p50",
+        "Error rate",
+    ):
         assert title in html
     assert '<table id="hosts">' in html and response.context["hosts"], "this process's host row"
     by_worker = staff_client.get("/admin/monitoring/dashboard/?window=day&group=worker").content.decode()
@@ -234,6 +292,7 @@ def test_changelist_filters_and_columns(staff_client, dataset):
 
 
 # --- retention ---
+
 
 def _aged(count: int, *, days: float, start: int) -> None:
     for n in range(start, start + count):

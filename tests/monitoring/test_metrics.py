@@ -33,6 +33,7 @@ def fresh_engine_host():
     running gauges would otherwise appear as extra series here."""
     engine_host().shutdown()
 
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -50,8 +51,11 @@ def value(samples, name: str, **labels) -> float:
 
 
 def buckets(samples, name: str, model: str) -> list[tuple[float, float]]:
-    found = [(float(dict(labels)["le"]), v) for labels, v in samples[f"{name}_bucket"].items()
-             if dict(labels)["model_name"] == model]
+    found = [
+        (float(dict(labels)["le"]), v)
+        for labels, v in samples[f"{name}_bucket"].items()
+        if dict(labels)["model_name"] == model
+    ]
     return sorted(found)
 
 
@@ -70,8 +74,10 @@ async def anonymous(asgi_app):
 
 
 # What Prometheus 2.x sends by default when it scrapes.
-PROMETHEUS_2_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;"
-                       "q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+PROMETHEUS_2_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;"
+    "q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 ECHO = {"model": "echo", "messages": [{"role": "user", "content": "one two three four five six"}]}
 
 
@@ -100,7 +106,8 @@ async def test_counters_and_histograms_match_the_records(client, echo_model):
     # ... and equal to the sums of the records.
     assert value(samples, "vllm:prompt_tokens_total", model_name="echo") == sum(r.prompt_tokens or 0 for r in records)
     assert value(samples, "vllm:generation_tokens_total", model_name="echo") == sum(
-        r.completion_tokens or 0 for r in records)
+        r.completion_tokens or 0 for r in records
+    )
 
     finished = [r for r in records if r.status_code == 200]
     assert len(finished) == 6
@@ -109,7 +116,8 @@ async def test_counters_and_histograms_match_the_records(client, echo_model):
     assert [count for _, count in e2e] == [sum(r.duration_ms / 1000 <= le for r in finished) for le, _ in e2e]
     assert value(samples, "vllm:e2e_request_latency_seconds_count", model_name="echo") == 6
     assert value(samples, "vllm:e2e_request_latency_seconds_sum", model_name="echo") == pytest.approx(
-        sum(r.duration_ms for r in finished) / 1000)
+        sum(r.duration_ms for r in finished) / 1000
+    )
     ttft = buckets(samples, "vllm:time_to_first_token_seconds", "echo")
     assert [le for le, _ in ttft] == [*TTFT_BUCKETS, float("inf")]
     counts = [count for _, count in ttft]
@@ -147,8 +155,18 @@ async def test_counters_survive_pruning_and_a_second_write_of_a_record(client, e
     before = await scrape(client)
     record = await RequestRecord.objects.afirst()
     await sync_to_async(request_record_create)(  # the worker and the web process both report one request
-        request_id=record.request_id, created_at=record.created_at, endpoint="chat", stream=False, duration_ms=5.0,
-        status_code=200, model_name="echo", engine="echo", prompt_tokens=6, completion_tokens=2, finish_reason="length")
+        request_id=record.request_id,
+        created_at=record.created_at,
+        endpoint="chat",
+        stream=False,
+        duration_ms=5.0,
+        status_code=200,
+        model_name="echo",
+        engine="echo",
+        prompt_tokens=6,
+        completion_tokens=2,
+        finish_reason="length",
+    )
     pruned = await sync_to_async(request_records_prune)(older_than_days=0, now=timezone.now() + dt.timedelta(days=1))
     assert pruned == 3 and await RequestRecord.objects.acount() == 0
     assert await scrape(client) == before
@@ -160,14 +178,35 @@ def test_backfill_equals_the_totals_written_one_record_at_a_time(transactional_d
     """Migration 0003 starts the totals from stored records: the same numbers as recording them live."""
     outcomes = [("stop", 200, 12.0), ("length", 200, 700.0), ("cancelled", 499, None), ("error", 500, None)]
     for n, (reason, status, ttft) in enumerate(outcomes * 3):
-        request_record_create(request_id=f"b{n}", created_at=timezone.now(), endpoint="chat", stream=False,
-                              duration_ms=100.0 * n, status_code=status, model_name="m", engine="echo",
-                              prompt_tokens=n, completion_tokens=2 * n, ttft_ms=ttft, queue_wait_ms=3.0,
-                              finish_reason=reason)
-    request_record_create(request_id="unknown-model", created_at=timezone.now(), endpoint="chat", stream=False,
-                          duration_ms=1.0, status_code=404, model_name="nope")  # no engine: never a series
+        request_record_create(
+            request_id=f"b{n}",
+            created_at=timezone.now(),
+            endpoint="chat",
+            stream=False,
+            duration_ms=100.0 * n,
+            status_code=status,
+            model_name="m",
+            engine="echo",
+            prompt_tokens=n,
+            completion_tokens=2 * n,
+            ttft_ms=ttft,
+            queue_wait_ms=3.0,
+            finish_reason=reason,
+        )
+    request_record_create(
+        request_id="unknown-model",
+        created_at=timezone.now(),
+        endpoint="chat",
+        stream=False,
+        duration_ms=1.0,
+        status_code=404,
+        model_name="nope",
+    )  # no engine: never a series
+
     def totals() -> dict:
-        return {(model, series): v for model, series, v in MetricTotal.objects.values_list("model_name", "series", "value")}
+        return {
+            (model, series): v for model, series, v in MetricTotal.objects.values_list("model_name", "series", "value")
+        }
 
     live = totals()
     MetricTotal.objects.all().delete()
@@ -178,8 +217,10 @@ def test_backfill_equals_the_totals_written_one_record_at_a_time(transactional_d
     assert request_totals()["m"].finished == {"stop": 3, "length": 3, "abort": 3}
 
 
-@pytest.mark.parametrize(("milliseconds", "bucket"), [(0.0, 0), (1.0, 0), (1.0001, 1), (70.0, 6), (80.0, 6),
-                                                       (2_560_000.0, 21), (2_560_000.1, None)])
+@pytest.mark.parametrize(
+    ("milliseconds", "bucket"),
+    [(0.0, 0), (1.0, 0), (1.0001, 1), (70.0, 6), (80.0, 6), (2_560_000.0, 21), (2_560_000.1, None)],
+)
 def test_an_observation_lands_in_the_first_bucket_that_holds_it(milliseconds, bucket):
     """TTFT bounds run 1, 5, 10, 20, 40, 60, 80 ms ... 2560 s; `le` includes the bound itself."""
     assert bucket_index(TTFT_BUCKETS, milliseconds) == bucket
@@ -188,20 +229,34 @@ def test_an_observation_lands_in_the_first_bucket_that_holds_it(milliseconds, bu
 @pytest.mark.model
 async def test_real_model_requests_count_under_the_model_name_even_through_an_alias(client, smollm2):
     for name in ("smollm2", "SmolLM2-135M-Instruct"):
-        response = await client.post("/v1/chat/completions", json={
-            "model": name, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0})
+        response = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": name,
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "max_tokens": 4,
+                "temperature": 0,
+            },
+        )
         assert response.status_code == 200
     samples = await scrape(client)
     records = [r async for r in RequestRecord.objects.all()]
     assert value(samples, "vllm:e2e_request_latency_seconds_count", model_name="smollm2") == 2
     assert value(samples, "vllm:time_to_first_token_seconds_count", model_name="smollm2") == 2
-    assert sum(value(samples, "vllm:request_success_total", model_name="smollm2", finished_reason=reason)
-               for reason in ("stop", "length", "abort")) == 2
+    assert (
+        sum(
+            value(samples, "vllm:request_success_total", model_name="smollm2", finished_reason=reason)
+            for reason in ("stop", "length", "abort")
+        )
+        == 2
+    )
     assert value(samples, "vllm:prompt_tokens_total", model_name="smollm2") == sum(r.prompt_tokens for r in records)
     assert value(samples, "vllm:generation_tokens_total", model_name="smollm2") == sum(
-        r.completion_tokens for r in records)
-    assert not any(dict(labels).get("model_name") == "SmolLM2-135M-Instruct"
-                   for series in samples.values() for labels in series)
+        r.completion_tokens for r in records
+    )
+    assert not any(
+        dict(labels).get("model_name") == "SmolLM2-135M-Instruct" for series in samples.values() for labels in series
+    )
 
 
 async def test_prometheus_asking_for_openmetrics_still_gets_vllm_names(anonymous, echo_model, settings):
@@ -222,8 +277,9 @@ async def test_open_access(anonymous, echo_model, settings):
 async def _login(client, username: str, password: str) -> None:
     page = await client.get("/admin/login/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    response = await client.post("/admin/login/?next=/admin/", data={
-        "username": username, "password": password, "csrfmiddlewaretoken": csrf})
+    response = await client.post(
+        "/admin/login/?next=/admin/", data={"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+    )
     assert response.status_code == 302, response.text
 
 
@@ -256,12 +312,26 @@ async def test_token_access(anonymous, echo_model, settings):
 
 
 def _settings_in_a_fresh_process(tmp_path, **env) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("DEBUG", "SECRET_KEY", "METRICS_ACCESS", "METRICS_TOKEN", "DJANGO_SETTINGS_MODULE")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "SECRET_KEY", "METRICS_ACCESS", "METRICS_TOKEN", "DJANGO_SETTINGS_MODULE")
+    }
     environ.update(DATABASE_URL=f"sqlite:///{tmp_path / 'settings.sqlite3'}", **env)
-    return subprocess.run([sys.executable, "manage.py", "shell", "-c",
-                           "from django.conf import settings; print('access', settings.METRICS_ACCESS)"],
-                          cwd=REPO, env=environ, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings; print('access', settings.METRICS_ACCESS)",
+        ],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_access_defaults_to_open_while_debug_and_token_in_production(tmp_path):

@@ -67,8 +67,14 @@ def test_beat_sends_the_prune_and_a_worker_deletes_old_records(cluster, tmp_path
     cluster.manage("register_model", "echo", "--engine", "echo")  # a worker needs a model to host
     cluster.manage("shell", "-c", SEED_RECORDS)
     schedule = tmp_path / "beat-schedule"
-    seeded = subprocess.run([sys.executable, "-c", SEED_SCHEDULE, str(schedule)], cwd=REPO, env=cluster.env(),
-                            capture_output=True, text=True, timeout=120)
+    seeded = subprocess.run(
+        [sys.executable, "-c", SEED_SCHEDULE, str(schedule)],
+        cwd=REPO,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert seeded.returncode == 0, seeded.stderr
 
     def totals() -> list[tuple]:
@@ -78,10 +84,18 @@ def test_beat_sends_the_prune_and_a_worker_deletes_old_records(cluster, tmp_path
     assert before, "recording the seeded requests adds to the totals"
     cluster.start_worker("retention", "echo", concurrency=1)
     log = tmp_path / "beat.log"
-    beat = Proc("beat", subprocess.Popen(
-        [str(BIN / "celery"), "-A", "inference_platform", "beat", "--schedule", str(schedule), "-l", "info"],
-        cwd=REPO, env=cluster.env(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    ), log)
+    beat = Proc(
+        "beat",
+        subprocess.Popen(
+            [str(BIN / "celery"), "-A", "inference_platform", "beat", "--schedule", str(schedule), "-l", "info"],
+            cwd=REPO,
+            env=cluster.env(),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
+        log,
+    )
     cluster.procs.append(beat)
 
     def remaining() -> list[str]:

@@ -118,19 +118,33 @@ def test_the_process_sampler_starts_once(settings):
     assert [t.name for t in threading.enumerate()].count("system-sampler") == 1
 
 
-
 def test_a_zero_interval_turns_the_background_sampler_off_and_status_samples_on_demand(tmp_path):
-    code = ("from serving.hosts import hosts_status, start_sampling; "
-            "sampler = start_sampling(role='web'); (host,) = hosts_status(); "
-            "print('running', sampler.running, 'samples', len(sampler.samples()), host['latest'] is not None)")
+    code = (
+        "from serving.hosts import hosts_status, start_sampling; "
+        "sampler = start_sampling(role='web'); (host,) = hosts_status(); "
+        "print('running', sampler.running, 'samples', len(sampler.samples()), host['latest'] is not None)"
+    )
     environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     environ["DATABASE_URL"] = f"sqlite:///{tmp_path / 'sampler.sqlite3'}"
-    off = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, capture_output=True, text=True,
-                         env={**environ, "SYSTEM_SAMPLE_SECONDS": "0"}, timeout=120)
+    off = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**environ, "SYSTEM_SAMPLE_SECONDS": "0"},
+        timeout=120,
+    )
     assert "running False samples 1 True" in off.stdout, off.stderr
-    on = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, capture_output=True, text=True,
-                        env={**environ, "SYSTEM_SAMPLE_SECONDS": "5"}, timeout=120)
+    on = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**environ, "SYSTEM_SAMPLE_SECONDS": "5"},
+        timeout=120,
+    )
     assert "running True" in on.stdout, on.stderr
+
 
 @pytest.mark.django_db(transaction=True)
 async def test_status_shows_this_process_in_embedded_mode(client, echo_model):

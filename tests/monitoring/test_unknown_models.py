@@ -23,19 +23,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def aliased_echo(transactional_db):
     """The deterministic echo engine, also answering to an alias."""
     engine_host().shutdown()  # the host is process-wide: a loaded "echo" from another test must not linger
-    return served_model_register(name="echo", source="", engine="echo", context_length=512,
-                                 aliases=["echo-alias"])
+    return served_model_register(name="echo", source="", engine="echo", context_length=512, aliases=["echo-alias"])
 
 
 async def test_made_up_model_names_are_one_unknown_group(client, aliased_echo):
     made_up = [f"made-up-{uuid.uuid4().hex}" for _ in range(5)]
     for name in made_up:
-        response = await client.post("/v1/chat/completions", json={
-            "model": name, "messages": [{"role": "user", "content": "hi"}]})
+        response = await client.post(
+            "/v1/chat/completions", json={"model": name, "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert response.status_code == 404
     for name in ("echo", "echo-alias"):
-        response = await client.post("/v1/chat/completions", json={
-            "model": name, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 1})
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"model": name, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 1},
+        )
         assert response.status_code == 200
 
     names = sorted([r.model_name async for r in RequestRecord.objects.all()])
@@ -51,17 +53,26 @@ async def test_made_up_model_names_are_one_unknown_group(client, aliased_echo):
 def test_stored_strings_are_bounded_and_storable(db):
     """Error messages may quote the client; a lone surrogate or NUL would make the insert fail."""
     hostile = "\ud800 \x00 " + "x" * 100_000
-    request_record_create(request_id="hostile", created_at=dt.datetime.now(dt.UTC), endpoint="chat",
-                          stream=False, duration_ms=1.0, status_code=400, error_type="invalid_value",
-                          error_message=hostile, model_name=hostile)
+    request_record_create(
+        request_id="hostile",
+        created_at=dt.datetime.now(dt.UTC),
+        endpoint="chat",
+        stream=False,
+        duration_ms=1.0,
+        status_code=400,
+        error_type="invalid_value",
+        error_message=hostile,
+        model_name=hostile,
+    )
     stored = RequestRecord.objects.get(request_id="hostile")  # read back from the database
     assert stored.error_message == ("\N{REPLACEMENT CHARACTER} \N{REPLACEMENT CHARACTER} " + "x" * 496)
     assert len(stored.model_name) == RequestRecord._meta.get_field("model_name").max_length
     assert "\x00" not in stored.model_name and "\ud800" not in stored.model_name
 
 
-@pytest.mark.parametrize(("role", "code"), [("\\ud800", "invalid_json"), ("x" * 100_000, "invalid_value")],
-                         ids=["lone-surrogate", "huge"])
+@pytest.mark.parametrize(
+    ("role", "code"), [("\\ud800", "invalid_json"), ("x" * 100_000, "invalid_value")], ids=["lone-surrogate", "huge"]
+)
 async def test_a_request_whose_error_quotes_the_client_keeps_its_record(client, aliased_echo, role, code):
     """The record is written whatever the answer; its message is bounded and storable."""
     body = '{"model": "echo", "messages": [{"role": "%s", "content": "hi"}]}' % role  # JSON escapes stay escaped

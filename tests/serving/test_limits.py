@@ -73,8 +73,9 @@ async def test_requests_per_minute(client, echo_model, api_key, clock):
     assert_rate_limited(await client.post("/v1/completions", json={"model": "echo", "prompt": "a"}))
     assert_rate_limited(await client.post("/v1/chat/completions", json=chat(stream=True)))
 
-    records = await sync_to_async(list)(RequestRecord.objects.filter(api_key_id=key.pk)
-                                        .values_list("status_code", "error_type"))
+    records = await sync_to_async(list)(
+        RequestRecord.objects.filter(api_key_id=key.pk).values_list("status_code", "error_type")
+    )
     assert sorted(records) == [(200, "")] * 3 + [(429, "rate_limit_exceeded")] * 3
 
     clock.now += 60  # the next window
@@ -106,8 +107,7 @@ async def test_tokens_under_the_limit_are_admitted(client, echo_model, api_key, 
 async def test_tokens_per_minute_count_what_the_real_model_used(client, smollm2, api_key, clock):
     """SmolLM2's own tokenizer counts: the chat template's prompt tokens plus the completion's."""
     await set_limits(api_key, tpm_limit=50)
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8,
-            "temperature": 0}
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8, "temperature": 0}
     first = await client.post("/v1/chat/completions", json=body)
     assert first.status_code == 200
     used = first.json()["usage"]["total_tokens"]
@@ -130,8 +130,9 @@ async def test_concurrent_requests(asgi_app, client, echo_model, api_key, clock)
     key = await set_limits(api_key, concurrency_limit=2)
     await sync_to_async(register_long_echo)()
     # Two requests that hold their slots until their clients hang up: a plain one and a stream.
-    held = [HeldPost(asgi_app, "/v1/chat/completions", body, key=api_key)
-            for body in (long_chat(), long_chat(stream=True))]
+    held = [
+        HeldPost(asgi_app, "/v1/chat/completions", body, key=api_key) for body in (long_chat(), long_chat(stream=True))
+    ]
     try:
         await wait_in_flight(key.pk, 2)
         # Admitted is not yet answered: a stream's headers wait for its first chunk.
@@ -168,12 +169,14 @@ async def test_keys_without_limits_and_other_keys_are_not_limited(client, echo_m
     other = await sync_to_async(api_key_issue)(name="other")
     assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200
     assert_rate_limited(await client.post("/v1/chat/completions", json=chat()))
-    response = await client.post("/v1/chat/completions", json=chat(),
-                                 headers={"Authorization": f"Bearer {other.plaintext}"})
+    response = await client.post(
+        "/v1/chat/completions", json=chat(), headers={"Authorization": f"Bearer {other.plaintext}"}
+    )
     assert response.status_code == 200
 
 
 # The Redis backend, against the real Redis.
+
 
 @pytest.fixture
 async def redis_prefix():
@@ -212,8 +215,9 @@ async def test_redis_rpm_holds_across_limiters(redis_prefix):
     # Two limiters stand for two web processes: they share nothing but Redis.
     first, second = RedisLimiter(REDIS_URL, prefix=redis_prefix), RedisLimiter(REDIS_URL, prefix=redis_prefix)
     key_limits = KeyLimits(key_id=1, rpm=10)
-    (a_ok, a_no), (b_ok, b_no) = await asyncio.gather(admit_all(first, key_limits, 15),
-                                                      admit_all(second, key_limits, 15))
+    (a_ok, a_no), (b_ok, b_no) = await asyncio.gather(
+        admit_all(first, key_limits, 15), admit_all(second, key_limits, 15)
+    )
     assert len(a_ok) + len(b_ok) == 10
     assert all(1 <= e.retry_after <= 60 for e in a_no + b_no)
     # Another key has its own counter.

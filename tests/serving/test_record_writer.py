@@ -27,9 +27,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(request_id: str, **overrides) -> dict:
-    return {"request_id": request_id, "created_at": timezone.now(), "endpoint": "chat", "stream": False,
-            "duration_ms": 40.0, "status_code": 200, "model_name": "m", "engine": "echo", "prompt_tokens": 3,
-            "completion_tokens": 2, "finish_reason": "stop", **overrides}
+    return {
+        "request_id": request_id,
+        "created_at": timezone.now(),
+        "endpoint": "chat",
+        "stream": False,
+        "duration_ms": 40.0,
+        "status_code": 200,
+        "model_name": "m",
+        "engine": "echo",
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "finish_reason": "stop",
+        **overrides,
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +78,11 @@ def test_a_batch_stores_the_first_record_of_an_id_and_counts_it_once():
 
 def test_a_record_the_database_refuses_costs_only_itself():
     writer = RecordWriter()
-    futures = [writer.submit(_record("fine-1")),
-               writer.submit(_record("refused", api_key_id=987654)),  # no such key: the foreign key fails
-               writer.submit(_record("fine-2"))]
+    futures = [
+        writer.submit(_record("fine-1")),
+        writer.submit(_record("refused", api_key_id=987654)),  # no such key: the foreign key fails
+        writer.submit(_record("fine-2")),
+    ]
     for future in futures:
         future.result(timeout=30)
     assert writer.close()
@@ -86,8 +99,10 @@ def test_flush_waits_for_everything_queued_before_it():
     assert writer.close()
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
-                    reason="the child process reaches the test database by its SQLite file")
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
+    reason="the child process reaches the test database by its SQLite file",
+)
 def test_records_queued_when_the_process_exits_are_stored():
     """A process that queues records and exits at once (no flush) still stores every one of them."""
     database = settings.DATABASES["default"]["NAME"]
@@ -100,10 +115,15 @@ def test_records_queued_when_the_process_exits_are_stored():
         "                   'stream': False, 'duration_ms': 1.0, 'status_code': 200, 'model_name': 'm',\n"
         "                   'engine': 'echo', 'finish_reason': 'stop'})\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "inference_platform.settings",
-           "DATABASE_URL": f"sqlite:///{database}", "REDIS_URL": ""}
-    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inference_platform.settings",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "REDIS_URL": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert RequestRecord.objects.filter(request_id__startswith="exit-").count() == 300
     assert request_totals()["m"].finished["stop"] == 300

@@ -34,8 +34,13 @@ MODEL = "smollm2-worker"
 @pytest.fixture
 def runtime(transactional_db, redis_channel_layer, gguf_path):  # noqa: F811
     sampling = process_sampler().running  # the runtime's stop() stops this process's sampler
-    model = served_model_register(name=MODEL, source=gguf_path, engine="llama_cpp", context_length=1024,
-                                  engine_options={"parallel": 1, "max_waiting": 1})
+    model = served_model_register(
+        name=MODEL,
+        source=gguf_path,
+        engine="llama_cpp",
+        context_length=1024,
+        engine_options={"parallel": 1, "max_waiting": 1},
+    )
     runtime = WorkerRuntime(models=[model])
     runtime.load()
     runtime.start(concurrency=3)  # more than the slot: the third job waits in the engine's queue
@@ -49,13 +54,23 @@ def runtime(transactional_db, redis_channel_layer, gguf_path):  # noqa: F811
 def job(runtime, layer, *, tenant: str, max_tokens: int) -> tuple[dict, str]:
     """A counting job (SmolLM2 counts far past any max_tokens here), and its reply channel."""
     model = runtime.models[0]
-    request = GenerationRequest(request_id=uuid.uuid4().hex, prompt="1, 2, 3, 4,", tenant=tenant,
-                                sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    request = GenerationRequest(
+        request_id=uuid.uuid4().hex,
+        prompt="1, 2, 3, 4,",
+        tenant=tenant,
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+    )
     life = RequestLifecycle(endpoint="completions", api_key_id=None, request_id=request.request_id)
     life.model_name, life.engine, life.stream = MODEL, "llama_cpp", True
     reply = async_to_sync(layer.new_channel)()
-    message = protocol.job_message(engine="llama_cpp", spec=model_spec(model), request=request, reply_channel=reply,
-                               submitted_at=time.time(), record=life.job_record())
+    message = protocol.job_message(
+        engine="llama_cpp",
+        spec=model_spec(model),
+        request=request,
+        reply_channel=reply,
+        submitted_at=time.time(),
+        record=life.job_record(),
+    )
     return message, reply
 
 
@@ -97,8 +112,11 @@ def test_a_full_queue_in_a_worker_refuses_with_retry_after_and_reports_its_load(
     runtime.loop.call_soon_threadsafe(runtime.jobs[long_job["request_id"]].cancel)  # its client left
     for thread in threads:
         thread.join(timeout=120)
-    chunks = [protocol.chunk_from_dict(c) for m in async_to_sync(replies)(redis_channel_layer, short_reply)[1:]
-              for c in m["chunks"]]
+    chunks = [
+        protocol.chunk_from_dict(c)
+        for m in async_to_sync(replies)(redis_channel_layer, short_reply)[1:]
+        for c in m["chunks"]
+    ]
     assert chunks[-1].finish_reason == "length" and chunks[-1].cached_tokens is not None
     statuses = dict(RequestRecord.objects.values_list("request_id", "status_code"))
     assert statuses == {long_job["request_id"]: 499, short_job["request_id"]: 200, refused_job["request_id"]: 429}

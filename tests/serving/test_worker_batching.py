@@ -74,13 +74,20 @@ async def replies(layer, channel: str) -> list[dict]:
 def test_fast_tokens_are_sent_in_batches(runtime, redis_channel_layer):
     model = runtime.models[0]
     prompt = " ".join(f"t{i}" for i in range(TOKENS))
-    request = GenerationRequest(request_id=uuid.uuid4().hex, sampling=SamplingParams(max_tokens=1000),
-                                prompt=prompt)
+    request = GenerationRequest(request_id=uuid.uuid4().hex, sampling=SamplingParams(max_tokens=1000), prompt=prompt)
     life = RequestLifecycle(endpoint="completions", api_key_id=None, request_id=request.request_id)
     life.model_name, life.engine, life.stream = model.name, "echo", True
     reply = async_to_sync(redis_channel_layer.new_channel)()
-    runtime.run_job(protocol.job_message(engine="echo", spec=model_spec(model), request=request, reply_channel=reply,
-                                     submitted_at=time.time(), record=life.job_record()))
+    runtime.run_job(
+        protocol.job_message(
+            engine="echo",
+            spec=model_spec(model),
+            request=request,
+            reply_channel=reply,
+            submitted_at=time.time(),
+            record=life.job_record(),
+        )
+    )
 
     started, *batches = async_to_sync(replies)(redis_channel_layer, reply)
     assert started["type"] == protocol.JOB_STARTED and started["worker"] == runtime.worker_id

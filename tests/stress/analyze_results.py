@@ -69,21 +69,38 @@ class Run:
         avg_s = None if self.avg_response_ms is None else self.avg_response_ms / 1000
 
         def check(name, value, met, shown):
-            return {"target": name, "value": value, "shown": shown if value is not None else "n/a",
-                    "met": None if value is None else met}
+            return {
+                "target": name,
+                "value": value,
+                "shown": shown if value is not None else "n/a",
+                "met": None if value is None else met,
+            }
 
         return [
-            check(f"success rate > {TARGET_SUCCESS_RATE:.0%}", self.success_rate,
-                  self.success_rate is not None and self.success_rate > TARGET_SUCCESS_RATE,
-                  f"{(self.success_rate or 0):.1%}"),
-            check(f"average response < {TARGET_RESPONSE_S:.0f} s", avg_s,
-                  avg_s is not None and avg_s < TARGET_RESPONSE_S, f"{(avg_s or 0):.2f} s"),
-            check(f"throughput > {TARGET_REQUESTS_PER_MIN:.0f} req/min", self.requests_per_min,
-                  self.requests_per_min is not None and self.requests_per_min > TARGET_REQUESTS_PER_MIN,
-                  f"{(self.requests_per_min or 0):.0f} req/min"),
-            check(f"mean CPU < {TARGET_CPU_PERCENT:.0f}%", self.cpu_mean_percent,
-                  self.cpu_mean_percent is not None and self.cpu_mean_percent < TARGET_CPU_PERCENT,
-                  f"{self.cpu_of} {(self.cpu_mean_percent or 0):.0f}% (max {(self.cpu_max_percent or 0):.0f}%)"),
+            check(
+                f"success rate > {TARGET_SUCCESS_RATE:.0%}",
+                self.success_rate,
+                self.success_rate is not None and self.success_rate > TARGET_SUCCESS_RATE,
+                f"{(self.success_rate or 0):.1%}",
+            ),
+            check(
+                f"average response < {TARGET_RESPONSE_S:.0f} s",
+                avg_s,
+                avg_s is not None and avg_s < TARGET_RESPONSE_S,
+                f"{(avg_s or 0):.2f} s",
+            ),
+            check(
+                f"throughput > {TARGET_REQUESTS_PER_MIN:.0f} req/min",
+                self.requests_per_min,
+                self.requests_per_min is not None and self.requests_per_min > TARGET_REQUESTS_PER_MIN,
+                f"{(self.requests_per_min or 0):.0f} req/min",
+            ),
+            check(
+                f"mean CPU < {TARGET_CPU_PERCENT:.0f}%",
+                self.cpu_mean_percent,
+                self.cpu_mean_percent is not None and self.cpu_mean_percent < TARGET_CPU_PERCENT,
+                f"{self.cpu_of} {(self.cpu_mean_percent or 0):.0f}% (max {(self.cpu_max_percent or 0):.0f}%)",
+            ),
         ]
 
 
@@ -121,16 +138,22 @@ def _totals_from_json(path: Path) -> tuple[dict, dict[str, dict]] | None:
         times = {float(ms): n for ms, n in dict(entry["response_times"]).items()}
         for ms, n in times.items():
             histogram[ms] = histogram.get(ms, 0) + n
-        by_name[entry["name"]] = {"requests": entry["num_requests"], "failures": entry["num_failures"],
-                                  "avg_ms": entry["total_response_time"] / entry["num_requests"]
-                                  if entry["num_requests"] else None,
-                                  "p95_ms": _histogram_percentile(times, 0.95)}
+        by_name[entry["name"]] = {
+            "requests": entry["num_requests"],
+            "failures": entry["num_failures"],
+            "avg_ms": entry["total_response_time"] / entry["num_requests"] if entry["num_requests"] else None,
+            "p95_ms": _histogram_percentile(times, 0.95),
+        }
     requests = sum(e["num_requests"] for e in entries)
     span = max(e["last_request_timestamp"] or 0 for e in entries) - min(e["start_time"] for e in entries)
-    total = {"requests": requests, "failures": sum(e["num_failures"] for e in entries),
-             "avg_ms": sum(e["total_response_time"] for e in entries) / requests if requests else None,
-             "median_ms": _histogram_percentile(histogram, 0.5), "p95_ms": _histogram_percentile(histogram, 0.95),
-             "requests_per_s": requests / span if span > 0 else None}
+    total = {
+        "requests": requests,
+        "failures": sum(e["num_failures"] for e in entries),
+        "avg_ms": sum(e["total_response_time"] for e in entries) / requests if requests else None,
+        "median_ms": _histogram_percentile(histogram, 0.5),
+        "p95_ms": _histogram_percentile(histogram, 0.95),
+        "requests_per_s": requests / span if span > 0 else None,
+    }
     return total, by_name
 
 
@@ -142,12 +165,24 @@ def load_run(folder: Path) -> Run | None:
     if from_json is not None:
         total, by_name = from_json
     elif row is not None:
-        total = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                 "avg_ms": _number(row["Average Response Time"]), "median_ms": _number(row["Median Response Time"]),
-                 "p95_ms": _number(row.get("95%")), "requests_per_s": _number(row["Requests/s"])}
-        by_name = {r["Name"]: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
-                               "avg_ms": _number(r["Average Response Time"]), "p95_ms": _number(r.get("95%"))}
-                   for r in stats if r.get("Name") != AGGREGATED}
+        total = {
+            "requests": int(row["Request Count"]),
+            "failures": int(row["Failure Count"]),
+            "avg_ms": _number(row["Average Response Time"]),
+            "median_ms": _number(row["Median Response Time"]),
+            "p95_ms": _number(row.get("95%")),
+            "requests_per_s": _number(row["Requests/s"]),
+        }
+        by_name = {
+            r["Name"]: {
+                "requests": int(r["Request Count"]),
+                "failures": int(r["Failure Count"]),
+                "avg_ms": _number(r["Average Response Time"]),
+                "p95_ms": _number(r.get("95%")),
+            }
+            for r in stats
+            if r.get("Name") != AGGREGATED
+        }
     else:
         return None
     history_rows = [row for row in _rows(folder / "locust_stats_history.csv") if row.get("Name") == AGGREGATED]
@@ -162,19 +197,29 @@ def load_run(folder: Path) -> Run | None:
         "failures_total": [_number(row["Total Failure Count"]) for row in history_rows],
     }
     cpu_rows = _rows(folder / "cpu.csv")
-    cpu = {"elapsed_s": [_number(row["elapsed_s"]) for row in cpu_rows],
-           "percent": [_number(row["cpu_percent"]) for row in cpu_rows],
-           "server_percent": [_number(row.get("server_cpu_percent")) for row in cpu_rows]}
+    cpu = {
+        "elapsed_s": [_number(row["elapsed_s"]) for row in cpu_rows],
+        "percent": [_number(row["cpu_percent"]) for row in cpu_rows],
+        "server_percent": [_number(row.get("server_cpu_percent")) for row in cpu_rows],
+    }
     machine = [value for value in cpu["percent"] if value is not None]
     server = [value for value in cpu["server_percent"] if value is not None]
     samples = server or machine
     return Run(
-        name=folder.name, requests=total["requests"], failures=total["failures"], avg_response_ms=total["avg_ms"],
-        median_response_ms=total["median_ms"], p95_response_ms=total["p95_ms"], requests_per_s=total["requests_per_s"],
+        name=folder.name,
+        requests=total["requests"],
+        failures=total["failures"],
+        avg_response_ms=total["avg_ms"],
+        median_response_ms=total["median_ms"],
+        p95_response_ms=total["p95_ms"],
+        requests_per_s=total["requests_per_s"],
         cpu_mean_percent=sum(samples) / len(samples) if samples else None,
-        cpu_max_percent=max(samples) if samples else None, cpu_of="server" if server else "machine",
+        cpu_max_percent=max(samples) if samples else None,
+        cpu_of="server" if server else "machine",
         machine_cpu_mean_percent=sum(machine) / len(machine) if machine else None,
-        by_name=by_name, history=history, cpu=cpu,
+        by_name=by_name,
+        history=history,
+        cpu=cpu,
     )
 
 
@@ -227,28 +272,47 @@ def draw_charts(runs: list[Run], out: Path) -> list[Path]:
 
     fig, axes, path = figure("throughput.png", "Throughput", "requests/s")
     for index, run in enumerate(runs):
-        axes[0].plot(run.history["elapsed_s"], _gaps(run.history["requests_per_s"]), color=colours(index),
-                     label=f"{run.name} (mean {run.requests_per_min or 0:.0f}/min)")
+        axes[0].plot(
+            run.history["elapsed_s"],
+            _gaps(run.history["requests_per_s"]),
+            color=colours(index),
+            label=f"{run.name} (mean {run.requests_per_min or 0:.0f}/min)",
+        )
     axes[0].axhline(TARGET_REQUESTS_PER_MIN / 60, color="grey", linewidth=0.8, linestyle=":", label="50/min target")
     save(fig, axes, path)
 
     fig, axes, path = figure("failures.png", "Failures", "failures/s", panels=2)
     for index, run in enumerate(runs):
-        axes[0].plot(run.history["elapsed_s"], _gaps(run.history["failures_per_s"]), color=colours(index),
-                     label=run.name)
-        axes[1].plot(run.history["elapsed_s"], _gaps(run.history["failures_total"]), color=colours(index),
-                     label=f"{run.name} ({run.failures}/{run.requests})")
+        axes[0].plot(
+            run.history["elapsed_s"], _gaps(run.history["failures_per_s"]), color=colours(index), label=run.name
+        )
+        axes[1].plot(
+            run.history["elapsed_s"],
+            _gaps(run.history["failures_total"]),
+            color=colours(index),
+            label=f"{run.name} ({run.failures}/{run.requests})",
+        )
     axes[1].set_ylabel("failures so far")
     save(fig, axes, path)
 
-    fig, axes, path = figure("cpu.png", "CPU use: the whole machine (solid), the server's processes (dashed)",
-                             "% of all cores")
+    fig, axes, path = figure(
+        "cpu.png", "CPU use: the whole machine (solid), the server's processes (dashed)", "% of all cores"
+    )
     for index, run in enumerate(runs):
-        axes[0].plot(run.cpu["elapsed_s"], _gaps(run.cpu["percent"]), color=colours(index),
-                     label=f"{run.name} machine (mean {run.machine_cpu_mean_percent or 0:.0f}%)")
+        axes[0].plot(
+            run.cpu["elapsed_s"],
+            _gaps(run.cpu["percent"]),
+            color=colours(index),
+            label=f"{run.name} machine (mean {run.machine_cpu_mean_percent or 0:.0f}%)",
+        )
         if run.cpu_of == "server":
-            axes[0].plot(run.cpu["elapsed_s"], _gaps(run.cpu["server_percent"]), color=colours(index),
-                         linestyle="--", label=f"{run.name} server (mean {run.cpu_mean_percent or 0:.0f}%)")
+            axes[0].plot(
+                run.cpu["elapsed_s"],
+                _gaps(run.cpu["server_percent"]),
+                color=colours(index),
+                linestyle="--",
+                label=f"{run.name} server (mean {run.cpu_mean_percent or 0:.0f}%)",
+            )
     axes[0].axhline(TARGET_CPU_PERCENT, color="grey", linewidth=0.8, linestyle=":", label="80% target")
     axes[0].set_ylim(top=105)
     save(fig, axes, path)
@@ -266,44 +330,70 @@ def _gaps(values: list[float | None]) -> list[float]:
 def report_lines(runs: list[Run]) -> list[str]:
     lines = []
     for run in runs:
-        lines.append(f"{run.name}: {run.requests} requests, {run.failures} failures, average "
-                     f"{(run.avg_response_ms or 0):.0f} ms, p95 {(run.p95_response_ms or 0):.0f} ms")
+        lines.append(
+            f"{run.name}: {run.requests} requests, {run.failures} failures, average "
+            f"{(run.avg_response_ms or 0):.0f} ms, p95 {(run.p95_response_ms or 0):.0f} ms"
+        )
         for t in run.targets():
             verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
             lines.append(f"    {t['target']:<28} {t['shown']:>24}  {verdict}")
         for name, entry in sorted(run.by_name.items()):
-            lines.append(f"      {name:<20} {entry['requests']:>6} requests {entry['failures']:>5} failures "
-                         f"avg {(entry['avg_ms'] or 0):>7.0f} ms")
+            lines.append(
+                f"      {name:<20} {entry['requests']:>6} requests {entry['failures']:>5} failures "
+                f"avg {(entry['avg_ms'] or 0):>7.0f} ms"
+            )
     return lines
 
 
 def write_summary(runs: list[Run], out: Path, charts: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    record = [{**{k: v for k, v in asdict(run).items() if k not in ("history", "cpu")},
-               "success_rate": run.success_rate, "requests_per_min": run.requests_per_min,
-               "targets": run.targets()} for run in runs]
+    record = [
+        {
+            **{k: v for k, v in asdict(run).items() if k not in ("history", "cpu")},
+            "success_rate": run.success_rate,
+            "requests_per_min": run.requests_per_min,
+            "targets": run.targets(),
+        }
+        for run in runs
+    ]
     (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    table = ["| run | requests | failures | success | avg ms | p95 ms | req/min | CPU mean | CPU max | machine CPU |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    table = [
+        "| run | requests | failures | success | avg ms | p95 ms | req/min | CPU mean | CPU max | machine CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for run in runs:
-        table.append(f"| {run.name} | {run.requests} | {run.failures} | {(run.success_rate or 0):.1%} | "
-                     f"{(run.avg_response_ms or 0):.0f} | {(run.p95_response_ms or 0):.0f} | "
-                     f"{(run.requests_per_min or 0):.0f} | {run.cpu_of} {(run.cpu_mean_percent or 0):.0f}% | "
-                     f"{(run.cpu_max_percent or 0):.0f}% | {(run.machine_cpu_mean_percent or 0):.0f}% |")
-    text = ["# Stress suite", "",
-            f"Targets: success > {TARGET_SUCCESS_RATE:.0%}, average response < {TARGET_RESPONSE_S:.0f} s, "
-            f"> {TARGET_REQUESTS_PER_MIN:.0f} requests/min, mean CPU < {TARGET_CPU_PERCENT:.0f}% "
-            "(of all cores: the server's processes when run_stress_test.sh had --server-pid, else the whole "
-            "machine, locust and anything else running there included).", "",
-            *table, "", "```", *report_lines(runs), "```", "",
-            *[f"![{path.stem}]({path.name})" for path in charts], ""]
+        table.append(
+            f"| {run.name} | {run.requests} | {run.failures} | {(run.success_rate or 0):.1%} | "
+            f"{(run.avg_response_ms or 0):.0f} | {(run.p95_response_ms or 0):.0f} | "
+            f"{(run.requests_per_min or 0):.0f} | {run.cpu_of} {(run.cpu_mean_percent or 0):.0f}% | "
+            f"{(run.cpu_max_percent or 0):.0f}% | {(run.machine_cpu_mean_percent or 0):.0f}% |"
+        )
+    text = [
+        "# Stress suite",
+        "",
+        f"Targets: success > {TARGET_SUCCESS_RATE:.0%}, average response < {TARGET_RESPONSE_S:.0f} s, "
+        f"> {TARGET_REQUESTS_PER_MIN:.0f} requests/min, mean CPU < {TARGET_CPU_PERCENT:.0f}% "
+        "(of all cores: the server's processes when run_stress_test.sh had --server-pid, else the whole "
+        "machine, locust and anything else running there included).",
+        "",
+        *table,
+        "",
+        "```",
+        *report_lines(runs),
+        "```",
+        "",
+        *[f"![{path.stem}]({path.name})" for path in charts],
+        "",
+    ]
     (out / "summary.md").write_text("\n".join(text), encoding="utf-8")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="the folder run_stress_test.sh wrote")
-    parser.add_argument("--charts-dir", type=Path, default=None, help="where charts and summaries go (default: results)")
+    parser.add_argument(
+        "--charts-dir", type=Path, default=None, help="where charts and summaries go (default: results)"
+    )
     args = parser.parse_args(argv)
     runs = load_runs(args.results) if args.results.is_dir() else []
     if not runs:

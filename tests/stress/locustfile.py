@@ -73,11 +73,15 @@ class InferenceUser(_Authenticated):
 
     @task(5)
     def chat_completion(self) -> None:
-        body = {"model": os.environ.get("STRESS_MODEL", "smollm2"),
-                "messages": [{"role": "user", "content": random.choice(PROMPTS)}],
-                "max_tokens": random.randint(20, 100), "temperature": round(random.uniform(0.1, 0.9), 2)}
-        with self.client.post("/v1/chat/completions", json=body, name="chat completion",
-                              catch_response=True) as response:
+        body = {
+            "model": os.environ.get("STRESS_MODEL", "smollm2"),
+            "messages": [{"role": "user", "content": random.choice(PROMPTS)}],
+            "max_tokens": random.randint(20, 100),
+            "temperature": round(random.uniform(0.1, 0.9), 2),
+        }
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="chat completion", catch_response=True
+        ) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
                 return

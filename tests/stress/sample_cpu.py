@@ -78,8 +78,14 @@ def sample(path: str, interval: float, pid: int | None = None) -> int:
                 time.sleep(interval)
                 per_core = psutil.cpu_percent(percpu=True)
                 server_share = server.percent() if server else None
-                writer.writerow([round(time.monotonic() - start, 2), round(sum(per_core) / len(per_core), 1),
-                                 "" if server_share is None else server_share, *per_core])
+                writer.writerow(
+                    [
+                        round(time.monotonic() - start, 2),
+                        round(sum(per_core) / len(per_core), 1),
+                        "" if server_share is None else server_share,
+                        *per_core,
+                    ]
+                )
                 out.flush()  # a killed sampler still leaves every row it took
                 rows += 1
         except _Stop:

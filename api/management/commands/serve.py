@@ -10,14 +10,19 @@ from api.uvicorn_server import run_uvicorn, uvicorn_available
 
 
 class Command(BaseCommand):
-    help = ("Start the platform on HOST:PORT (embedded default: SQLite, in-process engines). "
-            "DEBUG is off unless the environment turns it on.")
+    help = (
+        "Start the platform on HOST:PORT (embedded default: SQLite, in-process engines). "
+        "DEBUG is off unless the environment turns it on."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--reload", action="store_true", help="Restart on code changes (development).")
-        parser.add_argument("--no-setup", action="store_true",
-                            help="Skip migrate and first-run setup: a distributed web process, where one "
-                                 "`migrate` and `setup_embedded` run before the web processes start.")
+        parser.add_argument(
+            "--no-setup",
+            action="store_true",
+            help="Skip migrate and first-run setup: a distributed web process, where one "
+            "`migrate` and `setup_embedded` run before the web processes start.",
+        )
 
     def handle(self, *args, reload, no_setup, **options):
         if not no_setup:
@@ -35,8 +40,10 @@ class Command(BaseCommand):
         daphne's Twisted (benchmarks/gateway_overhead.py); daphne stays for installs without uvicorn.
         """
         server = "uvicorn" if uvicorn_available() else "daphne"
-        self.stdout.write(f"Serving on http://{settings.HOST}:{settings.PORT}/ with {server} "
-                          f"(DEBUG {'on' if settings.DEBUG else 'off'})")
+        self.stdout.write(
+            f"Serving on http://{settings.HOST}:{settings.PORT}/ with {server} "
+            f"(DEBUG {'on' if settings.DEBUG else 'off'})"
+        )
         self.stdout.flush()  # the key and login above reach a log file before the first request can
         if server == "uvicorn":
             run_uvicorn(import_string(settings.ASGI_APPLICATION), host=settings.HOST, port=settings.PORT)

@@ -37,10 +37,12 @@ class Command(BaseCommand):
         parser.add_argument("--expires", default=None, help="YYYY-MM-DD, ISO datetime, or Nd")
         parser.add_argument("--owner", default=None, help="Username of the key's owner")
         parser.add_argument("--rpm", type=int, default=None, help="Requests per minute (default: unlimited)")
-        parser.add_argument("--tpm", type=int, default=None,
-                            help="Prompt + completion tokens per minute (default: unlimited)")
-        parser.add_argument("--concurrency", type=int, default=None,
-                            help="Requests in flight at once (default: unlimited)")
+        parser.add_argument(
+            "--tpm", type=int, default=None, help="Prompt + completion tokens per minute (default: unlimited)"
+        )
+        parser.add_argument(
+            "--concurrency", type=int, default=None, help="Requests in flight at once (default: unlimited)"
+        )
 
     def handle(self, *args, name, models, expires, owner, rpm, tpm, concurrency, **options):
         owner_obj = None
@@ -50,8 +52,15 @@ class Command(BaseCommand):
                 raise CommandError(f"no user {owner!r}")
         expires_at = parse_expiry(expires) if expires else None
         try:
-            issued = api_key_issue(name=name, owner=owner_obj, expires_at=expires_at, model_names=models,
-                                   rpm_limit=rpm, tpm_limit=tpm, concurrency_limit=concurrency)
+            issued = api_key_issue(
+                name=name,
+                owner=owner_obj,
+                expires_at=expires_at,
+                model_names=models,
+                rpm_limit=rpm,
+                tpm_limit=tpm,
+                concurrency_limit=concurrency,
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stderr.write(f"Issued key {issued.key.name!r} (prefix {issued.key.prefix}); it is shown only once:")

@@ -38,8 +38,13 @@ class Command(BaseCommand):
         existing = served_model_by_name(name=name)
         try:
             model = served_model_register(
-                name=name, source=source, engine=engine, context_length=context_length, aliases=alias,
-                engine_options=dict(parse_option(o) for o in option), enabled=not disabled,
+                name=name,
+                source=source,
+                engine=engine,
+                context_length=context_length,
+                aliases=alias,
+                engine_options=dict(parse_option(o) for o in option),
+                enabled=not disabled,
                 default_params=existing.default_params if existing else None,
             )
         except ValidationError as exc:

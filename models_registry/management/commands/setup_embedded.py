@@ -33,8 +33,10 @@ class Command(BaseCommand):
             issued = api_key_issue(name="default")
             lines.append(f"API key:      {issued.plaintext}   (shown once; only its hash is stored)")
         else:
-            lines.append("API key:      already issued (shown only when created). New one: "
-                         "./manage.py issue_api_key NAME, or the admin.")
+            lines.append(
+                "API key:      already issued (shown only when created). New one: "
+                "./manage.py issue_api_key NAME, or the admin."
+            )
         lines += [f"Admin:        {base_url}/admin/", f"OpenAI base:  {base_url}/v1"]
         width = max(len(line) for line in lines)
         self.stdout.write("=" * width)

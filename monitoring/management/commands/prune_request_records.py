@@ -10,8 +10,9 @@ class Command(BaseCommand):
     help = "Delete request records older than N days (default RECORD_RETENTION_DAYS), in batches."
 
     def add_arguments(self, parser):
-        parser.add_argument("--days", type=int, default=None,
-                            help="Keep this many days of records (default: RECORD_RETENTION_DAYS).")
+        parser.add_argument(
+            "--days", type=int, default=None, help="Keep this many days of records (default: RECORD_RETENTION_DAYS)."
+        )
         parser.add_argument("--batch-size", type=int, default=5000, help="Rows deleted per transaction.")
 
     def handle(self, *args, days, batch_size, **options):
