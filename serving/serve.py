@@ -7,7 +7,7 @@ uses, then calls these in order inside the request's lifecycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -51,7 +51,7 @@ def require_features(route: Route, used: Mapping[str, str]) -> None:
             )
 
 
-async def generate(life: RequestLifecycle, route: Route, request: GenerationRequest) -> AsyncIterator[Chunk]:
+async def generate(life: RequestLifecycle, route: Route, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
     """Send the request to the host that serves its route; chunks come back as the engine makes them."""
     if settings.LOG_PROMPTS:
         logger.info("request %s prompt: %r", life.request_id, request.messages or request.prompt)

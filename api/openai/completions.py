@@ -8,9 +8,10 @@ one record is written and the key's limit slot is given back once.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Literal, cast, overload
 
 from engines.base import Chunk
 from models_registry.models import ApiKey
@@ -18,29 +19,54 @@ from serving import serve
 from serving.errors import INTERNAL_ERROR
 from serving.lifecycle import RequestLifecycle, request_lifecycle
 
-from ..errors import error_body, error_info
-from .format import CHAT, STREAM_DONE, ChoiceResult, ChunkWriter, completion_body, sse_event
+from ..errors import Error, error_body, error_info
+from .format import (
+    CHAT,
+    STREAM_DONE,
+    ChoiceResult,
+    ChunkWriter,
+    Completion,
+    CompletionChunk,
+    completion_body,
+    sse_event,
+)
 from .requests import features_used, generation_request, refuse_unsupported_options, validated_body, wants_logprobs
 
 logger = logging.getLogger(__name__)
 
+# What a stream carries: chunk objects, an error body if it fails midway, then STREAM_DONE.
+Event = CompletionChunk | Error | str
+
 
 @dataclass
 class JsonResult:
-    body: dict
+    body: Completion
 
 
 @dataclass
 class StreamResult:
     """OpenAI chunk objects, then error bodies if any, then STREAM_DONE. Closing it cancels."""
 
-    events: AsyncIterator[dict | str]
+    events: AsyncGenerator[Event, None]
 
-    async def sse(self) -> AsyncIterator[bytes]:
+    async def sse(self) -> AsyncGenerator[bytes, None]:
         """The same stream as Server-Sent Events."""
         async with aclosing(self.events) as events:
             async for event in events:
                 yield sse_event(event)
+
+
+# With force_stream the body is made to ask for a stream, so the answer is always one.
+@overload
+async def completion_serve(
+    *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: Literal[True]
+) -> StreamResult: ...
+
+
+@overload
+async def completion_serve(
+    *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
+) -> JsonResult | StreamResult: ...
 
 
 async def completion_serve(
@@ -60,10 +86,11 @@ async def completion_serve(
     if isinstance(first, JsonResult):
         await answer.aclose()
         return first
-    return StreamResult(_prepend(first, answer))
+    # A stream's first event came out, so every later one is an event too (JsonResult only comes alone).
+    return StreamResult(_prepend(first, cast(AsyncGenerator[Event, None], answer)))
 
 
-async def _prepend(first: dict | str, rest: AsyncIterator[dict | str]) -> AsyncIterator[dict | str]:
+async def _prepend(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
     async with aclosing(rest):
         yield first
         async for event in rest:
@@ -72,7 +99,7 @@ async def _prepend(first: dict | str, rest: AsyncIterator[dict | str]) -> AsyncI
 
 async def _answer(
     kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool
-) -> AsyncIterator[JsonResult | dict | str]:
+) -> AsyncGenerator[JsonResult | Event, None]:
     """One JsonResult, or a stream's events: the first only once the engine's first chunk is in."""
     async with request_lifecycle(endpoint=kind, api_key_id=key.pk, describe=error_info) as life:
         data = read_body()
@@ -104,7 +131,7 @@ def _completion_id(kind: str, life: RequestLifecycle) -> str:
     return f"{'chatcmpl' if kind == CHAT else 'cmpl'}-{life.request_id}"
 
 
-async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk]) -> dict:
+async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Chunk, None]) -> Completion:
     logprobs = wants_logprobs(kind, body)
     choices = [ChoiceResult(logprobs=[] if logprobs else None) for _ in range(body.get("n") or 1)]
     parts: list[list[str]] = [[] for _ in choices]
@@ -113,8 +140,9 @@ async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncI
         async for chunk in chunks:
             life.first_token()
             parts[chunk.index].append(chunk.text)
-            if logprobs:
-                choices[chunk.index].logprobs.extend(chunk.logprobs)
+            entries = choices[chunk.index].logprobs
+            if entries is not None:  # a list only when the request asked for logprobs
+                entries.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 final = chunk
     if final is None:
@@ -134,14 +162,14 @@ async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncI
     )
 
 
-def _finish_reasons(final: Chunk, n: int) -> tuple[str, ...]:
+def _finish_reasons(final: Chunk, n: int) -> tuple[str | None, ...]:
     """Each choice's finish reason, from the final chunk (engines give one list for n > 1)."""
     return final.finish_reasons if len(final.finish_reasons) == n else (final.finish_reason,) * n
 
 
 async def _stream_events(
-    kind: str, body: dict, life: RequestLifecycle, chunks: AsyncIterator[Chunk], first: Chunk
-) -> AsyncIterator[dict | str]:
+    kind: str, body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Chunk, None], first: Chunk
+) -> AsyncGenerator[Event, None]:
     """Chunk objects for one request; an error after the first arrives in-band, as OpenAI sends it."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     writer = ChunkWriter(

@@ -9,6 +9,7 @@ from typing import Any, cast, get_args
 
 from engines.base import TokenLogprob
 
+from ..errors import Error
 from .shapes import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -134,7 +135,7 @@ def completion_body(
 STREAM_DONE = "[DONE]"
 
 
-def sse_event(obj: CompletionChunk | dict | str) -> bytes:
+def sse_event(obj: CompletionChunk | Error | str) -> bytes:
     """One Server-Sent Event carrying a chunk object, an error body or the end marker."""
     payload = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
     return b"data: " + payload.encode() + b"\n\n"
@@ -200,7 +201,7 @@ class ChunkWriter:
     def delta(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> CompletionChunk:
         return self._event([self._choice(index, text, None, logprobs=logprobs if self.logprobs else None)])
 
-    def finish(self, finish_reason: str, index: int = 0) -> CompletionChunk:
+    def finish(self, finish_reason: str | None, index: int = 0) -> CompletionChunk:
         text = None if self.kind == CHAT else ""
         return self._event([self._choice(index, text, openai_finish_reason(finish_reason))])
 

@@ -2,12 +2,12 @@
 
 Embedded mode (no REDIS_URL) runs the engine host inside this process. Distributed mode
 sends the job to the Celery queue `model.<name>`, and a worker streams chunks back over the
-channel layer. Callers see the same async iterator of chunks either way.
+channel layer. Callers see the same async generator of chunks either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +30,7 @@ def _backend() -> Backend:
 
 def generate(
     route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Stream chunks for one request from whichever host serves the route's model."""
     return _backend().generate(route, request, record=record, on_started=on_started)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 from engines.base import Chunk, GenerationRequest
@@ -20,7 +20,7 @@ class Backend(Protocol):
 
     def generate(
         self, route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
-    ) -> AsyncIterator[Chunk]: ...
+    ) -> AsyncGenerator[Chunk, None]: ...
 
     async def readiness(self) -> tuple[bool, str]: ...
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -52,7 +52,7 @@ def _publish(message: dict[str, Any], queue: str) -> None:
 
 async def generate(
     route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Enqueue the job and stream its replies; the worker that takes it writes the record."""
     model = route.model
     if not await sync_to_async(ready_workers_for)(model_name=model.name):

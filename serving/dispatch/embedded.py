@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -36,7 +36,7 @@ def engine_host() -> EngineHost:
 
 async def generate(
     route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Stream from this process's host; the caller records the request (nothing else can)."""
     on_started(WORKER_ID, 0.0, False)
     async with aclosing(_host.generate(route.engine, route.spec, request)) as chunks:
