@@ -45,6 +45,7 @@ from openai import AsyncOpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.child_process import stop_group, wait_until_healthy  # noqa: E402
 from benchmarks.machine import CpuAccount, noisy  # noqa: E402
 from benchmarks.platforms import embedded_platform, no_interrupts  # noqa: E402
 from benchmarks.streaming import Sample, one_request, percentile  # noqa: E402
@@ -187,31 +188,16 @@ def run_mlx_server(args, model_dir: Path, tmp: Path) -> list[dict]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlx_lm.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlx_lm.server did not become ready:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_until_healthy(
+            process, f"{base_url}/health", what="mlx_lm.server", log_path=log_path, timeout=READY_TIMEOUT_S, poll_s=0.3
+        )
         return asyncio.run(measure("mlx_lm.server", base_url, "", SERVER_MODEL, args))
     except Exception:
         print(f"[mlx_lm.server] last output:\n{log_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
         raise
     finally:
         with no_interrupts():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=15)
+            stop_group(process)
 
 
 def run_platform(args, tmp: Path) -> list[dict]:

@@ -16,14 +16,12 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from benchmarks.litellm_proxy import MODEL, running_litellm, stop_group
+from benchmarks.child_process import stop_group, wait_until_healthy
+from benchmarks.litellm_proxy import MODEL, running_litellm
 from benchmarks.platforms import distributed_platform, no_interrupts
 from tests.compat.live_server import free_port, platform_env
 
@@ -156,17 +154,4 @@ def _manage(args: tuple[str, ...], env: dict[str, str]) -> str:
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not become ready:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
+    wait_until_healthy(process, url, what=what, log_path=log_path, timeout=READY_TIMEOUT_S)

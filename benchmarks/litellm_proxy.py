@@ -16,7 +16,6 @@ import fcntl
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,11 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.child_process import stop_group, wait_until_healthy
+
 # The issue measured 1.108. Its later patch releases pin post-releases of litellm-enterprise and
 # litellm-proxy-extras that some PyPI mirrors lack; 1.108.7 is the newest whose [proxy] extra
 # resolves from all the indexes we install from.
 LITELLM_VERSION = "1.108.7"
-STOP_TIMEOUT_S = 15.0
 MODEL = "mock-gpt"
 
 
@@ -111,7 +111,6 @@ def running_litellm(
     program: Path, upstream_base_url: str, *, port: int, tmp: Path, ready_timeout: float = 120
 ) -> Iterator[LiteLLMProxy]:
     """`litellm --config` on `port` (one worker) until its liveness probe answers; stopped on the way out."""
-    import httpx
 
     master_key = f"sk-bench-{secrets.token_hex(8)}"
     config = tmp / "litellm.yaml"
@@ -125,31 +124,14 @@ def running_litellm(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     proxy = LiteLLMProxy(f"http://127.0.0.1:{port}", master_key, command, log_path)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"litellm exited with {process.returncode}:\n{proxy.log()[-3000:]}")
-            try:
-                if httpx.get(f"{proxy.base_url}/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"litellm did not become ready:\n{proxy.log()[-3000:]}")
-            time.sleep(0.3)
+        wait_until_healthy(
+            process,
+            f"{proxy.base_url}/health/liveliness",
+            what="litellm",
+            log_path=log_path,
+            timeout=ready_timeout,
+            poll_s=0.3,
+        )
         yield proxy
     finally:
         stop_group(process)
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group the process leads; SIGKILL if it outlives the timeout."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)

@@ -16,7 +16,6 @@ import importlib.metadata
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -26,9 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.child_process import stop_group, wait_until_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 BINARY_NAME = "llama-server"
-STOP_TIMEOUT_S = 15.0
 # Everything but the server is off: no tests, examples, web UI (whose prebuilt assets would be
 # downloaded) or HTTPS. LLAMA_CURL is gone from this llama.cpp (a deprecation warning only);
 # LLAMA_OPENSSL=OFF is what keeps the build free of network libraries now.
@@ -176,7 +176,6 @@ def running_llama_server(
 ) -> Iterator[LlamaServer]:
     """llama-server on a free port with `parallel` slots of `ctx_per_slot` tokens, until /health is 200
     (it answers 503 while the model loads); stopped with its whole process group on the way out."""
-    import httpx
 
     from tests.compat.live_server import free_port
 
@@ -206,30 +205,9 @@ def running_llama_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = LlamaServer(f"http://127.0.0.1:{port}", command, log_path, process.pid)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {process.returncode}:\n{server.log()[-3000:]}")
-            try:
-                if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama-server did not become ready:\n{server.log()[-3000:]}")
-            time.sleep(0.2)
+        wait_until_healthy(
+            process, f"{server.base_url}/health", what="llama-server", log_path=log_path, timeout=ready_timeout
+        )
         yield server
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
+        stop_group(process)
