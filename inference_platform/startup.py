@@ -16,6 +16,10 @@ def settings_or_exit() -> None:
         settings.INSTALLED_APPS  # noqa: B018  (imports the settings)
     except ImproperlyConfigured as exc:
         sys.exit(f"{Path(sys.argv[0]).name}: {exc}")
-    # The embedded SQLite file's directory, and the static files' (WhiteNoise warns when it is missing).
+    make_directories()
+
+
+def make_directories() -> None:
+    """The embedded SQLite file's directory, and the static files' (WhiteNoise warns when one is missing)."""
     for directory in (settings.VAR_DIR, settings.STATIC_ROOT):
         Path(directory).mkdir(exist_ok=True)

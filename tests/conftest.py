@@ -15,6 +15,14 @@ from models_registry.services.served_models import served_model_register
 from serving.record_writer import records_close
 
 
+def pytest_configure(config):
+    """The test database lives in var/ (settings.DATABASES TEST NAME), which a fresh clone lacks until a
+    program's start-up makes it; pytest-django starts no program."""
+    from inference_platform.startup import make_directories
+
+    make_directories()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_enabled_model_names():
     """Each test's database starts over (a rolled-back transaction sends no signals), so the
