@@ -34,6 +34,7 @@ import psutil  # noqa: E402
 from benchmarks.gateway_sides import embedded_target, running_mock  # noqa: E402
 from benchmarks.http_load import chat_request, run_level  # noqa: E402
 from benchmarks.litellm_proxy import MODEL  # noqa: E402
+from benchmarks.machine import cpu_seconds  # noqa: E402
 
 
 def server_process(port: int) -> psutil.Process:
@@ -42,18 +43,6 @@ def server_process(port: int) -> psutil.Process:
         if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
             return psutil.Process(conn.pid)
     raise RuntimeError(f"nothing of ours listens on port {port}")
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU of the process and its children so far."""
-    total = 0.0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def main(argv=None) -> int:

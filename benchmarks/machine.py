@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass
 
+import psutil
+
 NOISY_SHARE = 0.10  # other processes above this share of all cores make the timings noisy
 MIN_SPAN_S = 1.0  # /proc counts CPU time in 10 ms ticks: over a shorter span a share means nothing
 
@@ -142,6 +144,18 @@ class CpuAccount:
         machine, ours, postgres = (e - s for e, s in zip(end, self._start))
         other = max(0.0, machine - ours - (postgres if self.postgres_is_ours else 0.0))
         return CpuSpan(wall, ours, postgres, other, os.cpu_count() or 1)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of the process and its living children so far."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def noisy(other_share: float, wall_s: float) -> bool:

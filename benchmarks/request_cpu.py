@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-
-def cpu_seconds(process: psutil.Process) -> float:
-    """User plus system CPU time of the process and its children so far."""
-    total = process.cpu_times()
-    children = sum(c.cpu_times().user + c.cpu_times().system for c in process.children(recursive=True))
-    return total.user + total.system + children
+from benchmarks.machine import cpu_seconds
 
 
 def measure(process: psutil.Process, url: str, path: str, requests: int, key: str) -> dict[str, float]:
