@@ -9,15 +9,17 @@ class ModelsRegistryConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from .models import ApiKey, ServedModel
-        from .selectors import forget_enabled_model_names, forget_served_models
+        from .selectors import enabled_names_recent, served_models_recent
 
-        post_save.connect(forget_enabled_model_names, sender=ServedModel, dispatch_uid="enabled-names-save")
-        post_delete.connect(forget_enabled_model_names, sender=ServedModel, dispatch_uid="enabled-names-delete")
+        post_save.connect(enabled_names_recent.forget, sender=ServedModel, dispatch_uid="enabled-names-save")
+        post_delete.connect(enabled_names_recent.forget, sender=ServedModel, dispatch_uid="enabled-names-delete")
         for sender in (ServedModel, ApiKey):
-            post_save.connect(forget_served_models, sender=sender, dispatch_uid=f"served-models-save-{sender.__name__}")
+            post_save.connect(
+                served_models_recent.forget, sender=sender, dispatch_uid=f"served-models-save-{sender.__name__}"
+            )
             post_delete.connect(
-                forget_served_models, sender=sender, dispatch_uid=f"served-models-delete-{sender.__name__}"
+                served_models_recent.forget, sender=sender, dispatch_uid=f"served-models-delete-{sender.__name__}"
             )
         m2m_changed.connect(
-            forget_served_models, sender=ApiKey.allowed_models.through, dispatch_uid="served-models-allowlist"
+            served_models_recent.forget, sender=ApiKey.allowed_models.through, dispatch_uid="served-models-allowlist"
         )

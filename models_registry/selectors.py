@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from .models import ApiKey, ServedModel, WorkerRegistration
+from .recent_reads import RecentReads
 
 
 def served_models_for_key(*, key: ApiKey) -> list[ServedModel]:
@@ -37,9 +37,9 @@ def _named(models: list[ServedModel], name: str) -> ServedModel | None:
 # like a verified key (api.authentication): saves in this process clear them at once (see
 # apps.py), and an edit made elsewhere (allowlist, model enabled or changed) shows within it.
 SERVED_MODELS_TTL_SECONDS = 1.0
-_MAX_REMEMBERED_KEYS = 4096
-# key pk -> (monotonic time until which the list is trusted, the key's models)
-_served_models: dict[int, tuple[float, list[ServedModel]]] = {}
+served_models_recent: RecentReads[list[ServedModel]] = RecentReads(
+    ttl_seconds=SERVED_MODELS_TTL_SECONDS, max_entries=4096
+)
 
 
 async def served_model_for_key_recent(*, key: ApiKey, name: str) -> ServedModel | None:
@@ -47,20 +47,8 @@ async def served_model_for_key_recent(*, key: ApiKey, name: str) -> ServedModel 
 
     When they are that fresh, no thread and no query: the lookup stays on the event loop.
     """
-    remembered = _served_models.get(key.pk)
-    now = time.monotonic()
-    if remembered is not None and remembered[0] > now:
-        return _named(remembered[1], name)
-    models = await sync_to_async(served_models_for_key)(key=key)
-    if len(_served_models) >= _MAX_REMEMBERED_KEYS:
-        _served_models.clear()  # rare; each key reads its models again
-    _served_models[key.pk] = (now + SERVED_MODELS_TTL_SECONDS, models)
+    models = await served_models_recent.get(key.pk, lambda: sync_to_async(served_models_for_key)(key=key))
     return _named(models, name)
-
-
-def forget_served_models(**_signal_kwargs) -> None:
-    """Make every key read its models again (a model, key or allowlist was saved or deleted here)."""
-    _served_models.clear()
 
 
 def served_model_by_name(*, name: str) -> ServedModel | None:
@@ -76,24 +64,12 @@ def enabled_model_names() -> list[str]:
 # and a database connection per request. Saves in this process clear it at once (see apps.py);
 # changes made by other processes show within the TTL.
 ENABLED_NAMES_TTL_SECONDS = 1.0
-_enabled_names: tuple[float, list[str]] = (0.0, [])
+enabled_names_recent: RecentReads[list[str]] = RecentReads(ttl_seconds=ENABLED_NAMES_TTL_SECONDS, max_entries=1)
 
 
 async def enabled_model_names_recent() -> list[str]:
     """enabled_model_names, read from the database at most once per ENABLED_NAMES_TTL_SECONDS."""
-    global _enabled_names
-    read_at, names = _enabled_names
-    now = time.monotonic()
-    if not read_at or now - read_at >= ENABLED_NAMES_TTL_SECONDS:
-        names = await sync_to_async(enabled_model_names)()
-        _enabled_names = (now, names)
-    return names
-
-
-def forget_enabled_model_names(**_signal_kwargs) -> None:
-    """Make the next enabled_model_names_recent read the database (a model was saved or deleted)."""
-    global _enabled_names
-    _enabled_names = (0.0, [])
+    return await enabled_names_recent.get(None, sync_to_async(enabled_model_names))
 
 
 def active_worker_ids() -> list[str]:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connections
 
 from models_registry.bundled import bundled_model_path
-from models_registry.selectors import forget_enabled_model_names, forget_served_models
+from models_registry.selectors import enabled_names_recent, served_models_recent
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_register
 from serving.record_writer import records_close
@@ -27,8 +27,8 @@ def pytest_configure(config):
 def _fresh_enabled_model_names():
     """Each test's database starts over (a rolled-back transaction sends no signals), so the
     process's short-lived cache of enabled model names must too."""
-    forget_enabled_model_names()
-    forget_served_models()
+    enabled_names_recent.forget()
+    served_models_recent.forget()
 
 
 @pytest.fixture(scope="session")

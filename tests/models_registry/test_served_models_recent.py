@@ -23,8 +23,7 @@ def _setup():
 
 def _expire_all():
     """What a second passing does to what is remembered (no sleeping in tests)."""
-    for pk, (_, models) in list(selectors._served_models.items()):
-        selectors._served_models[pk] = (0.0, models)
+    selectors.served_models_recent.expire_all()
 
 
 async def test_the_allowlist_and_aliases_hold():
