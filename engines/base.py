@@ -9,9 +9,13 @@ from contextlib import aclosing, nullcontext
 from typing import Any, Literal
 
 from .admission import AdmissionQueue, max_waiting_option
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, UnsupportedParameterError
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+# What a job asks of the engine: text, embedding vectors, or its tokenizer either way.
+Task = Literal["generate", "embed", "tokenize", "detokenize"]
+# Whether the model may call tools: never, if it likes, at least one, or the one in `forced_tool`.
+ToolChoice = Literal["none", "auto", "required", "function"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +39,32 @@ class SamplingParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, and its parameters' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = dataclasses.field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFormat:
+    """What the generated text must be: any JSON object, JSON valid against `schema`, or text
+    in the GBNF `grammar` (llama.cpp's format). Engines that cannot enforce one refuse it."""
+
+    kind: Literal["json_object", "json_schema", "grammar"]
+    schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    name: str = ""  # the schema's name, as OpenAI's json_schema carries one
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerationRequest:
-    """One job for an engine: either chat messages or a raw prompt, plus sampling.
+    """One job for an engine, whatever protocol it came in by.
+
+    For `task` "generate" and "tokenize": either chat messages (OpenAI's shape: role, content,
+    tool_calls, tool_call_id) or a raw prompt, plus sampling. "embed" reads `inputs` (texts or
+    token arrays); "detokenize" reads `token_ids`.
 
     `tenant` names who sent it (the API key); engines that queue serve tenants round-robin.
     """
@@ -46,10 +74,25 @@ class GenerationRequest:
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
     tenant: str = ""
+    task: Task = "generate"
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    forced_tool: str | None = None  # the function's name when tool_choice is "function"
+    parallel_tool_calls: bool = True
+    output_format: OutputFormat | None = None
+    inputs: tuple[str | tuple[int, ...], ...] = ()
+    token_ids: tuple[int, ...] = ()
+    # Tokenize: whether the tokenizer adds its special tokens (BOS) to a raw prompt.
+    add_special: bool = True
 
     def __post_init__(self) -> None:
-        if (self.messages is None) == (self.prompt is None):
+        if self.task == "embed":
+            if not self.inputs:
+                raise ValueError("an embed request needs inputs")
+        elif self.task != "detokenize" and (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+        if (self.tool_choice == "function") != (self.forced_tool is not None):
+            raise ValueError("forced_tool names the function exactly when tool_choice is 'function'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +114,27 @@ class TokenLogprob:
     top: tuple[TopLogprob, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call, as OpenAI streams them: the first piece of a call carries its
+    `id` and `name`, later ones fragments of its JSON `arguments`. `call` numbers the calls
+    of one choice from 0."""
+
+    call: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 @dataclasses.dataclass
 class Chunk:
     """A piece of output: a text delta with its token ids, or the final summary.
 
     `index` is the choice the text belongs to (0 unless the request asked for n > 1).
-    `logprobs`, when asked for, holds one entry per id in `token_ids`.
+    `logprobs`, when asked for, holds one entry per id in `token_ids`. `tool_calls` carries
+    pieces of the calls the model makes (their text is not in `text`). An embed job yields one
+    chunk per input with its `embedding` (`index` is the input's), a tokenize job the ids in
+    `token_ids`, a detokenize job the text.
 
     The last chunk of every generation has `finish_reason` set and carries the
     engine-tokenizer counts for the whole request (completion tokens summed over choices).
@@ -94,6 +152,8 @@ class Chunk:
     index: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reasons: tuple[FinishReason, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    embedding: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +212,26 @@ class Engine(abc.ABC):
     def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Engine-specific generation; see `generate`."""
 
+    async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Embed, tokenize or detokenize; an engine that cannot refuses with a 400."""
+        feature = "embeddings" if request.task == "embed" else "tokenize"
+        raise UnsupportedParameterError(
+            f"The {self.name} engine serving model `{self.spec.name}` does not support {feature}.", param="model"
+        )
+        yield Chunk()  # pragma: no cover - makes this an async generator
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Yield chunks for `request`; closing the iterator cancels the generation.
 
         Engines with slots admit it first: it may wait its turn, or be refused at once with
-        EngineBusyError when the model's queue is full (engines.admission).
+        EngineBusyError when the model's queue is full (engines.admission). Jobs other than
+        "generate" take no slot: they are short and never decode.
         """
+        if request.task != "generate":
+            async with aclosing(self._one_shot(request)) as results:
+                async for chunk in results:
+                    yield chunk
+            return
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

@@ -10,7 +10,19 @@ from __future__ import annotations
 from .base import SamplingParams
 from .errors import EngineUnavailableError, UnsupportedParameterError
 
-FEATURES = ("streaming", "stop", "seed", "logprobs", "n", "logit_bias", "tools", "response_format", "embeddings")
+FEATURES = (
+    "streaming",
+    "stop",
+    "seed",
+    "logprobs",
+    "n",
+    "logit_bias",
+    "tools",
+    "response_format",
+    "grammar",
+    "embeddings",
+    "tokenize",
+)
 
 CAPABILITIES: dict[str, frozenset[str]] = {
     "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias"}),

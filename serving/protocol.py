@@ -15,7 +15,17 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from engines import errors as engine_errors
-from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, TokenLogprob, TopLogprob
+from engines.base import (
+    Chunk,
+    GenerationRequest,
+    ModelSpec,
+    OutputFormat,
+    SamplingParams,
+    TokenLogprob,
+    ToolCallDelta,
+    ToolSpec,
+    TopLogprob,
+)
 
 # The Celery task that runs one job. The name predates serving/ and stays: jobs queued by a
 # web process of the previous version must still find their task on a newer worker.
@@ -110,6 +120,7 @@ def job_message(
         "messages": list(request.messages) if request.messages is not None else None,
         "prompt": request.prompt,
         "tenant": request.tenant,
+        **_request_extras(request),
         "reply_channel": reply_channel,
         "submitted_at": submitted_at,
         "record": record,
@@ -126,8 +137,50 @@ def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, Generatio
         messages=tuple(message["messages"]) if message["messages"] is not None else None,
         prompt=message["prompt"],
         tenant=message.get("tenant", ""),  # absent from jobs a web process of an older version queued
+        **_request_extras_from(message),
     )
     return message["engine"], ModelSpec(**message["spec"]), request
+
+
+def _request_extras(request: GenerationRequest) -> dict[str, Any]:
+    """The request's fields beyond plain generation, only where they are set (most jobs use none)."""
+    data: dict[str, Any] = {}
+    if request.task != "generate":
+        data["task"] = request.task
+    if request.tools:
+        data["tools"] = [dataclasses.asdict(tool) for tool in request.tools]
+    if request.tool_choice != "auto":
+        data["tool_choice"] = request.tool_choice
+    if request.forced_tool is not None:
+        data["forced_tool"] = request.forced_tool
+    if not request.parallel_tool_calls:
+        data["parallel_tool_calls"] = False
+    if request.output_format is not None:
+        data["output_format"] = dataclasses.asdict(request.output_format)
+    if request.inputs:
+        data["inputs"] = [item if isinstance(item, str) else list(item) for item in request.inputs]
+    if request.token_ids:
+        data["token_ids"] = list(request.token_ids)
+    if not request.add_special:
+        data["add_special"] = False
+    return data
+
+
+def _request_extras_from(message: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments `_request_extras` wrote; absent keys keep the request's defaults."""
+    extras: dict[str, Any] = {}
+    for name in ("task", "tool_choice", "forced_tool", "parallel_tool_calls", "add_special"):
+        if name in message:
+            extras[name] = message[name]
+    if "tools" in message:
+        extras["tools"] = tuple(ToolSpec(**tool) for tool in message["tools"])
+    if "output_format" in message:
+        extras["output_format"] = OutputFormat(**message["output_format"])
+    if "inputs" in message:
+        extras["inputs"] = tuple(item if isinstance(item, str) else tuple(item) for item in message["inputs"])
+    if "token_ids" in message:
+        extras["token_ids"] = tuple(message["token_ids"])
+    return extras
 
 
 def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
@@ -137,6 +190,10 @@ def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
         data["index"] = chunk.index
     if chunk.logprobs:
         data["logprobs"] = [_logprob_to_list(entry) for entry in chunk.logprobs]
+    if chunk.tool_calls:
+        data["tool_calls"] = [[call.call, call.id, call.name, call.arguments] for call in chunk.tool_calls]
+    if chunk.embedding:
+        data["embedding"] = list(chunk.embedding)
     if chunk.finish_reason is not None:
         data.update(
             finish=chunk.finish_reason,
@@ -160,6 +217,11 @@ def chunk_from_dict(data: dict[str, Any]) -> Chunk:
         index=data.get("index", 0),
         logprobs=tuple(_logprob_from_list(entry) for entry in data.get("logprobs", ())),
         finish_reasons=tuple(data.get("finish_reasons", ())),
+        tool_calls=tuple(
+            ToolCallDelta(call=call, id=id_, name=name, arguments=arguments)
+            for call, id_, name, arguments in data.get("tool_calls", ())
+        ),
+        embedding=tuple(data.get("embedding", ())),
     )
 
 

@@ -18,12 +18,12 @@ from models_registry.models import ApiKey
 from serving import serve
 from serving.errors import INTERNAL_ERROR
 from serving.lifecycle import RequestLifecycle, request_lifecycle
+from serving.outcome import OutcomeBuilder, finish_reasons
 
 from ..errors import Error, error_body, error_info
 from .format import (
     CHAT,
     STREAM_DONE,
-    ChoiceResult,
     ChunkWriter,
     Completion,
     CompletionChunk,
@@ -132,39 +132,22 @@ def _completion_id(kind: str, life: RequestLifecycle) -> str:
 
 
 async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Chunk, None]) -> Completion:
-    logprobs = wants_logprobs(kind, body)
-    choices = [ChoiceResult(logprobs=[] if logprobs else None) for _ in range(body.get("n") or 1)]
-    parts: list[list[str]] = [[] for _ in choices]
-    final: Chunk | None = None
+    builder = OutcomeBuilder(n=body.get("n") or 1, logprobs=wants_logprobs(kind, body))
     async with aclosing(chunks):
         async for chunk in chunks:
             life.first_token()
-            parts[chunk.index].append(chunk.text)
-            entries = choices[chunk.index].logprobs
-            if entries is not None:  # a list only when the request asked for logprobs
-                entries.extend(chunk.logprobs)
-            if chunk.finish_reason is not None:
-                final = chunk
-    if final is None:
-        raise RuntimeError("engine ended without a final chunk")
-    life.succeeded(final)
-    reasons = _finish_reasons(final, len(choices))
-    for choice, text, reason in zip(choices, parts, reasons):
-        choice.text, choice.finish_reason = "".join(text), reason
+            builder.add(chunk)
+    outcome = builder.outcome()
+    life.succeeded(builder.final)
     return completion_body(
         kind=kind,
         completion_id=_completion_id(kind, life),
         model=body["model"],
-        choices=choices,
-        prompt_tokens=final.prompt_tokens or 0,
-        completion_tokens=final.completion_tokens or 0,
-        cached_tokens=final.cached_tokens,
+        choices=outcome.choices,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        cached_tokens=outcome.cached_tokens,
     )
-
-
-def _finish_reasons(final: Chunk, n: int) -> tuple[str | None, ...]:
-    """Each choice's finish reason, from the final chunk (engines give one list for n > 1)."""
-    return final.finish_reasons if len(final.finish_reasons) == n else (final.finish_reason,) * n
 
 
 async def _stream_events(
@@ -202,7 +185,7 @@ async def _stream_events(
         yield error_body(error)  # no [DONE] after an error, as OpenAI's streams end
         return
     life.succeeded(chunk)
-    for index, reason in enumerate(_finish_reasons(chunk, writer.n)):
+    for index, reason in enumerate(finish_reasons(chunk, writer.n)):
         yield writer.finish(reason, index)
     if include_usage:
         yield writer.usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0, chunk.cached_tokens)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import Any, cast, get_args
 
 from engines.base import TokenLogprob
+from serving.outcome import ChoiceOutcome
 
 from ..errors import Error
 from .shapes import (
@@ -49,15 +49,6 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None 
     return body
 
 
-@dataclasses.dataclass
-class ChoiceResult:
-    """One choice of a whole answer; `logprobs` is None unless the request asked for them."""
-
-    text: str = ""
-    finish_reason: str | None = None
-    logprobs: list[TokenLogprob] | None = None
-
-
 def chat_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> ChatLogprobs:
     """A chat choice's `logprobs` object."""
     return {
@@ -95,7 +86,7 @@ def completion_body(
     kind: str,
     completion_id: str,
     model: str,
-    choices: list[ChoiceResult],
+    choices: list[ChoiceOutcome],
     prompt_tokens: int,
     completion_tokens: int,
     cached_tokens: int | None = None,
