@@ -25,12 +25,12 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias"}),
+    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "embeddings", "tokenize"}),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed"}),
     "upstream": frozenset({"streaming", "stop", "seed"}),
-    "echo": frozenset({"streaming", "stop", "seed"}),
+    "echo": frozenset({"streaming", "stop", "seed", "embeddings", "tokenize"}),
 }
 
 

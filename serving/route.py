@@ -53,6 +53,7 @@ def model_spec(model: ServedModel) -> ModelSpec:
         source=model.source,
         context_length=model.context_length,
         options=dict(model.engine_options or {}),
+        task=model.task,
     )
 
 
