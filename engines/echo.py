@@ -91,8 +91,8 @@ class EchoEngine(Engine):
     async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Tokenize by words (ids from the vocabulary), detokenize them back, embed by hashing."""
         if request.task == "tokenize":
-            ids = tuple(self.vocabulary.ids(echo_tokenize(_source_text(request))))
-            yield Chunk(token_ids=ids, finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+            words = self.vocabulary.ids(echo_tokenize(_source_text(request)))
+            yield Chunk(token_ids=tuple(words), finish_reason="stop", prompt_tokens=0, completion_tokens=0)
         elif request.task == "detokenize":
             try:
                 text = self.vocabulary.text(request.token_ids)

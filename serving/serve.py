@@ -38,9 +38,10 @@ async def route_request(*, key: ApiKey, name: str | None, task: Task = "generate
     if name is None:
         model = await _default_model(key)
     else:
-        model = await served_model_for_key_recent(key=key, name=name)
-        if model is None:
+        named = await served_model_for_key_recent(key=key, name=name)
+        if named is None:
             raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+        model = named
     route = route_for(model)
     _require_task(route, task)
     return route

@@ -10,7 +10,7 @@ import base64
 import struct
 from collections.abc import Callable
 from contextlib import aclosing
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, TypedDict, get_args
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -111,6 +111,11 @@ class EmbeddingRequestSerializer(StrictSerializer):
 # --- The answer -----------------------------------------------------------------------------
 
 
+ListObject = Literal["list"]
+# The model list has the same `object`; settings' ENUM_NAME_OVERRIDES names the shared enum from here.
+LIST_OBJECT_CHOICES = get_args(ListObject)
+
+
 class EmbeddingUsage(TypedDict):
     prompt_tokens: Annotated[int, Field(min_value=0, help_text="Tokens of every input, by the model's tokenizer.")]
     total_tokens: Annotated[int, Field(min_value=0)]
@@ -137,7 +142,7 @@ class Embedding(TypedDict):
 class EmbeddingList(TypedDict):
     """The vectors, one per input in input order, with the tokens they took."""
 
-    object: Literal["list"]
+    object: ListObject
     data: list[Embedding]
     model: Annotated[str, Field(help_text="The model name as the request gave it.")]
     usage: EmbeddingUsage

@@ -39,16 +39,26 @@ MAX_TOKEN_ID = 2**31 - 1
 _INPUTS = ("prompt", "content", "messages")
 
 
+class _TextField(serializers.CharField):
+    """A string as sent: DRF's CharField would turn a number into its digits, and tokenize those."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        return super().to_internal_value(data)
+
+
 class TokenizeRequestSerializer(StrictSerializer):
     """Exactly one of `prompt`, `content` or `messages`."""
 
     model = serializers.CharField(
         required=False, max_length=256, help_text="Optional when the key may use exactly one generation model."
     )
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, help_text="vLLM's field.")
-    content = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False, help_text="llama-server's field."
-    )
+    prompt = _TextField(required=False, help_text="vLLM's field.")
+    content = _TextField(required=False, help_text="llama-server's field.")
     messages = MessageSerializer(
         many=True, required=False, allow_empty=False, help_text="Chat messages, rendered by the model's template."
     )

@@ -140,7 +140,7 @@ async def test_a_generate_model_refuses_embeddings_and_an_embed_model_chat(clien
 
 
 async def test_an_engine_without_embeddings_is_refused_naming_model(client, api_key, transactional_db):
-    served_model_register(
+    await sync_to_async(served_model_register)(
         name="remote", source="x", engine="upstream", engine_options={"base_url": "http://127.0.0.1:9"}
     )
     assert_error(await client.post(PATH, json={"model": "remote", "input": "sea"}), 400, param="model")
