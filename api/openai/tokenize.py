@@ -24,6 +24,7 @@ from rest_framework import serializers
 
 from engines.base import Chunk, GenerationRequest, SamplingParams
 from models_registry.models import ApiKey
+from monitoring.metric_totals import TOKENIZER_ENDPOINTS
 from serving import serve
 from serving.lifecycle import RequestLifecycle, request_lifecycle
 from serving.route import Route
@@ -34,7 +35,7 @@ from .format import CHAT
 from .requests import generation_request
 from .serializers import MessageSerializer, StrictSerializer
 
-TOKENIZE, DETOKENIZE = "tokenize", "detokenize"  # the endpoints, as records name them
+TOKENIZE, DETOKENIZE = TOKENIZER_ENDPOINTS  # the endpoints, as records name them (out of /metrics)
 MAX_TOKEN_ID = 2**31 - 1
 _INPUTS = ("prompt", "content", "messages")
 
