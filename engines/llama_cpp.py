@@ -22,7 +22,7 @@ from .inputs import input_param, render_template, require_dimensions, require_to
 from .llama_embeddings import EmbeddingContext, model_pooling
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
-from .llama_tokenize import chat_tokens_without_generation_prompt, detokenize_text
+from .llama_tokenize import chat_formatter, chat_tokens_without_generation_prompt, detokenize_text
 from .threaded import ThreadedEngine, ThreadRelay
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             )
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
-        self._formatter = _chat_formatter(llama)
+        self._formatter = chat_formatter(llama)
         if self.spec.task == "embed":
             self._load_embeddings(llama, threads)
             return
@@ -365,22 +365,3 @@ def _kv_bytes_per_token(model: llama_model_p) -> int:
     head_dim = llama_cpp.llama_model_n_embd(model) // n_head
     kv_bytes: int = 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
     return kv_bytes
-
-
-def _chat_formatter(llama: Llama) -> Jinja2ChatFormatter | None:
-    """The GGUF's own chat template, or None where it has none."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    template = llama.metadata.get("tokenizer.chat_template")
-    if not template:
-        return None
-    return Jinja2ChatFormatter(
-        template=template,
-        eos_token=_token_text(llama, llama.token_eos()),
-        bos_token=_token_text(llama, llama.token_bos()),
-        stop_token_ids=[llama.token_eos()],
-    )
-
-
-def _token_text(llama: Llama, token_id: int) -> str:
-    return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")

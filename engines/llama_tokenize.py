@@ -1,5 +1,5 @@
-"""The llama.cpp engine's tokenizer jobs beyond what generation needs: text back from ids, and
-chat messages without the opening of the assistant's turn."""
+"""The llama.cpp engine's chat template, and its tokenizer jobs beyond what generation needs:
+text back from ids, and chat messages without the opening of the assistant's turn."""
 
 from __future__ import annotations
 
@@ -37,3 +37,22 @@ def chat_tokens_without_generation_prompt(
     plain.add_generation_prompt = False
     result = render_template(lambda ready: plain(messages=cast("list[ChatCompletionRequestMessage]", ready)), messages)
     return llama.tokenize(utf8(result.prompt, param="messages"), add_bos=not result.added_special, special=True)
+
+
+def chat_formatter(llama: Llama) -> Jinja2ChatFormatter | None:
+    """The GGUF's own chat template, or None where it has none."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=_token_text(llama, llama.token_eos()),
+        bos_token=_token_text(llama, llama.token_bos()),
+        stop_token_ids=[llama.token_eos()],
+    )
+
+
+def _token_text(llama: Llama, token_id: int) -> str:
+    return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
