@@ -372,5 +372,5 @@ DETOKENIZE = _one_shot_schema(
     tags=["Tokenizer"],
     request=DetokenizeRequestSerializer,
     body=Detokenized,
-    examples=[OpenApiExample("Ids", value={"model": "smollm2", "tokens": [19556, 28, 2296, 30]}, request_only=True)],
+    examples=[OpenApiExample("Ids", value={"model": "smollm2", "tokens": [19556, 28, 3426, 30]}, request_only=True)],
 )

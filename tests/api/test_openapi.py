@@ -170,6 +170,21 @@ def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
             assert response.json()["choices"], response.text
 
 
+@pytest.mark.live
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/tokenize"])
+def test_documented_one_shot_examples_answer_as_documented(live_schema, echo_live, path):
+    """Embeddings and tokenize examples succeed with answers matching the schema (detokenize's name
+    SmolLM2's ids: tests/api/test_tokenize.py sends it to the real model)."""
+    operation = live_schema[path]["post"]
+    content = live_schema.raw_schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    for example in content["examples"].values():
+        case = operation.Case(body=example["value"], media_type="application/json")
+        response = case.call_and_validate(
+            headers={"Authorization": f"Bearer {echo_live.api_key}"}, checks=CHECKS, timeout=60
+        )
+        assert response.status_code == 200, response.text
+
+
 def _use_served_model(case, path: str) -> None:
     """Random model names only reach the 404 path: send the served one half of the time (the
     embedding model to /v1/embeddings).

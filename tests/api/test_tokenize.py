@@ -138,3 +138,19 @@ async def test_smollm2_ids_match_generation_and_round_trip(client, smollm2):
     back = (await client.post("/detokenize", json={"tokens": content["tokens"]})).json()
     assert back == {"prompt": text, "content": text}
     assert_error(await client.post("/detokenize", json={"tokens": [10**7]}), 400, param="tokens")
+
+
+@pytest.mark.model
+async def test_the_documented_examples_answer_on_smollm2(client, smollm2):
+    """The docs' examples name SmolLM2's own ids; the echo live server cannot check that."""
+    paths = (await client.get("/v1/openapi.json")).json()["paths"]
+
+    def examples(path):
+        content = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        return [example["value"] for example in content["examples"].values()]
+
+    for body in examples("/tokenize"):
+        response = await client.post("/tokenize", json=body)
+        assert response.status_code == 200 and response.json()["count"] > 0, response.text
+    (detokenize,) = examples("/detokenize")
+    assert (await client.post("/detokenize", json=detokenize)).json()["content"] == "Hello, sea."
