@@ -79,7 +79,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
 
     Each slot may hold `spec.context_length` tokens (prompt plus completion); the context
     is `parallel` times that. An embed-task model opens only an embedding context of one
-    window (engines.llama_embeddings): no scheduler, no slots.
+    window (engines.llama_embeddings): no scheduler, and one slot (one decode at a time).
     """
 
     name = "llama_cpp"
@@ -100,6 +100,10 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
 
     @property
     def slots(self) -> int | None:
+        if self._embeddings is not None:
+            # One decode at a time (its lock; several inputs share it): a worker then takes one
+            # embeddings job at a time and leaves the rest in Redis for whichever worker is free.
+            return 1
         return self._scheduler.parallel if self._scheduler is not None else None
 
     def load(self) -> None:

@@ -60,8 +60,8 @@ def tokenize_request(**fields) -> GenerationRequest:
 async def test_an_embed_model_loads_no_scheduler_and_pools_by_mean(embedder):
     import llama_cpp
 
-    assert embedder.loaded and embedder.slots is None  # no decode slots: nothing admits generation
-    assert embedder._scheduler is None and embedder._ctx is None
+    assert embedder.loaded and embedder.slots == 1  # one embedding decode at a time
+    assert embedder._scheduler is None and embedder._ctx is None  # no decode scheduler, no KV of slots
     assert embedder._embeddings.pooling == llama_cpp.LLAMA_POOLING_TYPE_MEAN  # SmolLM2 declares none
 
 
