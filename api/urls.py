@@ -10,6 +10,10 @@ urlpatterns = [
     path("v1/models/<path:model_id>", views.ModelDetailView.as_view(), name="model-detail"),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="completions"),
+    path("v1/embeddings", views.EmbeddingsView.as_view(), name="embeddings"),
+    # vLLM's and llama-server's paths: at the root, not under /v1.
+    path("tokenize", views.TokenizeView.as_view(), name="tokenize"),
+    path("detokenize", views.DetokenizeView.as_view(), name="detokenize"),
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),

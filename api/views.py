@@ -8,7 +8,9 @@ from rest_framework.response import Response
 
 from .openai import schema
 from .openai.completions import StreamResult, completion_serve
+from .openai.embeddings import embeddings_serve
 from .openai.format import CHAT, TEXT
+from .openai.tokenize import detokenize_serve, tokenize_serve
 from .services import status as status_service
 from .services.models import model_detail, model_list
 
@@ -43,9 +45,7 @@ class SystemStatusView(APIView):
         return Response(await status_service.system_status())
 
 
-class _CompletionView(APIView):
-    kind: str
-
+class _JsonAnswerView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         """The JSON answer rendered here, on the event loop, into a plain response with the same bytes and headers.
 
@@ -60,6 +60,10 @@ class _CompletionView(APIView):
         for name, value in response.items():
             rendered[name] = value
         return rendered
+
+
+class _CompletionView(_JsonAnswerView):
+    kind: str
 
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
@@ -79,3 +83,21 @@ class ChatCompletionsView(_CompletionView):
 @schema.COMPLETIONS
 class CompletionsView(_CompletionView):
     kind = TEXT
+
+
+@schema.EMBEDDINGS
+class EmbeddingsView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await embeddings_serve(key=request.auth, read_body=lambda: request.data))
+
+
+@schema.TOKENIZE
+class TokenizeView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await tokenize_serve(key=request.auth, read_body=lambda: request.data))
+
+
+@schema.DETOKENIZE
+class DetokenizeView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await detokenize_serve(key=request.auth, read_body=lambda: request.data))
