@@ -10,6 +10,13 @@ urlpatterns = [
     path("v1/models/<path:model_id>", views.ModelDetailView.as_view(), name="model-detail"),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="completions"),
+    path("v1/responses", views.ResponsesView.as_view(), name="responses"),
+    path("v1/responses/<str:response_id>", views.ResponseDetailView.as_view(), name="response-detail"),
+    path(
+        "v1/responses/<str:response_id>/input_items",
+        views.ResponseInputItemsView.as_view(),
+        name="response-input-items",
+    ),
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),

@@ -9,6 +9,10 @@ from rest_framework.response import Response
 from .openai import schema
 from .openai.completions import StreamResult, completion_serve
 from .openai.format import CHAT, TEXT
+from .openai.responses import schema as responses_schema
+from .openai.responses import stored
+from .openai.responses.serializers import input_items_query
+from .openai.responses.serve import ResponseStream, response_create
 from .services import status as status_service
 from .services.models import model_detail, model_list
 
@@ -43,9 +47,7 @@ class SystemStatusView(APIView):
         return Response(await status_service.system_status())
 
 
-class _CompletionView(APIView):
-    kind: str
-
+class _JsonOnLoopView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         """The JSON answer rendered here, on the event loop, into a plain response with the same bytes and headers.
 
@@ -61,13 +63,21 @@ class _CompletionView(APIView):
             rendered[name] = value
         return rendered
 
+
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
+    return response
+
+
+class _CompletionView(_JsonOnLoopView):
+    kind: str
+
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
         if isinstance(result, StreamResult):
-            response = StreamingHttpResponse(result.sse(), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
-            return response
+            return _event_stream(result.sse())
         return Response(result.body)
 
 
@@ -79,3 +89,29 @@ class ChatCompletionsView(_CompletionView):
 @schema.COMPLETIONS
 class CompletionsView(_CompletionView):
     kind = TEXT
+
+
+@responses_schema.CREATE_RESPONSE
+class ResponsesView(_JsonOnLoopView):
+    async def post(self, request):
+        result = await response_create(key=request.auth, read_body=lambda: request.data)
+        if isinstance(result, ResponseStream):
+            return _event_stream(result.sse())
+        return Response(result.body)
+
+
+@responses_schema.RETRIEVE_RESPONSE
+@responses_schema.DELETE_RESPONSE
+class ResponseDetailView(_JsonOnLoopView):
+    async def get(self, request, response_id: str):
+        return Response(await stored.response_retrieve(key=request.auth, response_id=response_id))
+
+    async def delete(self, request, response_id: str):
+        return Response(await stored.response_delete(key=request.auth, response_id=response_id))
+
+
+@responses_schema.LIST_INPUT_ITEMS
+class ResponseInputItemsView(_JsonOnLoopView):
+    async def get(self, request, response_id: str):
+        query = input_items_query(request.query_params)
+        return Response(await stored.response_input_items(key=request.auth, response_id=response_id, **query))
