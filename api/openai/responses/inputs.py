@@ -207,7 +207,7 @@ def tool_choice(value: object, tools: tuple[ToolSpec, ...]) -> tuple[ToolChoice,
     if value == "required" and not tools:
         raise InvalidValue("Invalid value for 'tool_choice': 'required' needs 'tools'.", param="tool_choice")
     if value in ("none", "auto", "required"):
-        return value, None  # type: ignore[return-value]
+        return value, None
     if isinstance(value, dict) and value.get("type") == "function":
         name = value.get("name")
         if not isinstance(name, str) or name not in {tool.name for tool in tools}:

@@ -129,7 +129,7 @@ class TextConfigField(serializers.JSONField):
 
 
 # OpenAI's fields that are not implemented here, each with the values that ask for nothing.
-_UNSUPPORTED_UNLESS = {
+_UNSUPPORTED_UNLESS: dict[str, tuple[object, ...]] = {
     "reasoning": (None,),
     "background": (None, False),
     "include": (None, []),
