@@ -1,10 +1,16 @@
 """`/v1/responses` through the real ASGI stack: shapes, streaming events, the store, chaining, refusals."""
 
+import json
+
 import httpx
+import jsonschema
 import jsonschema_rs
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
 
+from api.models import StoredResponse
 from api.openai.responses.schema import EVENT, RESPONSE
 from engines.capabilities import CAPABILITIES
 from models_registry.services.api_keys import api_key_issue
@@ -282,8 +288,6 @@ needs_format = pytest.mark.skipif(
 @pytest.mark.model
 @needs_tools
 async def test_forced_function_call_is_an_output_item_and_streams_its_arguments(client, smollm2):
-    import json
-
     body = {
         "model": "smollm2",
         "input": "What is the weather in Paris?",
@@ -320,9 +324,6 @@ async def test_forced_function_call_is_an_output_item_and_streams_its_arguments(
 @pytest.mark.model
 @needs_format
 async def test_text_format_json_schema_is_valid_json(client, smollm2):
-    import json
-
-    import jsonschema
 
     schema = {
         "type": "object",
@@ -339,3 +340,27 @@ async def test_text_format_json_schema_is_valid_json(client, smollm2):
     answer = (await client.post("/v1/responses", json=body)).json()
     assert answer["text"]["format"]["name"] == "person"
     jsonschema.validate(json.loads(answer["output"][0]["content"][0]["text"]), schema)
+
+
+async def test_websocket_streams_the_same_events_then_done(asgi_app, api_key, echo_model):
+    socket = WebsocketCommunicator(
+        asgi_app, "/ws/v1/responses", headers=[(b"authorization", f"Bearer {api_key}".encode())]
+    )
+    connected, _ = await socket.connect(timeout=60)
+    assert connected
+    try:
+        await socket.send_json_to({"type": "request", "body": ECHO})  # no "stream": the socket always streams
+        frames = []
+        while (frame := await socket.receive_from(timeout=60)) != "[DONE]":
+            frames.append(json.loads(frame))
+        assert [frame["type"] for frame in frames] == STREAM_TEXT_ORDER
+        completed = frames[-1]["response"]
+        assert completed["output"][0]["content"][0]["text"] == "one two three four five"
+        await socket.send_json_to({"type": "request", "body": {**ECHO, "reasoning": {"effort": "high"}}})
+        refused = json.loads(await socket.receive_from(timeout=60))
+        assert refused["error"]["param"] == "reasoning"
+        assert await socket.receive_from(timeout=60) == "[DONE]"
+    finally:
+        await socket.disconnect(timeout=60)
+        await sync_to_async(connections.close_all)()
+    assert (await StoredResponse.objects.aget(pk=completed["id"])).body == completed

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 from engines.base import Chunk
 from models_registry.models import ApiKey
@@ -61,6 +61,19 @@ class ResponseStream:
         async with aclosing(self.events) as events:
             async for event in events:
                 yield sse_event(event)
+
+
+# With force_stream the body is made to ask for a stream, so the answer is always one.
+@overload
+async def response_create(
+    *, key: ApiKey, read_body: Callable[[], object], force_stream: Literal[True]
+) -> ResponseStream: ...
+
+
+@overload
+async def response_create(
+    *, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
+) -> ResponseJson | ResponseStream: ...
 
 
 async def response_create(
