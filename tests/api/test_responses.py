@@ -206,7 +206,6 @@ async def test_previous_response_id_continues_the_conversation(client, other_cli
         ({"background": True}, "unsupported_parameter", "background"),
         ({"include": ["message.output_text.logprobs"]}, "unsupported_parameter", "include"),
         ({"tools": [{"type": "web_search"}]}, "unsupported_parameter", "tools[0]"),
-        ({"tools": [{"type": "function", "name": "f"}]}, "unsupported_parameter", "tools"),
         (
             {"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}},
             "unsupported_parameter",
@@ -222,11 +221,6 @@ async def test_previous_response_id_continues_the_conversation(client, other_cli
         ),
         ({"input": [{"type": "reasoning", "summary": []}]}, "unsupported_parameter", "input[0].type"),
         ({"input": [{"role": "robot", "content": "hi"}]}, "invalid_value", "input[0].role"),
-        (
-            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}]},
-            "unsupported_parameter",
-            "tools",
-        ),
         ({"input": []}, "invalid_value", "input"),
         ({"input": 7}, "invalid_value", "input"),
         ({"max_output_tokens": 0}, "invalid_value", "max_output_tokens"),
@@ -237,6 +231,18 @@ async def test_previous_response_id_continues_the_conversation(client, other_cli
 async def test_bad_or_unsupported_requests_are_4xx_naming_the_parameter(client, echo_model, extra, code, param):
     response = await client.post("/v1/responses", json={**ECHO, **extra})
     assert_error(response, 404 if code == "model_not_found" else 400, code, param)
+
+
+@pytest.mark.skipif("tools" in CAPABILITIES["echo"], reason="the echo engine has tools")
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "name": "f"}]},
+        {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}]},
+    ],
+)
+async def test_tools_on_an_engine_without_them_are_400(client, echo_model, extra):
+    assert_error(await client.post("/v1/responses", json={**ECHO, **extra}), 400, "unsupported_parameter", "tools")
 
 
 async def test_one_record_per_request_whatever_the_outcome(client, echo_model):
@@ -265,8 +271,6 @@ async def test_real_model_response_and_stream_agree(client, smollm2, validator):
     assert deltas == text == events[-1][1]["response"]["output"][0]["content"][0]["text"]
 
 
-# --- Once tools and structured output are merged (their engine capability turns these on) ---
-
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -279,6 +283,52 @@ WEATHER = {
     },
     "strict": True,
 }
+ECHOED_CALL = 'Checking. <tool_call> {"name": "get_weather", "arguments": {"city": "Paris"}} </tool_call>'
+
+
+@pytest.mark.skipif("tools" not in CAPABILITIES["echo"], reason="tools are not merged yet")
+async def test_a_call_in_the_text_becomes_a_function_call_item_after_the_message(client, echo_model):
+    """The echo engine parses a call out of the text it echoes: a message, then a function_call item."""
+    body = {"model": "echo", "input": ECHOED_CALL, "tools": [WEATHER]}
+    answer = (await client.post("/v1/responses", json=body)).json()
+    message, call = answer["output"]
+    assert message["type"] == "message" and message["content"][0]["text"].strip() == "Checking."
+    assert (call["type"], call["name"], call["status"]) == ("function_call", "get_weather", "completed")
+    assert json.loads(call["arguments"]) == {"city": "Paris"} and call["call_id"] and call["id"].startswith("fc_")
+    assert answer["status"] == "completed"
+
+    events = named_sse_events((await client.post("/v1/responses", json={**body, "stream": True})).text)
+    names = [name for name, _ in events]
+    first_call = names.index("response.output_item.added", names.index("response.output_item.done"))
+    assert names[first_call - 3 : first_call] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+    added = events[first_call][1]
+    assert added["output_index"] == 1 and added["item"]["type"] == "function_call"
+    assert added["item"]["status"] == "in_progress" and added["item"]["name"] == "get_weather"
+    pieces = [event["delta"] for name, event in events if name == "response.function_call_arguments.delta"]
+    done = [event for name, event in events if name == "response.function_call_arguments.done"]
+    assert len(done) == 1 and done[0]["arguments"] == "".join(pieces) and json.loads(done[0]["arguments"])
+    assert names[-2:] == ["response.output_item.done", "response.completed"]
+    completed = events[-1][1]["response"]
+    assert [item["type"] for item in completed["output"]] == ["message", "function_call"]
+    assert completed["output"][1] == events[-2][1]["item"]
+
+    # The call and its result, sent back as items, are the conversation's tool turn.
+    follow = {
+        "model": "echo",
+        "previous_response_id": answer["id"],
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "Sunny and warm"}],
+        "tools": [WEATHER],
+    }
+    reply = (await client.post("/v1/responses", json=follow)).json()
+    assert reply["output"][0]["content"][0]["text"] == "Sunny and warm"
+
+
+# --- Once tools and structured output are merged (their engine capability turns these on) ---
+
 needs_tools = pytest.mark.skipif("tools" not in CAPABILITIES["llama_cpp"], reason="tools are not merged yet")
 needs_format = pytest.mark.skipif(
     "response_format" not in CAPABILITIES["llama_cpp"], reason="structured output is not merged yet"
