@@ -245,6 +245,24 @@ async def test_tools_on_an_engine_without_them_are_400(client, echo_model, extra
     assert_error(await client.post("/v1/responses", json={**ECHO, **extra}), 400, "unsupported_parameter", "tools")
 
 
+async def test_keys_bodies_and_methods_are_checked_as_on_every_route(asgi_app, client, echo_model):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=asgi_app), base_url="http://testserver"
+    ) as anonymous:
+        for answer in (await anonymous.post("/v1/responses", json=ECHO), await anonymous.get("/v1/responses/resp_x")):
+            assert_error(answer, 401, "invalid_api_key", None)
+            assert answer.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    form = await client.post("/v1/responses", content=b"input=hi", headers={"Content-Type": "text/plain"})
+    assert_error(form, 415, "unsupported_media_type", None)
+    broken = await client.post("/v1/responses", content=b"{", headers={"Content-Type": "application/json"})
+    assert_error(broken, 400, "invalid_json", None)
+    assert_error(await client.get("/v1/responses"), 405, "method_not_allowed", None)
+    assert_error(await client.post("/v1/responses/resp_x"), 405, "method_not_allowed", None)
+    assert_error(
+        await client.get("/v1/responses/resp_x/input_items", params={"limit": 0}), 400, "invalid_value", "limit"
+    )
+
+
 async def test_one_record_per_request_whatever_the_outcome(client, echo_model):
     await client.post("/v1/responses", json={**ECHO, "max_output_tokens": 2})
     await client.post("/v1/responses", json={**ECHO, "stream": True})
