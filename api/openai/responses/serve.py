@@ -186,7 +186,7 @@ async def _collect(
             life.first_token()
             outcome_builder.add(chunk)
     outcome = outcome_builder.outcome()
-    life.succeeded(outcome_builder.final)  # type: ignore[arg-type]  # outcome() raised if it were None
+    life.succeeded(outcome.final)
     return builder.finished(outcome)
 
 
