@@ -11,10 +11,13 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from api.models import StoredResponse
+from api.openai.responses.format import EventWriter, ResponseBuilder
 from api.openai.responses.schema import EVENT, RESPONSE
+from engines.base import Chunk
 from engines.capabilities import CAPABILITIES
 from models_registry.services.api_keys import api_key_issue
 from monitoring.models import RequestRecord
+from serving.errors import ErrorInfo
 
 from .sse import named_sse_events
 
@@ -432,3 +435,14 @@ async def test_websocket_streams_the_same_events_then_done(asgi_app, api_key, ec
         await socket.disconnect(timeout=60)
         await sync_to_async(connections.close_all)()
     assert (await StoredResponse.objects.aget(pk=completed["id"])).body == completed
+
+
+def test_a_failure_after_the_first_event_ends_the_stream_with_response_failed():
+    """What the stream sends when the engine fails midway (the serving code yields `fail`'s event then)."""
+    writer = EventWriter(ResponseBuilder(response_id="resp_1", body=ECHO, temperature=1.0, top_p=1.0))
+    events = [*writer.openings(), *writer.chunk(Chunk(text="one "))]
+    failed = writer.fail(ErrorInfo(500, "server_error", "engine_error", "The engine crashed.", None))
+    assert failed["type"] == "response.failed" and failed["sequence_number"] == len(events)
+    response = failed["response"]
+    assert response["status"] == "failed" and response["usage"] is None
+    assert response["error"] == {"code": "engine_error", "message": "The engine crashed."}
