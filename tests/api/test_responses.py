@@ -217,6 +217,7 @@ async def test_previous_response_id_continues_the_conversation(client, other_cli
         ({"text": {"format": {"type": "json_object"}}}, "unsupported_parameter", "text.format"),
         ({"text": {"format": {"type": "yaml"}}}, "invalid_value", "text.format"),
         ({"tool_choice": "required"}, "invalid_value", "tool_choice"),
+        ({"tools": [{"type": "function", "name": "no spaces"}]}, "invalid_value", "tools[0].name"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             "unsupported_parameter",

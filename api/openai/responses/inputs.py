@@ -6,6 +6,7 @@ can be read back (`input_items`) and continued (`previous_response_id`) through 
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ from models_registry.models import ServedModel
 from serving.errors import InvalidValue, UnsupportedParameter
 
 _ROLES = ("user", "assistant", "system", "developer")
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 _TEXT_PARTS = ("input_text", "output_text", "text")
 # Only these are named back in an error, never a client's own string (errors are recorded).
 _KNOWN_TYPES = (
@@ -173,7 +175,7 @@ def tool_specs(tools: object) -> tuple[ToolSpec, ...]:
         return ()
     if not isinstance(tools, list):
         raise InvalidValue("Invalid value for 'tools': must be a list of tools.", param="tools")
-    specs = []
+    specs: list[ToolSpec] = []
     for index, tool in enumerate(tools):
         where = f"tools[{index}]"
         if not isinstance(tool, dict):
@@ -193,10 +195,14 @@ def tool_specs(tools: object) -> tuple[ToolSpec, ...]:
                 f"Invalid value for '{where}.description': must be a string.", param=f"{where}.description"
             )
         name = _string(tool, "name", where)
-        spec = ToolSpec(name=name, description=description or "")
-        specs.append(
-            spec if parameters is None else ToolSpec(name=name, description=description or "", parameters=parameters)
-        )
+        if not _FUNCTION_NAME.fullmatch(name) or name in {spec.name for spec in specs}:
+            raise InvalidValue(
+                f"Invalid value for '{where}.name': function names are 1-64 letters, digits, '_' or '-', "
+                "each used once.",
+                param=f"{where}.name",
+            )
+        extra = {} if parameters is None else {"parameters": parameters}
+        specs.append(ToolSpec(name=name, description=description or "", **extra))
     return tuple(specs)
 
 
