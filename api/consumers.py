@@ -1,4 +1,4 @@
-"""WebSocket streaming of chat and legacy completions, one request at a time per connection.
+"""WebSocket streaming of chat and legacy completions and of responses, one request at a time per connection.
 
 The protocol is described in the README ("WebSocket streaming"). In short: authenticate with
 the handshake's `Authorization: Bearer <key>` header or a first `{"type": "auth", "api_key"}`
@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -27,6 +29,7 @@ from .errors import error_body, error_info
 from .json_body import parse_json
 from .openai.completions import completion_serve
 from .openai.format import CHAT, STREAM_DONE, TEXT
+from .openai.responses.serve import response_create
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +201,7 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
     async def _serve(self, key: ApiKey, body: dict) -> None:
         """Stream one request's frames; its last frame is [DONE], unless it was cancelled."""
         try:
-            # force_stream: this transport always streams, so `stream_options` needs no `"stream": true`.
-            result = await completion_serve(kind=self.kind, key=key, read_body=lambda: body, force_stream=True)
+            stream = await self._stream(key, body)
         except Exception as exc:
             info = error_info(exc)
             if info is None:
@@ -207,12 +209,18 @@ class _CompletionConsumer(AsyncJsonWebsocketConsumer):
                 info = INTERNAL_ERROR
             await self.send_json(error_body(info))
         else:
-            async with aclosing(result.events) as events:
+            async with aclosing(stream) as events:
                 async for event in events:
                     if event != STREAM_DONE:  # sent below, once the record is written
                         await self.send_json(event)
         # Only now is the connection free for the next request, so [DONE] goes last.
         await self.send(text_data=STREAM_DONE)
+
+    async def _stream(self, key: ApiKey, body: dict) -> AsyncGenerator[Any, None]:
+        """The request's events; raises instead if it fails before its first one."""
+        # force_stream: this transport always streams, so `stream_options` needs no `"stream": true`.
+        result = await completion_serve(kind=self.kind, key=key, read_body=lambda: body, force_stream=True)
+        return result.events
 
     async def _cancel(self) -> None:
         request = self._request
@@ -277,3 +285,13 @@ class CompletionsConsumer(_CompletionConsumer):
     """`ws/v1/completions`: bodies as for POST /v1/completions."""
 
     kind = TEXT
+
+
+class ResponsesConsumer(_CompletionConsumer):
+    """`ws/v1/responses`: bodies as for POST /v1/responses; frames are its stream's events."""
+
+    kind = "responses"
+
+    async def _stream(self, key: ApiKey, body: dict) -> AsyncGenerator[Any, None]:
+        result = await response_create(key=key, read_body=lambda: body, force_stream=True)
+        return result.events

@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from .consumers import ChatCompletionsConsumer, CompletionsConsumer
+from .consumers import ChatCompletionsConsumer, CompletionsConsumer, ResponsesConsumer
 
 websocket_urlpatterns = [
     path("ws/v1/chat/completions", ChatCompletionsConsumer.as_asgi()),
     path("ws/v1/completions", CompletionsConsumer.as_asgi()),
+    path("ws/v1/responses", ResponsesConsumer.as_asgi()),
 ]

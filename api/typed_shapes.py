@@ -88,4 +88,5 @@ _SCALARS: dict[object, type[serializers.Field]] = {
     int: serializers.IntegerField,
     float: serializers.FloatField,
     bool: serializers.BooleanField,
+    object: serializers.JSONField,  # any JSON value: a field that is a string or an object, say
 }

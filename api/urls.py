@@ -14,6 +14,13 @@ urlpatterns = [
     # vLLM's and llama-server's paths: at the root, not under /v1.
     path("tokenize", views.TokenizeView.as_view(), name="tokenize"),
     path("detokenize", views.DetokenizeView.as_view(), name="detokenize"),
+    path("v1/responses", views.ResponsesView.as_view(), name="responses"),
+    path("v1/responses/<str:response_id>", views.ResponseDetailView.as_view(), name="response-detail"),
+    path(
+        "v1/responses/<str:response_id>/input_items",
+        views.ResponseInputItemsView.as_view(),
+        name="response-input-items",
+    ),
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),

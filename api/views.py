@@ -10,6 +10,10 @@ from .openai import schema
 from .openai.completions import StreamResult, completion_serve
 from .openai.embeddings import embeddings_serve
 from .openai.format import CHAT, TEXT
+from .openai.responses import schema as responses_schema
+from .openai.responses import stored
+from .openai.responses.serializers import input_items_query
+from .openai.responses.serve import ResponseStream, response_create
 from .openai.tokenize import detokenize_serve, tokenize_serve
 from .services import status as status_service
 from .services.models import model_detail, model_list
@@ -62,16 +66,20 @@ class _JsonAnswerView(APIView):
         return rendered
 
 
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
+    return response
+
+
 class _CompletionView(_JsonAnswerView):
     kind: str
 
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
         if isinstance(result, StreamResult):
-            response = StreamingHttpResponse(result.sse(), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
-            return response
+            return _event_stream(result.sse())
         return Response(result.body)
 
 
@@ -101,3 +109,29 @@ class TokenizeView(_JsonAnswerView):
 class DetokenizeView(_JsonAnswerView):
     async def post(self, request):
         return Response(await detokenize_serve(key=request.auth, read_body=lambda: request.data))
+
+
+@responses_schema.CREATE_RESPONSE
+class ResponsesView(_JsonAnswerView):
+    async def post(self, request):
+        result = await response_create(key=request.auth, read_body=lambda: request.data)
+        if isinstance(result, ResponseStream):
+            return _event_stream(result.sse())
+        return Response(result.body)
+
+
+@responses_schema.RETRIEVE_RESPONSE
+@responses_schema.DELETE_RESPONSE
+class ResponseDetailView(_JsonAnswerView):
+    async def get(self, request, response_id: str):
+        return Response(await stored.response_retrieve(key=request.auth, response_id=response_id))
+
+    async def delete(self, request, response_id: str):
+        return Response(await stored.response_delete(key=request.auth, response_id=response_id))
+
+
+@responses_schema.LIST_INPUT_ITEMS
+class ResponseInputItemsView(_JsonAnswerView):
+    async def get(self, request, response_id: str):
+        query = input_items_query(request.query_params)
+        return Response(await stored.response_input_items(key=request.auth, response_id=response_id, **query))

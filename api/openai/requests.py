@@ -12,7 +12,7 @@ from .format import CHAT, TEXT
 from .serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
 
 
-def _sharing_bound_fields(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
+def sharing_bound_fields(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """`serializer_class` whose instances share one set of bound fields instead of deep-copying them each.
 
     DRF deep-copies a serializer's declared fields (the message serializer's with them) for every
@@ -36,8 +36,8 @@ def _sharing_bound_fields(serializer_class: type[serializers.Serializer]) -> typ
 
 
 _SERIALIZERS = {
-    CHAT: _sharing_bound_fields(ChatCompletionRequestSerializer),
-    TEXT: _sharing_bound_fields(CompletionRequestSerializer),
+    CHAT: sharing_bound_fields(ChatCompletionRequestSerializer),
+    TEXT: sharing_bound_fields(CompletionRequestSerializer),
 }
 # OpenAI's defaults where neither the request nor the model's defaults say otherwise; legacy
 # completions stop at 16 tokens unless told otherwise, chat at the end of the context.

@@ -22,10 +22,13 @@ SPECTACULAR_SETTINGS = {
         "a method a path does not allow answers 405 in that shape.\n\n"
         'With `"stream": true` the completion endpoints answer `text/event-stream`: one '
         "`data: <chunk JSON>` event per chunk, ending with `data: [DONE]`; an error after the stream "
-        'has started arrives as a `data: {"error": ...}` event.\n\n'
-        "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions` "
-        'and `ws://HOST:PORT/ws/v1/completions` take `{"type": "request", "body": {...}}` '
-        "(the body you would POST here), always stream, and end every request with a `[DONE]` text "
+        'has started arrives as a `data: {"error": ...}` event. `/v1/responses` streams OpenAI\'s '
+        "Responses events instead (`event: <type>` and `data: <event JSON>`), ending with "
+        "`response.completed`, `response.incomplete` or `response.failed`.\n\n"
+        "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions`, "
+        '`ws://HOST:PORT/ws/v1/completions` and `ws://HOST:PORT/ws/v1/responses` take `{"type": "request", '
+        '"body": {...}}` (the body you would POST here), send the stream\'s chunks or events as JSON text '
+        "frames, always stream, and end every request with a `[DONE]` text "
         "frame; authenticate with the `Authorization` header on the handshake or a first "
         '`{"type": "auth", "api_key": "<key>"}` message. See the README for the full protocol.'
     ),

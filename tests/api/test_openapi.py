@@ -34,6 +34,9 @@ PATHS = {
     "/v1/embeddings": {"post"},
     "/tokenize": {"post"},
     "/detokenize": {"post"},
+    "/v1/responses": {"post"},
+    "/v1/responses/{response_id}": {"get", "delete"},
+    "/v1/responses/{response_id}/input_items": {"get"},
     "/v1/system/status": {"get"},
     "/metrics": {"get"},
 }
@@ -77,7 +80,7 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
             if path != "/health":
                 assert "401" in operation["responses"], path
     assert set(document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
-    for path in ("/v1/chat/completions", "/v1/completions"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
         responses = document["paths"][path]["post"]["responses"]
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
         assert {"400", "404", "415", "502", "503"} <= set(responses)
@@ -91,8 +94,17 @@ def test_schema_generates_without_warnings(tmp_path):
 
 def test_annotated_views_stay_async():
     """adrf dispatches a view asynchronously only if its handlers are coroutine functions."""
-    for view in (views.HealthView, views.ModelListView, views.ModelDetailView, views.SystemStatusView):
+    for view in (
+        views.HealthView,
+        views.ModelListView,
+        views.ModelDetailView,
+        views.SystemStatusView,
+        views.ResponseDetailView,
+        views.ResponseInputItemsView,
+    ):
         assert inspect.iscoroutinefunction(view.get), view
+    assert inspect.iscoroutinefunction(views.ResponsesView.post)
+    assert inspect.iscoroutinefunction(views.ResponseDetailView.delete)
     for view in (views.ChatCompletionsView, views.CompletionsView):
         assert inspect.iscoroutinefunction(view.post), view
         assert view.post is not views._CompletionView.post  # each carries its own schema
@@ -148,7 +160,7 @@ def test_live_schema_has_the_operations_fuzzed_below(live_schema):
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses"])
 def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
     """The docs' request examples succeed, and their JSON and SSE answers match the schema."""
     operation = live_schema[path]["post"]
@@ -164,10 +176,11 @@ def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
         if body.get("stream"):
             assert response.headers["content-type"][0].startswith("text/event-stream")
             events = [e for e in response.text.split("\n\n") if e]
-            assert len(events) > 3 and events[-1] == "data: [DONE]", events  # chunks were validated
+            last = "event: response.completed\n" if path == "/v1/responses" else "data: [DONE]"
+            assert len(events) > 3 and events[-1].startswith(last), events  # chunks were validated
         else:
             assert response.headers["content-type"][0] == "application/json"
-            assert response.json()["choices"], response.text
+            assert response.json()["output" if path == "/v1/responses" else "choices"], response.text
 
 
 @pytest.mark.live

@@ -1,0 +1,1 @@
+"""OpenAI's Responses API (`/v1/responses`): request parsing, response objects and stream events, serving."""
