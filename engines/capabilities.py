@@ -25,12 +25,13 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias"}),
+    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "tools"}),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed"}),
     "upstream": frozenset({"streaming", "stop", "seed"}),
-    "echo": frozenset({"streaming", "stop", "seed"}),
+    # Echo's tools: "auto" only, parsing a call out of the text it echoes (engines.echo).
+    "echo": frozenset({"streaming", "stop", "seed", "tools"}),
 }
 
 

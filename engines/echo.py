@@ -1,7 +1,8 @@
 """A deterministic engine with no model, for plumbing tests and overhead benchmarks.
 
 It answers with the text of the last message (or the prompt), one whitespace-delimited
-word per token, optionally pausing between tokens so concurrency is observable.
+word per token, optionally pausing between tokens so concurrency is observable. With tools
+offered ("auto" only), a call written in that text comes back as a tool call.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .capabilities import CAPABILITIES
+from .errors import UnsupportedParameterError
 from .stops import StopMatcher
+from .tool_calls import parsed_tool_calls
+from .tool_prompt import offers_tools
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -42,6 +47,24 @@ class EchoEngine(Engine):
         self._loaded = False
 
     async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if not offers_tools(request):
+            async with aclosing(self._echo(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        if request.tool_choice in ("required", "function"):
+            # Forcing a call takes a grammar; echo would only repeat text that may be no call.
+            raise UnsupportedParameterError(
+                f"The echo engine serving model `{self.spec.name}` cannot force a tool call; "
+                "use tool_choice 'auto' (a call in the echoed text is parsed).",
+                param="tool_choice",
+            )
+        # A call written in the echoed text comes back as a call, as a model's would.
+        async with aclosing(self._echo(request)) as chunks, aclosing(parsed_tool_calls(chunks, request)) as parsed:
+            async for chunk in parsed:
+                yield chunk
+
+    async def _echo(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.messages is not None:
             contents = [m.get("content") or "" for m in request.messages]
             source = contents[-1] if contents else ""

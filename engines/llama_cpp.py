@@ -13,18 +13,20 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, cast
 
-from .base import Chunk, GenerationRequest, ModelSpec
+from .base import Chunk, GenerationRequest, ModelSpec, OutputFormat
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
 from .threaded import ThreadedEngine, ThreadRelay
+from .tool_calls import forced_tool_format
+from .tool_prompt import chat_input
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, llama_context_p, llama_model_p
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-    from llama_cpp.llama_types import ChatCompletionRequestMessage
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, ChatCompletionTool
 
 logger = logging.getLogger(__name__)
 
@@ -199,16 +201,26 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         """Tokens in `text` by the model's own tokenizer (no BOS added)."""
         return len(self._require().tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
-        """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
-        if self._formatter is None:
-            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        formatter = self._formatter
-        # The API checked these as OpenAI chat messages, the shape the formatter is typed for.
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, bool]:
+        """Apply the GGUF's chat template (with `tools` for one that reads them, engines.tool_prompt);
+        returns the prompt and whether it adds BOS itself."""
+        formatter = self._chat_formatter()
+        # The API checked these as OpenAI chat messages and tools, the shapes the formatter is typed for.
         result = render_template(
-            lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)), messages
+            lambda ready: formatter(
+                messages=cast("list[ChatCompletionRequestMessage]", ready),
+                tools=cast("list[ChatCompletionTool] | None", tools),
+            ),
+            messages,
         )
         return result.prompt, bool(result.added_special)
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter:
+        if self._formatter is None:
+            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
+        return self._formatter
 
     def _require(self) -> Llama:
         if self._llama is None or self._scheduler is None:
@@ -219,7 +231,8 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         llama = self._require()
         param = input_param(request)
         if request.messages is not None:
-            prompt, adds_bos = self.render_chat(list(request.messages))
+            chat = chat_input(request, template=self._chat_formatter().template)
+            prompt, adds_bos = self.render_chat(chat.messages, chat.tools)
             tokens = llama.tokenize(utf8(prompt, param=param), add_bos=not adds_bos, special=True)
         else:
             tokens = llama.tokenize(utf8(request.prompt or "", param=param), add_bos=True, special=False)
@@ -239,6 +252,12 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             repeat_penalty=float(options.get("repeat_penalty", 1.0)),
             logit_bias=sampling.logit_bias,
         )
+
+    def _output_format(self, request: GenerationRequest) -> OutputFormat | None:
+        """What the sampler holds the output to: a forced tool call's schema, else the request's own format."""
+        if request.tool_choice in ("required", "function") and request.tools:
+            return forced_tool_format(request)
+        return request.output_format
 
     def _check_request(self, request: GenerationRequest) -> None:
         """Refuse what this model cannot do before any work: too many choices, unknown token ids."""

@@ -19,6 +19,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .errors import EngineUnavailableError
+from .tool_calls import parsed_tool_calls
+from .tool_prompt import offers_tools
 
 Emit = Callable[[Chunk | BaseException], None]
 
@@ -133,8 +135,11 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
         relay = ThreadRelay()
         scheduler.submit(self._sequence(request, prompt, max_tokens, relay))
         async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+            # The model writes its tool calls as text; the client gets them as calls.
+            stream = parsed_tool_calls(chunks, request) if offers_tools(request) else chunks
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
 
     def state(self) -> dict[str, Any]:
         state = super().state()
