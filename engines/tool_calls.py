@@ -344,7 +344,9 @@ async def parsed_tool_calls(chunks: AsyncIterator[Chunk], request: GenerationReq
             if rest or more:
                 yield Chunk(text=rest, tool_calls=tuple(more), index=index)
         rest, more = parser_of(chunk.index).finish()
-        yield dataclasses.replace(chunk, text=text + rest, tool_calls=(*deltas, *more), **_finish_fields(chunk, parsers))
+        yield dataclasses.replace(
+            chunk, text=text + rest, tool_calls=(*deltas, *more), **_finish_fields(chunk, parsers)
+        )
         return
 
 

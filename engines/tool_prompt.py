@@ -62,7 +62,8 @@ def template_reads_tools(template: str) -> bool:
     from jinja2 import meta
 
     try:
-        parsed = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
+        # Only parsed here, never rendered: escaping does not matter, the linter wants it on.
+        parsed = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"], autoescape=True).parse(template)
     except jinja2.TemplateError:
         # Tags only the renderer knows (Hugging Face's `generation`): read it as text instead.
         return re.search(r"\btools\b", template) is not None

@@ -16,6 +16,7 @@ from .shapes import (
     ChatCompletionChunk,
     ChatLogprobs,
     FinishReason,
+    FunctionCallDelta,
     TextCompletion,
     TextCompletionChunk,
     TextLogprobs,
@@ -101,7 +102,7 @@ def tool_call_deltas(piece: ToolCallDelta) -> list[ToolCallDeltaShape]:
     """OpenAI's streamed pieces of a call: its opening (id, type, name, arguments "") then any arguments."""
     deltas: list[ToolCallDeltaShape] = []
     if piece.id is not None:
-        function = {"name": piece.name or "", "arguments": ""}
+        function: FunctionCallDelta = {"name": piece.name or "", "arguments": ""}
         deltas.append({"index": piece.call, "id": piece.id, "type": "function", "function": function})
     if piece.arguments:
         deltas.append({"index": piece.call, "function": {"arguments": piece.arguments}})
@@ -124,7 +125,9 @@ def completion_body(
         finish = openai_finish_reason(choice.finish_reason)
         if kind == CHAT:
             chat = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
-            bodies.append({"index": index, "message": assistant_message(choice), "logprobs": chat, "finish_reason": finish})
+            bodies.append(
+                {"index": index, "message": assistant_message(choice), "logprobs": chat, "finish_reason": finish}
+            )
         else:
             text = None if choice.logprobs is None else text_logprobs(choice.logprobs)
             bodies.append({"index": index, "text": choice.text, "logprobs": text, "finish_reason": finish})

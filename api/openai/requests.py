@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rest_framework import serializers
-
 from typing import cast
+
+from rest_framework import serializers
 
 from engines.base import GenerationRequest, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel

@@ -242,8 +242,7 @@ class ResponseFormatField(serializers.JSONField):
     pass
 
 
-_FUNCTION_TYPE_ONLY = {"invalid_choice": 'Must be "function".'}
-FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # anchored: DRF searches
 EMPTY_PARAMETERS = {"type": "object", "properties": {}}
 
 
@@ -282,7 +281,7 @@ class FunctionSerializer(StrictSerializer):
 class ToolSerializer(StrictSerializer):
     """A function the model may call."""
 
-    type = serializers.ChoiceField(choices=["function"], error_messages=_FUNCTION_TYPE_ONLY)
+    type = serializers.ChoiceField(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
     function = FunctionSerializer()
 
 
@@ -295,7 +294,7 @@ class ToolCallSerializer(StrictSerializer):
     """A call an earlier assistant turn made, as the API returned it."""
 
     id = serializers.CharField()
-    type = serializers.ChoiceField(choices=["function"], error_messages=_FUNCTION_TYPE_ONLY)
+    type = serializers.ChoiceField(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
     function = FunctionCallSerializer()
 
 
@@ -383,7 +382,7 @@ def _check_tools(tools: list[dict], tool_choice: tuple[str, str | None] | None) 
         raise serializers.ValidationError({"tool_choice": [f'tool_choice "{choice}" needs tools.']})
     if choice == "function" and name not in names:
         # Only a well-formed name is repeated: errors are recorded, and this is the client's text.
-        which = f"function {name!r}" if FUNCTION_NAME.fullmatch(name) else "a function"
+        which = f"function {name!r}" if name is not None and FUNCTION_NAME.fullmatch(name) else "a function"
         raise serializers.ValidationError({"tool_choice": [f"It names {which}, which is not among the tools."]})
 
 

@@ -49,7 +49,9 @@ TOOLS = [WEATHER, TIME]
 PARAMETERS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 CALLED = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-ECHOED_CALL = 'One moment. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}</tool_call>'
+ECHOED_CALL = (
+    'One moment. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}</tool_call>'
+)
 
 
 @pytest.fixture
@@ -201,8 +203,15 @@ async def test_bad_tool_fields_are_400_naming_the_param(client, echo_model, extr
 
 
 async def test_an_unknown_forced_function_is_named_in_the_error(client, echo_model):
-    body = {"model": "echo", "messages": ASK, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}
-    error = assert_openai_error(await client.post("/v1/chat/completions", json=body), 400, "invalid_value", "tool_choice")
+    body = {
+        "model": "echo",
+        "messages": ASK,
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "nope"}},
+    }
+    error = assert_openai_error(
+        await client.post("/v1/chat/completions", json=body), 400, "invalid_value", "tool_choice"
+    )
     assert "'nope'" in error["message"]
 
 

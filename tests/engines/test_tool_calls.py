@@ -5,10 +5,9 @@ import json
 import jsonschema
 import pytest
 
-from engines.base import Chunk, GenerationRequest, SamplingParams, ToolSpec
+from engines.base import Chunk, GenerationRequest, ModelSpec, SamplingParams, ToolSpec
 from engines.echo import EchoEngine
 from engines.errors import UnsupportedParameterError
-from engines.base import ModelSpec
 from engines.tool_calls import (
     ForcedCallParser,
     TaggedCallParser,
@@ -172,7 +171,7 @@ def test_a_forced_call_streams_its_name_first_then_its_arguments_in_fragments():
     text, deltas, sent = run(parser, list(output))  # one character at a time
     assert text == ""
     name_at = output.index('"get_weather"') + len('"get_weather"') - 1
-    first = [i for i, (_, calls) in enumerate(sent) if calls][0]
+    first = next(i for i, (_, calls) in enumerate(sent) if calls)
     assert first == name_at, "the name goes out as soon as its closing quote arrives"
     assert sent[first][1][0].name == "get_weather" and sent[first][1][0].id.startswith("call_")
     argument_pieces = [d.arguments for d in deltas[1:]]
@@ -218,7 +217,9 @@ def test_forced_schema_keeps_parameter_definitions_reachable():
                 "type": "object",
                 "properties": {"where": {"$ref": "#/$defs/Place"}},
                 "required": ["where"],
-                "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+                "$defs": {
+                    "Place": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+                },
             },
         )
 
