@@ -13,11 +13,13 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, cast
 
-from .base import Chunk, GenerationRequest, ModelSpec
+from .base import Chunk, GenerationRequest, ModelSpec, OutputFormat
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
-from .llama_sampling import ChainSettings
+from .llama_grammar import PARAM as RESPONSE_FORMAT_PARAM
+from .llama_grammar import grammar_for
+from .llama_sampling import ChainSettings, GrammarSampler, grammar_samplers
 from .llama_scheduler import Scheduler, Sequence
 from .threaded import ThreadedEngine, ThreadRelay
 
@@ -258,7 +260,32 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 param="logit_bias",
             )
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
+    def _output_format(self, request: GenerationRequest) -> OutputFormat | None:
+        """What the output must be (its grammar heads each choice's sampler chain); None: free text."""
+        return request.output_format
+
+    def _prepare(self, request: GenerationRequest) -> list[GrammarSampler] | None:
+        """One compiled grammar sampler per choice when the output has a format. Converting a
+        schema and parsing GBNF take from microseconds to milliseconds: done off the loop, and
+        off the scheduler thread, whose every millisecond delays all running streams."""
+        output_format = self._output_format(request)
+        if output_format is None:
+            return None
+        grammar = grammar_for(output_format)
+        param = "grammar" if output_format.kind == "grammar" else RESPONSE_FORMAT_PARAM
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self._require()._model.model)
+        return grammar_samplers(vocab, grammar, request.sampling.n, param=param)
+
+    def _sequence(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        max_tokens: int,
+        relay: ThreadRelay,
+        prepared: list[GrammarSampler] | None = None,
+    ) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
         sampling, settings = request.sampling, self._settings(request)
@@ -277,6 +304,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 cancelled=relay.cancelled,
                 index=i,
                 top_logprobs=sampling.top_logprobs if sampling.logprobs else None,
+                grammar=prepared[i] if prepared else None,
             )
             for i in range(sampling.n)
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from engines.base import GenerationRequest, SamplingParams
+from engines.base import GenerationRequest, OutputFormat, SamplingParams
 from models_registry.models import ServedModel
 from serving.errors import UnsupportedParameter
 
@@ -68,6 +68,19 @@ def _wants_format(response_format) -> bool:
     return True
 
 
+def output_format(body: dict) -> OutputFormat | None:
+    """What the output must be: `response_format` (validated by the serializer) or a raw GBNF `grammar`."""
+    if body.get("grammar") is not None:
+        return OutputFormat(kind="grammar", grammar=body["grammar"])
+    response_format = body.get("response_format")
+    if not _wants_format(response_format):
+        return None
+    if response_format["type"] == "json_object":
+        return OutputFormat(kind="json_object")
+    spec = response_format["json_schema"]
+    return OutputFormat(kind="json_schema", schema=spec["schema"], name=spec["name"])
+
+
 def features_used(kind: str, body: dict) -> dict[str, str]:
     """The engine features (engines.capabilities) the body uses, each with the parameter that asks for it."""
     wanted = {
@@ -84,6 +97,7 @@ def features_used(kind: str, body: dict) -> dict[str, str]:
             or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", [])),
         ),
         "response_format": ("response_format", _wants_format(body.get("response_format"))),
+        "grammar": ("grammar", body.get("grammar") is not None),
     }
     return {feature: param for feature, (param, used) in wanted.items() if used}
 
@@ -122,5 +136,13 @@ def generation_request(kind: str, body: dict, model: ServedModel, request_id: st
     if kind == CHAT:
         # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
         messages = tuple({"role": m["role"], "content": m.get("content") or ""} for m in body["messages"])
-        return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages, tenant=tenant)
-    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"], tenant=tenant)
+        return GenerationRequest(
+            request_id=request_id,
+            sampling=sampling,
+            messages=messages,
+            tenant=tenant,
+            output_format=output_format(body),
+        )
+    return GenerationRequest(
+        request_id=request_id, sampling=sampling, prompt=body["prompt"], tenant=tenant, output_format=output_format(body)
+    )
