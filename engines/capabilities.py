@@ -25,7 +25,9 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "tools"}),
+    "llama_cpp": frozenset(
+        {"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "tools", "response_format", "grammar"}
+    ),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed"}),

@@ -17,7 +17,9 @@ from .base import Chunk, GenerationRequest, ModelSpec, OutputFormat
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_tokens, utf8
-from .llama_sampling import ChainSettings
+from .llama_grammar import PARAM as RESPONSE_FORMAT_PARAM
+from .llama_grammar import grammar_for
+from .llama_sampling import ChainSettings, GrammarSampler, grammar_samplers
 from .llama_scheduler import Scheduler, Sequence
 from .threaded import ThreadedEngine, ThreadRelay
 from .tool_calls import forced_tool_format
@@ -253,12 +255,6 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             logit_bias=sampling.logit_bias,
         )
 
-    def _output_format(self, request: GenerationRequest) -> OutputFormat | None:
-        """What the sampler holds the output to: a forced tool call's schema, else the request's own format."""
-        if request.tool_choice in ("required", "function") and request.tools:
-            return forced_tool_format(request)
-        return request.output_format
-
     def _check_request(self, request: GenerationRequest) -> None:
         """Refuse what this model cannot do before any work: too many choices, unknown token ids."""
         n = request.sampling.n
@@ -277,7 +273,35 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 param="logit_bias",
             )
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
+    def _output_format(self, request: GenerationRequest) -> OutputFormat | None:
+        """What the output must be (its grammar heads each choice's sampler chain); None: free text.
+        A forced tool call (engines.tool_calls) is one call's JSON, else the request's own format."""
+        if request.tool_choice in ("required", "function") and request.tools:
+            return forced_tool_format(request)
+        return request.output_format
+
+    def _prepare(self, request: GenerationRequest) -> list[GrammarSampler] | None:
+        """One compiled grammar sampler per choice when the output has a format. Converting a
+        schema and parsing GBNF take from microseconds to milliseconds: done off the loop, and
+        off the scheduler thread, whose every millisecond delays all running streams."""
+        output_format = self._output_format(request)
+        if output_format is None:
+            return None
+        grammar = grammar_for(output_format)
+        param = "grammar" if output_format.kind == "grammar" else RESPONSE_FORMAT_PARAM
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self._require()._model.model)
+        return grammar_samplers(vocab, grammar, request.sampling.n, param=param)
+
+    def _sequence(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        max_tokens: int,
+        relay: ThreadRelay,
+        prepared: list[GrammarSampler] | None = None,
+    ) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
         sampling, settings = request.sampling, self._settings(request)
@@ -296,6 +320,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 cancelled=relay.cancelled,
                 index=i,
                 top_logprobs=sampling.top_logprobs if sampling.logprobs else None,
+                grammar=prepared[i] if prepared else None,
             )
             for i in range(sampling.n)
         ]

@@ -6,7 +6,7 @@ from typing import cast
 
 from rest_framework import serializers
 
-from engines.base import GenerationRequest, SamplingParams, ToolChoice, ToolSpec
+from engines.base import GenerationRequest, OutputFormat, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel
 from serving.errors import UnsupportedParameter
 
@@ -70,6 +70,19 @@ def _wants_format(response_format) -> bool:
     return True
 
 
+def output_format(body: dict) -> OutputFormat | None:
+    """What the output must be: `response_format` (validated by the serializer) or a raw GBNF `grammar`."""
+    if body.get("grammar") is not None:
+        return OutputFormat(kind="grammar", grammar=body["grammar"])
+    response_format = body.get("response_format")
+    if not _wants_format(response_format):
+        return None
+    if response_format["type"] == "json_object":
+        return OutputFormat(kind="json_object")
+    spec = response_format["json_schema"]
+    return OutputFormat(kind="json_schema", schema=spec["schema"], name=spec["name"])
+
+
 def features_used(kind: str, body: dict) -> dict[str, str]:
     """The engine features (engines.capabilities) the body uses, each with the parameter that asks for it."""
     wanted = {
@@ -86,6 +99,7 @@ def features_used(kind: str, body: dict) -> dict[str, str]:
             or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", [])),
         ),
         "response_format": ("response_format", _wants_format(body.get("response_format"))),
+        "grammar": ("grammar", body.get("grammar") is not None),
     }
     return {feature: param for feature, (param, used) in wanted.items() if used}
 
@@ -132,8 +146,15 @@ def generation_request(kind: str, body: dict, model: ServedModel, request_id: st
             tool_choice=cast(ToolChoice, choice),
             forced_tool=forced,
             parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+            output_format=output_format(body),
         )
-    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"], tenant=tenant)
+    return GenerationRequest(
+        request_id=request_id,
+        sampling=sampling,
+        prompt=body["prompt"],
+        tenant=tenant,
+        output_format=output_format(body),
+    )
 
 
 def _tool_choice(body: dict) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ These serializers are also the request bodies' OpenAPI schema (api/openai/schema
 that takes several shapes says which with `extend_schema_field`, beside the code that parses it.
 """
 
+import json
 import re
 
 from drf_spectacular.utils import extend_schema_field
@@ -222,24 +223,76 @@ class ToolChoiceField(serializers.JSONField):
         return {"type": "function", "function": {"name": name}} if choice == "function" else choice
 
 
+# A JSON schema's name, as OpenAI restricts it.
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+# GBNF text and JSON schemas beyond these sizes are refused: compiling them costs the engine.
+MAX_GRAMMAR_CHARS = 65_536
+
+
 @extend_schema_field(
     {
         "oneOf": [
             {
                 "type": "object",
                 "required": ["type"],
+                "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "required": ["type", "json_schema"],
                 "properties": {
-                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-                    "json_schema": {"type": "object"},
+                    "type": {"const": "json_schema"},
+                    "json_schema": {
+                        "type": "object",
+                        "required": ["name", "schema"],
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                            "description": {"type": "string"},
+                            "schema": {"type": "object"},
+                            "strict": {"type": ["boolean", "null"]},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
+                "additionalProperties": False,
             },
         ],
-        "description": 'Anything but `{"type": "text"}` needs structured output: 400 '
-        "unsupported_parameter on engines without it.",
+        "description": "`json_object`: the output is one JSON object. `json_schema`: it validates against "
+        "`schema` (a keyword the engine cannot enforce is a 400 naming it, never ignored). Anything "
+        "but `text` needs structured outputs: 400 unsupported_parameter on engines without them.",
     }
 )
 class ResponseFormatField(serializers.JSONField):
-    pass
+    """`response_format`, checked for OpenAI's shape; normalised to {"type", ["json_schema"]}."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict) or data.get("type") not in RESPONSE_FORMAT_TYPES:
+            raise serializers.ValidationError("Must be an object whose 'type' is text, json_object or json_schema.")
+        kind = data["type"]
+        extra = sorted(set(data) - {"type", "json_schema"} if kind == "json_schema" else set(data) - {"type"})
+        if extra:
+            raise serializers.ValidationError("Unrecognized field in response_format (only 'type' and 'json_schema').")
+        if kind != "json_schema":
+            return {"type": kind}
+        spec = data.get("json_schema")
+        if not isinstance(spec, dict):
+            raise serializers.ValidationError("A json_schema response_format needs a 'json_schema' object.")
+        if set(spec) - {"name", "description", "schema", "strict"}:
+            raise serializers.ValidationError(
+                "Unrecognized field in response_format.json_schema (name, description, schema, strict)."
+            )
+        if not isinstance(spec.get("name"), str) or not _SCHEMA_NAME.fullmatch(spec["name"]):
+            raise serializers.ValidationError("json_schema.name must be 1 to 64 letters, digits, '_' or '-'.")
+        if not isinstance(spec.get("schema"), dict):
+            raise serializers.ValidationError("json_schema.schema must be a JSON schema (an object).")
+        if not isinstance(spec.get("description", ""), str) or not isinstance(spec.get("strict"), (bool, type(None))):
+            raise serializers.ValidationError("json_schema.description must be a string and strict a boolean.")
+        if len(json.dumps(spec["schema"])) > MAX_GRAMMAR_CHARS:
+            raise serializers.ValidationError(f"json_schema.schema is longer than {MAX_GRAMMAR_CHARS} characters.")
+        return {"type": kind, "json_schema": spec}
 
 
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # anchored: DRF searches
@@ -339,12 +392,23 @@ class SamplingFieldsSerializer(StrictSerializer):
     frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
     logit_bias = LogitBiasField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True)
+    grammar = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=MAX_GRAMMAR_CHARS,
+        trim_whitespace=False,
+        help_text="llama-server's extension: a GBNF grammar (with a `root` rule) the output must follow. "
+        "400 invalid_value if the engine cannot parse it; 400 unsupported_parameter on engines without it.",
+    )
 
     def validate(self, attrs):
         if attrs.get("stream_options") and not attrs.get("stream"):
             raise serializers.ValidationError(
                 {"stream_options": ["stream_options is only allowed when stream is true."]}
             )
+        response_format = attrs.get("response_format")
+        if attrs.get("grammar") is not None and response_format and response_format["type"] != "text":
+            raise serializers.ValidationError({"grammar": ["grammar and response_format cannot be used together."]})
         return attrs
 
 
