@@ -242,10 +242,10 @@ async def test_tools_are_in_the_prompt_and_auto_answers_validly(client, smollm2,
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 async def test_required_forces_a_call_whose_arguments_validate(client, smollm2, seed):
     body = {"model": "smollm2", "messages": ASK, "tools": TOOLS, "tool_choice": "required", "seed": seed}
-    response = await client.post("/v1/chat/completions", json={**body, "temperature": 1.0, "max_tokens": 200})
+    response = await client.post("/v1/chat/completions", json={**body, "temperature": 1.0, "max_tokens": 150})
     assert response.status_code == 200, response.text
     (choice,) = response.json()["choices"]
     assert choice["finish_reason"] == "tool_calls"
