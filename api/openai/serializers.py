@@ -338,17 +338,17 @@ class ToolSerializer(StrictSerializer):
     function = FunctionSerializer()
 
 
-class FunctionCallSerializer(StrictSerializer):
+class CalledFunctionSerializer(StrictSerializer):
     name = serializers.CharField(max_length=64)
     arguments = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="The arguments as JSON text.")
 
 
-class ToolCallSerializer(StrictSerializer):
+class AssistantToolCallSerializer(StrictSerializer):
     """A call an earlier assistant turn made, as the API returned it."""
 
     id = serializers.CharField()
     type = serializers.ChoiceField(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
-    function = FunctionCallSerializer()
+    function = CalledFunctionSerializer()
 
 
 class MessageSerializer(StrictSerializer):
@@ -358,7 +358,7 @@ class MessageSerializer(StrictSerializer):
     )
     content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
-    tool_calls = ToolCallSerializer(many=True, required=False, help_text="Calls an assistant turn made.")
+    tool_calls = AssistantToolCallSerializer(many=True, required=False, help_text="Calls an assistant turn made.")
     tool_call_id = serializers.CharField(required=False, help_text="On a `tool` message: the call it answers.")
 
     def validate(self, attrs):
