@@ -25,13 +25,28 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "embeddings", "tokenize"}),
+    "llama_cpp": frozenset(
+        {
+            "streaming",
+            "stop",
+            "seed",
+            "logprobs",
+            "n",
+            "logit_bias",
+            "tools",
+            "response_format",
+            "grammar",
+            "embeddings",
+            "tokenize",
+        }
+    ),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed", "tools", "response_format", "embeddings", "tokenize"}),
     # Forwarded as they come: the upstream server must have them (OpenAI's API has no tokenizer).
     "upstream": frozenset({"streaming", "stop", "seed", "tools", "response_format", "embeddings"}),
-    "echo": frozenset({"streaming", "stop", "seed", "embeddings", "tokenize"}),
+    # Echo's tools: "auto" only, parsing a call out of the text it echoes (engines.echo).
+    "echo": frozenset({"streaming", "stop", "seed", "tools", "embeddings", "tokenize"}),
 }
 
 

@@ -2,7 +2,8 @@
 
 It answers with the text of the last message (or the prompt), one whitespace-delimited
 word per token, optionally pausing between tokens so concurrency is observable. It
-tokenizes by the same words and embeds by hashing them (engines.echo_vectors).
+tokenizes by the same words and embeds by hashing them (engines.echo_vectors). With tools
+offered ("auto" only), a call written in that text comes back as a tool call.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .capabilities import CAPABILITIES
 from .echo_vectors import EchoVocabulary, bag_of_words_vector
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UnsupportedParameterError
 from .inputs import require_dimensions
 from .stops import StopMatcher
+from .tool_calls import parsed_tool_calls
+from .tool_prompt import offers_tools
 
 _WORD = re.compile(r"\s*\S+")
 DEFAULT_EMBEDDING_SIZE = 32
@@ -49,6 +53,24 @@ class EchoEngine(Engine):
         self._loaded = False
 
     async def _generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if not offers_tools(request):
+            async with aclosing(self._echo(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        if request.tool_choice in ("required", "function"):
+            # Forcing a call takes a grammar; echo would only repeat text that may be no call.
+            raise UnsupportedParameterError(
+                f"The echo engine serving model `{self.spec.name}` cannot force a tool call; "
+                "use tool_choice 'auto' (a call in the echoed text is parsed).",
+                param="tool_choice",
+            )
+        # A call written in the echoed text comes back as a call, as a model's would.
+        async with aclosing(self._echo(request)) as chunks, aclosing(parsed_tool_calls(chunks, request)) as parsed:
+            async for chunk in parsed:
+                yield chunk
+
+    async def _echo(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.messages is not None:
             contents = [m.get("content") or "" for m in request.messages]
             source = contents[-1] if contents else ""

@@ -15,20 +15,24 @@ import os
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
-from .base import Chunk, GenerationRequest, ModelSpec
+from .base import Chunk, GenerationRequest, ModelSpec, OutputFormat
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
 from .inputs import input_param, render_template, require_dimensions, require_tokens, utf8
 from .llama_embeddings import EmbeddingContext, model_pooling
-from .llama_sampling import ChainSettings
+from .llama_grammar import PARAM as RESPONSE_FORMAT_PARAM
+from .llama_grammar import grammar_for
+from .llama_sampling import ChainSettings, GrammarSampler, grammar_samplers
 from .llama_scheduler import Scheduler, Sequence
 from .llama_tokenize import chat_formatter, chat_tokens_without_generation_prompt, detokenize_text
 from .threaded import ThreadedEngine, ThreadRelay
+from .tool_calls import forced_tool_format
+from .tool_prompt import chat_input
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, llama_context_p, llama_model_p
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-    from llama_cpp.llama_types import ChatCompletionRequestMessage
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, ChatCompletionTool
 
 logger = logging.getLogger(__name__)
 
@@ -225,16 +229,26 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         """Tokens in `text` by the model's own tokenizer (no BOS added)."""
         return len(self._require().tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> tuple[str, bool]:
-        """Apply the GGUF's chat template; returns the prompt and whether it adds BOS itself."""
-        if self._formatter is None:
-            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
-        formatter = self._formatter
-        # The API checked these as OpenAI chat messages, the shape the formatter is typed for.
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, bool]:
+        """Apply the GGUF's chat template (with `tools` for one that reads them, engines.tool_prompt);
+        returns the prompt and whether it adds BOS itself."""
+        formatter = self._chat_formatter()
+        # The API checked these as OpenAI chat messages and tools, the shapes the formatter is typed for.
         result = render_template(
-            lambda ready: formatter(messages=cast("list[ChatCompletionRequestMessage]", ready)), messages
+            lambda ready: formatter(
+                messages=cast("list[ChatCompletionRequestMessage]", ready),
+                tools=cast("list[ChatCompletionTool] | None", tools),
+            ),
+            messages,
         )
         return result.prompt, bool(result.added_special)
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter:
+        if self._formatter is None:
+            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
+        return self._formatter
 
     def _require(self) -> Llama:
         if self._llama is None or not self.loaded:
@@ -245,7 +259,8 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         llama = self._require()
         param = input_param(request)
         if request.messages is not None:
-            prompt, adds_bos = self.render_chat(list(request.messages))
+            chat = chat_input(request, template=self._chat_formatter().template)
+            prompt, adds_bos = self.render_chat(chat.messages, chat.tools)
             tokens = llama.tokenize(utf8(prompt, param=param), add_bos=not adds_bos, special=True)
         else:
             tokens = llama.tokenize(utf8(request.prompt or "", param=param), add_bos=True, special=False)
@@ -328,7 +343,35 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 param="logit_bias",
             )
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
+    def _output_format(self, request: GenerationRequest) -> OutputFormat | None:
+        """What the output must be (its grammar heads each choice's sampler chain); None: free text.
+        A forced tool call (engines.tool_calls) is one call's JSON, else the request's own format."""
+        if request.tool_choice in ("required", "function") and request.tools:
+            return forced_tool_format(request)
+        return request.output_format
+
+    def _prepare(self, request: GenerationRequest) -> list[GrammarSampler] | None:
+        """One compiled grammar sampler per choice when the output has a format. Converting a
+        schema and parsing GBNF take from microseconds to milliseconds: done off the loop, and
+        off the scheduler thread, whose every millisecond delays all running streams."""
+        output_format = self._output_format(request)
+        if output_format is None:
+            return None
+        grammar = grammar_for(output_format)
+        param = "grammar" if output_format.kind == "grammar" else RESPONSE_FORMAT_PARAM
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self._require()._model.model)
+        return grammar_samplers(vocab, grammar, request.sampling.n, param=param)
+
+    def _sequence(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        max_tokens: int,
+        relay: ThreadRelay,
+        prepared: list[GrammarSampler] | None = None,
+    ) -> Sequence:
         """Choice 0's sequence, carrying the other choices. With a seed, choice i uses seed + i:
         the choices differ, and the same request gives the same choices again."""
         sampling, settings = request.sampling, self._settings(request)
@@ -347,6 +390,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 cancelled=relay.cancelled,
                 index=i,
                 top_logprobs=sampling.top_logprobs if sampling.logprobs else None,
+                grammar=prepared[i] if prepared else None,
             )
             for i in range(sampling.n)
         ]

@@ -6,6 +6,8 @@ import dataclasses
 import random
 from typing import TYPE_CHECKING
 
+from .errors import InvalidInputError
+
 if TYPE_CHECKING:
     from llama_cpp import llama_context_p, llama_sampler_p, llama_vocab_p
 
@@ -88,3 +90,54 @@ class SamplerChain:
         if self.chain is not None:
             self._llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
+
+
+class GrammarSampler:
+    """A compiled `llama_sampler_init_grammar` sampler, owned here until a SamplerChain takes it
+    (`take`); one that is never taken (its request was cancelled while waiting) is freed here."""
+
+    def __init__(self, sampler: llama_sampler_p):
+        self._sampler: llama_sampler_p | None = sampler
+
+    def take(self) -> tuple[llama_sampler_p, ...]:
+        """The sampler, for SamplerChain's `first`; ownership goes with it. Empty once taken."""
+        sampler, self._sampler = self._sampler, None
+        return () if sampler is None else (sampler,)
+
+    def free(self) -> None:
+        """Free the sampler unless a chain took it."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(sampler)
+
+    def __del__(self) -> None:
+        try:
+            self.free()
+        except Exception:
+            pass
+
+
+def grammar_samplers(vocab: llama_vocab_p, grammar: str, count: int, *, param: str) -> list[GrammarSampler]:
+    """`count` grammar samplers for the GBNF `grammar`: parsed once, then cloned (one per choice).
+
+    llama.cpp returns NULL for a grammar it cannot parse (syntax, an undefined rule, no `root`,
+    left recursion); that is the client's error, named by `param`.
+    """
+    import llama_cpp
+
+    try:
+        text = grammar.encode("utf-8")
+    except UnicodeEncodeError:
+        text = b""
+    first = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root") if text else None
+    if not first:
+        raise InvalidInputError(
+            f"Invalid '{param}': llama.cpp cannot parse the grammar (GBNF with a `root` rule; "
+            "see llama.cpp's grammars/README.md).",
+            param=param,
+        )
+    samplers = [GrammarSampler(first)]
+    samplers += [GrammarSampler(llama_cpp.llama_sampler_clone(first)) for _ in range(count - 1)]
+    return samplers

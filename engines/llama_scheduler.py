@@ -46,11 +46,11 @@ import numpy as np
 
 from .base import Chunk, FinishReason, TokenLogprob, TopLogprob
 from .errors import EngineCrashedError, EngineError, EngineUnavailableError
-from .llama_sampling import ChainSettings, SamplerChain
+from .llama_sampling import ChainSettings, GrammarSampler, SamplerChain
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama, llama_context_p
+    from llama_cpp import Llama, llama_context_p, llama_vocab_p
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Sequence:
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     # How many alternatives to report with each token's log-probability; None: no logprobs.
     top_logprobs: int | None = None
+    # The grammar its output must follow (structured outputs); it heads the sampler chain.
+    grammar: GrammarSampler | None = None
     # n > 1: the choice this sequence is, and on choice 0 the other choices (which share
     # `emit` and `cancelled`); they start from choice 0's evaluated prompt.
     index: int = 0
@@ -299,7 +301,7 @@ class Scheduler:
         sequence.slot = slot
         sequence.n_past = keep
         sequence.cached_tokens = keep
-        sequence.sampler = SamplerChain(self._vocab, sequence.settings)
+        sequence.sampler = _chain(self._vocab, sequence)
         self._running.append(sequence)
         self.peak_running = max(self.peak_running, len(self._running))
 
@@ -317,7 +319,7 @@ class Scheduler:
         slot.tokens.clear()
         slot.starts.clear()
         sequence.slot = slot
-        sequence.sampler = SamplerChain(self._vocab, sequence.settings)
+        sequence.sampler = _chain(self._vocab, sequence)
         self._running.append(sequence)
         self.peak_running = max(self.peak_running, len(self._running))
 
@@ -509,6 +511,8 @@ class Scheduler:
         self._release(sequence)
 
     def _release(self, sequence: Sequence) -> None:
+        if sequence.grammar is not None:
+            sequence.grammar.free()  # a no-op once its chain took it
         if sequence.sampler is not None:
             sequence.sampler.free()
             sequence.sampler = None
@@ -536,6 +540,12 @@ class _LazyLogprobs:
             shifted = logits - logits.max()
             self._values = shifted - np.log(np.exp(shifted).sum())
         return self._values
+
+
+def _chain(vocab: llama_vocab_p, sequence: Sequence) -> SamplerChain:
+    """A sequence's sampler chain, headed by its grammar sampler when it has one."""
+    first = sequence.grammar.take() if sequence.grammar is not None else ()
+    return SamplerChain(vocab, sequence.settings, first=first)
 
 
 def _common_prefix(cached: list[int], prompt: list[int]) -> int:

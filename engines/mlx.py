@@ -119,7 +119,9 @@ class MlxEngine(ThreadedEngine[Scheduler]):
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         return self.prompt_ids(request)
 
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Sequence:
+    def _sequence(
+        self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay, prepared: Any = None
+    ) -> Sequence:
         self._check_logit_bias(request.sampling.logit_bias)
         return Sequence(
             request_id=request.request_id,

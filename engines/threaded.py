@@ -19,6 +19,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .errors import EngineUnavailableError
+from .tool_calls import parsed_tool_calls
+from .tool_prompt import offers_tools
 
 Emit = Callable[[Chunk | BaseException], None]
 
@@ -98,8 +100,19 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
         """The token ids the model is fed for `request`; runs off the event loop."""
 
     @abc.abstractmethod
-    def _sequence(self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay) -> Any:
-        """The scheduler's job for `request`, reporting through `relay`."""
+    def _sequence(
+        self, request: GenerationRequest, prompt: list[int], max_tokens: int, relay: ThreadRelay, prepared: Any = None
+    ) -> Any:
+        """The scheduler's job for `request`, reporting through `relay`; `prepared` is what
+        `_prepare` made for it."""
+
+    def _prepare(self, request: GenerationRequest) -> Any:
+        """Per-request work too slow for the event loop and not the scheduler thread's (compiling
+        a grammar); runs off the loop beside tokenizing. By default nothing."""
+        return None
+
+    def _prompt_and_prepared(self, request: GenerationRequest) -> tuple[list[int], Any]:
+        return self._prompt_tokens(request), self._prepare(request)
 
     def _check_request(self, request: GenerationRequest) -> None:
         """Refuse, before any work, what this model cannot do; by default nothing."""
@@ -123,7 +136,7 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
         self._check_request(request)
         # Templates and tokenizing run off the loop: a long prompt takes a while. Tokenizers
         # only read the vocabulary, so they may run beside the scheduler thread.
-        prompt = await asyncio.to_thread(self._prompt_tokens, request)
+        prompt, prepared = await asyncio.to_thread(self._prompt_and_prepared, request)
         max_tokens = completion_budget(
             prompt_tokens=len(prompt), max_tokens=request.sampling.max_tokens, n_ctx=self.spec.context_length
         )
@@ -131,10 +144,13 @@ class ThreadedEngine(Engine, Generic[SchedulerT]):
             yield self._nothing_to_generate(request, len(prompt))
             return
         relay = ThreadRelay()
-        scheduler.submit(self._sequence(request, prompt, max_tokens, relay))
+        scheduler.submit(self._sequence(request, prompt, max_tokens, relay, prepared))
         async with aclosing(relayed(relay, scheduler.wake)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+            # The model writes its tool calls as text; the client gets them as calls.
+            stream = parsed_tool_calls(chunks, request) if offers_tools(request) else chunks
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
 
     def state(self) -> dict[str, Any]:
         state = super().state()

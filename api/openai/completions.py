@@ -172,6 +172,9 @@ async def _stream_events(
             life.streamed(len(chunk.token_ids))
             if chunk.text or chunk.logprobs:
                 yield writer.delta(chunk.text, chunk.index, chunk.logprobs)
+            for piece in chunk.tool_calls:
+                for event in writer.tool_calls(piece, chunk.index):
+                    yield event
             if chunk.finish_reason is not None:
                 break
             chunk = await anext(chunks)

@@ -6,20 +6,23 @@ import json
 import time
 from typing import Any, cast, get_args
 
-from engines.base import TokenLogprob
+from engines.base import TokenLogprob, ToolCallDelta
 from serving.outcome import ChoiceOutcome
 
 from ..errors import Error
 from .shapes import (
+    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatLogprobs,
     FinishReason,
+    FunctionCallDelta,
     TextCompletion,
     TextCompletionChunk,
     TextLogprobs,
     Usage,
 )
+from .shapes import ToolCallDelta as ToolCallDeltaShape
 
 CHAT = "chat.completions"
 TEXT = "completions"
@@ -81,6 +84,31 @@ def text_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...], offset
     }
 
 
+def assistant_message(choice: ChoiceOutcome) -> AssistantMessage:
+    """A chat choice's message: its text, and its tool calls if it made any (content null if only those)."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    return {
+        "role": "assistant",
+        "content": choice.text or None,
+        "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in choice.tool_calls
+        ],
+    }
+
+
+def tool_call_deltas(piece: ToolCallDelta) -> list[ToolCallDeltaShape]:
+    """OpenAI's streamed pieces of a call: its opening (id, type, name, arguments "") then any arguments."""
+    deltas: list[ToolCallDeltaShape] = []
+    if piece.id is not None:
+        function: FunctionCallDelta = {"name": piece.name or "", "arguments": ""}
+        deltas.append({"index": piece.call, "id": piece.id, "type": "function", "function": function})
+    if piece.arguments:
+        deltas.append({"index": piece.call, "function": {"arguments": piece.arguments}})
+    return deltas
+
+
 def completion_body(
     *,
     kind: str,
@@ -98,12 +126,7 @@ def completion_body(
         if kind == CHAT:
             chat = None if choice.logprobs is None else chat_logprobs(choice.logprobs)
             bodies.append(
-                {
-                    "index": index,
-                    "message": {"role": "assistant", "content": choice.text},
-                    "logprobs": chat,
-                    "finish_reason": finish,
-                }
+                {"index": index, "message": assistant_message(choice), "logprobs": chat, "finish_reason": finish}
             )
         else:
             text = None if choice.logprobs is None else text_logprobs(choice.logprobs)
@@ -191,6 +214,13 @@ class ChunkWriter:
 
     def delta(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> CompletionChunk:
         return self._event([self._choice(index, text, None, logprobs=logprobs if self.logprobs else None)])
+
+    def tool_calls(self, piece: ToolCallDelta, index: int = 0) -> list[CompletionChunk]:
+        """Chat chunks carrying one piece of a tool call, as OpenAI streams them (one per chunk)."""
+        return [
+            self._event([{"index": index, "delta": {"tool_calls": [delta]}, "logprobs": None, "finish_reason": None}])
+            for delta in tool_call_deltas(piece)
+        ]
 
     def finish(self, finish_reason: str | None, index: int = 0) -> CompletionChunk:
         text = None if self.kind == CHAT else ""

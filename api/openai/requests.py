@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from rest_framework import serializers
 
-from engines.base import GenerationRequest, SamplingParams
+from engines.base import GenerationRequest, OutputFormat, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel
 from serving.errors import UnsupportedParameter
 
@@ -68,6 +70,19 @@ def _wants_format(response_format) -> bool:
     return True
 
 
+def output_format(body: dict) -> OutputFormat | None:
+    """What the output must be: `response_format` (validated by the serializer) or a raw GBNF `grammar`."""
+    if body.get("grammar") is not None:
+        return OutputFormat(kind="grammar", grammar=body["grammar"])
+    response_format = body.get("response_format")
+    if not _wants_format(response_format):
+        return None
+    if response_format["type"] == "json_object":
+        return OutputFormat(kind="json_object")
+    spec = response_format["json_schema"]
+    return OutputFormat(kind="json_schema", schema=spec["schema"], name=spec["name"])
+
+
 def features_used(kind: str, body: dict) -> dict[str, str]:
     """The engine features (engines.capabilities) the body uses, each with the parameter that asks for it."""
     wanted = {
@@ -80,10 +95,11 @@ def features_used(kind: str, body: dict) -> dict[str, str]:
         "tools": (
             "tools",
             bool(body.get("tools"))
-            or body.get("tool_choice") not in (None, "none", "auto")
+            or _tool_choice(body)[0] not in ("none", "auto")
             or any(m.get("tool_calls") or m["role"] == "tool" for m in body.get("messages", [])),
         ),
         "response_format": ("response_format", _wants_format(body.get("response_format"))),
+        "grammar": ("grammar", body.get("grammar") is not None),
     }
     return {feature: param for feature, (param, used) in wanted.items() if used}
 
@@ -120,7 +136,44 @@ def generation_request(kind: str, body: dict, model: ServedModel, request_id: st
         logit_bias=body.get("logit_bias") or (),
     )
     if kind == CHAT:
-        # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
-        messages = tuple({"role": m["role"], "content": m.get("content") or ""} for m in body["messages"])
-        return GenerationRequest(request_id=request_id, sampling=sampling, messages=messages, tenant=tenant)
-    return GenerationRequest(request_id=request_id, sampling=sampling, prompt=body["prompt"], tenant=tenant)
+        choice, forced = _tool_choice(body)
+        return GenerationRequest(
+            request_id=request_id,
+            sampling=sampling,
+            messages=tuple(_message(m) for m in body["messages"]),
+            tenant=tenant,
+            tools=tuple(_tool_spec(tool["function"]) for tool in body.get("tools") or ()),
+            tool_choice=cast(ToolChoice, choice),
+            forced_tool=forced,
+            parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+            output_format=output_format(body),
+        )
+    return GenerationRequest(
+        request_id=request_id,
+        sampling=sampling,
+        prompt=body["prompt"],
+        tenant=tenant,
+        output_format=output_format(body),
+    )
+
+
+def _tool_choice(body: dict) -> tuple[str, str | None]:
+    """The validated tool_choice; unset means "auto" (with no tools nothing is offered either way)."""
+    return body.get("tool_choice") or ("auto", None)
+
+
+def _tool_spec(function: dict) -> ToolSpec:
+    return ToolSpec(name=function["name"], description=function["description"], parameters=function["parameters"])
+
+
+def _message(message: dict) -> dict:
+    """A message in the engines' shape (OpenAI's): role, content (never None), and the tool fields it has."""
+    # The serializer turns null content into ""; `or` keeps a None from reaching any engine.
+    ready = {"role": message["role"], "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        ready["tool_calls"] = [
+            {"id": call["id"], "type": "function", "function": dict(call["function"])} for call in message["tool_calls"]
+        ]
+    if message.get("tool_call_id"):
+        ready["tool_call_id"] = message["tool_call_id"]
+    return ready

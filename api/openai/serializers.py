@@ -4,6 +4,7 @@ These serializers are also the request bodies' OpenAPI schema (api/openai/schema
 that takes several shapes says which with `extend_schema_field`, beside the code that parses it.
 """
 
+import json
 import re
 
 from drf_spectacular.utils import extend_schema_field
@@ -175,10 +176,16 @@ class PromptField(serializers.JSONField):
     pass
 
 
+TOOL_CHOICES = ("none", "auto", "required")
+_TOOL_CHOICE_ERROR = (
+    'Must be "none", "auto", "required" or {"type": "function", "function": {"name": <one of the tools>}}.'
+)
+
+
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "string", "enum": ["none", "auto", "required"]},
+            {"type": "string", "enum": list(TOOL_CHOICES)},
             {
                 "type": "object",
                 "required": ["type", "function"],
@@ -188,12 +195,39 @@ class PromptField(serializers.JSONField):
                 },
             },
         ],
-        "description": "Anything but `none`, `auto` or null needs tools support: 400 unsupported_parameter "
-        "on engines without it.",
+        "description": "Whether the model may call tools (`auto`, the default with tools), must not (`none`), "
+        "must call at least one (`required`), or must call the named function. `required` and a named "
+        "function are grammar-forced: the arguments always validate against the function's parameters.",
     }
 )
 class ToolChoiceField(serializers.JSONField):
-    pass
+    """`tool_choice`: normalised to ("none" | "auto" | "required", None) or ("function", name)."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if isinstance(data, str) and data in TOOL_CHOICES:
+            return (data, None)
+        if (
+            isinstance(data, dict)
+            and data.get("type") == "function"
+            and set(data) <= {"type", "function"}
+            and isinstance(data.get("function"), dict)
+            and set(data["function"]) == {"name"}
+            and isinstance(data["function"]["name"], str)
+        ):
+            return ("function", data["function"]["name"])
+        raise serializers.ValidationError(_TOOL_CHOICE_ERROR)
+
+    def to_representation(self, value):
+        choice, name = value
+        return {"type": "function", "function": {"name": name}} if choice == "function" else choice
+
+
+# A JSON schema's name, as OpenAI restricts it.
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+# GBNF text and JSON schemas beyond these sizes are refused: compiling them costs the engine.
+MAX_GRAMMAR_CHARS = 65_536
 
 
 @extend_schema_field(
@@ -202,18 +236,119 @@ class ToolChoiceField(serializers.JSONField):
             {
                 "type": "object",
                 "required": ["type"],
+                "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "required": ["type", "json_schema"],
                 "properties": {
-                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-                    "json_schema": {"type": "object"},
+                    "type": {"const": "json_schema"},
+                    "json_schema": {
+                        "type": "object",
+                        "required": ["name", "schema"],
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                            "description": {"type": "string"},
+                            "schema": {"type": "object"},
+                            "strict": {"type": ["boolean", "null"]},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
+                "additionalProperties": False,
             },
         ],
-        "description": 'Anything but `{"type": "text"}` needs structured output: 400 '
-        "unsupported_parameter on engines without it.",
+        "description": "`json_object`: the output is one JSON object. `json_schema`: it validates against "
+        "`schema` (a keyword the engine cannot enforce is a 400 naming it, never ignored). Anything "
+        "but `text` needs structured outputs: 400 unsupported_parameter on engines without them.",
     }
 )
 class ResponseFormatField(serializers.JSONField):
-    pass
+    """`response_format`, checked for OpenAI's shape; normalised to {"type", ["json_schema"]}."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict) or data.get("type") not in RESPONSE_FORMAT_TYPES:
+            raise serializers.ValidationError("Must be an object whose 'type' is text, json_object or json_schema.")
+        kind = data["type"]
+        extra = sorted(set(data) - {"type", "json_schema"} if kind == "json_schema" else set(data) - {"type"})
+        if extra:
+            raise serializers.ValidationError("Unrecognized field in response_format (only 'type' and 'json_schema').")
+        if kind != "json_schema":
+            return {"type": kind}
+        spec = data.get("json_schema")
+        if not isinstance(spec, dict):
+            raise serializers.ValidationError("A json_schema response_format needs a 'json_schema' object.")
+        if set(spec) - {"name", "description", "schema", "strict"}:
+            raise serializers.ValidationError(
+                "Unrecognized field in response_format.json_schema (name, description, schema, strict)."
+            )
+        if not isinstance(spec.get("name"), str) or not _SCHEMA_NAME.fullmatch(spec["name"]):
+            raise serializers.ValidationError("json_schema.name must be 1 to 64 letters, digits, '_' or '-'.")
+        if not isinstance(spec.get("schema"), dict):
+            raise serializers.ValidationError("json_schema.schema must be a JSON schema (an object).")
+        if not isinstance(spec.get("description", ""), str) or not isinstance(spec.get("strict"), (bool, type(None))):
+            raise serializers.ValidationError("json_schema.description must be a string and strict a boolean.")
+        if len(json.dumps(spec["schema"])) > MAX_GRAMMAR_CHARS:
+            raise serializers.ValidationError(f"json_schema.schema is longer than {MAX_GRAMMAR_CHARS} characters.")
+        return {"type": kind, "json_schema": spec}
+
+
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # anchored: DRF searches
+EMPTY_PARAMETERS = {"type": "object", "properties": {}}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "The arguments' JSON schema, an object schema (`type: object`); omitted or `{}` for "
+        "a function without arguments.",
+    }
+)
+class ParametersField(serializers.JSONField):
+    """A function's `parameters`: a JSON schema of type object; `{}` means no arguments."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if data == {}:
+            return dict(EMPTY_PARAMETERS)
+        if not isinstance(data, dict) or data.get("type") != "object":
+            raise serializers.ValidationError('Must be a JSON schema of an object: {"type": "object", ...}.')
+        if not isinstance(data.get("properties", {}), dict):
+            raise serializers.ValidationError("'properties' must be an object mapping names to schemas.")
+        return data
+
+
+class FunctionSerializer(StrictSerializer):
+    name = serializers.RegexField(
+        FUNCTION_NAME,
+        max_length=64,
+        error_messages={"invalid": "Must be 1 to 64 letters, digits, underscores or dashes."},
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    parameters = ParametersField(required=False, default=dict(EMPTY_PARAMETERS))
+    strict = serializers.BooleanField(required=False, allow_null=True)
+
+
+class ToolSerializer(StrictSerializer):
+    """A function the model may call."""
+
+    type = serializers.ChoiceField(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
+    function = FunctionSerializer()
+
+
+class CalledFunctionSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=64)
+    arguments = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="The arguments as JSON text.")
+
+
+class AssistantToolCallSerializer(StrictSerializer):
+    """A call an earlier assistant turn made, as the API returned it."""
+
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
+    function = CalledFunctionSerializer()
 
 
 class MessageSerializer(StrictSerializer):
@@ -223,8 +358,18 @@ class MessageSerializer(StrictSerializer):
     )
     content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
-    tool_calls = serializers.ListField(required=False)
-    tool_call_id = serializers.CharField(required=False)
+    tool_calls = AssistantToolCallSerializer(many=True, required=False, help_text="Calls an assistant turn made.")
+    tool_call_id = serializers.CharField(required=False, help_text="On a `tool` message: the call it answers.")
+
+    def validate(self, attrs):
+        role = attrs["role"]
+        if attrs.get("tool_calls") and role != "assistant":
+            raise serializers.ValidationError({"tool_calls": ["Only assistant messages carry tool_calls."]})
+        if role == "tool" and not attrs.get("tool_call_id"):
+            raise serializers.ValidationError({"tool_call_id": ["A tool message needs the tool_call_id it answers."]})
+        if attrs.get("tool_call_id") and role != "tool":
+            raise serializers.ValidationError({"tool_call_id": ["Only tool messages carry a tool_call_id."]})
+        return attrs
 
 
 class StreamOptionsSerializer(StrictSerializer):
@@ -247,12 +392,23 @@ class SamplingFieldsSerializer(StrictSerializer):
     frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
     logit_bias = LogitBiasField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True)
+    grammar = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=MAX_GRAMMAR_CHARS,
+        trim_whitespace=False,
+        help_text="llama-server's extension: a GBNF grammar (with a `root` rule) the output must follow. "
+        "400 invalid_value if the engine cannot parse it; 400 unsupported_parameter on engines without it.",
+    )
 
     def validate(self, attrs):
         if attrs.get("stream_options") and not attrs.get("stream"):
             raise serializers.ValidationError(
                 {"stream_options": ["stream_options is only allowed when stream is true."]}
             )
+        response_format = attrs.get("response_format")
+        if attrs.get("grammar") is not None and response_format and response_format["type"] != "text":
+            raise serializers.ValidationError({"grammar": ["grammar and response_format cannot be used together."]})
         return attrs
 
 
@@ -261,7 +417,7 @@ class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     logprobs = serializers.BooleanField(required=False, allow_null=True)
     top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
-    tools = serializers.ListField(required=False, allow_null=True)
+    tools = ToolSerializer(many=True, required=False, allow_null=True)
     tool_choice = ToolChoiceField(required=False, allow_null=True)
     parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
     response_format = ResponseFormatField(required=False, allow_null=True)
@@ -274,7 +430,24 @@ class ChatCompletionRequestSerializer(SamplingFieldsSerializer):
             attrs["max_tokens"] = attrs["max_completion_tokens"]
         if attrs.get("top_logprobs") and not attrs.get("logprobs"):
             raise serializers.ValidationError({"top_logprobs": ["top_logprobs requires logprobs to be true."]})
+        _check_tools(attrs.get("tools") or [], attrs.get("tool_choice"))
         return attrs
+
+
+def _check_tools(tools: list[dict], tool_choice: tuple[str, str | None] | None) -> None:
+    """Function names are unique, and a forced call names one of them."""
+    names = [tool["function"]["name"] for tool in tools]
+    if len(set(names)) != len(names):
+        raise serializers.ValidationError({"tools": ["Function names must be unique."]})
+    if tool_choice is None or tool_choice[0] in ("none", "auto"):
+        return
+    choice, name = tool_choice
+    if not tools:
+        raise serializers.ValidationError({"tool_choice": [f'tool_choice "{choice}" needs tools.']})
+    if choice == "function" and name not in names:
+        # Only a well-formed name is repeated: errors are recorded, and this is the client's text.
+        which = f"function {name!r}" if name is not None and FUNCTION_NAME.fullmatch(name) else "a function"
+        raise serializers.ValidationError({"tool_choice": [f"It names {which}, which is not among the tools."]})
 
 
 class CompletionRequestSerializer(SamplingFieldsSerializer):

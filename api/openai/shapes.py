@@ -8,14 +8,16 @@ from typing import Annotated, Literal, NotRequired, TypedDict, get_args
 from ..typed_shapes import Field
 
 # Our engines also end with "cancelled"/"error"; format.py passes on only what OpenAI clients know.
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 AssistantRole = Literal["assistant"]
 TextCompletionObject = Literal["text_completion"]
+FunctionType = Literal["function"]
 # Whole answers and chunks share these enums; settings' ENUM_NAME_OVERRIDES names them from here
 # (two components with one choice set would otherwise get a hashed enum name).
 ASSISTANT_ROLE_CHOICES = get_args(AssistantRole)
 TEXT_COMPLETION_OBJECT_CHOICES = get_args(TextCompletionObject)
+FUNCTION_TYPE_CHOICES = get_args(FunctionType)
 
 _LOGPROB = Field(max_value=0)
 
@@ -80,9 +82,23 @@ _CREATED = Annotated[int, Field(help_text="Unix time in seconds.")]
 _MODEL = Annotated[str, Field(help_text="The model name as the request gave it.")]
 
 
+class FunctionCall(TypedDict):
+    name: str
+    arguments: Annotated[str, Field(help_text="The arguments as JSON text (an object).")]
+
+
+class ToolCall(TypedDict):
+    """A call the model made; the client runs it and answers with a `tool` message."""
+
+    id: Annotated[str, Field(help_text="`call_...`; the `tool` message answering it names it in `tool_call_id`.")]
+    type: FunctionType
+    function: FunctionCall
+
+
 class AssistantMessage(TypedDict):
     role: AssistantRole
-    content: str
+    content: Annotated[str | None, Field(help_text="Null when the model only called tools.")]
+    tool_calls: NotRequired[Annotated[list[ToolCall], Field(help_text="Present when the model called tools.")]]
 
 
 class ChatChoice(TypedDict):
@@ -132,11 +148,26 @@ _CHUNK_USAGE = Annotated[
 ]
 
 
+class FunctionCallDelta(TypedDict, total=False):
+    name: Annotated[str, Field(help_text="On a call's first delta.")]
+    arguments: Annotated[str, Field(help_text='A fragment of the arguments\' JSON text ("" on the first delta).')]
+
+
+class ToolCallDelta(TypedDict):
+    """A piece of a call: the first has `id`, `type` and the function's `name`, later ones argument fragments."""
+
+    index: Annotated[int, Field(min_value=0, help_text="Which call of the choice this piece belongs to.")]
+    id: NotRequired[str]
+    type: NotRequired[FunctionType]
+    function: FunctionCallDelta
+
+
 class ChatDelta(TypedDict, total=False):
-    """What a chunk adds to the message: the role on the opening chunk, then content."""
+    """What a chunk adds to the message: the role on the opening chunk, then content or tool-call pieces."""
 
     role: AssistantRole
     content: str
+    tool_calls: list[ToolCallDelta]
 
 
 class ChatChunkChoice(TypedDict):

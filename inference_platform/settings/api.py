@@ -42,6 +42,7 @@ SPECTACULAR_SETTINGS = {
         "AssistantMessageRoleEnum": "api.openai.shapes.ASSISTANT_ROLE_CHOICES",
         "TextCompletionObjectEnum": "api.openai.shapes.TEXT_COMPLETION_OBJECT_CHOICES",
         "ListObjectEnum": "api.openai.embeddings.LIST_OBJECT_CHOICES",
+        "FunctionTypeEnum": "api.openai.shapes.FUNCTION_TYPE_CHOICES",
     },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -80,10 +80,14 @@ parts = st.lists(
     st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": wild_text}), json_values), max_size=3
 )
 content = st.one_of(wild_text, st.none(), parts)
-# Not "tool": a tool message asks for the tools capability, which llama_cpp refuses before the model runs.
+# A tool message (a tool's result) answers a call by its id; without one it is refused at once.
 message = st.builds(
-    lambda role, text, omit: {"role": role} if omit else {"role": role, "content": text},
-    st.sampled_from([r for r in ROLES if r != "tool"]),
+    lambda role, text, omit: {
+        "role": role,
+        **({} if omit else {"content": text}),
+        **({"tool_call_id": "call_1"} if role == "tool" else {}),
+    },
+    st.sampled_from(ROLES),
     content,
     st.booleans(),
 )
