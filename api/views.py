@@ -1,4 +1,4 @@
-"""DRF views for the OpenAI-compatible API. Each parses and authorizes, then calls one service."""
+"""DRF views for the OpenAI-compatible API and Anthropic's Messages. Each parses and authorizes, then calls one service."""
 
 from adrf.views import APIView
 from django.http import HttpResponse, StreamingHttpResponse
@@ -6,6 +6,10 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from .anthropic import schema as anthropic_schema
+from .anthropic.errors import anthropic_exception_handler
+from .anthropic.messages import StreamResult as MessagesStream
+from .anthropic.messages import count_tokens_serve, messages_serve
 from .openai import schema
 from .openai.completions import StreamResult, completion_serve
 from .openai.format import CHAT, TEXT
@@ -43,9 +47,7 @@ class SystemStatusView(APIView):
         return Response(await status_service.system_status())
 
 
-class _CompletionView(APIView):
-    kind: str
-
+class _JsonRenderingView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         """The JSON answer rendered here, on the event loop, into a plain response with the same bytes and headers.
 
@@ -61,13 +63,21 @@ class _CompletionView(APIView):
             rendered[name] = value
         return rendered
 
+
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
+    return response
+
+
+class _CompletionView(_JsonRenderingView):
+    kind: str
+
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
         if isinstance(result, StreamResult):
-            response = StreamingHttpResponse(result.sse(), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # let proxies pass events through as they come
-            return response
+            return _event_stream(result.sse())
         return Response(result.body)
 
 
@@ -79,3 +89,25 @@ class ChatCompletionsView(_CompletionView):
 @schema.COMPLETIONS
 class CompletionsView(_CompletionView):
     kind = TEXT
+
+
+class _AnthropicView(_JsonRenderingView):
+    """Anthropic's routes: every error, authentication's and the method check's too, in Anthropic's shape."""
+
+    def get_exception_handler(self):
+        return anthropic_exception_handler
+
+
+@anthropic_schema.MESSAGES
+class MessagesView(_AnthropicView):
+    async def post(self, request):
+        result = await messages_serve(key=request.auth, read_body=lambda: request.data)
+        if isinstance(result, MessagesStream):
+            return _event_stream(result.sse())
+        return Response(result.body)
+
+
+@anthropic_schema.COUNT_TOKENS
+class CountTokensView(_AnthropicView):
+    async def post(self, request):
+        return Response(await count_tokens_serve(key=request.auth, read_body=lambda: request.data))

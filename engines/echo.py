@@ -79,4 +79,6 @@ class EchoEngine(Engine):
         tail = matcher.flush()
         if tail:
             yield Chunk(text=tail)
-        yield Chunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted)
+        yield Chunk(
+            finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted, stop_sequence=matcher.matched
+        )

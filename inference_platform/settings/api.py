@@ -23,6 +23,9 @@ SPECTACULAR_SETTINGS = {
         'With `"stream": true` the completion endpoints answer `text/event-stream`: one '
         "`data: <chunk JSON>` event per chunk, ending with `data: [DONE]`; an error after the stream "
         'has started arrives as a `data: {"error": ...}` event.\n\n'
+        "**Anthropic Messages** (`/v1/messages`, `/v1/messages/count_tokens`) speak Anthropic's protocol: "
+        "the key may come in `x-api-key`, errors are "
+        '`{"type": "error", "error": {"type", "message"}}`, and streams are `event:`/`data:` pairs.\n\n'
         "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions` "
         'and `ws://HOST:PORT/ws/v1/completions` take `{"type": "request", "body": {...}}` '
         "(the body you would POST here), always stream, and end every request with a `[DONE]` text "
@@ -35,6 +38,17 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are public: a stale key in the browser must not lock them.
     "SERVE_AUTHENTICATION": [],
     # Bearer scheme: api/openai/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
+    # The same key in `x-api-key`, as Anthropic's SDK sends it; the Messages routes list it beside ApiKeyAuth.
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "XApiKeyAuth": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "x-api-key",
+                "description": "The API key (`ipk-...`) in the header Anthropic's SDK sends; works on every route.",
+            }
+        }
+    },
     "ENUM_NAME_OVERRIDES": {
         "AssistantMessageRoleEnum": "api.openai.shapes.ASSISTANT_ROLE_CHOICES",
         "TextCompletionObjectEnum": "api.openai.shapes.TEXT_COMPLETION_OBJECT_CHOICES",

@@ -31,6 +31,8 @@ PATHS = {
     "/v1/models/{model_id}": {"get"},
     "/v1/chat/completions": {"post"},
     "/v1/completions": {"post"},
+    "/v1/messages": {"post"},
+    "/v1/messages/count_tokens": {"post"},
     "/v1/system/status": {"get"},
     "/metrics": {"get"},
 }
@@ -65,9 +67,12 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
     for path, methods in PATHS.items():
         for method in methods:
             operation = document["paths"][path][method]
-            expected = {"/health": [], "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}]}.get(
-                path, [{"ApiKeyAuth": []}]
-            )
+            expected = {
+                "/health": [],
+                "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}],
+                "/v1/messages": [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}],
+                "/v1/messages/count_tokens": [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}],
+            }.get(path, [{"ApiKeyAuth": []}])
             assert operation.get("security", []) == expected, (path, method)
             assert "500" in operation["responses"]
             if path != "/health":
@@ -77,6 +82,16 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
         responses = document["paths"][path]["post"]["responses"]
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
         assert {"400", "404", "415", "502", "503"} <= set(responses)
+    assert document["components"]["securitySchemes"]["XApiKeyAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": document["components"]["securitySchemes"]["XApiKeyAuth"]["description"],
+    }
+    messages = document["paths"]["/v1/messages"]["post"]["responses"]
+    assert set(messages["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert {"400", "401", "404", "413", "429", "529"} <= set(messages)
+    assert messages["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AnthropicError"}
 
 
 def test_schema_generates_without_warnings(tmp_path):
@@ -92,6 +107,8 @@ def test_annotated_views_stay_async():
     for view in (views.ChatCompletionsView, views.CompletionsView):
         assert inspect.iscoroutinefunction(view.post), view
         assert view.post is not views._CompletionView.post  # each carries its own schema
+    for view in (views.MessagesView, views.CountTokensView):
+        assert inspect.iscoroutinefunction(view.post), view
 
 
 def test_the_schema_validator_rejects_a_broken_document():
