@@ -4,6 +4,8 @@ the TypedDicts their builders return (api/anthropic/serializers.py, api/anthropi
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -15,7 +17,7 @@ from .shapes import STREAM_EVENTS, AnthropicError, AnthropicMessage, MessageToke
 
 ErrorSerializer = serializer_for(AnthropicError)
 # The security requirement of these routes: the Bearer key, or the same key in `x-api-key`.
-AUTH = [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}]
+AUTH: list[Any] = [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}]  # requirement objects, which the stubs type as names
 
 
 class AnthropicStreamEventSerializer(serializers.Serializer):

@@ -181,6 +181,24 @@ def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
             assert response.json()["choices"], response.text
 
 
+@pytest.mark.live
+def test_documented_message_examples_answer_as_documented(live_schema, echo_live):
+    """The Messages examples succeed with the key in `x-api-key`; JSON and every stream event match the schema."""
+    operation = live_schema["/v1/messages"]["post"]
+    content = live_schema.raw_schema["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
+    bodies = [example["value"] for example in content["examples"].values()]
+    assert {bool(body.get("stream")) for body in bodies} == {False, True}
+    for body in bodies:
+        case = operation.Case(body=body, media_type="application/json")
+        response = case.call_and_validate(headers={"x-api-key": echo_live.api_key}, checks=CHECKS, timeout=60)
+        assert response.status_code == 200, response.text
+        if body.get("stream"):
+            events = [e for e in response.text.split("\n\n") if e]
+            assert events[0].startswith("event: message_start") and events[-1].startswith("event: message_stop")
+        else:
+            assert response.json()["type"] == "message" and response.json()["content"], response.text
+
+
 def _use_served_model(case) -> None:
     """Random model names only reach the 404 path: send the served one half of the time.
 
