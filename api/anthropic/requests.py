@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engines.base import GenerationRequest, SamplingParams, ToolChoice, ToolSpec
+from engines.base import GenerationRequest, OutputFormat, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel
 
 from ..openai.requests import _sharing_bound_fields
@@ -42,8 +42,14 @@ def features_used(body: dict) -> dict[str, str]:
         "streaming": ("stream", bool(body.get("stream"))),
         "stop": ("stop_sequences", bool(body.get("stop_sequences"))),
         "tools": ("tools", bool(body.get("tools")) or tool_blocks),
+        "response_format": ("output_config.format", _output_schema(body) is not None),
     }
     return {feature: param for feature, (param, used) in wanted.items() if used}
+
+
+def _output_schema(body: dict) -> dict | None:
+    output_format = (body.get("output_config") or {}).get("format")
+    return output_format["schema"] if output_format else None
 
 
 def chat_messages(body: dict) -> tuple[dict[str, Any], ...]:
@@ -123,8 +129,14 @@ def generation_request(body: dict, model: ServedModel, request_id: str, *, tenan
         stop=tuple(body.get("stop_sequences") or ()),
         seed=defaults.get("seed"),
     )
+    schema = _output_schema(body)
     return GenerationRequest(
-        request_id=request_id, sampling=sampling, messages=chat_messages(body), tenant=tenant, **_tools(body)
+        request_id=request_id,
+        sampling=sampling,
+        messages=chat_messages(body),
+        tenant=tenant,
+        output_format=None if schema is None else OutputFormat(kind="json_schema", schema=schema),
+        **_tools(body),
     )
 
 

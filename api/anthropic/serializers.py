@@ -167,6 +167,9 @@ class AnthropicToolSerializer(StrictSerializer):
     input_schema = serializers.DictField(help_text="The JSON schema of the tool's input (an object).")
     type = serializers.CharField(required=False, allow_null=True)
     cache_control = serializers.DictField(required=False, allow_null=True, help_text=_CACHE_CONTROL["description"])
+    # Forced calls are grammar-constrained and streamed in fragments whatever these say.
+    strict = serializers.BooleanField(required=False, allow_null=True)
+    eager_input_streaming = serializers.BooleanField(required=False, allow_null=True)
 
     def validate_type(self, value):
         if value not in (None, "custom"):
@@ -204,6 +207,23 @@ class ThinkingSerializer(StrictSerializer):
         return value
 
 
+class JsonOutputFormatSerializer(StrictSerializer):
+    type = serializers.ChoiceField(choices=("json_schema",))
+    schema = serializers.DictField(help_text="The JSON schema the answer's text must satisfy.")
+
+
+class OutputConfigSerializer(StrictSerializer):
+    """`format` asks for JSON valid against a schema (structured output); `effort` is refused."""
+
+    format = JsonOutputFormatSerializer(required=False, allow_null=True)
+    effort = serializers.ChoiceField(choices=("low", "medium", "high", "xhigh", "max"), required=False, allow_null=True)
+
+    def validate_effort(self, value):
+        if value is not None:
+            raise UnsupportedParameter("'effort' is not supported.", param="output_config.effort")
+        return value
+
+
 class CountTokensRequestSerializer(StrictSerializer):
     """What `/v1/messages/count_tokens` counts: the prompt a Messages request with these fields would have."""
 
@@ -213,6 +233,8 @@ class CountTokensRequestSerializer(StrictSerializer):
     tools = AnthropicToolSerializer(many=True, required=False, allow_null=True)
     tool_choice = AnthropicToolChoiceSerializer(required=False, allow_null=True)
     thinking = ThinkingSerializer(required=False, allow_null=True)
+    output_config = OutputConfigSerializer(required=False, allow_null=True)
+    cache_control = serializers.DictField(required=False, allow_null=True, help_text=_CACHE_CONTROL["description"])
 
     def validate(self, attrs):
         if attrs["messages"][-1]["role"] == "assistant":

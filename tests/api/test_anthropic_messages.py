@@ -6,7 +6,9 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
+from api.anthropic.requests import generation_request, validated_body
 from engines.capabilities import CAPABILITIES
+from models_registry.models import ServedModel
 from models_registry.services.served_models import served_model_register
 from monitoring.models import RequestRecord
 from tests.engines.openai_server import replay_server
@@ -175,11 +177,78 @@ async def test_unsupported_features_are_named(client, echo_model):
     assert_anthropic_error(top_k, 400, "invalid_request_error", "top_k")
     thinking = await client.post("/v1/messages", json={**ECHO, "thinking": {"type": "enabled", "budget_tokens": 1024}})
     assert_anthropic_error(thinking, 400, "invalid_request_error", "thinking")
-    disabled = await client.post("/v1/messages", json={**ECHO, "thinking": {"type": "disabled"}})
-    assert disabled.status_code == 200, disabled.text
+    effort = await client.post("/v1/messages", json={**ECHO, "output_config": {"effort": "high"}})
+    assert_anthropic_error(effort, 400, "invalid_request_error", "effort")
+    prefill = {**ECHO, "messages": [*ECHO["messages"], {"role": "assistant", "content": "one"}]}
+    assert_anthropic_error(await client.post("/v1/messages", json=prefill), 400, "invalid_request_error", "prefill")
+    # Prompt-caching hints are accepted: prefixes are cached without them.
+    cached = {
+        **ECHO,
+        "cache_control": {"type": "ephemeral"},
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "disabled"},
+    }
+    accepted = await client.post("/v1/messages", json=cached)
+    assert accepted.status_code == 200, accepted.text
     # Nothing reached an engine, and each refusal is one record.
     refused = await records(endpoint="messages", status_code=400)
-    assert len(refused) == 3 and {r.error_type for r in refused} == {"unsupported_parameter"}
+    assert len(refused) == 5 and {r.error_type for r in refused} == {"unsupported_parameter"}
+
+
+def test_tool_use_history_becomes_openai_chat_messages():
+    """tool_use blocks are assistant tool calls, tool_result blocks tool messages, in the order written."""
+    body = validated_body(
+        {
+            "model": "m",
+            "max_tokens": 8,
+            "system": "Use tools.",
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Oslo?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                        {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_2",
+                            "content": [{"type": "text", "text": "no data"}],
+                            "is_error": True,
+                        },
+                        {"type": "text", "text": "Thanks!"},
+                    ],
+                },
+            ],
+        }
+    )
+    request = generation_request(body, ServedModel(name="m", default_params={}), "r1", tenant="1")
+    call = {"type": "function", "function": {"name": "get_weather"}}
+    assert request.messages == (
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {**call, "id": "toolu_1", "function": {**call["function"], "arguments": '{"city": "Paris"}'}},
+                {**call, "id": "toolu_2", "function": {**call["function"], "arguments": '{"city": "Oslo"}'}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no data"},
+        {"role": "user", "content": "Thanks!"},
+    )
+    assert (request.tool_choice, request.forced_tool, request.parallel_tool_calls) == ("function", "get_weather", False)
+    assert request.tools[0].name == "get_weather" and request.tools[0].parameters == {"type": "object"}
 
 
 async def test_unknown_model_method_and_path_are_anthropic_errors(client, echo_model):
