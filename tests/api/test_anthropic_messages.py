@@ -273,12 +273,60 @@ async def test_a_body_over_the_limit_is_request_too_large(client, echo_model, se
     assert openai.status_code == 413 and openai.json()["error"]["code"] == "request_too_large"
 
 
-async def test_tools_on_an_engine_without_them_are_refused(client, echo_model):
-    if "tools" in CAPABILITIES["echo"]:
-        pytest.skip("the echo engine serves tools")
-    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
-    refused = await client.post("/v1/messages", json={**ECHO, "tools": [tool]})
-    assert_anthropic_error(refused, 400, "invalid_request_error", "tools", "echo")
+WEATHER_TOOL = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+# What echo says back: some text, then a call in the generic tool prompt's tags (engines.tool_calls).
+CALLING = 'Let me look. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+echo_tools = pytest.mark.skipif("tools" not in CAPABILITIES["echo"], reason="needs tools on the echo engine")
+
+
+@echo_tools
+async def test_a_tool_call_is_a_tool_use_block(client, echo_model):
+    body = {**ECHO, "tools": [WEATHER_TOOL], "messages": [{"role": "user", "content": CALLING}]}
+    answer = (await client.post("/v1/messages", json=body)).json()
+    text, call = answer["content"]
+    assert text == {"type": "text", "text": "Let me look. "}
+    assert call["type"] == "tool_use" and call["id"].startswith("toolu_")
+    assert (call["name"], call["input"]) == ("get_weather", {"city": "Paris"})
+    assert (answer["stop_reason"], answer["stop_sequence"]) == ("tool_use", None)
+
+    events = anthropic_events((await client.post("/v1/messages", json={**body, "stream": True})).text)
+    starts = [data["content_block"] for name, data in events if name == "content_block_start"]
+    assert starts[0] == {"type": "text", "text": ""}
+    assert starts[1] == {"type": "tool_use", "id": starts[1]["id"], "name": "get_weather", "input": {}}
+    fragments = [
+        data["delta"]["partial_json"]
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == "input_json_delta"
+    ]
+    assert all(
+        data["index"] == 1 for name, data in events if name == "content_block_delta" and "partial_json" in data["delta"]
+    )
+    assert json.loads("".join(fragments)) == {"city": "Paris"}
+    stops = [data["index"] for name, data in events if name == "content_block_stop"]
+    assert stops == [0, 1]
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+@echo_tools
+async def test_a_tool_result_round_trip_reaches_the_engine(client, echo_model):
+    body = {
+        **ECHO,
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": CALLING},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Paris"}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "sunny and warm"}],
+            },
+        ],
+    }
+    answer = (await client.post("/v1/messages", json=body)).json()
+    # Echo answers the last message, which is the tool's result.
+    assert answer["content"] == [{"type": "text", "text": "sunny and warm"}] and answer["stop_reason"] == "end_turn"
 
 
 def sse(*events) -> bytes:
@@ -296,6 +344,26 @@ async def upstream_model(base_url: str):
     return await sync_to_async(served_model_register)(
         name="qwen", source="qwen", engine="upstream", context_length=2048, engine_options={"base_url": base_url}
     )
+
+
+async def test_tools_and_tool_history_on_an_engine_without_tools_are_refused(client):
+    """The upstream engine passes no tools on: both a tool offer and a tool_use history are 400s naming it."""
+    with replay_server(sse(vllm_chunk({"content": "unused"}, finish="stop"), b"[DONE]")) as server:
+        await upstream_model(server.base_url)
+        offered = await client.post("/v1/messages", json={**ECHO, "model": "qwen", "tools": [WEATHER_TOOL]})
+        history = {
+            **ECHO,
+            "model": "qwen",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sun"}]},
+            ],
+        }
+        replayed = await client.post("/v1/messages", json=history)
+        assert not server.requests  # refused before anything was sent upstream
+    for refused in (offered, replayed):
+        assert_anthropic_error(refused, 400, "invalid_request_error", "'tools'", "upstream")
 
 
 async def test_an_error_after_the_first_event_is_an_in_band_error_event(client):
