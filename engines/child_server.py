@@ -28,6 +28,8 @@ class SupervisedServerEngine(Engine):
 
     name = "supervised"
     capabilities = CAPABILITIES["upstream"]  # what the proxy forwards
+    # Whether the child serves vLLM's /tokenize and /detokenize beside its OpenAI routes.
+    tokenizer_endpoints = False
     health_url_template = "http://{host}:{port}/v1/models"
     base_url_template = "http://{host}:{port}/v1"
     default_startup_timeout_s = 120.0
@@ -115,6 +117,19 @@ class SupervisedServerEngine(Engine):
                 raise
         await self._wait_ready(supervisor)
         async for chunk in proxy.stream(request):
+            yield chunk
+
+    async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Embeddings from the child's /embeddings, and its tokenizer where `tokenizer_endpoints`."""
+        supervisor, proxy = self.supervisor, self._proxy
+        wanted = request.task == "embed" or self.tokenizer_endpoints
+        if supervisor is None or proxy is None or not wanted:
+            async for chunk in super()._one_shot(request):
+                yield chunk
+            return
+        await self._wait_ready(supervisor)
+        results = proxy.embed(request) if request.task == "embed" else proxy.tokenize(request)
+        async for chunk in results:
             yield chunk
 
     async def _relaunched_since(self, supervisor: ServerSupervisor, launch: int) -> bool:

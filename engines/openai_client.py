@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .base import Chunk, FinishReason, GenerationRequest, completion_budget
+from .base import Chunk, FinishReason, GenerationRequest, OutputFormat, ToolCallDelta, completion_budget
 from .errors import (
     ContextOverflowError,
     EngineCrashedError,
@@ -40,7 +40,12 @@ _CONTEXT_WORDS = re.compile(r"context[ _](length|window)|maximum context|prompt 
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-_FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "abort": "cancelled",
+}
 
 # Connections kept open to the upstream per event loop, for the next requests; beyond them a
 # burst opens more (never queues for one), which close after their request.
@@ -176,9 +181,12 @@ class OpenAIProxy:
             body["presence_penalty"] = sampling.presence_penalty
         if sampling.frequency_penalty:
             body["frequency_penalty"] = sampling.frequency_penalty
+        if request.output_format is not None:
+            body["response_format"] = response_format(request.output_format)
         if request.messages is not None:
             # Null content is valid OpenAI, but servers whose templates concatenate it fail on it.
             body["messages"] = text_messages(request.messages)
+            body.update(tool_fields(request))
             return "/chat/completions", body
         body["prompt"] = request.prompt
         return "/completions", body
@@ -215,9 +223,9 @@ class OpenAIProxy:
                                 # open for the next request.
                                 await _drain(events)
                                 break
-                            text, final = self._parse_event(event, final)
-                            if text:
-                                yield Chunk(text=text)
+                            delta, final = self._parse_event(event, final)
+                            if delta.text or delta.tool_calls:
+                                yield delta
                     break
                 except _STALE_CONNECTION_ERRORS:
                     if responded or attempt == 2:
@@ -244,8 +252,9 @@ class OpenAIProxy:
         if self.context_length is not None and request.sampling.max_tokens is not None:
             completion_budget(prompt_tokens=None, max_tokens=request.sampling.max_tokens, n_ctx=self.context_length)
 
-    def _parse_event(self, data: str, final: Chunk | None) -> tuple[str, Chunk | None]:
-        """Text delta of one event, and the final chunk updated with its finish reason or usage."""
+    def _parse_event(self, data: str, final: Chunk | None) -> tuple[Chunk, Chunk | None]:
+        """The text and tool-call pieces of one event, and the final chunk updated with its
+        finish reason or usage."""
         try:
             event = json.loads(data)
         except ValueError:
@@ -257,15 +266,18 @@ class OpenAIProxy:
         if event.get("error") or event.get("object") == "error":
             # Headers were already sent with 200, so the upstream reports the failure in-band.
             raise _error_from_body(event, 500, self.base_url)
-        text = ""
+        piece = Chunk()
         choices = event.get("choices") or []
         choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if choice is not None:
             delta = choice.get("delta")
-            text = (delta.get("content") if isinstance(delta, dict) else None) or choice.get("text") or ""
-            message = choice.get("message")
-            if isinstance(message, dict):  # a non-streamed answer
-                text = message.get("content") or ""
+            # A non-streamed answer has its whole message where a stream has deltas.
+            message = choice.get("message") if isinstance(choice.get("message"), dict) else delta
+            if isinstance(message, dict):
+                piece.text = message.get("content") or ""
+                piece.tool_calls = _tool_call_deltas(message.get("tool_calls"), whole="message" in choice)
+            else:
+                piece.text = choice.get("text") or ""
             reason = choice.get("finish_reason")
             if reason:
                 final = final or Chunk()
@@ -278,7 +290,123 @@ class OpenAIProxy:
             final = final or Chunk()
             final.prompt_tokens = _count(usage.get("prompt_tokens"))
             final.completion_tokens = _count(usage.get("completion_tokens"))
-        return text, final
+        return piece, final
+
+    async def embed(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The upstream's embeddings of `request.inputs`: one chunk per input, then the usage."""
+        answer = await self.post_json("/embeddings", {"model": self.model, "input": list(request.inputs)})
+        items = answer.get("data")
+        if not isinstance(items, list) or len(items) != len(request.inputs):
+            raise EngineCrashedError(f"upstream {self.base_url} answered /embeddings without one vector per input")
+        for position, item in enumerate(items):
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(vector, list):
+                raise EngineCrashedError(f"upstream {self.base_url} sent an embedding that is not a list of floats")
+            yield Chunk(embedding=tuple(float(x) for x in vector), index=item.get("index", position))
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        yield Chunk(finish_reason="stop", prompt_tokens=_count(usage.get("prompt_tokens")), completion_tokens=0)
+
+    async def tokenize(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Tokenize or detokenize on the server's own /tokenize and /detokenize (vLLM's; not OpenAI's)."""
+        if request.task == "detokenize":
+            answer = await self.post_json(
+                "/detokenize", {"model": self.model, "tokens": list(request.token_ids)}, root=True
+            )
+            text = answer.get("prompt")
+            yield Chunk(text=text if isinstance(text, str) else "", finish_reason="stop", completion_tokens=0)
+            return
+        body: dict[str, Any] = {"model": self.model}
+        if request.messages is not None:
+            body.update(messages=text_messages(request.messages), add_generation_prompt=True, **tool_fields(request))
+        else:
+            body.update(prompt=request.prompt, add_special_tokens=request.add_special)
+        answer = await self.post_json("/tokenize", body, root=True)
+        tokens = answer.get("tokens")
+        if not isinstance(tokens, list):
+            raise EngineCrashedError(f"upstream {self.base_url} answered /tokenize without a token list")
+        ids = tuple(int(token) for token in tokens)
+        yield Chunk(token_ids=ids, finish_reason="stop", prompt_tokens=len(ids), completion_tokens=0)
+
+    async def post_json(self, path: str, body: dict[str, Any], *, root: bool = False) -> dict[str, Any]:
+        """POST `body` to `path` (under the server's root rather than base_url when `root`) and
+        return the JSON answer; errors are typed as generation's are."""
+        base = self.base_url.removesuffix("/v1") if root else self.base_url
+        entry = self._client()
+        try:
+            response = await entry.client.post(base + path, json=body, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise EngineUnavailableError(f"upstream {self.base_url} timed out: {_describe(exc)}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachableError(f"upstream {self.base_url} unreachable: {_describe(exc)}") from exc
+        finally:
+            await self._release(entry)
+        if response.status_code >= 400:
+            raise _error_from_response(response.status_code, response.content, self.base_url, path)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise EngineCrashedError(f"upstream {self.base_url} answered {path} with something that is not JSON")
+        return answer
+
+
+def response_format(output: OutputFormat) -> dict[str, Any]:
+    """OpenAI's `response_format` for an output format (a GBNF grammar has none: engines refuse it)."""
+    if output.kind == "json_object":
+        return {"type": "json_object"}
+    if output.kind == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": output.name or "output", "schema": output.schema, "strict": True},
+        }
+    raise UnsupportedParameterError("A GBNF grammar cannot be sent to an OpenAI-compatible server.", param="grammar")
+
+
+def tool_fields(request: GenerationRequest) -> dict[str, Any]:
+    """The request's tools, tool choice and parallel-call switch as OpenAI's chat fields."""
+    if not request.tools:
+        return {}
+    fields: dict[str, Any] = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+            }
+            for tool in request.tools
+        ],
+        "tool_choice": (
+            {"type": "function", "function": {"name": request.forced_tool}}
+            if request.tool_choice == "function"
+            else request.tool_choice
+        ),
+    }
+    if not request.parallel_tool_calls:
+        fields["parallel_tool_calls"] = False
+    return fields
+
+
+def _tool_call_deltas(calls: Any, *, whole: bool) -> tuple[ToolCallDelta, ...]:
+    """OpenAI's tool calls (deltas of a stream, or a whole message's calls) as ToolCallDeltas."""
+    if not isinstance(calls, list):
+        return ()
+    deltas = []
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        arguments = function.get("arguments")
+        deltas.append(
+            ToolCallDelta(
+                call=position if whole else int(call.get("index", position)),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(deltas)
 
 
 async def _sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:

@@ -73,6 +73,16 @@ class UpstreamEngine(Engine):
         async for chunk in proxy.stream(request):
             yield chunk
 
+    async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Embeddings go to the upstream's /embeddings; OpenAI's API has no tokenizer endpoint."""
+        proxy = self._proxy
+        if request.task != "embed" or proxy is None:
+            async for chunk in super()._one_shot(request):
+                yield chunk
+            return
+        async for chunk in proxy.embed(request):
+            yield chunk
+
     def state(self) -> dict[str, Any]:
         state = super().state()
         state["upstream"] = self._proxy.base_url if self._proxy else self.spec.options.get("base_url")

@@ -23,10 +23,11 @@ class VllmEngine(SupervisedServerEngine):
     and `command` (a whole replacement command line, for tests without a GPU)."""
 
     name = "vllm"
-    # What the proxy forwards. vLLM itself also does n and logprobs, but OpenAIProxy does not
-    # pass them on, so declaring them would let the API accept what it would then drop.
+    # What the proxy forwards. vLLM itself also does n, logprobs and grammars, but OpenAIProxy
+    # does not pass them on, so declaring them would let the API accept what it would then drop.
     capabilities = CAPABILITIES["vllm"]
     health_url_template = "http://{host}:{port}/health"
+    tokenizer_endpoints = True
     # Loading weights and capturing CUDA graphs takes minutes on large models.
     default_startup_timeout_s = 900.0
 

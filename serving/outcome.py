@@ -36,6 +36,7 @@ class Outcome:
     """Every choice of one request, with the engine-tokenizer counts of the whole request."""
 
     choices: list[ChoiceOutcome]
+    final: Chunk  # the engine's last chunk, which the request's record reads
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int | None = None
@@ -70,6 +71,7 @@ class OutcomeBuilder:
             choice.text, choice.finish_reason = "".join(texts), reason
         return Outcome(
             choices=self._choices,
+            final=final,
             prompt_tokens=final.prompt_tokens or 0,
             completion_tokens=final.completion_tokens or 0,
             cached_tokens=final.cached_tokens,

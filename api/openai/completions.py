@@ -138,7 +138,7 @@ async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncG
             life.first_token()
             builder.add(chunk)
     outcome = builder.outcome()
-    life.succeeded(builder.final)
+    life.succeeded(outcome.final)
     return completion_body(
         kind=kind,
         completion_id=_completion_id(kind, life),
