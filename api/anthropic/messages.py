@@ -104,10 +104,9 @@ async def _collect(body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Ch
             life.first_token()
             builder.add(chunk)
     outcome = builder.outcome()
-    final = cast(Chunk, builder.final)
-    life.succeeded(final)
+    life.succeeded(outcome.final)
     return message_body(
-        request_id=life.request_id, model=body["model"], outcome=outcome, stop_sequence=final.stop_sequence
+        request_id=life.request_id, model=body["model"], outcome=outcome, stop_sequence=outcome.final.stop_sequence
     )
 
 

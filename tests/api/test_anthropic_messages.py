@@ -346,24 +346,52 @@ async def upstream_model(base_url: str):
     )
 
 
-async def test_tools_and_tool_history_on_an_engine_without_tools_are_refused(client):
-    """The upstream engine passes no tools on: both a tool offer and a tool_use history are 400s naming it."""
-    with replay_server(sse(vllm_chunk({"content": "unused"}, finish="stop"), b"[DONE]")) as server:
-        await upstream_model(server.base_url)
-        offered = await client.post("/v1/messages", json={**ECHO, "model": "qwen", "tools": [WEATHER_TOOL]})
-        history = {
-            **ECHO,
-            "model": "qwen",
-            "messages": [
-                {"role": "user", "content": "weather?"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sun"}]},
-            ],
-        }
-        replayed = await client.post("/v1/messages", json=history)
-        assert not server.requests  # refused before anything was sent upstream
+TOOL_HISTORY = [
+    {"role": "user", "content": "weather?"},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}],
+    },
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sun"}]},
+]
+
+
+async def test_tools_and_tool_history_on_an_engine_without_tools_are_refused(client, gguf_path):
+    """The mlx engine has no tools: both a tool offer and a tool_use history are 400s naming it, before any load."""
+    await sync_to_async(served_model_register)(name="smol-mlx", source=gguf_path, engine="mlx", context_length=2048)
+    offered = await client.post("/v1/messages", json={**ECHO, "model": "smol-mlx", "tools": [WEATHER_TOOL]})
+    replayed = await client.post("/v1/messages", json={**ECHO, "model": "smol-mlx", "messages": TOOL_HISTORY})
     for refused in (offered, replayed):
-        assert_anthropic_error(refused, 400, "invalid_request_error", "'tools'", "upstream")
+        assert_anthropic_error(refused, 400, "invalid_request_error", "'tools'", "mlx")
+
+
+async def test_tools_pass_through_an_upstream_and_its_calls_come_back_as_tool_use(client):
+    """Anthropic tools and tool history reach a vLLM upstream as OpenAI's; its streamed call is a tool_use block."""
+    call = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    answer = sse(
+        vllm_chunk({"role": "assistant", "tool_calls": [call]}),
+        vllm_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        vllm_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]}, finish="tool_calls"),
+        b"[DONE]",
+    )
+    with replay_server(answer) as server:
+        await upstream_model(server.base_url)
+        body = {**ECHO, "model": "qwen", "tools": [WEATHER_TOOL], "messages": TOOL_HISTORY, "stream": True}
+        events = anthropic_events((await client.post("/v1/messages", json=body)).text)
+        sent = server.requests[0]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "", "parameters": WEATHER_TOOL["input_schema"]},
+        }
+    ]
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "toolu_1"
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "sun"}
+    start = next(data["content_block"] for name, data in events if name == "content_block_start")
+    assert start == {"type": "tool_use", "id": "toolu_7", "name": "get_weather", "input": {}}
+    fragments = [data["delta"]["partial_json"] for name, data in events if name == "content_block_delta"]
+    assert "".join(fragments) == '{"city": "Rome"}'
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
 async def test_an_error_after_the_first_event_is_an_in_band_error_event(client):
