@@ -15,6 +15,7 @@ import types
 import typing
 from typing import Any, Literal, NotRequired, Required, Union
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 
@@ -23,6 +24,14 @@ class Field:
 
     def __init__(self, **drf_kwargs: Any):
         self.drf_kwargs = drf_kwargs
+
+
+class Schema:
+    """`Annotated` metadata: the JSON schema of a key whose type the mapping cannot express (a
+    union such as `list[float] | str`); the key is then documented by this schema alone."""
+
+    def __init__(self, schema: dict[str, Any]):
+        self.schema = schema
 
 
 def is_shape(hint: object) -> bool:
@@ -46,6 +55,9 @@ def _field(hint: Any, **kwargs: Any) -> serializers.Field:
         return _field(args[0], **kwargs)
     if origin is typing.Annotated:
         extra = {k: v for meta in hint.__metadata__ if isinstance(meta, Field) for k, v in meta.drf_kwargs.items()}
+        schema = next((meta.schema for meta in hint.__metadata__ if isinstance(meta, Schema)), None)
+        if schema is not None:
+            return extend_schema_field(schema)(type("SchemaField", (serializers.JSONField,), {}))(**kwargs, **extra)
         return _field(args[0], **kwargs, **extra)
     if origin in (Union, types.UnionType):
         members = [arg for arg in args if arg is not type(None)]

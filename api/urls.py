@@ -14,6 +14,10 @@ urlpatterns = [
     path("v1/messages", views.MessagesView.as_view(), name="messages"),
     path("v1/messages/count_tokens", views.CountTokensView.as_view(), name="messages-count-tokens"),
     re_path(r"^v1/messages/", anthropic_not_found_view),  # Anthropic's error shape under its routes
+    path("v1/embeddings", views.EmbeddingsView.as_view(), name="embeddings"),
+    # vLLM's and llama-server's paths: at the root, not under /v1.
+    path("tokenize", views.TokenizeView.as_view(), name="tokenize"),
+    path("detokenize", views.DetokenizeView.as_view(), name="detokenize"),
     path("v1/system/status", views.SystemStatusView.as_view(), name="system-status"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),

@@ -12,7 +12,9 @@ from .anthropic.messages import StreamResult as MessagesStream
 from .anthropic.messages import count_tokens_serve, messages_serve
 from .openai import schema
 from .openai.completions import StreamResult, completion_serve
+from .openai.embeddings import embeddings_serve
 from .openai.format import CHAT, TEXT
+from .openai.tokenize import detokenize_serve, tokenize_serve
 from .services import status as status_service
 from .services.models import model_detail, model_list
 
@@ -47,7 +49,7 @@ class SystemStatusView(APIView):
         return Response(await status_service.system_status())
 
 
-class _JsonRenderingView(APIView):
+class _JsonAnswerView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         """The JSON answer rendered here, on the event loop, into a plain response with the same bytes and headers.
 
@@ -71,7 +73,7 @@ def _event_stream(events) -> StreamingHttpResponse:
     return response
 
 
-class _CompletionView(_JsonRenderingView):
+class _CompletionView(_JsonAnswerView):
     kind: str
 
     async def post(self, request):
@@ -91,7 +93,25 @@ class CompletionsView(_CompletionView):
     kind = TEXT
 
 
-class _AnthropicView(_JsonRenderingView):
+@schema.EMBEDDINGS
+class EmbeddingsView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await embeddings_serve(key=request.auth, read_body=lambda: request.data))
+
+
+@schema.TOKENIZE
+class TokenizeView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await tokenize_serve(key=request.auth, read_body=lambda: request.data))
+
+
+@schema.DETOKENIZE
+class DetokenizeView(_JsonAnswerView):
+    async def post(self, request):
+        return Response(await detokenize_serve(key=request.auth, read_body=lambda: request.data))
+
+
+class _AnthropicView(_JsonAnswerView):
     """Anthropic's routes: every error, authentication's and the method check's too, in Anthropic's shape."""
 
     def get_exception_handler(self):

@@ -14,6 +14,8 @@ from .errors import ContextOverflowError, UnsupportedParameterError
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 # What a job asks of the engine: text, embedding vectors, or its tokenizer either way.
 Task = Literal["generate", "embed", "tokenize", "detokenize"]
+# What a served model is loaded for: text generation, or embedding vectors (its tokenizer serves either).
+ModelTask = Literal["generate", "embed"]
 # Whether the model may call tools: never, if it likes, at least one, or the one in `forced_tool`.
 ToolChoice = Literal["none", "auto", "required", "function"]
 
@@ -84,6 +86,11 @@ class GenerationRequest:
     token_ids: tuple[int, ...] = ()
     # Tokenize: whether the tokenizer adds its special tokens (BOS) to a raw prompt.
     add_special: bool = True
+    # Tokenize of messages: whether the template's opening of the assistant's turn is included
+    # (generation always includes it).
+    add_generation_prompt: bool = True
+    # Embed: the vector size the client asked for; an engine refuses any other (none shortens vectors).
+    dimensions: int | None = None
 
     def __post_init__(self) -> None:
         if self.task == "embed":
@@ -166,6 +173,7 @@ class ModelSpec:
     source: str
     context_length: int = 2048
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task: ModelTask = "generate"
 
 
 class Engine(abc.ABC):

@@ -1,7 +1,8 @@
 """A deterministic engine with no model, for plumbing tests and overhead benchmarks.
 
 It answers with the text of the last message (or the prompt), one whitespace-delimited
-word per token, optionally pausing between tokens so concurrency is observable.
+word per token, optionally pausing between tokens so concurrency is observable. It
+tokenizes by the same words and embeds by hashing them (engines.echo_vectors).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from collections.abc import AsyncGenerator
 
 from .base import Chunk, Engine, FinishReason, GenerationRequest, ModelSpec, completion_budget
 from .capabilities import CAPABILITIES
+from .echo_vectors import EchoVocabulary, bag_of_words_vector
+from .errors import InvalidInputError
+from .inputs import require_dimensions
 from .stops import StopMatcher
 
 _WORD = re.compile(r"\s*\S+")
+DEFAULT_EMBEDDING_SIZE = 32
 
 
 def echo_tokenize(text: str) -> list[str]:
@@ -30,6 +35,8 @@ class EchoEngine(Engine):
         super().__init__(spec)
         self._loaded = False
         self.token_delay_s = float(spec.options.get("token_delay_ms", 0)) / 1000
+        self.embedding_size = int(spec.options.get("embedding_size", DEFAULT_EMBEDDING_SIZE))
+        self.vocabulary = EchoVocabulary()
 
     @property
     def loaded(self) -> bool:
@@ -82,3 +89,42 @@ class EchoEngine(Engine):
         yield Chunk(
             finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted, stop_sequence=matcher.matched
         )
+
+    async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Tokenize by words (ids from the vocabulary), detokenize them back, embed by hashing."""
+        if request.task == "tokenize":
+            words = self.vocabulary.ids(echo_tokenize(_source_text(request)))
+            yield Chunk(token_ids=tuple(words), finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+        elif request.task == "detokenize":
+            try:
+                text = self.vocabulary.text(request.token_ids)
+            except KeyError as exc:
+                raise InvalidInputError(
+                    f"Token id {exc.args[0]} is not one the echo engine gave out.", param="tokens"
+                ) from None
+            yield Chunk(text=text, finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+        else:
+            require_dimensions(request, self.embedding_size, self.spec.name)
+            total = 0
+            for index, item in enumerate(request.inputs):
+                ids = self.vocabulary.ids(echo_tokenize(item)) if isinstance(item, str) else list(item)
+                if not ids:
+                    raise InvalidInputError("Invalid value for 'input': must not be empty.", param="input")
+                if len(ids) > self.spec.context_length:
+                    raise InvalidInputError(
+                        f"Input {index} has {len(ids)} tokens, more than the {self.spec.context_length} "
+                        f"of model `{self.spec.name}`'s context.",
+                        param="input",
+                    )
+                total += len(ids)
+                yield Chunk(index=index, embedding=bag_of_words_vector(ids, self.embedding_size))
+            yield Chunk(finish_reason="stop", prompt_tokens=total, completion_tokens=0)
+
+
+def _source_text(request: GenerationRequest) -> str:
+    """The text a tokenize job counts: the messages' contents one after another, or the prompt.
+
+    Generation counts the same words for its prompt_tokens."""
+    if request.messages is not None:
+        return " ".join(m.get("content") or "" for m in request.messages)
+    return request.prompt or ""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .base import GenerationRequest
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UnsupportedParameterError
 
 
 def input_param(request: GenerationRequest) -> str:
@@ -70,3 +70,14 @@ def empty_input(request: GenerationRequest, why: str) -> InvalidInputError:
     """The error for an input that is empty, naming the field it came in."""
     param = input_param(request)
     return InvalidInputError(f"Invalid value for '{param}': must not be empty. {why}", param=param)
+
+
+def require_dimensions(request: GenerationRequest, size: int, model: str) -> None:
+    """Refuse an embed request whose `dimensions` is not the model's vector size: no engine here
+    shortens vectors, and a silently different size would break the client's index."""
+    if request.dimensions is not None and request.dimensions != size:
+        raise UnsupportedParameterError(
+            f"Model `{model}` makes vectors of {size} dimensions; 'dimensions' must be {size} or left out "
+            f"(shortened vectors are not supported).",
+            param="dimensions",
+        )

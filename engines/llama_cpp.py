@@ -8,17 +8,21 @@ sequence in one batch per step; the event loop only awaits an asyncio.Queue it f
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
 from .base import Chunk, GenerationRequest, ModelSpec
 from .capabilities import CAPABILITIES
 from .errors import EngineUnavailableError, InvalidInputError, UnsupportedParameterError
-from .inputs import input_param, render_template, require_tokens, utf8
+from .inputs import input_param, render_template, require_dimensions, require_tokens, utf8
+from .llama_embeddings import EmbeddingContext, model_pooling
 from .llama_sampling import ChainSettings
 from .llama_scheduler import Scheduler, Sequence
+from .llama_tokenize import chat_formatter, chat_tokens_without_generation_prompt, detokenize_text
 from .threaded import ThreadedEngine, ThreadRelay
 
 if TYPE_CHECKING:
@@ -69,10 +73,13 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
     """Engine options: `parallel` (slots), `max_waiting` (engines.admission), `n_threads`,
     `n_threads_batch`, `n_batch`, `n_gpu_layers`, `prefix_cache` (default on), `kv_unified`
     (default on), `flash_attn` (default "auto"; true or false), `nice` (decode threads' priority
-    below the web loop's: default 10, 0 keeps them equal), `top_k`, `min_p`, `repeat_penalty`.
+    below the web loop's: default 10, 0 keeps them equal), `top_k`, `min_p`, `repeat_penalty`,
+    and for embed-task models `pooling` ("mean", "cls" or "last"; default the GGUF's own; flash
+    attention is off there unless `flash_attn` is true, see engines.llama_embeddings).
 
     Each slot may hold `spec.context_length` tokens (prompt plus completion); the context
-    is `parallel` times that.
+    is `parallel` times that. An embed-task model opens only an embedding context of one
+    window (engines.llama_embeddings): no scheduler, and one slot (one decode at a time).
     """
 
     name = "llama_cpp"
@@ -83,15 +90,20 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         self._llama: Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
         self._ctx: llama_context_p | None = None
+        self._embeddings: EmbeddingContext | None = None
         # Known once loaded.
         self.parallel = self.n_threads = self.n_threads_batch = 0
 
     @property
     def loaded(self) -> bool:
-        return self._scheduler is not None
+        return self._scheduler is not None or self._embeddings is not None
 
     @property
     def slots(self) -> int | None:
+        if self._embeddings is not None:
+            # One decode at a time (its lock; several inputs share it): a worker then takes one
+            # embeddings job at a time and leaves the rest in Redis for whichever worker is free.
+            return 1
         return self._scheduler.parallel if self._scheduler is not None else None
 
     def load(self) -> None:
@@ -99,7 +111,6 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             import llama_cpp
             from llama_cpp import Llama
             from llama_cpp._utils import suppress_stdout_stderr
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - the base requirements install it
             raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
         options = self.spec.options
@@ -117,6 +128,10 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             )
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
+        self._formatter = chat_formatter(llama)
+        if self.spec.task == "embed":
+            self._load_embeddings(llama, threads)
+            return
         model = llama._model.model
         n_ctx_seq = self.spec.context_length
         parallel = int(options.get("parallel") or default_parallel(n_ctx_seq * _kv_bytes_per_token(model)))
@@ -155,14 +170,6 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
                 f"llama.cpp could not make a context of {params.n_ctx} tokens "
                 f"({parallel} × {n_ctx_seq}) for {self.spec.name}"
             )
-        template = llama.metadata.get("tokenizer.chat_template")
-        if template:
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=_token_text(llama, llama.token_eos()),
-                bos_token=_token_text(llama, llama.token_bos()),
-                stop_token_ids=[llama.token_eos()],
-            )
         self._llama, self._ctx = llama, ctx
         self.parallel, self.n_threads, self.n_threads_batch = parallel, threads, threads_batch
         self._scheduler = Scheduler(
@@ -176,12 +183,31 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             nice=int(options.get("nice", DEFAULT_NICE)),
         )
 
+    def _load_embeddings(self, llama: Llama, threads: int) -> None:
+        """An embed-task model: only the pooled-embedding context, a window of context_length tokens."""
+        try:
+            pooling = model_pooling(llama, self.spec.options.get("pooling"))
+            embeddings = EmbeddingContext(
+                llama,
+                n_ctx=self.spec.context_length,
+                n_threads=threads,
+                pooling=pooling,
+                flash_attn=self.spec.options.get("flash_attn") is True,
+            )
+        except BaseException:
+            llama.close()
+            raise
+        self._llama, self._embeddings, self.n_threads, self.n_threads_batch = llama, embeddings, threads, threads
+
     def unload(self) -> None:
         import llama_cpp
 
         scheduler = self._detach_scheduler()
         if scheduler is not None:
             scheduler.close()
+        embeddings, self._embeddings = self._embeddings, None
+        if embeddings is not None:
+            embeddings.close()
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)  # before the weights it was made from
             self._ctx = None
@@ -211,7 +237,7 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         return result.prompt, bool(result.added_special)
 
     def _require(self) -> Llama:
-        if self._llama is None or self._scheduler is None:
+        if self._llama is None or not self.loaded:
             raise EngineUnavailableError(f"model {self.spec.name} is not loaded")
         return self._llama
 
@@ -225,6 +251,50 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             tokens = llama.tokenize(utf8(request.prompt or "", param=param), add_bos=True, special=False)
         require_tokens(tokens, request, self.spec.name)
         return tokens
+
+    async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Tokenize (the ids generation would feed), detokenize, or embed (embed-task models only).
+
+        Tokenizer and embedding work runs on a thread: never on the event loop, and never on the
+        scheduler's thread. Tokenize and detokenize run no model, so they count no tokens.
+        """
+        llama = self._require()
+        if request.task == "tokenize":
+            ids = await asyncio.to_thread(self._tokenize, request)
+            yield Chunk(token_ids=tuple(ids), finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+        elif request.task == "detokenize":
+            text = await asyncio.to_thread(detokenize_text, llama, request.token_ids)
+            yield Chunk(text=text, finish_reason="stop", prompt_tokens=0, completion_tokens=0)
+        else:
+            embeddings = self._embeddings
+            if embeddings is None:
+                raise UnsupportedParameterError(
+                    f"Model `{self.spec.name}` is served for generation, not embeddings (its task).", param="model"
+                )
+
+            require_dimensions(request, embeddings.n_embd, self.spec.name)
+
+            def embed() -> tuple[list[list[int]], list[list[float]]]:
+                inputs = [embeddings.tokens_of(item, index) for index, item in enumerate(request.inputs)]
+                return inputs, embeddings.embed(inputs)
+
+            inputs, vectors = await asyncio.to_thread(embed)
+            for index, vector in enumerate(vectors):
+                yield Chunk(index=index, embedding=tuple(vector))
+            yield Chunk(finish_reason="stop", prompt_tokens=sum(map(len, inputs)), completion_tokens=0)
+
+    def _tokenize(self, request: GenerationRequest) -> list[int]:
+        """A tokenize job's ids: for messages exactly what generation feeds (template and all)."""
+        llama = self._require()
+        if request.messages is None:
+            return llama.tokenize(
+                utf8(request.prompt or "", param="prompt"), add_bos=request.add_special, special=False
+            )
+        if request.add_generation_prompt:
+            return self._prompt_tokens(request)
+        if self._formatter is None:
+            raise EngineUnavailableError(f"model {self.spec.name} has no chat template", param="messages")
+        return chat_tokens_without_generation_prompt(llama, self._formatter, list(request.messages))
 
     def _settings(self, request: GenerationRequest) -> ChainSettings:
         sampling, options = request.sampling, self.spec.options
@@ -299,7 +369,3 @@ def _kv_bytes_per_token(model: llama_model_p) -> int:
     head_dim = llama_cpp.llama_model_n_embd(model) // n_head
     kv_bytes: int = 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
     return kv_bytes
-
-
-def _token_text(llama: Llama, token_id: int) -> str:
-    return llama.detokenize([token_id], special=True).decode("utf-8", errors="ignore")

@@ -294,7 +294,10 @@ class OpenAIProxy:
 
     async def embed(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """The upstream's embeddings of `request.inputs`: one chunk per input, then the usage."""
-        answer = await self.post_json("/embeddings", {"model": self.model, "input": list(request.inputs)})
+        body: dict[str, Any] = {"model": self.model, "input": list(request.inputs)}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions  # the server shortens, or refuses, as it can
+        answer = await self.post_json("/embeddings", body)
         items = answer.get("data")
         if not isinstance(items, list) or len(items) != len(request.inputs):
             raise EngineCrashedError(f"upstream {self.base_url} answered /embeddings without one vector per input")
@@ -314,19 +317,27 @@ class OpenAIProxy:
                 "/detokenize", {"model": self.model, "tokens": list(request.token_ids)}, root=True
             )
             text = answer.get("prompt")
-            yield Chunk(text=text if isinstance(text, str) else "", finish_reason="stop", completion_tokens=0)
+            yield Chunk(
+                text=text if isinstance(text, str) else "", finish_reason="stop", prompt_tokens=0, completion_tokens=0
+            )
             return
         body: dict[str, Any] = {"model": self.model}
         if request.messages is not None:
-            body.update(messages=text_messages(request.messages), add_generation_prompt=True, **tool_fields(request))
+            body.update(
+                messages=text_messages(request.messages),
+                add_generation_prompt=request.add_generation_prompt,
+                **tool_fields(request),
+            )
         else:
             body.update(prompt=request.prompt, add_special_tokens=request.add_special)
         answer = await self.post_json("/tokenize", body, root=True)
         tokens = answer.get("tokens")
         if not isinstance(tokens, list):
             raise EngineCrashedError(f"upstream {self.base_url} answered /tokenize without a token list")
-        ids = tuple(int(token) for token in tokens)
-        yield Chunk(token_ids=ids, finish_reason="stop", prompt_tokens=len(ids), completion_tokens=0)
+        # No model ran: like the other engines' tokenizer jobs, it counts no tokens.
+        yield Chunk(
+            token_ids=tuple(int(token) for token in tokens), finish_reason="stop", prompt_tokens=0, completion_tokens=0
+        )
 
     async def post_json(self, path: str, body: dict[str, Any], *, root: bool = False) -> dict[str, Any]:
         """POST `body` to `path` (under the server's root rather than base_url when `root`) and

@@ -34,12 +34,12 @@ class RotateForm(forms.Form):
 
 @admin.register(ServedModel)
 class ServedModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "engine", "resolved_engine", "context_length", "enabled", "updated_at")
-    list_filter = ("engine", "enabled")
+    list_display = ("name", "task", "engine", "resolved_engine", "context_length", "enabled", "updated_at")
+    list_filter = ("task", "engine", "enabled")
     search_fields = ("name", "source", "description")
     readonly_fields = ("resolved_engine", "capability_table", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("name", "aliases", "enabled", "description", "owned_by")}),
+        (None, {"fields": ("name", "task", "aliases", "enabled", "description", "owned_by")}),
         (
             "Engine",
             {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options", "capability_table")},

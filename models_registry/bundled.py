@@ -4,6 +4,10 @@ import importlib.resources
 from pathlib import Path
 
 BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The same GGUF served for /v1/embeddings (task embed). Embedding models read short passages:
+# a window of 512 tokens keeps its context (and llama.cpp's per-token output buffer) small.
+BUNDLED_EMBEDDING_MODEL_NAME = "smollm2-embed"
+BUNDLED_EMBEDDING_CONTEXT = 512
 
 
 def bundled_model_path() -> Path | None:

@@ -22,8 +22,13 @@ def platform_info() -> dict:
 
 
 def engine_choice(model: ServedModel) -> tuple[str, str]:
-    """The model's concrete engine and a one-line reason: `auto` follows INFERENCE_ENGINE, then the hardware."""
+    """The model's concrete engine and a one-line reason: `auto` follows INFERENCE_ENGINE, then the
+    hardware (for an embed model, llama_cpp)."""
     if model.engine != "auto":
         return model.engine, "chosen for this model"
     force = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else None
+    if force is None and model.task == ServedModel.Task.EMBED:
+        # The hardware's best generation engine may not embed (mlx, vllm's proxy); llama.cpp
+        # embeds a GGUF on any machine.
+        return "llama_cpp", "auto: llama.cpp embeds GGUF models on any hardware"
     return explain_engine_choice(force, info=None if force else platform_info())

@@ -6,6 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from engines.capabilities import CAPABILITIES
 from engines.platform import ENGINE_CHOICES
 
 from .validators import (
@@ -19,6 +20,10 @@ from .validators import (
 
 class ServedModel(models.Model):
     """A model clients can ask for by `name` (or an alias), served by one engine."""
+
+    class Task(models.TextChoices):
+        GENERATE = "generate", "generate: chat and completions"
+        EMBED = "embed", "embed: /v1/embeddings"
 
     name = models.CharField(
         max_length=128, unique=True, validators=[validate_model_name], help_text="The `model` value clients send."
@@ -34,6 +39,13 @@ class ServedModel(models.Model):
         blank=True,
         help_text="A GGUF file or model directory; for vllm also a Hugging Face id; "
         "for upstream the upstream's model name (optional); blank for echo.",
+    )
+    task = models.CharField(
+        max_length=16,
+        choices=Task.choices,
+        default=Task.GENERATE,
+        help_text="What the model is loaded for. An embed model serves /v1/embeddings (and /tokenize) only; "
+        "a generate model chat, completions (and /tokenize), never embeddings.",
     )
     context_length = models.PositiveIntegerField(default=2048, validators=[MinValueValidator(16)])
     default_params = models.JSONField(
@@ -69,6 +81,9 @@ class ServedModel(models.Model):
             validate_source_for_engine(self.engine, self.source, self.engine_options)
         except ValidationError as exc:
             errors.update(exc.message_dict if hasattr(exc, "error_dict") else {"source": exc.messages})
+        if self.task == self.Task.EMBED and "embeddings" not in CAPABILITIES.get(self.engine, {"embeddings"}):
+            # `auto` is checked when it resolves: a request then gets a 400 naming the model.
+            errors["task"] = [f"The {self.engine} engine does not serve embeddings."]
         if isinstance(self.aliases, list):
             clash = self._alias_clashes()
             if clash:

@@ -42,13 +42,17 @@ served_models_recent: RecentReads[list[ServedModel]] = RecentReads(
 )
 
 
-async def served_model_for_key_recent(*, key: ApiKey, name: str) -> ServedModel | None:
-    """served_model_for_key from the key's models as read at most SERVED_MODELS_TTL_SECONDS ago.
+async def served_models_for_key_recent(*, key: ApiKey) -> list[ServedModel]:
+    """served_models_for_key as read at most SERVED_MODELS_TTL_SECONDS ago.
 
     When they are that fresh, no thread and no query: the lookup stays on the event loop.
     """
-    models = await served_models_recent.get(key.pk, lambda: sync_to_async(served_models_for_key)(key=key))
-    return _named(models, name)
+    return await served_models_recent.get(key.pk, lambda: sync_to_async(served_models_for_key)(key=key))
+
+
+async def served_model_for_key_recent(*, key: ApiKey, name: str) -> ServedModel | None:
+    """served_model_for_key from the key's models as read at most SERVED_MODELS_TTL_SECONDS ago."""
+    return _named(await served_models_for_key_recent(key=key), name)
 
 
 def served_model_by_name(*, name: str) -> ServedModel | None:

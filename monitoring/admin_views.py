@@ -51,7 +51,7 @@ def _this_process() -> list[dict]:
 
 
 def dashboard_view(request: HttpRequest, hosts_status: Callable[[], list[dict]] = _this_process) -> HttpResponse:
-    """GET /admin/monitoring/dashboard/?window=hour|day|week&group=model|key|worker (staff only via admin_view).
+    """GET /admin/monitoring/dashboard/?window=hour|day|week&group=model|key|worker|endpoint (staff only via admin_view).
 
     `hosts_status` lists the processes to show; the project's URLs pass serving's, which
     knows every process of a distributed deployment.

@@ -34,7 +34,7 @@ WINDOWS = {
     "week": (dt.timedelta(weeks=1), "hour", dt.timedelta(hours=1)),
 }
 # group-by name -> the record column it groups on
-GROUPS = {"model": "model_name", "key": "api_key_id", "worker": "worker"}
+GROUPS = {"model": "model_name", "key": "api_key_id", "worker": "worker", "endpoint": "endpoint"}
 PERCENTILES = {"p50": 0.5, "p95": 0.95}
 # The newest bucket's rates divide by at least this much time, so a request in its first
 # instant does not read as a huge spike.

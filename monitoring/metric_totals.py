@@ -87,6 +87,9 @@ FAILED = "failed"
 FINISHED_PREFIX = "finished:"
 BUCKET_PREFIX = "bucket:"
 PROMPT_TOKENS, GENERATION_TOKENS = "prompt_tokens", "generation_tokens"
+# Endpoints whose requests run no model (api/openai/tokenize.py records under these names). vLLM's
+# metrics leave its /tokenize out too, and their milliseconds would pull the model's latency down.
+TOKENIZER_ENDPOINTS = ("tokenize", "detokenize")
 PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS = "prefix_cache_queries", "prefix_cache_hits"
 
 
@@ -118,8 +121,9 @@ def bucket_index(bounds: tuple[float, ...], milliseconds: float) -> int | None:
 def record_increments(record: Mapping) -> dict[str, float]:
     """{series: amount} one record adds. Only requests that reached a model count (engine set):
     a client naming a model that does not exist must not create series. Latency histograms hold
-    requests that finished, not those that failed."""
-    if not record.get("engine"):
+    requests that finished, not those that failed. Tokenizer requests count nowhere here (their
+    records and the dashboard still show them)."""
+    if not record.get("engine") or record.get("endpoint") in TOKENIZER_ENDPOINTS:
         return {}
     increments = {
         PROMPT_TOKENS: record.get("prompt_tokens") or 0,

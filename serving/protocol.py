@@ -114,7 +114,7 @@ def job_message(
     """Everything a worker needs to run one request and record it."""
     return {
         "engine": engine,
-        "spec": dataclasses.asdict(spec),
+        "spec": _spec_dict(spec),
         "request_id": request.request_id,
         "sampling": dataclasses.asdict(request.sampling),
         "messages": list(request.messages) if request.messages is not None else None,
@@ -142,6 +142,15 @@ def job_from_message(message: dict[str, Any]) -> tuple[str, ModelSpec, Generatio
     return message["engine"], ModelSpec(**message["spec"]), request
 
 
+def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as JSON; a generate model's leaves `task` out, so workers of the version before
+    tasks still read it."""
+    data = dataclasses.asdict(spec)
+    if spec.task == "generate":
+        del data["task"]
+    return data
+
+
 def _request_extras(request: GenerationRequest) -> dict[str, Any]:
     """The request's fields beyond plain generation, only where they are set (most jobs use none)."""
     data: dict[str, Any] = {}
@@ -163,13 +172,25 @@ def _request_extras(request: GenerationRequest) -> dict[str, Any]:
         data["token_ids"] = list(request.token_ids)
     if not request.add_special:
         data["add_special"] = False
+    if not request.add_generation_prompt:
+        data["add_generation_prompt"] = False
+    if request.dimensions is not None:
+        data["dimensions"] = request.dimensions
     return data
 
 
 def _request_extras_from(message: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments `_request_extras` wrote; absent keys keep the request's defaults."""
     extras: dict[str, Any] = {}
-    for name in ("task", "tool_choice", "forced_tool", "parallel_tool_calls", "add_special"):
+    for name in (
+        "task",
+        "tool_choice",
+        "forced_tool",
+        "parallel_tool_calls",
+        "add_special",
+        "add_generation_prompt",
+        "dimensions",
+    ):
         if name in message:
             extras[name] = message[name]
     if "tools" in message:

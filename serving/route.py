@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+from typing import cast
 
 from django.conf import settings
 
-from engines.base import ModelSpec
+from engines.base import ModelSpec, ModelTask
 from engines.capabilities import capabilities_of
 from models_registry.engine_choice import engine_choice
 from models_registry.models import ServedModel
@@ -53,6 +54,7 @@ def model_spec(model: ServedModel) -> ModelSpec:
         source=model.source,
         context_length=model.context_length,
         options=dict(model.engine_options or {}),
+        task=cast(ModelTask, model.task),  # the field's choices are exactly ModelTask's values
     )
 
 

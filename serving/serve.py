@@ -13,28 +13,75 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from engines.base import Chunk, GenerationRequest
-from models_registry.models import ApiKey
-from models_registry.selectors import served_model_for_key_recent
+from engines.base import Chunk, GenerationRequest, Task
+from models_registry.models import ApiKey, ServedModel
+from models_registry.selectors import served_model_for_key_recent, served_models_for_key_recent
 
 from . import dispatch
-from .errors import ModelNotFound, UnsupportedParameter
+from .errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from .lifecycle import RequestLifecycle
 from .route import Route, route_for
 
 logger = logging.getLogger(__name__)
 
 
-async def route_request(*, key: ApiKey, name: str) -> Route:
+async def route_request(*, key: ApiKey, name: str | None, task: Task = "generate") -> Route:
     """The route of the model called `name` (or aliased so) that the key may use; 404 otherwise.
+
+    `task` is the job: generation needs a generate model, embeddings an embed model, and the
+    tokenizer jobs take either; a model of the wrong task, or whose engine lacks the job, is a
+    400 naming `model`. Only tokenizer jobs may leave `name` out (see `_default_model`).
 
     The key's models are remembered for a second (models_registry.selectors), and a route per
     model version (serving.route), so a busy key's request is routed without a thread or a query.
     """
-    model = await served_model_for_key_recent(key=key, name=name)
-    if model is None:
-        raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
-    return route_for(model)
+    if name is None:
+        model = await _default_model(key)
+    else:
+        named = await served_model_for_key_recent(key=key, name=name)
+        if named is None:
+            raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+        model = named
+    route = route_for(model)
+    _require_task(route, task)
+    return route
+
+
+async def _default_model(key: ApiKey) -> ServedModel:
+    """The model a tokenizer job without `model` means: the one generate model the key may use
+    (llama-server's /tokenize names none, as it serves one model)."""
+    candidates = [m for m in await served_models_for_key_recent(key=key) if m.task == ServedModel.Task.GENERATE]
+    if len(candidates) != 1:
+        raise InvalidRequest(
+            f"'model' is required: this key may use {len(candidates)} generation models, not exactly one.",
+            param="model",
+            code="missing_required_parameter",
+        )
+    return candidates[0]
+
+
+_ENDPOINT_OF_TASK = {
+    "generate": "generation",
+    "embed": "embeddings",
+    "tokenize": "tokenize",
+    "detokenize": "detokenize",
+}
+
+
+def _require_task(route: Route, task: Task) -> None:
+    model = route.model
+    if task in ("generate", "embed") and model.task != task:
+        raise UnsupportedParameter(
+            f"Model `{model.name}` is served for {_ENDPOINT_OF_TASK[model.task]} (its task is {model.task!r}), "
+            f"so it does not serve {_ENDPOINT_OF_TASK[task]}.",
+            param="model",
+            code="model_task_mismatch",
+        )
+    feature = {"embed": "embeddings", "tokenize": "tokenize", "detokenize": "tokenize"}.get(task)
+    if feature is not None and feature not in route.capabilities:
+        raise UnsupportedParameter(
+            f"The {route.engine} engine serving model `{model.name}` does not support {feature}.", param="model"
+        )
 
 
 def require_features(route: Route, used: Mapping[str, str]) -> None:

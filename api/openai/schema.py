@@ -31,8 +31,10 @@ from ..services.models import Model, ModelList
 from ..services.status import Health, SystemStatus
 from ..typed_shapes import serializer_for
 from . import shapes
+from .embeddings import EmbeddingList, EmbeddingRequestSerializer
 from .format import STREAM_DONE
 from .serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
+from .tokenize import Detokenized, DetokenizeRequestSerializer, TokenizeRequestSerializer, Tokens
 
 # --- Request side: what the strict request serializers accept --------------------------------
 
@@ -299,4 +301,76 @@ SYSTEM_STATUS = _view_schema(
     tags=["System"],
     parameters=[_WWW_AUTHENTICATE],
     responses={200: serializer_for(SystemStatus), 401: _UNAUTHORIZED, 500: _INTERNAL},
+)
+
+
+def _one_shot_schema(*, operation_id: str, summary: str, tags: list[str], request, body: type, examples: list):
+    """An operation that answers one JSON body (embeddings, tokenize, detokenize)."""
+    return _view_schema(
+        "post",
+        operation_id=operation_id,
+        summary=summary,
+        tags=tags,
+        request=request,
+        examples=examples,
+        parameters=[_WWW_AUTHENTICATE, _RETRY_AFTER],
+        responses={
+            200: serializer_for(body),
+            400: _error(
+                "Bad JSON, wrong types, unknown fields (`invalid_value`, `invalid_json`), an input longer than "
+                "the context (`context_length_exceeded`), or a model of the other task or whose engine "
+                "lacks this (`unsupported_parameter`, `model_task_mismatch`, param `model`)."
+            ),
+            401: _UNAUTHORIZED,
+            404: _error("Unknown model, or one outside the key's allowlist (`model_not_found`)."),
+            415: _error("The body is not `application/json` (`unsupported_media_type`)."),
+            429: _error("A per-key limit was reached (`rate_limit_exceeded`); `Retry-After` says when to try again."),
+            500: _error("The engine failed (`engine_error`) or an unexpected server error (`internal_error`)."),
+            502: _error("The worker running the request died (`worker_lost`, distributed mode)."),
+            503: _error("The model's engine cannot run here, or no worker could take the job (`service_unavailable`)."),
+        },
+    )
+
+
+EMBEDDINGS = _one_shot_schema(
+    operation_id="createEmbedding",
+    summary="Create embedding vectors",
+    tags=["Embeddings"],
+    request=EmbeddingRequestSerializer,
+    body=EmbeddingList,
+    examples=[
+        OpenApiExample(
+            "Two texts",
+            value={"model": "smollm2-embed", "input": ["The sea is calm.", "A quiet ocean."]},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Base64",
+            value={"model": "smollm2-embed", "input": "The sea is calm.", "encoding_format": "base64"},
+            request_only=True,
+        ),
+    ],
+)
+TOKENIZE = _one_shot_schema(
+    operation_id="tokenize",
+    summary="Token ids of a prompt or of chat messages (vLLM's and llama-server's /tokenize)",
+    tags=["Tokenizer"],
+    request=TokenizeRequestSerializer,
+    body=Tokens,
+    examples=[
+        OpenApiExample("Prompt", value={"model": "smollm2", "prompt": "Hello, sea."}, request_only=True),
+        OpenApiExample(
+            "Messages",
+            value={"model": "smollm2", "messages": [{"role": "user", "content": "Hello, sea."}]},
+            request_only=True,
+        ),
+    ],
+)
+DETOKENIZE = _one_shot_schema(
+    operation_id="detokenize",
+    summary="The text of token ids (vLLM's and llama-server's /detokenize)",
+    tags=["Tokenizer"],
+    request=DetokenizeRequestSerializer,
+    body=Detokenized,
+    examples=[OpenApiExample("Ids", value={"model": "smollm2", "tokens": [19556, 28, 3426, 30]}, request_only=True)],
 )

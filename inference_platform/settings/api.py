@@ -52,6 +52,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "AssistantMessageRoleEnum": "api.openai.shapes.ASSISTANT_ROLE_CHOICES",
         "TextCompletionObjectEnum": "api.openai.shapes.TEXT_COMPLETION_OBJECT_CHOICES",
+        "ListObjectEnum": "api.openai.embeddings.LIST_OBJECT_CHOICES",
     },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

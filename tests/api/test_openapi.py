@@ -33,6 +33,9 @@ PATHS = {
     "/v1/completions": {"post"},
     "/v1/messages": {"post"},
     "/v1/messages/count_tokens": {"post"},
+    "/v1/embeddings": {"post"},
+    "/tokenize": {"post"},
+    "/detokenize": {"post"},
     "/v1/system/status": {"get"},
     "/metrics": {"get"},
 }
@@ -40,6 +43,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = sorted((path, method) for path, methods in PATHS.items() for method in methods)
 MODEL = "smollm2"  # the bundled model, served by the echo engine on the live server
+EMBED_MODEL = "smollm2-embed"  # the bundled embedding model, echo there too
 
 
 @pytest.fixture
@@ -107,6 +111,8 @@ def test_annotated_views_stay_async():
     for view in (views.ChatCompletionsView, views.CompletionsView):
         assert inspect.iscoroutinefunction(view.post), view
         assert view.post is not views._CompletionView.post  # each carries its own schema
+    for view in (views.EmbeddingsView, views.TokenizeView, views.DetokenizeView):
+        assert inspect.iscoroutinefunction(view.post), view
     for view in (views.MessagesView, views.CountTokensView):
         assert inspect.iscoroutinefunction(view.post), view
 
@@ -199,15 +205,31 @@ def test_documented_message_examples_answer_as_documented(live_schema, echo_live
             assert response.json()["type"] == "message" and response.json()["content"], response.text
 
 
-def _use_served_model(case) -> None:
-    """Random model names only reach the 404 path: send the served one half of the time.
+@pytest.mark.live
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/tokenize"])
+def test_documented_one_shot_examples_answer_as_documented(live_schema, echo_live, path):
+    """Embeddings and tokenize examples succeed with answers matching the schema (detokenize's name
+    SmolLM2's ids: tests/api/test_tokenize.py sends it to the real model)."""
+    operation = live_schema[path]["post"]
+    content = live_schema.raw_schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    for example in content["examples"].values():
+        case = operation.Case(body=example["value"], media_type="application/json")
+        response = case.call_and_validate(
+            headers={"Authorization": f"Bearer {echo_live.api_key}"}, checks=CHECKS, timeout=60
+        )
+        assert response.status_code == 200, response.text
+
+
+def _use_served_model(case, path: str) -> None:
+    """Random model names only reach the 404 path: send the served one half of the time (the
+    embedding model to /v1/embeddings).
 
     The choice follows the generated name, so a failing case replays the same way.
     """
     for container, key in ((case.body, "model"), (case.path_parameters, "model_id")):
         if isinstance(container, dict) and isinstance(container.get(key), str):
             if zlib.crc32(container[key].encode()) % 2:
-                container[key] = MODEL
+                container[key] = EMBED_MODEL if path == "/v1/embeddings" else MODEL
 
 
 # /health and /metrics have no parameters, body or key, so there is nothing invalid to send them.
@@ -241,7 +263,7 @@ def test_schemathesis_against_live_platform(live_schema, echo_live, path, method
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     def exercise(case):
-        _use_served_model(case)
+        _use_served_model(case, path)
         case.call_and_validate(headers=headers, checks=CHECKS, session=session, timeout=60)
 
     with session:

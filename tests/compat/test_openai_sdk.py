@@ -83,7 +83,7 @@ def tokenizer():
 
 def test_list_models(sdk):
     models = sdk.models.list()
-    assert [m.id for m in models.data] == ["smollm2"]
+    assert [m.id for m in models.data] == ["smollm2", "smollm2-embed"]  # the bundled GGUF, and for embeddings
     assert sdk.models.retrieve("smollm2").id == "smollm2"
 
 
@@ -228,6 +228,6 @@ def test_restart_is_idempotent_and_the_first_key_still_works(live):
         assert "already issued" in again.log()
         assert "Admin login:" not in again.log()  # no second superuser
         sdk = openai.OpenAI(base_url=f"{again.base_url}/v1", api_key=live.api_key, max_retries=0)
-        assert [m.id for m in sdk.models.list().data] == ["smollm2"]
+        assert [m.id for m in sdk.models.list().data] == ["smollm2", "smollm2-embed"]
     finally:
         again.stop()

@@ -71,7 +71,7 @@ def test_states_snapshot(host):
         ("echo", "echo", True, 0, 64),
         ("echo2", "echo", True, 0, 32),
     ]
-    assert states[0]["capabilities"] == ["seed", "stop", "streaming"]
+    assert states[0]["capabilities"] == ["embeddings", "seed", "stop", "streaming", "tokenize"]
 
 
 async def test_generate_loads_on_first_use_and_streams(host):

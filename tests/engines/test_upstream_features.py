@@ -178,7 +178,7 @@ async def test_vllm_tokenizes_on_its_own_routes_under_the_server_root():
         chunks = [chunk async for chunk in proxy.tokenize(request)]
         sent = server.requests[0]
     assert sent == {"model": "qwen", "prompt": "hi there", "add_special_tokens": True}
-    assert chunks[-1].token_ids == (5, 6, 7) and chunks[-1].prompt_tokens == 3
+    assert chunks[-1].token_ids == (5, 6, 7) and chunks[-1].prompt_tokens == 0
     with replay_server(json.dumps({"prompt": "hi there"}).encode()) as server:
         proxy = OpenAIProxy(server.base_url, model="qwen")
         request = GenerationRequest(request_id="t", sampling=SamplingParams(), task="detokenize", token_ids=(5, 6))

