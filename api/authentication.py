@@ -1,4 +1,4 @@
-"""Bearer-key authentication for the /v1 API, with verified keys remembered for a second."""
+"""API-key authentication for the /v1 API (Bearer, or `x-api-key` as Anthropic's SDK sends it), with verified keys remembered for a second."""
 
 from __future__ import annotations
 
@@ -54,10 +54,12 @@ def bearer_token(header: str) -> str | None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer <key>`; request.auth becomes the ApiKey."""
+    """`Authorization: Bearer <key>`, or `x-api-key: <key>` without one; request.auth becomes the ApiKey."""
 
     def authenticate(self, request):
         token = bearer_token(authentication.get_authorization_header(request).decode("latin-1"))
+        if token is None:
+            token = request.META.get("HTTP_X_API_KEY", "").strip() or None
         if token is None:
             return None
         if not token:

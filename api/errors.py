@@ -78,7 +78,7 @@ def error_info(exc: BaseException) -> ErrorInfo | None:
         message = (
             str(exc.detail)
             if isinstance(exc, drf.AuthenticationFailed)
-            else ("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+            else ("You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
         )
         return ErrorInfo(401, "invalid_request_error", "invalid_api_key", message, None)
     if isinstance(exc, drf.ParseError):

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from serving.errors import ErrorInfo, RequestTooLarge, error_info
 
+from .anthropic.errors import anthropic_error_body, anthropic_status, is_anthropic_path
 from .errors import error_body
 
 
@@ -32,6 +33,7 @@ class RequestBodyLimit:
             declared = lengths.pop() if len(lengths) == 1 else b""
             if not declared.isdigit():
                 return await _answer(
+                    scope,
                     send,
                     ErrorInfo(
                         400,
@@ -42,7 +44,7 @@ class RequestBodyLimit:
                     ),
                 )
             if int(declared) > limit:
-                return await _answer(send, _too_large(limit))
+                return await _answer(scope, send, _too_large(limit))
             return await self.app(scope, receive, send)
         body = bytearray()
         while True:
@@ -51,7 +53,7 @@ class RequestBodyLimit:
                 return  # the client left before sending its body: nobody to answer
             body += message.get("body", b"")
             if len(body) > limit:
-                return await _answer(send, _too_large(limit))
+                return await _answer(scope, send, _too_large(limit))
             if not message.get("more_body", False):
                 break
         if body:
@@ -71,12 +73,14 @@ def _too_large(limit: int) -> ErrorInfo:
     return error_info(RequestTooLarge(f"The request body is larger than this server's limit of {limit} bytes."))
 
 
-async def _answer(send, info: ErrorInfo) -> None:
-    body = json.dumps(error_body(info)).encode()
+async def _answer(scope, send, info: ErrorInfo) -> None:
+    """The error in the shape of the protocol the path speaks (Anthropic's on its routes, else OpenAI's)."""
+    anthropic = is_anthropic_path(scope["path"])
+    body = json.dumps(anthropic_error_body(info) if anthropic else error_body(info)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": info.status,
+            "status": anthropic_status(info) if anthropic else info.status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )

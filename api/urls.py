@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from . import views
+from .anthropic.errors import anthropic_not_found_view
 from .errors import not_found_view
 
 urlpatterns = [
@@ -10,6 +11,9 @@ urlpatterns = [
     path("v1/models/<path:model_id>", views.ModelDetailView.as_view(), name="model-detail"),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="completions"),
+    path("v1/messages", views.MessagesView.as_view(), name="messages"),
+    path("v1/messages/count_tokens", views.CountTokensView.as_view(), name="messages-count-tokens"),
+    re_path(r"^v1/messages/", anthropic_not_found_view),  # Anthropic's error shape under its routes
     path("v1/embeddings", views.EmbeddingsView.as_view(), name="embeddings"),
     # vLLM's and llama-server's paths: at the root, not under /v1.
     path("tokenize", views.TokenizeView.as_view(), name="tokenize"),

@@ -1,4 +1,4 @@
-"""DRF views for the OpenAI-compatible API. Each parses and authorizes, then calls one service."""
+"""DRF views for the OpenAI-compatible API and Anthropic's Messages. Each parses and authorizes, then calls one service."""
 
 from adrf.views import APIView
 from django.http import HttpResponse, StreamingHttpResponse
@@ -6,6 +6,10 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from .anthropic import schema as anthropic_schema
+from .anthropic.errors import anthropic_exception_handler
+from .anthropic.messages import StreamResult as MessagesStream
+from .anthropic.messages import count_tokens_serve, messages_serve
 from .openai import schema
 from .openai.completions import StreamResult, completion_serve
 from .openai.embeddings import embeddings_serve
@@ -135,3 +139,25 @@ class ResponseInputItemsView(_JsonAnswerView):
     async def get(self, request, response_id: str):
         query = input_items_query(request.query_params)
         return Response(await stored.response_input_items(key=request.auth, response_id=response_id, **query))
+
+
+class _AnthropicView(_JsonAnswerView):
+    """Anthropic's routes: every error, authentication's and the method check's too, in Anthropic's shape."""
+
+    def get_exception_handler(self):
+        return anthropic_exception_handler
+
+
+@anthropic_schema.MESSAGES
+class MessagesView(_AnthropicView):
+    async def post(self, request):
+        result = await messages_serve(key=request.auth, read_body=lambda: request.data)
+        if isinstance(result, MessagesStream):
+            return _event_stream(result.sse())
+        return Response(result.body)
+
+
+@anthropic_schema.COUNT_TOKENS
+class CountTokensView(_AnthropicView):
+    async def post(self, request):
+        return Response(await count_tokens_serve(key=request.auth, read_body=lambda: request.data))

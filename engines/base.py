@@ -144,8 +144,9 @@ class Chunk:
     `token_ids`, a detokenize job the text.
 
     The last chunk of every generation has `finish_reason` set and carries the
-    engine-tokenizer counts for the whole request (completion tokens summed over choices).
-    With n > 1, `finish_reasons` holds each choice's reason, by index; `finish_reason`
+    engine-tokenizer counts for the whole request (completion tokens summed over choices), and
+    `stop_sequence`: which of the request's stops ended choice 0, when one did (Anthropic's
+    Messages report it; engines that cannot tell leave it None). With n > 1, `finish_reasons` holds each choice's reason, by index; `finish_reason`
     is then choice 0's.
     """
 
@@ -161,6 +162,7 @@ class Chunk:
     finish_reasons: tuple[FinishReason, ...] = ()
     tool_calls: tuple[ToolCallDelta, ...] = ()
     embedding: tuple[float, ...] = ()
+    stop_sequence: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

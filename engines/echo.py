@@ -108,7 +108,9 @@ class EchoEngine(Engine):
         tail = matcher.flush()
         if tail:
             yield Chunk(text=tail)
-        yield Chunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted)
+        yield Chunk(
+            finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=emitted, stop_sequence=matcher.matched
+        )
 
     async def _one_shot(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Tokenize by words (ids from the vocabulary), detokenize them back, embed by hashing."""

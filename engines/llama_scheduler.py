@@ -496,6 +496,7 @@ class Scheduler:
                         completion_tokens=sum(len(choice.generated) for choice in choices),
                         cached_tokens=choices[0].cached_tokens,
                         finish_reasons=reasons if len(choices) > 1 else (),
+                        stop_sequence=choices[0].matcher.matched,
                     )
                 )
             elif tail:

@@ -292,6 +292,7 @@ class Scheduler:
                 finish_reason=reason,
                 prompt_tokens=len(sequence.prompt),
                 completion_tokens=sequence.generated,
+                stop_sequence=matcher.matched,
             )
         )
 

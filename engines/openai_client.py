@@ -282,6 +282,9 @@ class OpenAIProxy:
             if reason:
                 final = final or Chunk()
                 final.finish_reason = _FINISH_REASONS.get(reason, "stop")
+                stop = choice.get("stop_reason")  # vLLM names the stop string that matched
+                if isinstance(stop, str) and stop:
+                    final.stop_sequence = stop
         usage = event.get("usage")
         if isinstance(usage, dict):
             final = final or Chunk()

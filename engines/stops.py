@@ -12,6 +12,8 @@ class StopMatcher:
         self.stops = tuple(s for s in stops if s)
         self._pending = ""
         self.stopped = False
+        # The stop sequence that ended the text (the earliest in it), for protocols that report it.
+        self.matched: str | None = None
 
     def feed(self, delta: str) -> str:
         """Return the part of `delta` (plus withheld text) that is safe to emit."""
@@ -20,9 +22,10 @@ class StopMatcher:
         text = self._pending + delta
         if not self.stops:
             return text
-        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
-        if cut >= 0:
+        cut, stop = min(((text.find(s), s) for s in self.stops if s in text), default=(-1, None))
+        if stop is not None:
             self.stopped = True
+            self.matched = stop
             self._pending = ""
             return text[:cut]
         hold = max((self._partial_suffix(text, s) for s in self.stops), default=0)

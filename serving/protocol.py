@@ -224,6 +224,8 @@ def chunk_to_dict(chunk: Chunk) -> dict[str, Any]:
         )
         if chunk.finish_reasons:
             data["finish_reasons"] = list(chunk.finish_reasons)
+        if chunk.stop_sequence is not None:
+            data["stop_sequence"] = chunk.stop_sequence
     return data
 
 
@@ -243,6 +245,7 @@ def chunk_from_dict(data: dict[str, Any]) -> Chunk:
             for call, id_, name, arguments in data.get("tool_calls", ())
         ),
         embedding=tuple(data.get("embedding", ())),
+        stop_sequence=data.get("stop_sequence"),
     )
 
 

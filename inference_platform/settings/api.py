@@ -25,6 +25,9 @@ SPECTACULAR_SETTINGS = {
         'has started arrives as a `data: {"error": ...}` event. `/v1/responses` streams OpenAI\'s '
         "Responses events instead (`event: <type>` and `data: <event JSON>`), ending with "
         "`response.completed`, `response.incomplete` or `response.failed`.\n\n"
+        "**Anthropic Messages** (`/v1/messages`, `/v1/messages/count_tokens`) speak Anthropic's protocol: "
+        "the key may come in `x-api-key`, errors are "
+        '`{"type": "error", "error": {"type", "message"}}`, and streams are `event:`/`data:` pairs.\n\n'
         "**WebSocket streaming** (which OpenAPI cannot describe): `ws://HOST:PORT/ws/v1/chat/completions`, "
         '`ws://HOST:PORT/ws/v1/completions` and `ws://HOST:PORT/ws/v1/responses` take `{"type": "request", '
         '"body": {...}}` (the body you would POST here), send the stream\'s chunks or events as JSON text '
@@ -38,6 +41,17 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are public: a stale key in the browser must not lock them.
     "SERVE_AUTHENTICATION": [],
     # Bearer scheme: api/openai/schema.py describes ApiKeyAuthentication as HTTP bearer ("ApiKeyAuth").
+    # The same key in `x-api-key`, as Anthropic's SDK sends it; the Messages routes list it beside ApiKeyAuth.
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "XApiKeyAuth": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "x-api-key",
+                "description": "The API key (`ipk-...`) in the header Anthropic's SDK sends; works on every route.",
+            }
+        }
+    },
     "ENUM_NAME_OVERRIDES": {
         "AssistantMessageRoleEnum": "api.openai.shapes.ASSISTANT_ROLE_CHOICES",
         "TextCompletionObjectEnum": "api.openai.shapes.TEXT_COMPLETION_OBJECT_CHOICES",

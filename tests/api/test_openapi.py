@@ -31,6 +31,8 @@ PATHS = {
     "/v1/models/{model_id}": {"get"},
     "/v1/chat/completions": {"post"},
     "/v1/completions": {"post"},
+    "/v1/messages": {"post"},
+    "/v1/messages/count_tokens": {"post"},
     "/v1/embeddings": {"post"},
     "/tokenize": {"post"},
     "/detokenize": {"post"},
@@ -72,9 +74,12 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
     for path, methods in PATHS.items():
         for method in methods:
             operation = document["paths"][path][method]
-            expected = {"/health": [], "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}]}.get(
-                path, [{"ApiKeyAuth": []}]
-            )
+            expected = {
+                "/health": [],
+                "/metrics": [{}, {"MetricsToken": []}, {"AdminSession": []}],
+                "/v1/messages": [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}],
+                "/v1/messages/count_tokens": [{"ApiKeyAuth": []}, {"XApiKeyAuth": []}],
+            }.get(path, [{"ApiKeyAuth": []}])
             assert operation.get("security", []) == expected, (path, method)
             assert "500" in operation["responses"]
             if path != "/health":
@@ -84,6 +89,16 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
         responses = document["paths"][path]["post"]["responses"]
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
         assert {"400", "404", "415", "502", "503"} <= set(responses)
+    assert document["components"]["securitySchemes"]["XApiKeyAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": document["components"]["securitySchemes"]["XApiKeyAuth"]["description"],
+    }
+    messages = document["paths"]["/v1/messages"]["post"]["responses"]
+    assert set(messages["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert {"400", "401", "404", "413", "429", "529"} <= set(messages)
+    assert messages["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AnthropicError"}
 
 
 def test_schema_generates_without_warnings(tmp_path):
@@ -109,6 +124,8 @@ def test_annotated_views_stay_async():
         assert inspect.iscoroutinefunction(view.post), view
         assert view.post is not views._CompletionView.post  # each carries its own schema
     for view in (views.EmbeddingsView, views.TokenizeView, views.DetokenizeView):
+        assert inspect.iscoroutinefunction(view.post), view
+    for view in (views.MessagesView, views.CountTokensView):
         assert inspect.iscoroutinefunction(view.post), view
 
 
@@ -181,6 +198,24 @@ def test_documented_examples_answer_as_documented(live_schema, echo_live, path):
         else:
             assert response.headers["content-type"][0] == "application/json"
             assert response.json()["output" if path == "/v1/responses" else "choices"], response.text
+
+
+@pytest.mark.live
+def test_documented_message_examples_answer_as_documented(live_schema, echo_live):
+    """The Messages examples succeed with the key in `x-api-key`; JSON and every stream event match the schema."""
+    operation = live_schema["/v1/messages"]["post"]
+    content = live_schema.raw_schema["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
+    bodies = [example["value"] for example in content["examples"].values()]
+    assert {bool(body.get("stream")) for body in bodies} == {False, True}
+    for body in bodies:
+        case = operation.Case(body=body, media_type="application/json")
+        response = case.call_and_validate(headers={"x-api-key": echo_live.api_key}, checks=CHECKS, timeout=60)
+        assert response.status_code == 200, response.text
+        if body.get("stream"):
+            events = [e for e in response.text.split("\n\n") if e]
+            assert events[0].startswith("event: message_start") and events[-1].startswith("event: message_stop")
+        else:
+            assert response.json()["type"] == "message" and response.json()["content"], response.text
 
 
 @pytest.mark.live

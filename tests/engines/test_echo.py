@@ -67,6 +67,7 @@ async def test_stop_sequence_cuts_with_stop():
     assert "".join(c.text for c in chunks) == "alpha beta"
     assert chunks[-1].finish_reason == "stop"
     assert chunks[-1].completion_tokens == 3  # the token carrying the stop was generated
+    assert chunks[-1].stop_sequence == " gamma"
 
 
 async def test_context_overflow_raises():

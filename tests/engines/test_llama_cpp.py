@@ -65,6 +65,7 @@ async def test_stop_sequence_cuts_text(engine):
     chunks = await collect(engine, chat(stop=(stop,)))
     assert text_of(chunks) == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].stop_sequence == stop
 
 
 async def test_max_tokens_beyond_context_raises(engine):

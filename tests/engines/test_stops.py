@@ -54,6 +54,15 @@ def test_earliest_of_multiple_stops_wins():
     matcher = StopMatcher(["world", "lo"])
     assert matcher.feed("hello world") == "hel"
     assert matcher.stopped
+    assert matcher.matched == "lo"  # what Anthropic's stop_sequence reports
+
+
+def test_matched_is_none_until_a_stop_is_found_across_deltas():
+    matcher = StopMatcher(["STOP", "END"])
+    assert matcher.feed("go ST") == "go "
+    assert matcher.matched is None
+    assert matcher.feed("OP now") == ""
+    assert matcher.matched == "STOP"
 
 
 def test_multiple_stops_hold_back_longest_possible_prefix():

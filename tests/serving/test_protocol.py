@@ -32,6 +32,7 @@ def test_a_chunk_with_logprobs_and_a_choice_index_round_trips():
             finish_reasons=("stop", "length", "length"),
         ),
         Chunk(text="plain", token_ids=(1,)),
+        Chunk(finish_reason="stop", prompt_tokens=4, completion_tokens=2, stop_sequence="\n\nUser:"),
     ]
     for chunk in chunks:
         assert protocol.chunk_from_dict(through_json(protocol.chunk_to_dict(chunk))) == chunk
