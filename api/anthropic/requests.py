@@ -13,11 +13,11 @@ from typing import Any
 from engines.base import GenerationRequest, OutputFormat, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel
 
-from ..openai.requests import _sharing_bound_fields
+from ..openai.requests import sharing_bound_fields
 from .serializers import CountTokensRequestSerializer, MessagesRequestSerializer
 
-_MESSAGES = _sharing_bound_fields(MessagesRequestSerializer)
-_COUNT_TOKENS = _sharing_bound_fields(CountTokensRequestSerializer)
+_MESSAGES = sharing_bound_fields(MessagesRequestSerializer)
+_COUNT_TOKENS = sharing_bound_fields(CountTokensRequestSerializer)
 # Anthropic's tool_choice types, as the engine contract names them.
 _TOOL_CHOICE: dict[str, ToolChoice] = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
 # Anthropic's default temperature, where neither the request nor the model's defaults say.
