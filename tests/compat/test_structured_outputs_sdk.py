@@ -5,7 +5,7 @@ the openai SDK's `parse()` with a Pydantic model, strict json_schema, LangChain'
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 
 import jsonschema
 import pytest
@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 
-class Mood(str, Enum):
+class Mood(StrEnum):
     happy = "happy"
     sad = "sad"
 
