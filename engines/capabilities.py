@@ -25,9 +25,7 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset(
-        {"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "response_format", "grammar"}
-    ),
+    "llama_cpp": frozenset({"streaming", "stop", "seed", "logprobs", "n", "logit_bias", "response_format", "grammar"}),
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed"}),

@@ -70,12 +70,16 @@ async def test_text_response_format_is_plain_text(client, smollm2):
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 async def test_raw_grammar_on_chat_and_completions(client, smollm2, path):
     grammar = 'root ::= ("red" | "green" | "blue") "!"'
-    body = chat(grammar=grammar, temperature=1.2) if "chat" in path else {
-        "model": "smollm2",
-        "prompt": "My favourite colour is",
-        "max_tokens": 8,
-        "grammar": grammar,
-    }
+    body = (
+        chat(grammar=grammar, temperature=1.2)
+        if "chat" in path
+        else {
+            "model": "smollm2",
+            "prompt": "My favourite colour is",
+            "max_tokens": 8,
+            "grammar": grammar,
+        }
+    )
     response = await client.post(path, json=body)
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
