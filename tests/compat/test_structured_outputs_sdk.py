@@ -133,7 +133,7 @@ def test_every_sampled_output_validates(sdk, name):
             model="smollm2",
             messages=[{"role": "user", "content": prompt}],
             response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}},
-            max_tokens=200,
+            max_tokens=120,  # every output of these schemas fits well within it
             temperature=temperature,
             seed=seed,
         )
