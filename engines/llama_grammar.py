@@ -182,9 +182,9 @@ def _allowed_keys(node: dict[str, Any], keys: set[str], where: str, root: dict[s
         return _STRING
     if kind == "object" or not keys:
         return frozenset({"type", "additionalProperties"})
-    if kind is None:
-        raise _unsupported(where, f"a schema without a 'type' that uses {', '.join(sorted(keys))}")
-    return _SCALAR
+    # No branch of the converter takes the rest (a bare `not`, `allOf`, `minLength` without a
+    # type...): every keyword of it is refused by name.
+    return _SCALAR if kind is not None else frozenset()
 
 
 def _object_keys(node: dict[str, Any], where: str) -> frozenset[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .errors import InvalidInputError
 
@@ -34,24 +37,30 @@ class SamplerChain:
     """One sequence's `llama_sampler` chain; free it when the sequence ends.
 
     The order follows llama.cpp's common sampler: logit bias, penalties, top-k, top-p,
-    min-p, temperature, then the random draw (or greedy at temperature 0). `first` samplers
-    go at the head of the chain: a grammar sampler (`llama_sampler_init_grammar`) belongs
-    there, so that it masks tokens before anything else looks at them.
+    min-p, temperature, then the random draw (or greedy at temperature 0).
+
+    A `grammar` sampler (`llama_sampler_init_grammar`, owned from then on) conceptually heads
+    the chain: it masks every token the grammar forbids before anything else looks at them.
+    Masking all 49k tokens of SmolLM2's vocabulary costs 20 to 60 ms a token on this 2-core
+    machine, several times the decode step itself, so it is applied as llama.cpp's common
+    sampler does: the chain samples from the unmasked row, the grammar checks that one token,
+    and only when it is rejected is the row masked in full and sampled again.
     """
 
-    def __init__(self, vocab: llama_vocab_p, settings: ChainSettings, *, first: tuple[llama_sampler_p, ...] = ()):
+    def __init__(self, vocab: llama_vocab_p, settings: ChainSettings, *, grammar: llama_sampler_p | None = None):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.chain: llama_sampler_p | None = chain
+        self.grammar = grammar
+        self._candidates = _Candidates(n_vocab) if grammar is not None else None
+        self.grammar_resamples = 0  # tokens the grammar rejected, for tests and measurements
 
         def add(sampler: llama_sampler_p) -> None:
-            llama_cpp.llama_sampler_chain_add(chain, sampler)
+            llama_cpp.llama_sampler_chain_add(chain, sampler)  # the chain owns (and frees) it
 
-        for sampler in first:
-            add(sampler)  # the chain owns (and frees) every sampler added to it
         if settings.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(settings.logit_bias))(
                 *(llama_cpp.llama_logit_bias(token=token, bias=bias) for token, bias in settings.logit_bias)
@@ -82,7 +91,18 @@ class SamplerChain:
 
     def sample(self, ctx: llama_context_p, index: int) -> int:
         """Sample (and accept) a token from the `index`-th output row of the last decode."""
-        token: int = self._llama_cpp.llama_sampler_sample(self.chain, ctx, index)
+        llama_cpp = self._llama_cpp
+        if self.grammar is None or self._candidates is None:
+            token: int = llama_cpp.llama_sampler_sample(self.chain, ctx, index)
+            return token
+        logits = llama_cpp.llama_get_logits_ith(ctx, index)
+        candidates = self._candidates
+        token = candidates.sample(self.chain, logits)
+        if not candidates.allows(self.grammar, token):
+            self.grammar_resamples += 1
+            token = candidates.sample(self.chain, logits, grammar=self.grammar)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.chain, token)
         return token
 
     def free(self) -> None:
@@ -90,6 +110,47 @@ class SamplerChain:
         if self.chain is not None:
             self._llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
+        if self.grammar is not None:
+            self._llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
+# llama_token_data: {int32 id; float logit; float p}, packed as llama.h lays it out.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class _Candidates:
+    """A reusable llama_token_data_array over the vocabulary, filled from a row of logits."""
+
+    def __init__(self, n_vocab: int):
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self._n_vocab = n_vocab
+        self._data = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        self._pointer = self._data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        self._one = np.zeros(1, dtype=_TOKEN_DATA)
+        self._one_pointer = self._one.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+
+    def sample(self, chain: llama_sampler_p | None, logits: Any, *, grammar: llama_sampler_p | None = None) -> int:
+        """The token `chain` selects from the row `logits` (masked by `grammar` first, if given); accepts nothing."""
+        llama_cpp, data = self._llama_cpp, self._data
+        data["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        data["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        data["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(data=self._pointer, size=self._n_vocab, selected=-1, sorted=False)
+        if grammar is not None:
+            llama_cpp.llama_sampler_apply(grammar, ctypes.byref(array))
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
+    def allows(self, grammar: llama_sampler_p, token: int) -> bool:
+        """Whether `grammar`, in its current state, allows `token` next."""
+        llama_cpp, one = self._llama_cpp, self._one
+        one["id"], one["logit"], one["p"] = token, 1.0, 0.0
+        array = llama_cpp.llama_token_data_array(data=self._one_pointer, size=1, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(array))
+        return bool(np.isfinite(one["logit"][0]))
 
 
 class GrammarSampler:
@@ -99,10 +160,10 @@ class GrammarSampler:
     def __init__(self, sampler: llama_sampler_p):
         self._sampler: llama_sampler_p | None = sampler
 
-    def take(self) -> tuple[llama_sampler_p, ...]:
-        """The sampler, for SamplerChain's `first`; ownership goes with it. Empty once taken."""
+    def take(self) -> llama_sampler_p | None:
+        """The sampler, for a SamplerChain's `grammar`; ownership goes with it. None once taken."""
         sampler, self._sampler = self._sampler, None
-        return () if sampler is None else (sampler,)
+        return sampler
 
     def free(self) -> None:
         """Free the sampler unless a chain took it."""

@@ -544,9 +544,9 @@ class _LazyLogprobs:
 
 
 def _chain(vocab: llama_vocab_p, sequence: Sequence) -> SamplerChain:
-    """A sequence's sampler chain, headed by its grammar sampler when it has one."""
-    first = sequence.grammar.take() if sequence.grammar is not None else ()
-    return SamplerChain(vocab, sequence.settings, first=first)
+    """A sequence's sampler chain, with its grammar sampler when it has one."""
+    grammar = sequence.grammar.take() if sequence.grammar is not None else None
+    return SamplerChain(vocab, sequence.settings, grammar=grammar)
 
 
 def _common_prefix(cached: list[int], prompt: list[int]) -> int:

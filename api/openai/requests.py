@@ -74,7 +74,7 @@ def output_format(body: dict) -> OutputFormat | None:
     """What the output must be: `response_format` (validated by the serializer) or a raw GBNF `grammar`."""
     if body.get("grammar") is not None:
         return OutputFormat(kind="grammar", grammar=body["grammar"])
-    response_format = body.get("response_format")
+    response_format: dict = body.get("response_format") or {}
     if not _wants_format(response_format):
         return None
     if response_format["type"] == "json_object":
