@@ -7,7 +7,7 @@ a test keeps the README's copy in step. Importing this module imports no engine 
 
 from __future__ import annotations
 
-from .base import SamplingParams
+from .base import GenerationRequest
 from .errors import EngineUnavailableError, UnsupportedParameterError
 
 FEATURES = (
@@ -58,17 +58,25 @@ def capabilities_of(engine: str) -> frozenset[str]:
         raise EngineUnavailableError(f"unknown engine {engine!r}") from None
 
 
-def require_sampling_features(engine: str, features: frozenset[str], sampling: SamplingParams) -> None:
-    """Raise UnsupportedParameterError where `sampling` asks for what the engine lacks.
+def require_request_features(engine: str, features: frozenset[str], request: GenerationRequest) -> None:
+    """Raise UnsupportedParameterError where `request` asks for what the engine lacks.
 
     The API checks the same before dispatch; this keeps an engine from silently dropping
-    choices, logprobs or biases when a request reaches it some other way.
+    choices, logprobs, biases, tools or an output format when a request reaches it some other way.
     """
-    wanted = {"n": sampling.n > 1, "logprobs": sampling.logprobs, "logit_bias": bool(sampling.logit_bias)}
-    for feature, used in wanted.items():
+    sampling, output = request.sampling, request.output_format
+    wanted = {
+        "n": ("n", sampling.n > 1),
+        "logprobs": ("logprobs", sampling.logprobs),
+        "logit_bias": ("logit_bias", bool(sampling.logit_bias)),
+        "tools": ("tools", bool(request.tools) and request.tool_choice != "none"),
+        "response_format": ("response_format", output is not None and output.kind != "grammar"),
+        "grammar": ("grammar", output is not None and output.kind == "grammar"),
+    }
+    for feature, (param, used) in wanted.items():
         if used and feature not in features:
             raise UnsupportedParameterError(
-                f"The '{feature}' parameter is not supported by the {engine} engine.", param=feature
+                f"The '{param}' parameter is not supported by the {engine} engine.", param=param
             )
 
 

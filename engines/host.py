@@ -14,7 +14,7 @@ from contextlib import aclosing
 from typing import Any
 
 from .base import Chunk, Engine, GenerationRequest, ModelSpec
-from .capabilities import require_sampling_features
+from .capabilities import require_request_features
 from .registry import create_engine
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class EngineHost:
         engine = self._engines.get(spec.name)
         if engine is None or engine.name != engine_name or engine.spec != spec or not engine.loaded:
             engine = await asyncio.to_thread(self.ensure_loaded, engine_name, spec)
-        require_sampling_features(engine.name, engine.capabilities, request.sampling)
+        require_request_features(engine.name, engine.capabilities, request)
         async with aclosing(engine.generate(request)) as chunks:
             async for chunk in chunks:
                 yield chunk

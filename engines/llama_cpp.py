@@ -357,7 +357,13 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         output_format = self._output_format(request)
         if output_format is None:
             return None
-        grammar = grammar_for(output_format)
+        try:
+            grammar = grammar_for(output_format)
+        except (InvalidInputError, UnsupportedParameterError) as exc:
+            if output_format is request.output_format:
+                raise
+            # A forced call's schema comes from the tools: name the parameter the client wrote.
+            raise type(exc)(f"The tools' parameters cannot be forced: {exc}", param="tools") from None
         param = "grammar" if output_format.kind == "grammar" else RESPONSE_FORMAT_PARAM
         import llama_cpp
 

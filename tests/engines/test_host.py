@@ -1,6 +1,6 @@
 import pytest
 
-from engines.base import GenerationRequest, ModelSpec, SamplingParams
+from engines.base import GenerationRequest, ModelSpec, OutputFormat, SamplingParams
 from engines.echo import EchoEngine
 from engines.errors import EngineUnavailableError, UnsupportedParameterError
 from engines.host import EngineHost
@@ -71,7 +71,7 @@ def test_states_snapshot(host):
         ("echo", "echo", True, 0, 64),
         ("echo2", "echo", True, 0, 32),
     ]
-    assert states[0]["capabilities"] == ["embeddings", "seed", "stop", "streaming", "tokenize"]
+    assert states[0]["capabilities"] == ["embeddings", "seed", "stop", "streaming", "tokenize", "tools"]
 
 
 async def test_generate_loads_on_first_use_and_streams(host):
@@ -94,6 +94,22 @@ async def test_generate_loads_on_first_use_and_streams(host):
 async def test_an_engine_never_silently_drops_what_it_cannot_do(host, sampling, param):
     """However a request reaches the host, the echo engine refuses n, logprobs and logit_bias."""
     request = GenerationRequest(request_id="r", sampling=sampling, prompt="a b")
+    with pytest.raises(UnsupportedParameterError) as refused:
+        async for _ in host.generate("echo", ECHO, request):
+            pass
+    assert refused.value.param == param
+
+
+@pytest.mark.parametrize(
+    "output_format, param",
+    [
+        (OutputFormat(kind="json_object"), "response_format"),
+        (OutputFormat(kind="grammar", grammar='root ::= "a"'), "grammar"),
+    ],
+)
+async def test_an_engine_never_silently_drops_an_output_format(host, output_format, param):
+    """Echo writes no grammar: a format reaching it by any path is refused, never ignored."""
+    request = GenerationRequest(request_id="r", sampling=SamplingParams(), prompt="a b", output_format=output_format)
     with pytest.raises(UnsupportedParameterError) as refused:
         async for _ in host.generate("echo", ECHO, request):
             pass

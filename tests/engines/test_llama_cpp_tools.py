@@ -7,6 +7,7 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from engines.base import GenerationRequest, ModelSpec, SamplingParams, ToolSpec
+from engines.errors import UnsupportedParameterError
 from engines.llama_cpp import LlamaCppEngine
 from engines.tool_calls import forced_tool_format
 from engines.tool_prompt import chat_input, template_reads_tools
@@ -92,3 +93,20 @@ async def test_forced_calls_always_validate_against_the_parameters(engine, seed)
         assert first.id.startswith("call_") and first.name == "get_weather" and first.arguments == ""
         assert fragments and all(d.call == 0 and d.id is None for d in fragments)
         jsonschema.validate(json.loads("".join(d.arguments for d in fragments)), WEATHER.parameters)
+
+
+async def test_a_forced_call_whose_parameters_cannot_be_enforced_is_refused_naming_tools(engine):
+    bounded = ToolSpec(
+        name="set_volume",
+        parameters={"type": "object", "properties": {"level": {"type": "integer", "minimum": 0}}},
+    )
+    request = GenerationRequest(
+        request_id="t",
+        sampling=SamplingParams(temperature=0.0, max_tokens=16),
+        messages=ASK,
+        tools=(bounded,),
+        tool_choice="required",
+    )
+    with pytest.raises(UnsupportedParameterError) as caught:
+        await collect(engine, request)
+    assert caught.value.param == "tools" and "minimum" in str(caught.value)
