@@ -129,9 +129,7 @@ def test_the_admin_form_sets_the_task_and_refuses_embed_on_an_engine_without_it(
     assert ServedModel.objects.get(name="vectors").task == "embed"
     refused = admin_client.post(
         url,
-        served_model_form(
-            name="remote", engine="upstream", task="embed", engine_options='{"base_url": "http://127.0.0.1:9"}'
-        ),
+        served_model_form(name="on-mlx", source=gguf_path, engine="mlx", task="embed"),
     )
     assert refused.status_code == 200
     assert "does not serve embeddings" in refused.context["adminform"].form.errors["task"][0]
