@@ -6,18 +6,18 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from .answers import EventStream
 from .anthropic import schema as anthropic_schema
 from .anthropic.errors import anthropic_exception_handler
-from .anthropic.messages import StreamResult as MessagesStream
 from .anthropic.messages import count_tokens_serve, messages_serve
 from .openai import schema
-from .openai.completions import StreamResult, completion_serve
+from .openai.completions import completion_serve
 from .openai.embeddings import embeddings_serve
 from .openai.format import CHAT, TEXT
 from .openai.responses import schema as responses_schema
 from .openai.responses import stored
 from .openai.responses.serializers import input_items_query
-from .openai.responses.serve import ResponseStream, response_create
+from .openai.responses.serve import response_create
 from .openai.tokenize import detokenize_serve, tokenize_serve
 from .services import status as status_service
 from .services.models import model_detail, model_list
@@ -82,7 +82,7 @@ class _CompletionView(_JsonAnswerView):
 
     async def post(self, request):
         result = await completion_serve(kind=self.kind, key=request.auth, read_body=lambda: request.data)
-        if isinstance(result, StreamResult):
+        if isinstance(result, EventStream):
             return _event_stream(result.sse())
         return Response(result.body)
 
@@ -119,7 +119,7 @@ class DetokenizeView(_JsonAnswerView):
 class ResponsesView(_JsonAnswerView):
     async def post(self, request):
         result = await response_create(key=request.auth, read_body=lambda: request.data)
-        if isinstance(result, ResponseStream):
+        if isinstance(result, EventStream):
             return _event_stream(result.sse())
         return Response(result.body)
 
@@ -152,7 +152,7 @@ class _AnthropicView(_JsonAnswerView):
 class MessagesView(_AnthropicView):
     async def post(self, request):
         result = await messages_serve(key=request.auth, read_body=lambda: request.data)
-        if isinstance(result, MessagesStream):
+        if isinstance(result, EventStream):
             return _event_stream(result.sse())
         return Response(result.body)
 

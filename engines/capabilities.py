@@ -25,21 +25,7 @@ FEATURES = (
 )
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "llama_cpp": frozenset(
-        {
-            "streaming",
-            "stop",
-            "seed",
-            "logprobs",
-            "n",
-            "logit_bias",
-            "tools",
-            "response_format",
-            "grammar",
-            "embeddings",
-            "tokenize",
-        }
-    ),
+    "llama_cpp": frozenset(FEATURES),  # every one
     "mlx": frozenset({"streaming", "stop", "seed"}),
     # vLLM itself supports more; these are what its proxy forwards today.
     "vllm": frozenset({"streaming", "stop", "seed", "tools", "response_format", "embeddings", "tokenize"}),

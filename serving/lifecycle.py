@@ -19,8 +19,8 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from engines.base import Chunk
@@ -28,6 +28,7 @@ from models_registry.models import ApiKey
 
 from .errors import INTERNAL_ERROR, ErrorInfo, WorkerLost, error_info
 from .limits import Admission, limits_admit
+from .outcome import Outcome, OutcomeBuilder
 from .record_writer import record_submit
 from .route import Route
 
@@ -51,7 +52,9 @@ async def request_lifecycle(
     (or a closed stream) is 499 `cancelled`, an error what `describe` makes of it (a protocol
     module adds its parsing errors to serving's), anything it does not know a 500.
     """
-    life = RequestLifecycle(endpoint=endpoint, api_key_id=api_key_id, request_id=request_id, started_at=started_at)
+    life = RequestLifecycle(
+        endpoint=endpoint, api_key_id=api_key_id, request_id=request_id, started_at=started_at, describe=describe
+    )
     try:
         yield life
     except (asyncio.CancelledError, GeneratorExit):
@@ -72,8 +75,15 @@ class RequestLifecycle:
     """
 
     def __init__(
-        self, *, endpoint: str, api_key_id: int | None, request_id: str | None = None, started_at: float | None = None
+        self,
+        *,
+        endpoint: str,
+        api_key_id: int | None,
+        request_id: str | None = None,
+        started_at: float | None = None,
+        describe: Callable[[BaseException], ErrorInfo | None] = error_info,
     ):
+        self._describe = describe
         self.request_id = request_id or uuid.uuid4().hex
         self.endpoint = endpoint
         self.api_key_id = api_key_id
@@ -118,6 +128,37 @@ class RequestLifecycle:
     def streamed(self, token_count: int) -> None:
         """Count tokens as they pass, so a cancelled stream's record still says how far it got."""
         self.completion_tokens = (self.completion_tokens or 0) + token_count
+
+    async def relayed(self, first: Chunk, rest: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, None]:
+        """A stream's chunks, `first` included, up to the engine's final one, timed and counted as they pass."""
+        chunk = first
+        while True:
+            self.first_token()
+            self.streamed(len(chunk.token_ids))
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+            chunk = await anext(rest)
+
+    async def collect(self, chunks: AsyncGenerator[Chunk, None], *, n: int = 1, logprobs: bool = False) -> Outcome:
+        """The whole answer of a request that does not stream; the request has then succeeded."""
+        builder = OutcomeBuilder(n=n, logprobs=logprobs)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                self.first_token()
+                builder.add(chunk)
+        outcome = builder.outcome()
+        self.succeeded(outcome.final)
+        return outcome
+
+    def failed_midstream(self, exc: Exception) -> ErrorInfo:
+        """The error that broke a stream off after its headers went out, for the protocol to send in-band."""
+        error = self._describe(exc)
+        if error is None:
+            logger.exception("stream %s failed", self.request_id)
+            error = INTERNAL_ERROR
+        self.failed(error)
+        return error
 
     def job_record(self) -> dict[str, Any]:
         """What this request carries to a worker so the worker can write the record."""

@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import cast
 
 from engines.base import Chunk
 from models_registry.models import ApiKey
 from serving import serve
-from serving.errors import INTERNAL_ERROR, UnsupportedParameter
+from serving.errors import UnsupportedParameter
 from serving.lifecycle import RequestLifecycle, request_lifecycle
-from serving.outcome import OutcomeBuilder
 
+from ..answers import EventStream, JsonAnswer, first_answer
 from ..errors import error_info
 from .errors import anthropic_error_body
 from .format import StreamWriter, message_body, sse_event
@@ -33,48 +31,17 @@ MESSAGES = "messages"
 COUNT_TOKENS = "messages.count_tokens"
 
 
-@dataclass
-class JsonResult:
-    body: AnthropicMessage
-
-
-@dataclass
-class StreamResult:
-    """Anthropic's stream events, an `error` event if it fails midway. Closing it cancels."""
-
-    events: AsyncGenerator[StreamEvent, None]
-
-    async def sse(self) -> AsyncGenerator[bytes, None]:
-        """The same stream as Server-Sent Events with `event:` lines."""
-        async with aclosing(self.events) as events:
-            async for event in events:
-                yield sse_event(event)
-
-
-async def messages_serve(*, key: ApiKey, read_body: Callable[[], object]) -> JsonResult | StreamResult:
+async def messages_serve(
+    *, key: ApiKey, read_body: Callable[[], object]
+) -> JsonAnswer[AnthropicMessage] | EventStream[StreamEvent]:
     """Answer one Messages request; exactly one record is written whatever happens."""
-    answer = _answer(key, read_body)
-    try:
-        first = await anext(answer)
-    except BaseException:
-        await answer.aclose()
-        raise
-    if isinstance(first, JsonResult):
-        await answer.aclose()
-        return first
-    # A stream's first event came out, so every later one is an event too (JsonResult only comes alone).
-    return StreamResult(_prepend(first, cast(AsyncGenerator[StreamEvent, None], answer)))
+    return await first_answer(_answer(key, read_body), sse_event)
 
 
-async def _prepend(first: StreamEvent, rest: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[StreamEvent, None]:
-    async with aclosing(rest):
-        yield first
-        async for event in rest:
-            yield event
-
-
-async def _answer(key: ApiKey, read_body: Callable[[], object]) -> AsyncGenerator[JsonResult | StreamEvent, None]:
-    """One JsonResult, or a stream's events: the first only once the engine's first chunk is in."""
+async def _answer(
+    key: ApiKey, read_body: Callable[[], object]
+) -> AsyncGenerator[JsonAnswer[AnthropicMessage] | StreamEvent, None]:
+    """One JsonAnswer, or a stream's events: the first only once the engine's first chunk is in."""
     async with request_lifecycle(endpoint=MESSAGES, api_key_id=key.pk, describe=error_info) as life:
         body = validated_body(read_body())
         life.stream = bool(body.get("stream"))
@@ -85,7 +52,7 @@ async def _answer(key: ApiKey, read_body: Callable[[], object]) -> AsyncGenerato
         request = generation_request(body, route.model, life.request_id, tenant=str(key.pk))
         chunks = await serve.generate(life, route, request)
         if not life.stream:
-            result = JsonResult(await _collect(body, life, chunks))
+            result = JsonAnswer(await _collect(body, life, chunks))
         else:
             async with aclosing(chunks):
                 # Wait for the first chunk before answering, so errors found before any token
@@ -98,13 +65,7 @@ async def _answer(key: ApiKey, read_body: Callable[[], object]) -> AsyncGenerato
 
 
 async def _collect(body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Chunk, None]) -> AnthropicMessage:
-    builder = OutcomeBuilder()
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            life.first_token()
-            builder.add(chunk)
-    outcome = builder.outcome()
-    life.succeeded(outcome.final)
+    outcome = await life.collect(chunks)
     return message_body(
         request_id=life.request_id, model=body["model"], outcome=outcome, stop_sequence=outcome.final.stop_sequence
     )
@@ -117,23 +78,12 @@ async def _stream_events(
     writer = StreamWriter(request_id=life.request_id, model=body["model"])
     try:
         yield writer.opening()
-        chunk = first
-        while True:
-            life.first_token()
-            life.streamed(len(chunk.token_ids))
+        async for chunk in life.relayed(first, chunks):
             for event in writer.chunk(chunk):
                 yield event
-            if chunk.finish_reason is not None:
-                break
-            chunk = await anext(chunks)
     except Exception as exc:
         # Headers are already sent: report the error in-band, as Anthropic does.
-        error = error_info(exc)
-        if error is None:
-            logger.exception("stream %s failed", life.request_id)
-            error = INTERNAL_ERROR
-        life.failed(error)
-        yield anthropic_error_body(error)
+        yield anthropic_error_body(life.failed_midstream(exc))
         return
     life.succeeded(chunk)
     for event in writer.closing(chunk):

@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Literal, cast, overload
+from typing import Literal, overload
 
 from engines.base import Chunk
 from models_registry.models import ApiKey
 from serving import serve
-from serving.errors import INTERNAL_ERROR
 from serving.lifecycle import RequestLifecycle, request_lifecycle
-from serving.outcome import OutcomeBuilder, finish_reasons
+from serving.outcome import finish_reasons
 
+from ..answers import EventStream, JsonAnswer, first_answer
 from ..errors import Error, error_body, error_info
 from .format import (
     CHAT,
@@ -38,69 +37,34 @@ logger = logging.getLogger(__name__)
 Event = CompletionChunk | Error | str
 
 
-@dataclass
-class JsonResult:
-    body: Completion
-
-
-@dataclass
-class StreamResult:
-    """OpenAI chunk objects, then error bodies if any, then STREAM_DONE. Closing it cancels."""
-
-    events: AsyncGenerator[Event, None]
-
-    async def sse(self) -> AsyncGenerator[bytes, None]:
-        """The same stream as Server-Sent Events."""
-        async with aclosing(self.events) as events:
-            async for event in events:
-                yield sse_event(event)
-
-
 # With force_stream the body is made to ask for a stream, so the answer is always one.
 @overload
 async def completion_serve(
     *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: Literal[True]
-) -> StreamResult: ...
+) -> EventStream[Event]: ...
 
 
 @overload
 async def completion_serve(
     *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
-) -> JsonResult | StreamResult: ...
+) -> JsonAnswer[Completion] | EventStream[Event]: ...
 
 
 async def completion_serve(
     *, kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
-) -> JsonResult | StreamResult:
+) -> JsonAnswer[Completion] | EventStream[Event]:
     """Answer one completion request; exactly one record is written whatever happens.
 
     `force_stream` is for transports that always stream (WebSockets), whatever `stream` says.
     Errors before the first token raise, so they still get a proper 4xx/5xx.
     """
-    answer = _answer(kind, key, read_body, force_stream)
-    try:
-        first = await anext(answer)
-    except BaseException:
-        await answer.aclose()
-        raise
-    if isinstance(first, JsonResult):
-        await answer.aclose()
-        return first
-    # A stream's first event came out, so every later one is an event too (JsonResult only comes alone).
-    return StreamResult(_prepend(first, cast(AsyncGenerator[Event, None], answer)))
-
-
-async def _prepend(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
-    async with aclosing(rest):
-        yield first
-        async for event in rest:
-            yield event
+    return await first_answer(_answer(kind, key, read_body, force_stream), sse_event)
 
 
 async def _answer(
     kind: str, key: ApiKey, read_body: Callable[[], object], force_stream: bool
-) -> AsyncGenerator[JsonResult | Event, None]:
-    """One JsonResult, or a stream's events: the first only once the engine's first chunk is in."""
+) -> AsyncGenerator[JsonAnswer[Completion] | Event, None]:
+    """One JsonAnswer, or a stream's events: the first only once the engine's first chunk is in."""
     async with request_lifecycle(endpoint=kind, api_key_id=key.pk, describe=error_info) as life:
         data = read_body()
         if force_stream and isinstance(data, dict):
@@ -115,7 +79,7 @@ async def _answer(
         request = generation_request(kind, body, route.model, life.request_id, tenant=str(key.pk))
         chunks = await serve.generate(life, route, request)
         if not life.stream:
-            result = JsonResult(await _collect(kind, body, life, chunks))
+            result = JsonAnswer(await _collect(kind, body, life, chunks))
         else:
             async with aclosing(chunks):
                 # Wait for the first chunk before answering, so errors found before any token
@@ -132,13 +96,7 @@ def _completion_id(kind: str, life: RequestLifecycle) -> str:
 
 
 async def _collect(kind: str, body: dict, life: RequestLifecycle, chunks: AsyncGenerator[Chunk, None]) -> Completion:
-    builder = OutcomeBuilder(n=body.get("n") or 1, logprobs=wants_logprobs(kind, body))
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            life.first_token()
-            builder.add(chunk)
-    outcome = builder.outcome()
-    life.succeeded(outcome.final)
+    outcome = await life.collect(chunks, n=body.get("n") or 1, logprobs=wants_logprobs(kind, body))
     return completion_body(
         kind=kind,
         completion_id=_completion_id(kind, life),
@@ -166,26 +124,15 @@ async def _stream_events(
     try:
         for opening in writer.openings():
             yield opening
-        chunk = first
-        while True:
-            life.first_token()
-            life.streamed(len(chunk.token_ids))
+        async for chunk in life.relayed(first, chunks):
             if chunk.text or chunk.logprobs:
                 yield writer.delta(chunk.text, chunk.index, chunk.logprobs)
             for piece in chunk.tool_calls:
                 for event in writer.tool_calls(piece, chunk.index):
                     yield event
-            if chunk.finish_reason is not None:
-                break
-            chunk = await anext(chunks)
     except Exception as exc:
         # Headers are already sent: report the error in-band, as OpenAI does.
-        error = error_info(exc)
-        if error is None:
-            logger.exception("stream %s failed", life.request_id)
-            error = INTERNAL_ERROR
-        life.failed(error)
-        yield error_body(error)  # no [DONE] after an error, as OpenAI's streams end
+        yield error_body(life.failed_midstream(exc))  # no [DONE] after an error, as OpenAI's streams end
         return
     life.succeeded(chunk)
     for index, reason in enumerate(finish_reasons(chunk, writer.n)):

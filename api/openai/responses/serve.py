@@ -12,15 +12,14 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
 from engines.base import Chunk
 from models_registry.models import ApiKey
 from serving import serve
-from serving.errors import INTERNAL_ERROR
 from serving.lifecycle import RequestLifecycle, request_lifecycle
-from serving.outcome import OutcomeBuilder
 
+from ...answers import EventStream, JsonAnswer, first_answer
 from ...errors import error_info
 from ...services.stored_responses import stored_response_save
 from ..requests import sharing_bound_fields
@@ -45,64 +44,28 @@ ENDPOINT = "responses"
 _Serializer = sharing_bound_fields(ResponseRequestSerializer)
 
 
-@dataclass
-class ResponseJson:
-    body: ResponseObject
-
-
-@dataclass
-class ResponseStream:
-    """The events of a streamed response; closing it cancels the generation."""
-
-    events: AsyncGenerator[ResponseStreamEvent, None]
-
-    async def sse(self) -> AsyncGenerator[bytes, None]:
-        """The same events as Server-Sent Events."""
-        async with aclosing(self.events) as events:
-            async for event in events:
-                yield sse_event(event)
-
-
 # With force_stream the body is made to ask for a stream, so the answer is always one.
 @overload
 async def response_create(
     *, key: ApiKey, read_body: Callable[[], object], force_stream: Literal[True]
-) -> ResponseStream: ...
+) -> EventStream[ResponseStreamEvent]: ...
 
 
 @overload
 async def response_create(
     *, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
-) -> ResponseJson | ResponseStream: ...
+) -> JsonAnswer[ResponseObject] | EventStream[ResponseStreamEvent]: ...
 
 
 async def response_create(
     *, key: ApiKey, read_body: Callable[[], object], force_stream: bool = False
-) -> ResponseJson | ResponseStream:
+) -> JsonAnswer[ResponseObject] | EventStream[ResponseStreamEvent]:
     """Answer one create request; exactly one record is written whatever happens.
 
     `force_stream` is for transports that always stream (WebSockets). Errors before the first
     token raise, so they still get a proper 4xx/5xx.
     """
-    answer = _answer(key, read_body, force_stream)
-    try:
-        first = await anext(answer)
-    except BaseException:
-        await answer.aclose()
-        raise
-    if isinstance(first, ResponseJson):
-        await answer.aclose()
-        return first
-    return ResponseStream(_prepend(first, cast(AsyncGenerator[ResponseStreamEvent, None], answer)))
-
-
-async def _prepend(
-    first: ResponseStreamEvent, rest: AsyncGenerator[ResponseStreamEvent, None]
-) -> AsyncGenerator[ResponseStreamEvent, None]:
-    async with aclosing(rest):
-        yield first
-        async for event in rest:
-            yield event
+    return await first_answer(_answer(key, read_body, force_stream), sse_event)
 
 
 @dataclass
@@ -116,8 +79,8 @@ class _Parsed:
 
 async def _answer(
     key: ApiKey, read_body: Callable[[], object], force_stream: bool
-) -> AsyncGenerator[ResponseJson | ResponseStreamEvent, None]:
-    """One ResponseJson, or a stream's events: the first only once the engine's first chunk is in."""
+) -> AsyncGenerator[JsonAnswer[ResponseObject] | ResponseStreamEvent, None]:
+    """One JsonAnswer, or a stream's events: the first only once the engine's first chunk is in."""
     async with request_lifecycle(endpoint=ENDPOINT, api_key_id=key.pk, describe=error_info) as life:
         data = read_body()
         if force_stream and isinstance(data, dict):
@@ -158,7 +121,7 @@ async def _answer(
         if not life.stream:
             response = await _collect(life, builder, chunks)
             await _store(key, parsed, response)
-            result = ResponseJson(response)
+            result = JsonAnswer(response)
         else:
             async with aclosing(chunks):
                 # The first chunk first: errors found before any token still get a proper 4xx/5xx.
@@ -180,14 +143,7 @@ async def _store(key: ApiKey, parsed: _Parsed, response: ResponseObject) -> None
 async def _collect(
     life: RequestLifecycle, builder: ResponseBuilder, chunks: AsyncGenerator[Chunk, None]
 ) -> ResponseObject:
-    outcome_builder = OutcomeBuilder()
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            life.first_token()
-            outcome_builder.add(chunk)
-    outcome = outcome_builder.outcome()
-    life.succeeded(outcome.final)
-    return builder.finished(outcome)
+    return builder.finished(await life.collect(chunks))
 
 
 async def _stream_events(
@@ -202,27 +158,16 @@ async def _stream_events(
     try:
         for opening in writer.openings():
             yield opening
-        chunk = first
-        while True:
-            life.first_token()
-            life.streamed(len(chunk.token_ids))
+        async for chunk in life.relayed(first, chunks):
             for event in writer.chunk(chunk):
                 yield event
-            if chunk.finish_reason is not None:
-                break
-            chunk = await anext(chunks)
         closing, response = writer.finish(chunk)
         for event in closing:
             yield event
         await _store(key, parsed, response)
     except Exception as exc:
         # Headers are already sent: the error goes in-band, as OpenAI's streams report it.
-        error = error_info(exc)
-        if error is None:
-            logger.exception("stream %s failed", life.request_id)
-            error = INTERNAL_ERROR
-        life.failed(error)
-        yield writer.fail(error)
+        yield writer.fail(life.failed_midstream(exc))
         return
     life.succeeded(chunk)
     yield writer.ending(response)
