@@ -202,7 +202,7 @@ async def anonymous(asgi_app):
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "GET"])
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/images/generations", "/v1/chat/completions/extra"])
+@pytest.mark.parametrize("path", ["/v1/moderations", "/v1/images/generations", "/v1/chat/completions/extra"])
 async def test_unknown_api_paths_are_openai_404_for_every_method(client, echo_model, method, path):
     """Not CSRF's HTML 403: the catch-all must answer before CSRF protection looks at a POST."""
     assert_openai_error(await client.request(method, path, json={"model": "echo"}), 404, "unknown_url")
@@ -236,7 +236,7 @@ async def test_the_openai_sdk_gets_not_found_for_an_endpoint_we_lack(asgi_app, a
             base_url="http://testserver/v1", api_key=api_key, http_client=http_client, max_retries=0
         )
         with pytest.raises(openai.NotFoundError) as raised:
-            await sdk.embeddings.create(model="echo", input="hi")
+            await sdk.moderations.create(model="echo", input="hi")
     assert raised.value.status_code == 404 and raised.value.code == "unknown_url"
 
 

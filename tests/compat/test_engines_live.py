@@ -41,6 +41,7 @@ def register_in_admin(live, **fields) -> None:
         "aliases": "[]",
         "enabled": "on",
         "owned_by": "inference-platform",
+        "task": "generate",
         "description": "",
         "source": "",
         **fields,

@@ -260,11 +260,11 @@ def request(method: str, path: str, statuses: set[int], body: bytes | None = Non
     return case
 
 
-def sdk_embeddings(live):
+def sdk_moderations(live):
     """F7: the openai SDK sees an unknown endpoint as NotFoundError, not PermissionDeniedError."""
     sdk = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=TIMEOUT)
     with pytest.raises(openai.NotFoundError):
-        sdk.embeddings.create(model="smollm2", input="hi")
+        sdk.moderations.create(model="smollm2", input="hi")
 
 
 def deep_websocket_frame(frame: str):
@@ -406,11 +406,11 @@ CASES = [
     pytest.param(empty_prompt([""]), id="F5-list-of-empty-string"),
     pytest.param(body_over_the_limit, id="F6"),
     pytest.param(
-        request("POST", "/v1/embeddings", {404}, b'{"model": "smollm2", "input": "hi"}'), id="F7-post-unknown-v1-path"
+        request("POST", "/v1/moderations", {404}, b'{"model": "smollm2", "input": "hi"}'), id="F7-post-unknown-v1-path"
     ),
     pytest.param(request("POST", "/metrics", {405}, b"{}"), id="F7-post-metrics"),
     pytest.param(request("GET", CHAT, {405}), id="F7-get-chat-completions"),
-    pytest.param(sdk_embeddings, id="F7-sdk-embeddings"),
+    pytest.param(sdk_moderations, id="F7-sdk-moderations"),
     pytest.param(deep_websocket_frame(nested()), id="F8-array-frame"),
     pytest.param(
         deep_websocket_frame('{"type": "request", "body": {"model": "smollm2", "messages": %s}}' % nested()),

@@ -71,7 +71,10 @@ def _status(live) -> dict:
 def test_an_exported_environment_does_not_reach_the_server(live):
     status = _status(live)
     assert (status["mode"], status["inference_engine_setting"]) == ("embedded", "auto")
-    assert [(engine["engine"], engine["model"]) for engine in status["engines"]] == [("llama_cpp", "smollm2")]
+    assert [(engine["engine"], engine["model"]) for engine in status["engines"]] == [
+        ("llama_cpp", "smollm2"),
+        ("llama_cpp", "smollm2-embed"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +128,8 @@ def test_the_first_tokens_arrive_while_the_model_is_still_generating(sdk, live):
     stream = sdk.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=400, temperature=0, stream=True)
     first = next(chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
     try:
-        assert [engine["in_flight"] for engine in _status(live)["engines"]] == [1], first
+        in_flight = {engine["model"]: engine["in_flight"] for engine in _status(live)["engines"]}
+        assert in_flight["smollm2"] == 1, (in_flight, first)
     finally:
         stream.close()
     _wait_for_records(live, "WHERE finish_reason = 'cancelled'", before + 1)  # the engine let it go

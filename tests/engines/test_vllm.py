@@ -113,7 +113,15 @@ def test_named_vllm_executable_must_exist(tmp_path):
 
 
 def test_capabilities_are_what_the_proxy_forwards():
-    assert VllmEngine.capabilities == {"streaming", "stop", "seed"}
+    assert VllmEngine.capabilities == {
+        "streaming",
+        "stop",
+        "seed",
+        "tools",
+        "response_format",
+        "embeddings",
+        "tokenize",
+    }
 
 
 @pytest.mark.model

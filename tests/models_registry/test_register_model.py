@@ -174,4 +174,4 @@ def test_task_is_set_by_flag_and_kept_on_registering_again(gguf_path):
     register("vectors", "--source", gguf_path, "--task", "generate")
     assert ServedModel.objects.get(name="vectors").task == "generate"
     with pytest.raises(CommandError):
-        register("remote", "--engine", "upstream", "--option", "base_url=http://127.0.0.1:9", "--task", "embed")
+        register("on-mlx", "--source", gguf_path, "--engine", "mlx", "--task", "embed")

@@ -158,5 +158,5 @@ def test_auto_embeds_on_llama_cpp_whatever_the_hardware_unless_forced(settings):
 
 
 def test_an_engine_without_embeddings_cannot_take_the_embed_task():
-    errors = errors_of(engine="upstream", task="embed", engine_options={"base_url": "http://127.0.0.1:9"})
+    errors = errors_of(engine="mlx", task="embed")
     assert "embeddings" in errors["task"][0]
