@@ -21,7 +21,11 @@ WEATHER = {
     "description": "The current weather in a city.",
     "input_schema": {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        # A bounded city: a sampled (temperature 1) string could otherwise run past max_tokens.
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
         "required": ["city", "unit"],
         "additionalProperties": False,
     },
