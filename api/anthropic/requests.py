@@ -13,7 +13,7 @@ from typing import Any
 from engines.base import GenerationRequest, OutputFormat, SamplingParams, ToolChoice, ToolSpec
 from models_registry.models import ServedModel
 
-from ..openai.requests import sharing_bound_fields
+from ..shared_serializers import sharing_bound_fields
 from .serializers import CountTokensRequestSerializer, MessagesRequestSerializer
 
 _MESSAGES = sharing_bound_fields(MessagesRequestSerializer)

@@ -22,7 +22,7 @@ from serving.lifecycle import RequestLifecycle, request_lifecycle
 from ...answers import EventStream, JsonAnswer, first_answer
 from ...errors import error_info
 from ...services.stored_responses import stored_response_save
-from ..requests import sharing_bound_fields
+from ...shared_serializers import sharing_bound_fields
 from .format import EventWriter, ResponseBuilder, sse_event
 from .inputs import (
     chat_messages,
