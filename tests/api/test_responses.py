@@ -399,7 +399,8 @@ async def test_text_format_json_schema_is_valid_json(client, smollm2):
 
     schema = {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        # A bounded name: a sampled string could otherwise run past max_output_tokens.
+        "properties": {"name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"}},
         "required": ["name", "age"],
         "additionalProperties": False,
     }
@@ -408,6 +409,7 @@ async def test_text_format_json_schema_is_valid_json(client, smollm2):
         "input": "Invent a person.",
         "text": {"format": {"type": "json_schema", "name": "person", "schema": schema, "strict": True}},
         "max_output_tokens": 64,
+        "temperature": 0,
     }
     answer = (await client.post("/v1/responses", json=body)).json()
     assert answer["text"]["format"]["name"] == "person"
