@@ -5,13 +5,14 @@ The baseline must be the llama.cpp the platform runs on, so the binary is built 
 requirements/base.txt), natively optimised like the wheel pip built. The build takes minutes on
 2 cores, so the binary is cached outside the repository and reused:
 
-    ~/.cache/inference-platform/llama-server-<version>/llama-server   (or $XDG_CACHE_HOME/...)
+    ~/.cache/inference-platform/llama-server-<version>-<flags hash>/llama-server   (or $XDG_CACHE_HOME/...)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.metadata
 import os
 import re
@@ -55,9 +56,17 @@ def llama_cpp_python_version() -> str:
         return pin.group(1)
 
 
+def compiler_flags() -> str:
+    """The flags the wheel was built with too (scripts/llama_cpp_flags.sh: AMX off where it crashes)."""
+    script = ROOT / "scripts" / "llama_cpp_flags.sh"
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def cache_dir(version: str) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "inference-platform" / f"llama-server-{version}"
+    flags = compiler_flags()
+    suffix = f"-{hashlib.sha256(flags.encode()).hexdigest()[:12]}" if flags else ""
+    return base / "inference-platform" / f"llama-server-{version}{suffix}"
 
 
 def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Path:
@@ -90,7 +99,7 @@ def ensure_binary(version: str | None = None, *, jobs: int = 2, log=print) -> Pa
             shutil.copy2(built, partial)
             os.replace(partial, binary)  # a build cut short never leaves a half-written binary behind
         (directory / "BUILD_INFO.txt").write_text(
-            f"llama-cpp-python {version} vendor/llama.cpp\ncmake {' '.join(CMAKE_OPTIONS)}\n"
+            f"llama-cpp-python {version} vendor/llama.cpp\ncmake {' '.join(CMAKE_OPTIONS)} {compiler_flags()}\n"
             f"built in {time.perf_counter() - started:.0f}s\n",
             encoding="utf-8",
         )
@@ -129,8 +138,10 @@ def _fetch_sources(version: str, tmp: Path, log) -> Path:
 
 def _build(source: Path, build: Path, jobs: int, log) -> Path:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    log(f"[llama-server] cmake {' '.join(CMAKE_OPTIONS)}")
-    _run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS])
+    flags = compiler_flags()
+    options = [*CMAKE_OPTIONS, f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"] if flags else [*CMAKE_OPTIONS]
+    log(f"[llama-server] cmake {' '.join(options)}")
+    _run(["cmake", "-S", str(source), "-B", str(build), *generator, *options])
     _run(["cmake", "--build", str(build), "--config", "Release", f"-j{jobs}", "--target", BINARY_NAME])
     built = build / "bin" / BINARY_NAME
     if not built.is_file():

@@ -22,6 +22,7 @@ from .inputs import input_param, render_template, require_dimensions, require_to
 from .llama_embeddings import EmbeddingContext, model_pooling
 from .llama_grammar import PARAM as RESPONSE_FORMAT_PARAM
 from .llama_grammar import grammar_for
+from .llama_logs import quiet_load
 from .llama_sampling import ChainSettings, GrammarSampler, grammar_samplers
 from .llama_scheduler import Scheduler, Sequence
 from .llama_tokenize import chat_formatter, chat_tokens_without_generation_prompt, detokenize_text
@@ -114,7 +115,6 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         try:
             import llama_cpp
             from llama_cpp import Llama
-            from llama_cpp._utils import suppress_stdout_stderr
         except ImportError as exc:  # pragma: no cover - the base requirements install it
             raise EngineUnavailableError(f"llama-cpp-python is not installed: {exc}") from exc
         options = self.spec.options
@@ -122,16 +122,20 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
         threads_batch = int(options.get("n_threads_batch") or threads)
         n_batch = int(options.get("n_batch") or DEFAULT_N_BATCH)
         try:
-            llama = Llama(
-                model_path=self.spec.source,
-                n_ctx=_LLAMA_OWN_CTX,
-                n_batch=_LLAMA_OWN_CTX,
-                n_threads=1,
-                n_gpu_layers=int(options.get("n_gpu_layers", 0)),
-                verbose=False,
-            )
+            # verbose, inside quiet_load: quiet with verbose=False would silence the whole process's
+            # output for the load (see llama_logs).
+            with quiet_load():
+                llama = Llama(
+                    model_path=self.spec.source,
+                    n_ctx=_LLAMA_OWN_CTX,
+                    n_batch=_LLAMA_OWN_CTX,
+                    n_threads=1,
+                    n_gpu_layers=int(options.get("n_gpu_layers", 0)),
+                    verbose=True,
+                )
         except (ValueError, OSError) as exc:
             raise EngineUnavailableError(f"llama.cpp could not load {self.spec.source}: {exc}") from exc
+        llama.verbose = False  # its later calls print timings to stderr when verbose
         self._formatter = chat_formatter(llama)
         if self.spec.task == "embed":
             self._load_embeddings(llama, threads)
@@ -164,10 +168,9 @@ class LlamaCppEngine(ThreadedEngine[Scheduler]):
             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         # In one KV pool llama.cpp sees n_ctx_seq = n_ctx and warns that it exceeds the
-        # trained context; admission holds each sequence to context_length. Quiet, as
-        # llama-cpp-python itself keeps loading quiet.
-        with suppress_stdout_stderr(disable=False):
-            ctx = llama_cpp.llama_init_from_model(model, params)
+        # trained context; admission holds each sequence to context_length. The warning goes to
+        # the debug log (llama_logs).
+        ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             llama.close()
             raise EngineUnavailableError(

@@ -59,7 +59,6 @@ class EmbeddingContext:
 
     def __init__(self, llama: Llama, *, n_ctx: int, n_threads: int, pooling: int, flash_attn: bool = False):
         import llama_cpp
-        from llama_cpp._utils import suppress_stdout_stderr
 
         self._llama = llama
         model = llama._model.model
@@ -84,8 +83,7 @@ class EmbeddingContext:
         params.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
-        with suppress_stdout_stderr(disable=False):
-            ctx = llama_cpp.llama_init_from_model(model, params)
+        ctx = llama_cpp.llama_init_from_model(model, params)  # its chatter goes to the debug log (llama_logs)
         if not ctx:
             raise EngineUnavailableError(f"llama.cpp could not make an embedding context of {n_ctx} tokens")
         self._ctx: llama_context_p | None = ctx

@@ -1,6 +1,6 @@
 """The Celery app. Workers host engines in distributed mode (REDIS_URL set):
 
-celery -A inference_platform worker --models smollm2 --concurrency 8
+celery -A inference_platform worker [--labels gpu]
 """
 
 import os
@@ -24,7 +24,15 @@ app = Celery("inference_platform", include=["serving.worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.worker_pool = "threads"  # jobs wait on the engine loop; threads are enough
 app.user_options["worker"].add(
-    Option(["--models"], default=None, help='Comma-separated model names to host, or "all" (WORKER_MODELS).')
+    Option(
+        ["--models"],
+        default=None,
+        help='Pin the worker to these comma-separated models, or "all" (WORKER_MODELS); '
+        "default: what the deployments in the admin place on it.",
+    )
+)
+app.user_options["worker"].add(
+    Option(["--labels"], default=None, help="Comma-separated placement labels (WORKER_LABELS).")
 )
 app.steps["worker"].add("serving.worker.bootstep:EngineHostStep")
 app.autodiscover_tasks()

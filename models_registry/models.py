@@ -17,6 +17,9 @@ from .validators import (
     validate_source_for_engine,
 )
 
+# Ollama's default keep_alive: five minutes.
+DEFAULT_KEEP_ALIVE_SECONDS = 300
+
 
 class ServedModel(models.Model):
     """A model clients can ask for by `name` (or an alias), served by one engine."""
@@ -69,6 +72,45 @@ class ServedModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The deployment: where and how many copies the engine hosts keep loaded (serving/deployments).
+    replicas = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="How many engine hosts keep it loaded. 0: on demand — the first request loads it on a "
+        "worker with room, and it unloads after its keep-alive.",
+    )
+    placement_label = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Only workers started with this label (WORKER_LABELS, or --labels). Blank: any worker.",
+    )
+    placement_host = models.CharField(
+        max_length=200, blank=True, help_text="Only workers on this host name. Blank: any host."
+    )
+    keep_alive_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=DEFAULT_KEEP_ALIVE_SECONDS,
+        verbose_name="keep-alive (seconds)",
+        help_text="On-demand models: how long a copy stays loaded with no requests. 0: unload as soon as "
+        "its requests end. Blank: never unload (as Ollama's keep_alive 0 and -1).",
+    )
+    slots = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests one copy runs at once (llama.cpp's parallel sequences). Blank: the engine's default.",
+    )
+    revision = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Raised by the admin's reload action: older copies are replaced."
+    )
+    wanted_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="An on-demand model is loaded for requests (or the admin's load action) until then, "
+        "and kept while it is used within its keep-alive.",
+    )
+
     class Meta:
         ordering = ["name"]
 
@@ -105,6 +147,10 @@ class ServedModel(models.Model):
     @property
     def all_names(self) -> list[str]:
         return [self.name, *self.aliases]
+
+    @property
+    def on_demand(self) -> bool:
+        return self.replicas == 0
 
 
 class ApiKey(models.Model):
@@ -179,9 +225,57 @@ class WorkerRegistration(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     last_heartbeat = models.DateTimeField(db_index=True)
     error = models.CharField(max_length=500, blank=True)
+    labels = models.JSONField(
+        default=list, blank=True, help_text="Labels it was started with (WORKER_LABELS); placement matches them."
+    )
+    capacity = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What it reported at start: memory_total_bytes, memory_budget_bytes, max_loaded_models, gpus.",
+    )
+    drained = models.BooleanField(
+        default=False,
+        help_text="Set by the admin's drain action: it takes no new jobs, and its copies are placed elsewhere.",
+    )
 
     class Meta:
         ordering = ["-last_heartbeat"]
+        verbose_name = "worker"
 
     def __str__(self):
         return f"{self.worker_id} ({self.state})"
+
+
+class Replica(models.Model):
+    """One copy of a served model on one engine host (a worker, or the embedded process): its live state.
+
+    The host that holds the copy writes the row; a rolling reload has two rows for a while, the
+    old revision draining once the new one is ready.
+    """
+
+    class State(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        DRAINING = "draining"
+        FAILED = "failed"
+
+    model = models.ForeignKey(ServedModel, on_delete=models.CASCADE, related_name="copies")
+    worker = models.ForeignKey(WorkerRegistration, on_delete=models.CASCADE, related_name="copies")
+    engine = models.CharField(max_length=16)
+    revision = models.CharField(max_length=64, help_text="Which version of the model it runs (source, options).")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING, db_index=True)
+    error = models.TextField(blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    memory_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="The host's resident memory growth over the load."
+    )
+
+    class Meta:
+        ordering = ["model__name", "worker__worker_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["worker", "model", "revision"], name="one_copy_per_revision_per_host")
+        ]
+
+    def __str__(self):
+        return f"{self.model.name} on {self.worker.worker_id} ({self.state})"

@@ -81,6 +81,16 @@ class ServiceUnavailable(PlatformError):
     code = "service_unavailable"
 
 
+class ModelNotPlaced(ServiceUnavailable):
+    """No engine host can load the model now (its placement, or no room): 503 with Retry-After."""
+
+    code = "model_not_loaded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
 class WorkerLost(PlatformError):
     """The worker running the request died; the request cannot be finished."""
 

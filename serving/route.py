@@ -49,11 +49,14 @@ _lock = threading.Lock()
 
 def model_spec(model: ServedModel) -> ModelSpec:
     """What an engine needs to load the model."""
+    options = dict(model.engine_options or {})
+    if model.slots:  # the deployment's slots are the engines' `parallel` sequences
+        options["parallel"] = model.slots
     return ModelSpec(
         name=model.name,
         source=model.source,
         context_length=model.context_length,
-        options=dict(model.engine_options or {}),
+        options=options,
         task=cast(ModelTask, model.task),  # the field's choices are exactly ModelTask's values
     )
 

@@ -3,9 +3,23 @@
 from .distributed import REDIS_TIMEOUT_SECONDS, REDIS_URL
 from .environment import env
 
-# Distributed mode: Celery workers host the engines (see serving/worker/). Which models a worker
-# hosts: a comma-separated list or "all" enabled ones; `--models` on the command line wins.
+# Distributed mode: Celery workers host the engines (see serving/worker/). By default a worker
+# hosts what the deployments in the admin place on it (serving/deployments). WORKER_MODELS pins a
+# worker to a comma-separated list (or "all" enabled models) instead; `--models` wins over it.
 WORKER_MODELS = env("WORKER_MODELS")
+# Placement: a model with a placement label goes only to workers started with that label.
+WORKER_LABELS = [label.strip() for label in env("WORKER_LABELS") if label.strip()]
+# Room on each engine host (a worker, or the embedded process): at most this many models loaded
+# (0: no limit) and at most this much memory for them (0: no budget). To make room for a model a
+# request asks for, the least recently used idle on-demand model is unloaded.
+MAX_LOADED_MODELS = env("MAX_LOADED_MODELS")
+MODEL_MEMORY_BUDGET_MB = env("MODEL_MEMORY_BUDGET_MB")
+# How long a request for an on-demand model waits for a copy to load before a 503.
+LOAD_TIMEOUT_SECONDS = env("LOAD_TIMEOUT_SECONDS")
+# Engine hosts re-read the deployments this often; a control message wakes them at once on a change.
+RECONCILE_SECONDS = env("RECONCILE_SECONDS")
+# The admin's model form offers the GGUF files found under this directory (and the bundled model).
+MODELS_DIR = env("MODELS_DIR")
 # Workers refresh a liveness key this often; one silent for WORKER_DEAD_AFTER_SECONDS is dead.
 WORKER_HEARTBEAT_SECONDS = env("WORKER_HEARTBEAT_SECONDS")
 WORKER_DEAD_AFTER_SECONDS = env("WORKER_DEAD_AFTER_SECONDS")

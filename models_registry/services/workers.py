@@ -12,8 +12,17 @@ from ..models import WorkerRegistration
 State = WorkerRegistration.State
 
 
-def worker_register(*, worker_id: str, host: str, pid: int, models: list[str], concurrency: int) -> WorkerRegistration:
-    """Announce a starting worker (state loading)."""
+def worker_register(
+    *,
+    worker_id: str,
+    host: str,
+    pid: int,
+    models: list[str],
+    concurrency: int,
+    labels: list[str] | None = None,
+    capacity: dict | None = None,
+) -> WorkerRegistration:
+    """Announce a starting worker (state loading), with its placement labels and its room for models."""
     worker, _ = WorkerRegistration.objects.update_or_create(
         worker_id=worker_id,
         defaults=dict(
@@ -25,6 +34,8 @@ def worker_register(*, worker_id: str, host: str, pid: int, models: list[str], c
             last_heartbeat=timezone.now(),
             in_flight=0,
             error="",
+            labels=labels or [],
+            capacity=capacity or {},
         ),
     )
     return worker
@@ -57,3 +68,8 @@ def workers_mark_silent_dead(*, now: dt.datetime | None = None) -> int:
         .exclude(state=State.DEAD)
         .update(state=State.DEAD, in_flight=0)
     )
+
+
+def worker_set_hosted(*, worker_id: str, engines: dict[str, str]) -> None:
+    """The models whose copies on this worker are ready (model -> engine): web processes route by it."""
+    WorkerRegistration.objects.filter(worker_id=worker_id).update(hosted_models=sorted(engines), engines=engines)

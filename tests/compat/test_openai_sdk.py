@@ -71,6 +71,11 @@ def _status(live) -> dict:
 def test_an_exported_environment_does_not_reach_the_server(live):
     status = _status(live)
     assert (status["mode"], status["inference_engine_setting"]) == ("embedded", "auto")
+    # /health turns ready with the first model loaded; the embedding model may still be loading.
+    deadline = time.monotonic() + 60
+    while len(status["engines"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = _status(live)
     assert [(engine["engine"], engine["model"]) for engine in status["engines"]] == [
         ("llama_cpp", "smollm2"),
         ("llama_cpp", "smollm2-embed"),

@@ -1,0 +1,1 @@
+"""Deployments: which engine host loads which model, and each host converging on it live."""
