@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from .models import ApiKey, ServedModel, WorkerRegistration
+from .models import ApiKey, Replica, ServedModel, WorkerRegistration
 from .recent_reads import RecentReads
 
 
@@ -88,3 +88,11 @@ def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
     candidates = WorkerRegistration.objects.filter(state=WorkerRegistration.State.READY, last_heartbeat__gte=fresh)
     return [w for w in candidates if model_name in (w.hosted_models or [])]
+
+
+def loaded_model_names(*, names: list[str] | None = None) -> set[str]:
+    """Models with a ready copy on a host not marked dead (of `names`, when given)."""
+    copies = Replica.objects.filter(state=Replica.State.READY).exclude(worker__state=WorkerRegistration.State.DEAD)
+    if names is not None:
+        copies = copies.filter(model__name__in=names)
+    return set(copies.values_list("model__name", flat=True))
