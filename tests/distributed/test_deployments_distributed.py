@@ -1,0 +1,290 @@
+"""Deployments on a real cluster: reconcile-mode workers converge live on what the database asks.
+
+Every worker here starts without --models. Each test gives its workers a placement label of its
+own and its models that label, so the placement of one test never reaches another's workers,
+and stops its workers when it ends. The echo engine serves where the model does not matter;
+SmolLM2 shows the load on demand and the memory an unload returns.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from .cluster import Cluster, Proc
+
+pytestmark = [pytest.mark.distributed, pytest.mark.live]
+
+RECONCILE_SECONDS = 1
+WORKER_DEAD_AFTER_SECONDS = 3
+SETTLE_TIMEOUT = 60  # how long a worker may take to converge before a test gives up (never a pass condition)
+
+
+class DeploymentCluster(Cluster):
+    """Every process reconciles every second and counts a worker dead after 3 s of silence."""
+
+    def env(self, **extra) -> dict:
+        settings = {"RECONCILE_SECONDS": str(RECONCILE_SECONDS), "LOAD_TIMEOUT_SECONDS": "60"}
+        return super().env(**{**settings, **extra})
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory):
+    cluster = DeploymentCluster(tmp=tmp_path_factory.mktemp("deployments"))
+    cluster.start_redis()
+    cluster.create_database()
+    try:
+        cluster.api_key = cluster.manage("issue_api_key", "deployments").strip()
+        cluster.base_url = cluster.start_web()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        cluster.drop_database()
+
+
+@pytest.fixture
+def workers(deployments):
+    """Start reconcile-mode workers for one test; they stop when it ends."""
+    started: list[Proc] = []
+
+    def start(name: str, labels: str, **env: str) -> Proc:
+        proc = deployments.start_worker(name, None, concurrency=None, labels=labels, **env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def sdk(deployments):
+    return openai.OpenAI(base_url=f"{deployments.base_url}/v1", api_key=deployments.api_key, max_retries=0, timeout=90)
+
+
+def register(cluster: Cluster, name: str, *, label: str, engine: str = "echo", source: str = "", **deployment) -> None:
+    """Register a model as an operator would (manage.py register_model), disabled until its deployment
+    (placement label, replicas, keep-alive) is set, so that no other test's worker places it meanwhile."""
+    options = ["--source", source] if source else ["--context-length", "4096", "--option", "token_delay_ms=5"]
+    cluster.manage("register_model", name, "--engine", engine, *options, "--disabled")
+    cluster.set_model(name, placement_label=label, enabled=True, **deployment)
+
+
+def ask(sdk: openai.OpenAI, model: str, content: str = "one two three") -> str:
+    reply = sdk.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0
+    )
+    assert reply.choices[0].message.content
+    return reply.choices[0].message.content
+
+
+def served_by(cluster: Cluster, completion_id: str) -> str:
+    (row,) = cluster.query(
+        "SELECT worker FROM monitoring_requestrecord WHERE request_id = %s", completion_id.removeprefix("chatcmpl-")
+    )
+    return row[0]
+
+
+def listed_loaded(sdk: openai.OpenAI, model: str) -> bool:
+    return next(m for m in sdk.models.list().data if m.id == model).model_extra["loaded"]
+
+
+def hosted(cluster: Cluster, proc: Proc) -> list[str]:
+    (row,) = cluster.query(
+        "SELECT hosted_models FROM models_registry_workerregistration WHERE pid = %s", proc.process.pid
+    )
+    return row[0]
+
+
+def test_a_model_registered_while_a_worker_runs_answers_without_a_restart(deployments, workers, sdk):
+    worker = workers("fresh", "fresh")
+    worker_id = deployments.worker_id(worker.process.pid)
+    assert hosted(deployments, worker) == []  # ready at once, with no model
+
+    register(deployments, "late-echo", label="fresh")  # one replica: kept loaded
+    reply = sdk.chat.completions.create(model="late-echo", messages=[{"role": "user", "content": "hello there"}])
+    assert reply.choices[0].message.content == "hello there"
+    assert served_by(deployments, reply.id) == worker_id
+    assert deployments.ready_on("late-echo") == {worker_id}
+    assert listed_loaded(sdk, "late-echo")
+    assert worker.process.poll() is None  # the same process all along
+
+
+def test_an_on_demand_model_loads_for_a_request_unloads_after_keep_alive_and_returns_its_memory(
+    deployments, workers, sdk, gguf_path
+):
+    worker = workers("keeper", "keep")
+    process = psutil.Process(worker.process.pid)
+    register(
+        deployments,
+        "smol-ondemand",
+        label="keep",
+        engine="llama_cpp",
+        source=gguf_path,
+        replicas=0,
+        keep_alive_seconds=3,
+    )
+    assert deployments.copies("smol-ondemand") == [] and not listed_loaded(sdk, "smol-ondemand")
+    before = process.memory_info().rss
+
+    ask(sdk, "smol-ondemand", "Say hi")  # waits for the load
+    loaded = process.memory_info().rss
+    assert listed_loaded(sdk, "smol-ondemand")
+    grown = loaded - before
+    assert grown > 50 * 2**20, f"loading SmolLM2 grew the worker by only {grown} bytes"
+
+    deployments.wait_until(
+        lambda: deployments.copies("smol-ondemand") == [], SETTLE_TIMEOUT, "the keep-alive unload", worker
+    )
+    deployments.wait_until(lambda: "smol-ondemand" not in hosted(deployments, worker), SETTLE_TIMEOUT, "hosted", worker)
+    unloaded = process.memory_info().rss
+    assert loaded - unloaded > grown / 2, (before, loaded, unloaded)
+    assert not listed_loaded(sdk, "smol-ondemand")
+
+    ask(sdk, "smol-ondemand", "Say hi again")  # loads it again
+    assert deployments.ready_on("smol-ondemand") == {deployments.worker_id(worker.process.pid)}
+
+
+def test_one_model_at_a_time_swaps_between_two_on_demand_models(deployments, workers, sdk):
+    worker = workers("single", "one", MAX_LOADED_MODELS="1")
+    worker_id = deployments.worker_id(worker.process.pid)
+    for name in ("swap-a", "swap-b"):
+        # Never idle out: only the eviction for the other model makes room.
+        register(deployments, name, label="one", replicas=0, keep_alive_seconds=None)
+    for turn, (name, other) in enumerate([("swap-a", "swap-b"), ("swap-b", "swap-a")] * 2):
+        assert ask(sdk, name, f"turn {turn}") == f"turn {turn}"
+        assert deployments.ready_on(name) == {worker_id}
+        evicted = lambda other=other: deployments.copies(other) == []  # noqa: E731
+        deployments.wait_until(evicted, SETTLE_TIMEOUT, f"{other} evicted", worker)
+        assert hosted(deployments, worker) == [name]
+
+
+def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, workers):
+    worker = workers("roller", "roll")
+    register(deployments, "rolling", label="roll")
+    deployments.wait_until(lambda: deployments.ready_on("rolling"), SETTLE_TIMEOUT, "the first copy", worker)
+    ((_, _, first_revision),) = deployments.copies("rolling")
+
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def steady(client_number: int) -> None:
+        with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {deployments.api_key}"}) as client:
+            while not stop.is_set():
+                body = {"model": "rolling", "messages": [{"role": "user", "content": f"client {client_number} a b c"}]}
+                try:
+                    response = client.post(f"{deployments.base_url}/v1/chat/completions", json=body)
+                    results.append(response.status_code)
+                except httpx.HTTPError as exc:
+                    results.append(repr(exc))
+
+    clients = [threading.Thread(target=steady, args=(n,)) for n in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        deployments.wait_until(lambda: len(results) >= 10, SETTLE_TIMEOUT, "requests before the edit")
+        deployments.set_model("rolling", context_length=8192)
+
+        def reloaded() -> bool:
+            copies = deployments.copies("rolling")
+            return len(copies) == 1 and copies[0][1] == "ready" and copies[0][2] != first_revision
+
+        deployments.wait_until(reloaded, SETTLE_TIMEOUT, "the rolling reload", worker)
+        after = len(results)
+        deployments.wait_until(lambda: len(results) >= after + 10, SETTLE_TIMEOUT, "requests after the reload")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    failures = [r for r in results if r != 200]
+    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
+    (row,) = deployments.query("SELECT context_length FROM models_registry_servedmodel WHERE name = 'rolling'")
+    assert row == (8192,)
+
+
+def test_a_placement_no_worker_matches_is_a_503_with_retry_after(deployments, workers, sdk):
+    workers("plain", "plain")
+    register(deployments, "needs-gpu", label="gpu-x", replicas=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(sdk, "needs-gpu")
+    assert caught.value.status_code == 503
+    assert int(caught.value.response.headers["Retry-After"]) >= 1
+    message = caught.value.message
+    assert "needs-gpu" in message and "gpu-x" in message, message
+    assert deployments.copies("needs-gpu") == []
+
+
+def drain(cluster: Cluster, worker_id: str, *, resume: bool = False) -> None:
+    """The admin's drain (or resume) action, through its service."""
+    action = "worker_resume" if resume else "worker_drain"
+    cluster.manage(
+        "shell",
+        "-c",
+        "from models_registry.models import WorkerRegistration as W; "
+        f"from models_registry.services.deployments import {action}; "
+        f"{action}(worker=W.objects.get(worker_id={worker_id!r}))",
+    )
+
+
+def test_drain_moves_copies_and_a_killed_worker_fails_its_clients_and_loses_its_copies(deployments, workers, sdk):
+    first, second = workers("pair-1", "pair"), workers("pair-2", "pair")
+    ids = {proc: deployments.worker_id(proc.process.pid) for proc in (first, second)}
+    register(deployments, "moving", label="pair")
+    deployments.wait_until(lambda: deployments.ready_on("moving"), SETTLE_TIMEOUT, "the first copy")
+    (holder_id,) = deployments.ready_on("moving")
+    holder = next(proc for proc, worker_id in ids.items() if worker_id == holder_id)
+    other = second if holder is first else first
+
+    drain(deployments, ids[holder])
+    deployments.wait_until(lambda: deployments.ready_on("moving") == {ids[other]}, SETTLE_TIMEOUT, "the move", other)
+    deployments.wait_until(
+        lambda: [(worker, state) for worker, state, _ in deployments.copies("moving")] == [(ids[other], "ready")],
+        SETTLE_TIMEOUT,
+        "the drained worker's copy gone",
+        holder,
+    )
+    reply = sdk.chat.completions.create(model="moving", messages=[{"role": "user", "content": "after the drain"}])
+    assert served_by(deployments, reply.id) == ids[other]
+    drain(deployments, ids[holder], resume=True)
+    deployments.wait_until(
+        lambda: deployments.worker_state(holder.process.pid) == "ready", SETTLE_TIMEOUT, "the resume", holder
+    )
+
+    # SIGKILL the worker that now holds the copy, in the middle of a long streamed answer.
+    errors: list[openai.APIError] = []
+    streamed = threading.Event()
+
+    def stream() -> None:
+        try:
+            chunks = sdk.chat.completions.create(
+                model="moving",
+                stream=True,
+                messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(2000))}],
+            )
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    streamed.set()
+        except openai.APIError as exc:
+            errors.append(exc)
+
+    client = threading.Thread(target=stream)
+    client.start()
+    assert streamed.wait(SETTLE_TIMEOUT), "the stream never started"
+    other.stop(signal.SIGKILL)
+    client.join(SETTLE_TIMEOUT)
+    assert not client.is_alive(), "the client of the killed worker never got an answer"
+    assert errors and "stopped while running this request" in str(errors[0]), errors
+    lost = deployments.query("SELECT worker FROM monitoring_requestrecord WHERE error_type = 'worker_lost'")
+    assert lost == [(ids[other],)]
+
+    deployments.wait_until(
+        lambda: deployments.ready_on("moving") == {ids[holder]}, SETTLE_TIMEOUT, "rescheduling", holder
+    )
+    reply = sdk.chat.completions.create(model="moving", messages=[{"role": "user", "content": "after the kill"}])
+    assert reply.choices[0].message.content == "after the kill"
+    assert served_by(deployments, reply.id) == ids[holder]
