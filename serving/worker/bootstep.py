@@ -7,7 +7,6 @@ from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_shutting_down
-
 from django.conf import settings
 
 from .pool_size import pool_concurrency, reconcile_pool_concurrency

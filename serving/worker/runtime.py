@@ -37,9 +37,9 @@ from models_registry.services import deployments as deployment_services
 from models_registry.services import workers as worker_services
 
 from .. import hosts, protocol
-from ..dispatch import backlog
 from ..deployments.capacity import host_capacity
 from ..deployments.reconciler import Gateway, Reconciler
+from ..dispatch import backlog
 from ..errors import error_info
 from ..lifecycle import RequestLifecycle, request_lifecycle
 from ..protocol import cancelled_key, liveness_key, queue_name
@@ -152,7 +152,9 @@ class WorkerRuntime:
         # One pass loads the pinned models, writes their rows and opens their queues; the worker
         # is not started yet, so nothing else runs meanwhile.
         self.reconciler.reconcile_once()
-        missing = {m.name: self.host.load_error(m.name) or "not loaded" for m in self.models if not self.host.has(m.name)}
+        missing = {
+            m.name: self.host.load_error(m.name) or "not loaded" for m in self.models if not self.host.has(m.name)
+        }
         if missing:
             error = "; ".join(f"{name}: {why}" for name, why in missing.items())
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD, error=error)
@@ -324,7 +326,9 @@ class WorkerRuntime:
         if message.get(REQUEUED):
             return False
         name = message["spec"]["name"]
-        logger.info("job %s is for %s, which this worker no longer holds: back to its queue", message["request_id"], name)
+        logger.info(
+            "job %s is for %s, which this worker no longer holds: back to its queue", message["request_id"], name
+        )
         try:
             await asyncio.to_thread(_publish, {**message, REQUEUED: True}, queue_name(name))
         except Exception:
@@ -453,7 +457,7 @@ class WorkerRuntime:
             await asyncio.gather(pump_task, return_exceptions=True)
 
 
-async def _publish(message: dict[str, Any], queue: str) -> None:
+def _publish(message: dict[str, Any], queue: str) -> None:
     # By name, as web processes send it (serving.dispatch.distributed).
     current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
 

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,6 +191,32 @@ class Cluster:
         if wait:
             _wait(lambda: self.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
         return proc
+
+    def consumed_queues(self, proc: Proc) -> set[str]:
+        """The queues the worker says it consumes, asked over Celery's remote control."""
+        destination = f"{proc.name}@{socket.gethostname()}"
+        result = subprocess.run(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "inference_platform",
+                "inspect",
+                "active_queues",
+                "-d",
+                destination,
+                "--timeout",
+                "20",
+                "--json",
+            ],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        replies = json.loads(result.stdout.strip().splitlines()[-1])
+        return {queue["name"] for queue in replies[destination]}
 
     def wait_until(self, predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
         """Poll `predicate` until it holds; fail with `proc`'s log tail (if given) after `timeout` seconds."""

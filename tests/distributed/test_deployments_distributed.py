@@ -162,6 +162,9 @@ def test_one_model_at_a_time_swaps_between_two_on_demand_models(deployments, wor
         evicted = lambda other=other: deployments.copies(other) == []  # noqa: E731
         deployments.wait_until(evicted, SETTLE_TIMEOUT, f"{other} evicted", worker)
         assert hosted(deployments, worker) == [name]
+    # The evicted model's queue is closed on the worker's consumer: its jobs wait for a worker that loads it.
+    queues = deployments.consumed_queues(worker)
+    assert "model.swap-b" in queues and "model.swap-a" not in queues, queues
 
 
 def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, workers):
@@ -207,8 +210,13 @@ def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, wo
     assert row == (8192,)
 
 
+def health(cluster: Cluster) -> tuple[int, str]:
+    response = httpx.get(f"{cluster.base_url}/health", timeout=10)
+    return response.status_code, response.json().get("reason", "")
+
+
 def test_a_placement_no_worker_matches_is_a_503_with_retry_after(deployments, workers, sdk):
-    workers("plain", "plain")
+    plain = workers("plain", "plain")
     register(deployments, "needs-gpu", label="gpu-x", replicas=0)
     with pytest.raises(openai.APIStatusError) as caught:
         ask(sdk, "needs-gpu")
@@ -217,6 +225,14 @@ def test_a_placement_no_worker_matches_is_a_503_with_retry_after(deployments, wo
     message = caught.value.message
     assert "needs-gpu" in message and "gpu-x" in message, message
     assert deployments.copies("needs-gpu") == []
+
+    # Every enabled model here asks for a label this worker lacks (the other tests' workers are
+    # gone): not ready. A model it may load, even one not loaded yet, makes it ready.
+    deployments.wait_until(lambda: health(deployments)[0] == 503, SETTLE_TIMEOUT, "/health 503", plain)
+    assert "no live worker hosts an enabled model or may load one" in health(deployments)[1]
+    register(deployments, "plain-echo", label="plain", replicas=0)
+    deployments.wait_until(lambda: health(deployments) == (200, "ready"), SETTLE_TIMEOUT, "/health 200", plain)
+    assert deployments.copies("plain-echo") == []
 
 
 def drain(cluster: Cluster, worker_id: str, *, resume: bool = False) -> None:
@@ -233,24 +249,25 @@ def drain(cluster: Cluster, worker_id: str, *, resume: bool = False) -> None:
 
 def test_drain_moves_copies_and_a_killed_worker_fails_its_clients_and_loses_its_copies(deployments, workers, sdk):
     first, second = workers("pair-1", "pair"), workers("pair-2", "pair")
-    ids = {proc: deployments.worker_id(proc.process.pid) for proc in (first, second)}
+    ids = {proc.name: deployments.worker_id(proc.process.pid) for proc in (first, second)}
     register(deployments, "moving", label="pair")
     deployments.wait_until(lambda: deployments.ready_on("moving"), SETTLE_TIMEOUT, "the first copy")
     (holder_id,) = deployments.ready_on("moving")
-    holder = next(proc for proc, worker_id in ids.items() if worker_id == holder_id)
-    other = second if holder is first else first
+    holder, other = (first, second) if ids[first.name] == holder_id else (second, first)
 
-    drain(deployments, ids[holder])
-    deployments.wait_until(lambda: deployments.ready_on("moving") == {ids[other]}, SETTLE_TIMEOUT, "the move", other)
+    drain(deployments, ids[holder.name])
     deployments.wait_until(
-        lambda: [(worker, state) for worker, state, _ in deployments.copies("moving")] == [(ids[other], "ready")],
+        lambda: deployments.ready_on("moving") == {ids[other.name]}, SETTLE_TIMEOUT, "the move", other
+    )
+    deployments.wait_until(
+        lambda: [(worker, state) for worker, state, _ in deployments.copies("moving")] == [(ids[other.name], "ready")],
         SETTLE_TIMEOUT,
         "the drained worker's copy gone",
         holder,
     )
     reply = sdk.chat.completions.create(model="moving", messages=[{"role": "user", "content": "after the drain"}])
-    assert served_by(deployments, reply.id) == ids[other]
-    drain(deployments, ids[holder], resume=True)
+    assert served_by(deployments, reply.id) == ids[other.name]
+    drain(deployments, ids[holder.name], resume=True)
     deployments.wait_until(
         lambda: deployments.worker_state(holder.process.pid) == "ready", SETTLE_TIMEOUT, "the resume", holder
     )
@@ -279,12 +296,13 @@ def test_drain_moves_copies_and_a_killed_worker_fails_its_clients_and_loses_its_
     client.join(SETTLE_TIMEOUT)
     assert not client.is_alive(), "the client of the killed worker never got an answer"
     assert errors and "stopped while running this request" in str(errors[0]), errors
-    lost = deployments.query("SELECT worker FROM monitoring_requestrecord WHERE error_type = 'worker_lost'")
-    assert lost == [(ids[other],)]
+    lost = "SELECT worker FROM monitoring_requestrecord WHERE error_type = 'worker_lost'"
+    deployments.wait_until(lambda: deployments.query(lost), SETTLE_TIMEOUT, "the failed request's record")
+    assert deployments.query(lost) == [(ids[other.name],)]
 
     deployments.wait_until(
-        lambda: deployments.ready_on("moving") == {ids[holder]}, SETTLE_TIMEOUT, "rescheduling", holder
+        lambda: deployments.ready_on("moving") == {ids[holder.name]}, SETTLE_TIMEOUT, "rescheduling", holder
     )
     reply = sdk.chat.completions.create(model="moving", messages=[{"role": "user", "content": "after the kill"}])
     assert reply.choices[0].message.content == "after the kill"
-    assert served_by(deployments, reply.id) == ids[holder]
+    assert served_by(deployments, reply.id) == ids[holder.name]
