@@ -13,7 +13,7 @@ broker connection, so each operation updates it even while the consumer has no t
 (before it starts, or between reconnects); the live consumer follows when it has one.
 
 A job already taken from a queue that was just closed still reaches this worker: the runtime
-sends it back to its queue once (see WorkerRuntime._requeue_or_refuse).
+sends it back to its queue once (see WorkerRuntime._requeue).
 """
 
 from __future__ import annotations
@@ -76,16 +76,27 @@ class ConsumerGateway:
         """On the consumer's thread (or before the consumer exists): consume exactly the wanted queues."""
         with self._lock:
             wanted = {queue_name(name) for name in self._wanted}
-        live = consumer is not None and consumer.task_consumer is not None
         queues = self._worker.app.amqp.queues
         for queue in sorted(self._applied - wanted):
-            if live:
-                consumer.cancel_task_queue(queue)  # deselects it too
-            else:
-                queues.deselect(queue)
+            queues.deselect(queue)
+            self._live(consumer, "cancel_task_queue", queue)
         for queue in sorted(wanted - self._applied):
-            if live:
-                consumer.add_task_queue(queue)  # selects it too
-            else:
-                queues.select_add(queue)
+            queues.select_add(queue)
+            self._live(consumer, "add_task_queue", queue)
         self._applied = wanted
+
+    @staticmethod
+    def _live(consumer: Any, operation: str, queue: str) -> None:
+        """Apply the change to the running task consumer, if there is one now.
+
+        Without one (not started yet, or reconnecting to the broker), or if the change fails
+        with the connection, the selection above is what the consumer is rebuilt from.
+        """
+        if consumer is None or consumer.task_consumer is None:
+            return
+        try:
+            getattr(consumer, operation)(queue)
+        except Exception:
+            logger.warning(
+                "could not %s %s now; the consumer takes it up when it reconnects", operation, queue, exc_info=True
+            )

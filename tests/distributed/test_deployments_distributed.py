@@ -105,6 +105,8 @@ def test_a_model_registered_while_a_worker_runs_answers_without_a_restart(deploy
     worker = workers("fresh", "fresh")
     worker_id = deployments.worker_id(worker.process.pid)
     assert hosted(deployments, worker) == []  # ready at once, with no model
+    # No engine to count slots from: the pool is sized for 4 models of 16 slots (MAX_LOADED_MODELS unset).
+    assert deployments.worker_concurrency(worker.process.pid) == 64
 
     register(deployments, "late-echo", label="fresh")  # one replica: kept loaded
     reply = sdk.chat.completions.create(model="late-echo", messages=[{"role": "user", "content": "hello there"}])
@@ -153,6 +155,7 @@ def test_an_on_demand_model_loads_for_a_request_unloads_after_keep_alive_and_ret
 def test_one_model_at_a_time_swaps_between_two_on_demand_models(deployments, workers, sdk):
     worker = workers("single", "one", MAX_LOADED_MODELS="1")
     worker_id = deployments.worker_id(worker.process.pid)
+    assert deployments.worker_concurrency(worker.process.pid) == 16  # one model's 16 slots
     for name in ("swap-a", "swap-b"):
         # Never idle out: only the eviction for the other model makes room.
         register(deployments, name, label="one", replicas=0, keep_alive_seconds=None)
