@@ -124,6 +124,8 @@ class WorkerRuntime:
         self._control: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
         self._reconciling = False
+        self._reconciling_lock = threading.Lock()
+        self._draining: threading.Thread | None = None
 
     @property
     def _client(self) -> aioredis.Redis:
@@ -187,10 +189,20 @@ class WorkerRuntime:
         """Stop advertising this worker; jobs already running go on.
 
         The reconciler stops first: it would otherwise set a worker that is not drained from the
-        admin back to ready, and load or unload models while the worker shuts down.
+        admin back to ready, and load or unload models while the worker shuts down. Celery calls
+        this from its signal handler, which must not wait for the reconciler's pass to end (it
+        may wait on the consumer's own loop, which the handler interrupted): a thread does it.
         """
-        self._stop_reconciling()
-        worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
+        if self._draining is None:
+            self._draining = threading.Thread(target=self._drain, name="drain", daemon=True)
+            self._draining.start()
+
+    def _drain(self) -> None:
+        try:
+            self._stop_reconciling()
+            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
+        except Exception:
+            logger.warning("could not mark worker draining", exc_info=True)
 
     def stop(self) -> None:
         """Let running jobs finish (the consumer has stopped taking new ones), then deregister and unload.
@@ -199,6 +211,8 @@ class WorkerRuntime:
         on this loop here: tearing it down first would fail their clients and hang the pool.
         """
         self._stop_reconciling()
+        if self._draining is not None:  # its state must not land after the final one
+            self._draining.join(timeout=60)
         try:
             self._run(self._wait_for_jobs(), timeout=None)
             self._run(self._close())
@@ -211,9 +225,10 @@ class WorkerRuntime:
             hosts.stop_sampling()
 
     def _stop_reconciling(self) -> None:
-        if self._reconciling:
-            self._reconciling = False
-            self.reconciler.stop()
+        with self._reconciling_lock:  # whoever comes second waits for the first to finish stopping it
+            if self._reconciling:
+                self.reconciler.stop()
+                self._reconciling = False
 
     def _run(self, coroutine: Coroutine[Any, Any, _T], timeout: float | None = 30) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
