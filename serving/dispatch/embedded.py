@@ -42,7 +42,7 @@ ROOM_POLL_SECONDS = 0.2
 
 _host = EngineHost()
 _reconciler: Reconciler | None = None
-# The latest version of each model requests asked for: which held copies are on demand (evictable).
+# The latest version of each model requests asked for (their sources size them against the budget).
 _models: dict[str, ServedModel] = {}
 
 
@@ -84,10 +84,11 @@ def make_room_for(model: ServedModel) -> None:
         copies = _host.copies()
         if model.name in copies or _fits(model, copies):
             return
+        on_demand = set(ServedModel.objects.filter(name__in=list(copies), replicas=0).values_list("name", flat=True))
         idle = [
             (info.last_used or info.loaded_at, name)
             for name, info in copies.items()
-            if info.in_flight == 0 and name in _models and _models[name].on_demand
+            if info.in_flight == 0 and name in on_demand
         ]
         if idle:
             victim = min(idle)[1]
