@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from engines.base import Chunk, GenerationRequest
@@ -124,7 +125,15 @@ def _file_size(name: str) -> int:
 
 
 async def readiness() -> tuple[bool, str]:
-    return _host.readiness(await enabled_model_names_recent())
+    ready, reason = _host.readiness(await enabled_model_names_recent())
+    if not ready and not _host.loading() and await _has_on_demand_models():
+        return True, "ready: models load on demand"
+    return ready, reason
+
+
+@sync_to_async
+def _has_on_demand_models() -> bool:
+    return ServedModel.objects.filter(enabled=True, replicas=0).exists()
 
 
 async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
