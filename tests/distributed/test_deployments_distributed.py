@@ -67,12 +67,20 @@ def sdk(deployments):
     return openai.OpenAI(base_url=f"{deployments.base_url}/v1", api_key=deployments.api_key, max_retries=0, timeout=90)
 
 
-def register(cluster: Cluster, name: str, *, label: str, engine: str = "echo", source: str = "", **deployment) -> None:
-    """Register a model as an operator would (manage.py register_model), disabled until its deployment
-    (placement label, replicas, keep-alive) is set, so that no other test's worker places it meanwhile."""
+def register(
+    cluster: Cluster,
+    name: str,
+    *,
+    label: str,
+    engine: str = "echo",
+    source: str = "",
+    replicas: int = 1,
+    keep_alive: str = "5m",
+) -> None:
+    """Register a model and its deployment as an operator would (manage.py register_model)."""
     options = ["--source", source] if source else ["--context-length", "4096", "--option", "token_delay_ms=5"]
-    cluster.manage("register_model", name, "--engine", engine, *options, "--disabled")
-    cluster.set_model(name, placement_label=label, enabled=True, **deployment)
+    deployment = ["--placement-label", label, "--replicas", str(replicas), "--keep-alive", keep_alive]
+    cluster.manage("register_model", name, "--engine", engine, *options, *deployment)
 
 
 def ask(sdk: openai.OpenAI, model: str, content: str = "one two three") -> str:
@@ -129,7 +137,7 @@ def test_an_on_demand_model_loads_for_a_request_unloads_after_keep_alive_and_ret
         engine="llama_cpp",
         source=gguf_path,
         replicas=0,
-        keep_alive_seconds=3,
+        keep_alive="3s",
     )
     assert deployments.copies("smol-ondemand") == [] and not listed_loaded(sdk, "smol-ondemand")
     before = process.memory_info().rss
@@ -158,7 +166,7 @@ def test_one_model_at_a_time_swaps_between_two_on_demand_models(deployments, wor
     assert deployments.worker_concurrency(worker.process.pid) == 16  # one model's 16 slots
     for name in ("swap-a", "swap-b"):
         # Never idle out: only the eviction for the other model makes room.
-        register(deployments, name, label="one", replicas=0, keep_alive_seconds=None)
+        register(deployments, name, label="one", replicas=0, keep_alive="never")
     for turn, (name, other) in enumerate([("swap-a", "swap-b"), ("swap-b", "swap-a")] * 2):
         assert ask(sdk, name, f"turn {turn}") == f"turn {turn}"
         assert deployments.ready_on(name) == {worker_id}
