@@ -23,13 +23,19 @@ pytestmark = [pytest.mark.distributed, pytest.mark.live]
 RECONCILE_SECONDS = 1
 WORKER_DEAD_AFTER_SECONDS = 3
 SETTLE_TIMEOUT = 60  # how long a worker may take to converge before a test gives up (never a pass condition)
+LONG_PROMPT = " ".join(f"w{i}" for i in range(2000))  # echoed at 5 ms a token: a request of several seconds
 
 
 class DeploymentCluster(Cluster):
     """Every process reconciles every second and counts a worker dead after 3 s of silence."""
 
     def env(self, **extra) -> dict:
-        settings = {"RECONCILE_SECONDS": str(RECONCILE_SECONDS), "LOAD_TIMEOUT_SECONDS": "60"}
+        # A job that waits for nobody fails in 30 s rather than the default 5 minutes.
+        settings = {
+            "RECONCILE_SECONDS": str(RECONCILE_SECONDS),
+            "LOAD_TIMEOUT_SECONDS": "60",
+            "QUEUE_TIMEOUT_SECONDS": "30",
+        }
         return super().env(**{**settings, **extra})
 
 
@@ -52,8 +58,8 @@ def workers(deployments):
     """Start reconcile-mode workers for one test; they stop when it ends."""
     started: list[Proc] = []
 
-    def start(name: str, labels: str, **env: str) -> Proc:
-        proc = deployments.start_worker(name, None, concurrency=None, labels=labels, **env)
+    def start(name: str, labels: str, concurrency: int | None = None, **env: str) -> Proc:
+        proc = deployments.start_worker(name, None, concurrency=concurrency, labels=labels, **env)
         started.append(proc)
         return proc
 
@@ -246,6 +252,70 @@ def test_a_placement_no_worker_matches_is_a_503_with_retry_after(deployments, wo
     assert deployments.copies("plain-echo") == []
 
 
+def test_a_job_queued_when_its_copy_is_unloaded_loads_it_again(deployments, workers, sdk):
+    """One pool thread: a second request waits in Redis behind a long one. The admin unloads the
+    model meanwhile: the long one finishes on the draining copy, and the waiting one, whose copy
+    is gone, asks for the model again instead of waiting out QUEUE_TIMEOUT_SECONDS for nobody."""
+    worker = workers("lonely", "lonely", concurrency=1)
+    register(deployments, "unloaded", label="lonely", replicas=0)
+    assert ask(sdk, "unloaded", "warm up") == "warm up"
+    loaded_at = (
+        "SELECT r.state_changed_at FROM models_registry_replica r JOIN models_registry_servedmodel m "
+        "ON m.id = r.model_id WHERE m.name = 'unloaded' AND r.state = 'ready'"
+    )
+    ((first_ready,),) = deployments.query(loaded_at)
+
+    answers: dict[str, str] = {}
+    long_started = threading.Event()
+
+    def long_request() -> None:
+        chunks = sdk.chat.completions.create(
+            model="unloaded", stream=True, messages=[{"role": "user", "content": LONG_PROMPT}]
+        )
+        text = []
+        for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text.append(chunk.choices[0].delta.content)
+                long_started.set()
+        answers["long"] = "".join(text)
+
+    def queued_request() -> None:
+        answers["queued"] = ask(sdk, "unloaded", "still wanted")
+
+    long_client = threading.Thread(target=long_request)
+    long_client.start()
+    assert long_started.wait(SETTLE_TIMEOUT), "the long request never started"
+    queued_client = threading.Thread(target=queued_request)
+    queued_client.start()
+    deployments.wait_until(lambda: queue_length(deployments, "unloaded") == 1, SETTLE_TIMEOUT, "the queued job")
+    unload(deployments, "unloaded")
+    long_client.join(SETTLE_TIMEOUT)
+    queued_client.join(2 * SETTLE_TIMEOUT)
+    assert answers == {"long": LONG_PROMPT, "queued": "still wanted"}
+    # The queued request was answered by a copy loaded again after the unload.
+    ((again_ready,),) = deployments.query(loaded_at)
+    assert again_ready > first_ready
+    assert deployments.ready_on("unloaded") == {deployments.worker_id(worker.process.pid)}
+
+
+def queue_length(cluster: Cluster, model: str) -> int:
+    import redis
+
+    with redis.Redis(port=cluster.redis_port) as client:
+        return client.llen(f"model.{model}")
+
+
+def unload(cluster: Cluster, model: str) -> None:
+    """The admin's unload action, through its service."""
+    cluster.manage(
+        "shell",
+        "-c",
+        "from models_registry.models import ServedModel as M; "
+        "from models_registry.services.deployments import served_model_unload; "
+        f"served_model_unload(model=M.objects.get(name={model!r}))",
+    )
+
+
 def drain(cluster: Cluster, worker_id: str, *, resume: bool = False) -> None:
     """The admin's drain (or resume) action, through its service."""
     action = "worker_resume" if resume else "worker_drain"
@@ -292,7 +362,7 @@ def test_drain_moves_copies_and_a_killed_worker_fails_its_clients_and_loses_its_
             chunks = sdk.chat.completions.create(
                 model="moving",
                 stream=True,
-                messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(2000))}],
+                messages=[{"role": "user", "content": LONG_PROMPT}],
             )
             for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
