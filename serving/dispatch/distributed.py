@@ -5,6 +5,10 @@ how long the job queued), then `job.chunks` batches until one carries a finish r
 `job.error`. While waiting, the web process checks the worker's liveness key, so a worker
 killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS. A job whose
 model already has `max_waiting` jobs queued is refused before it is enqueued (see backlog).
+
+A model with no ready copy is waited for before the job is enqueued (serving.deployments.demand):
+an on-demand one is loaded by a worker with room, so the request's time to first token includes
+the load, and one that no worker can take is a 503 with Retry-After at once.
 """
 
 from __future__ import annotations
@@ -137,9 +141,10 @@ async def _has_ready_copy(model_name: str) -> bool:
 class _QueuedDemand:
     """While a job waits in its queue, checks now and then that a ready copy of its model still exists.
 
-    A copy can go while jobs wait for it: evicted for another model, idle past its keep-alive as
-    this process saw it, or unloaded by the admin. Nothing else would ask for an on-demand model
-    again, so the job would wait out QUEUE_TIMEOUT_SECONDS: the waiting request wants it again.
+    A copy can go while jobs wait for it: evicted to make room for another model, or unloaded by
+    the admin. Nothing else would ask for an on-demand model again, so the job would wait out
+    QUEUE_TIMEOUT_SECONDS for no worker: the waiting request wants it again. (A model with
+    replicas needs no asking: placement puts its copies back by itself.)
     """
 
     CHECK_EVERY_SECONDS = 1.0

@@ -107,7 +107,7 @@ class WorkerRuntime:
         self.labels = labels or []
         self.concurrency = 0  # the pool's, known once the engines are loaded
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        # Only the reconciler loads: a job for a model not held here is sent back (see _serve).
+        # Only the reconciler loads: a job for a model not held here is sent back (see _requeue).
         self.host = EngineHost(load_on_demand=False)
         self.reconciler = Reconciler(
             host=self.host,
