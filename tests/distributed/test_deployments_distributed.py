@@ -184,13 +184,18 @@ def test_one_model_at_a_time_swaps_between_two_on_demand_models(deployments, wor
     assert "model.swap-b" in queues and "model.swap-a" not in queues, queues
 
 
-def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, workers):
+def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, workers, sdk):
+    """Three clients send short requests without pause, and a long streamed one holds the first
+    copy, while the context length is edited: the new copy is ready while the old one still
+    drains the long request, which ends whole, and no request fails."""
     worker = workers("roller", "roll")
     register(deployments, "rolling", label="roll")
     deployments.wait_until(lambda: deployments.ready_on("rolling"), SETTLE_TIMEOUT, "the first copy", worker)
     ((_, _, first_revision),) = deployments.copies("rolling")
 
     results: list[int | str] = []
+    long_answer: list[str] = []
+    long_started = threading.Event()
     stop = threading.Event()
 
     def steady(client_number: int) -> None:
@@ -203,18 +208,36 @@ def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, wo
                 except httpx.HTTPError as exc:
                     results.append(repr(exc))
 
+    def long_request() -> None:
+        chunks = sdk.chat.completions.create(
+            model="rolling", stream=True, messages=[{"role": "user", "content": LONG_PROMPT}]
+        )
+        for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                long_answer.append(chunk.choices[0].delta.content)
+                long_started.set()
+
     clients = [threading.Thread(target=steady, args=(n,)) for n in range(3)]
+    long_client = threading.Thread(target=long_request)
     for client in clients:
         client.start()
     try:
         deployments.wait_until(lambda: len(results) >= 10, SETTLE_TIMEOUT, "requests before the edit")
+        long_client.start()
+        assert long_started.wait(SETTLE_TIMEOUT), "the long request never started"
         deployments.set_model("rolling", context_length=8192)
 
-        def reloaded() -> bool:
-            copies = deployments.copies("rolling")
-            return len(copies) == 1 and copies[0][1] == "ready" and copies[0][2] != first_revision
+        def states() -> dict[str, str]:
+            return {revision: state for _, state, revision in deployments.copies("rolling")}
 
-        deployments.wait_until(reloaded, SETTLE_TIMEOUT, "the rolling reload", worker)
+        new_ready = lambda: any(r != first_revision and s == "ready" for r, s in states().items())  # noqa: E731
+        deployments.wait_until(new_ready, SETTLE_TIMEOUT, "the new copy", worker)
+        # The old copy still serves the long request it had: it drains, it was not cut off.
+        assert states()[first_revision] == "draining" and long_client.is_alive()
+        long_client.join(SETTLE_TIMEOUT)
+        assert "".join(long_answer) == LONG_PROMPT
+        only_new = lambda: first_revision not in states()  # noqa: E731
+        deployments.wait_until(only_new, SETTLE_TIMEOUT, "the old copy unloaded", worker)
         after = len(results)
         deployments.wait_until(lambda: len(results) >= after + 10, SETTLE_TIMEOUT, "requests after the reload")
     finally:
@@ -223,8 +246,7 @@ def test_an_edit_rolls_the_reload_while_requests_keep_succeeding(deployments, wo
             client.join()
     failures = [r for r in results if r != 200]
     assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
-    (row,) = deployments.query("SELECT context_length FROM models_registry_servedmodel WHERE name = 'rolling'")
-    assert row == (8192,)
+    assert list(states().values()) == ["ready"]
 
 
 def health(cluster: Cluster) -> tuple[int, str]:
