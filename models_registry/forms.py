@@ -134,7 +134,7 @@ class ServedModelForm(forms.ModelForm):
         return aliases
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         engine = form_engine(cleaned.get("engine") or "auto", cleaned.get("task") or ServedModel.Task.GENERATE)
         options, errors = options_from_fields(engine, cleaned)
         for name, messages in errors.items():
@@ -169,7 +169,7 @@ def _declare(form: type[forms.ModelForm], fields: dict[str, forms.Field]) -> Non
     # Declared after the class: ModelAdmin builds its form from fields named in the fieldsets, which
     # must be declared fields of the form class (not ones added per instance).
     form.base_fields.update(fields)
-    form.declared_fields.update(fields)  # type: ignore[attr-defined]
+    form.declared_fields.update(fields)
 
 
 _declare(ServedModelForm, option_fields())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -56,7 +58,14 @@ class ServedModelAdmin(admin.ModelAdmin):
     )
     list_filter = ("task", "engine", "enabled")
     search_fields = ("name", "source", "description")
-    readonly_fields = ("resolved_engine", "capability_table", "live_replicas", "revision", "created_at", "updated_at")
+    readonly_fields: ClassVar[tuple[str, ...]] = (
+        "resolved_engine",
+        "capability_table",
+        "live_replicas",
+        "revision",
+        "created_at",
+        "updated_at",
+    )
     actions = ("load_models", "unload_models", "reload_models")
 
     def get_fieldsets(self, request, obj=None):
