@@ -41,12 +41,12 @@ FORM_FIELDS = [
 
 # Sampling defaults with a typed field; the rest (stop) stay in the JSON box.
 DEFAULT_PARAM_FIELDS: dict[str, forms.Field] = {
-    "temperature": forms.FloatField(required=False, min_value=0, max_value=2, help_text="0 to 2."),
+    "temperature": forms.FloatField(required=False, min_value=0, max_value=2, label="temperature", help_text="0 to 2."),
     "top_p": forms.FloatField(required=False, min_value=0, max_value=1, label="top p", help_text="0 to 1."),
     "max_tokens": forms.IntegerField(
         required=False, min_value=1, label="max tokens", help_text="Completion tokens when a request sets none."
     ),
-    "seed": forms.IntegerField(required=False),
+    "seed": forms.IntegerField(required=False, label="seed"),
     "presence_penalty": forms.FloatField(required=False, min_value=-2, max_value=2, label="presence penalty"),
     "frequency_penalty": forms.FloatField(required=False, min_value=-2, max_value=2, label="frequency penalty"),
 }
@@ -75,12 +75,14 @@ class ServedModelForm(forms.ModelForm):
     )
     engine_options = forms.JSONField(
         required=False,
+        initial=dict,
         label="other options (JSON)",
         help_text='Options no field above covers, as a JSON object, e.g. {"command": ["..."]}. '
         "Kept as they are; a key may not also be set in a field.",
     )
     default_params = forms.JSONField(
         required=False,
+        initial=dict,
         label="other defaults (JSON)",
         help_text='Sampling defaults without a field above, e.g. {"stop": ["\\n\\n"]}.',
     )
@@ -88,7 +90,7 @@ class ServedModelForm(forms.ModelForm):
         label="keep-alive",
         initial=300,
         help_text="On-demand models: how long a copy stays loaded with no requests, as Ollama's keep_alive: "
-        "5m, 30s, 1h, 1h30m or seconds (300). 0: unload as soon as its requests end. never (or -1): never unload.",
+        "5m, 30s, 1h or seconds (300). 0: unload as soon as its requests end. never (or -1): never unload.",
     )
 
     class Meta:

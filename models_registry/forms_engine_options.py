@@ -293,6 +293,10 @@ ENGINE_OPTIONS: dict[str, tuple[Option, ...]] = {
 }
 
 
+def label_of(key: str) -> str:
+    return key.replace("_", " ")
+
+
 def field_name(engine: str, key: str) -> str:
     """The form field that holds option `key` of `engine`."""
     return f"option_{engine}_{key}"
@@ -300,7 +304,13 @@ def field_name(engine: str, key: str) -> str:
 
 def option_fields() -> dict[str, forms.Field]:
     """A fresh form field for every option of every engine, by field name."""
-    return {field_name(engine, o.key): o.field() for engine, options in ENGINE_OPTIONS.items() for o in options}
+    fields = {}
+    for engine, options in ENGINE_OPTIONS.items():
+        for option in options:
+            field = option.field()
+            field.label = field.label or label_of(option.key)
+            fields[field_name(engine, option.key)] = field
+    return fields
 
 
 def split_options(engine: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

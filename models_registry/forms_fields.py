@@ -3,7 +3,6 @@ suggestions, and the GGUF files an operator can pick as a source."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from django import forms
@@ -12,47 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 
 from .bundled import bundled_model_path
-
-# Go durations as Ollama's keep_alive takes them ("5m", "1h30m", "45s"; a bare number is seconds).
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-NEVER = ("never", "inf", "infinite")
-
-
-def keep_alive_seconds(text: str) -> int | None:
-    """Ollama's keep_alive forms as seconds: "0" now, "5m", "30s", "1h30m", 300; "never" or a negative: None."""
-    value = text.strip().lower()
-    if value in NEVER:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        return None if number < 0 else round(number)
-    if value.startswith("-") and _whole_duration(value[1:]):
-        return None
-    if not _whole_duration(value):
-        raise ValidationError(
-            f'"{text}" is not a keep-alive: use seconds (300), a duration (5m, 30s, 1h, 1h30m), 0 or never.'
-        )
-    total = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
-    return round(total)
-
-
-def _whole_duration(value: str) -> bool:
-    return bool(value) and "".join(m.group(0) for m in _DURATION_PART.finditer(value)) == value
-
-
-def keep_alive_text(seconds: int | None) -> str:
-    """keep_alive_seconds as the form shows it: "never", "0", "5m", "1h", "90s"."""
-    if seconds is None:
-        return "never"
-    if seconds and seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds and seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s" if seconds else "0"
+from .keep_alive import format_keep_alive, parse_keep_alive
 
 
 class KeepAliveField(forms.Field):
@@ -61,7 +20,7 @@ class KeepAliveField(forms.Field):
     widget = forms.TextInput
 
     def prepare_value(self, value):
-        return keep_alive_text(value) if value is None or isinstance(value, int) else value
+        return format_keep_alive(value) if value is None or isinstance(value, int) else value
 
     def to_python(self, value):
         text = "" if value is None else str(value).strip()
@@ -69,7 +28,7 @@ class KeepAliveField(forms.Field):
             if self.required:
                 raise ValidationError(self.error_messages["required"], code="required")
             return None
-        return keep_alive_seconds(text)
+        return parse_keep_alive(text)
 
     def validate(self, value):
         pass  # to_python did it: None ("never") is a value here, not a missing one

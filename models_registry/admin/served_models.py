@@ -76,7 +76,7 @@ class ServedModelAdmin(admin.ModelAdmin):
             (None, {"fields": ("name", "task", "aliases", "enabled", "description", "owned_by")}),
             ("Engine", {"fields": ("engine", "resolved_engine", "source", "context_length", "capability_table")}),
             *_engine_fieldsets(),
-            ("Other engine options", {"fields": ("engine_options",), "classes": ("collapse",)}),
+            ("Other engine options", {"fields": ("engine_options",)}),
             ("Deployment", {"fields": deployment}),
             (
                 "Default parameters",
