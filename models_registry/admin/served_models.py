@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import ClassVar
 
 from django.conf import settings
@@ -53,6 +54,7 @@ class ServedModelAdmin(admin.ModelAdmin):
         "resolved_engine",
         "context_length",
         "deployment",
+        "copies_summary",
         "enabled",
         "updated_at",
     )
@@ -123,6 +125,15 @@ class ServedModelAdmin(admin.ModelAdmin):
         if obj.on_demand:
             return "on demand"
         return f"{obj.replicas} replica{'s' if obj.replicas != 1 else ''}"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("copies")
+
+    @admin.display(description="Copies")
+    def copies_summary(self, obj):
+        """How many copies are in each state, e.g. "2 ready, 1 loading"; "-" when none is loaded."""
+        counts = Counter(copy.state for copy in obj.copies.all())
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
 
     @admin.display(description="Capabilities")
     def capability_table(self, obj):

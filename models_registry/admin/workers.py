@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
+from django.urls import path, reverse
 
 from ..models import Replica, WorkerRegistration
 from ..services.deployments import worker_drain, worker_resume
@@ -110,6 +114,33 @@ class WorkerRegistrationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        worker_action = self.admin_site.admin_view(self.worker_action_view)
+        route = path("<int:pk>/worker/<str:action>/", worker_action, name="models_registry_workerregistration_action")
+        return [route, *super().get_urls()]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if object_id is not None and self.has_drain_permission(request):
+            worker = WorkerRegistration.objects.filter(pk=object_id).first()
+            action = "resume" if worker is not None and worker.drained else "drain"
+            url = reverse("admin:models_registry_workerregistration_action", args=[object_id, action])
+            extra_context["worker_actions"] = [(action, url)]
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def worker_action_view(self, request, pk, action):
+        """POST: the worker page's drain or resume button."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in ("drain", "resume"):
+            raise Http404(f"No worker action {action!r}.")
+        if not self.has_drain_permission(request):
+            raise PermissionDenied
+        worker = get_object_or_404(WorkerRegistration, pk=pk)
+        queryset = WorkerRegistration.objects.filter(pk=worker.pk)
+        (self.drain_workers if action == "drain" else self.resume_workers)(request, queryset)
+        return redirect(reverse("admin:models_registry_workerregistration_change", args=[worker.pk]))
 
     def has_drain_permission(self, request):
         """Drain and resume are the one change an operator makes to a worker."""

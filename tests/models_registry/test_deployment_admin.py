@@ -179,6 +179,9 @@ def test_the_model_page_shows_its_copies_and_the_json_view_their_live_state(admi
 
     assert Client().get(url).status_code == 302  # to the login page: staff only
 
+    changelist = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert '<td class="field-copies_summary">1 failed, 1 ready</td>' in changelist
+
 
 def test_drain_and_resume_actions_land_in_the_log(admin_client, worker):
     response = admin_client.post(
@@ -214,4 +217,31 @@ def test_drain_needs_the_change_permission(worker):
     page = client.get(reverse(WORKERS))
     assert page.status_code == 200 and "drain_workers" not in page.content.decode()
     client.post(reverse(WORKERS), {"action": "drain_workers", "_selected_action": [worker.pk]})
+    page = client.get(reverse("admin:models_registry_workerregistration_change", args=[worker.pk]))
+    assert page.status_code == 200 and 'id="worker-drain"' not in page.content.decode()
+    drain = reverse("admin:models_registry_workerregistration_action", args=[worker.pk, "drain"])
+    assert client.post(drain).status_code == 403
     assert not WorkerRegistration.objects.get(pk=worker.pk).drained
+
+
+def test_the_worker_pages_button_drains_and_resumes_it(admin_client, worker):
+    page_url = reverse("admin:models_registry_workerregistration_change", args=[worker.pk])
+    drain = reverse("admin:models_registry_workerregistration_action", args=[worker.pk, "drain"])
+    assert 'id="worker-drain"' in admin_client.get(page_url).content.decode()
+    assert admin_client.get(drain).status_code == 405
+    response = admin_client.post(drain)
+    assert response.status_code == 302 and response["Location"] == page_url
+    worker.refresh_from_db()
+    assert worker.drained
+    page = admin_client.get(page_url).content.decode()
+    assert 'id="worker-resume"' in page and 'id="worker-drain"' not in page
+    admin_client.post(reverse("admin:models_registry_workerregistration_action", args=[worker.pk, "resume"]))
+    worker.refresh_from_db()
+    assert not worker.drained
+    assert logged(worker) == ["Drained", "Resumed"]
+    assert (
+        admin_client.post(
+            reverse("admin:models_registry_workerregistration_action", args=[worker.pk, "kill"])
+        ).status_code
+        == 404
+    )
