@@ -96,3 +96,19 @@ def loaded_model_names(*, names: list[str] | None = None) -> set[str]:
     if names is not None:
         copies = copies.filter(model__name__in=names)
     return set(copies.values_list("model__name", flat=True))
+
+
+def live_worker_placements() -> tuple[list[str], list[str]]:
+    """The labels and the hosts of workers not marked dead, each sorted: what placement can name."""
+    labels: set[str] = set()
+    hosts: set[str] = set()
+    live = WorkerRegistration.objects.exclude(state=WorkerRegistration.State.DEAD)
+    for worker_labels, host in live.values_list("labels", "host"):
+        labels.update(label for label in worker_labels or [] if isinstance(label, str))
+        hosts.add(host)
+    return sorted(labels), sorted(hosts)
+
+
+def replicas_of(*, model: ServedModel) -> list[Replica]:
+    """The model's copies on engine hosts, with their workers: by worker, then revision."""
+    return list(model.copies.select_related("worker").order_by("worker__worker_id", "revision"))

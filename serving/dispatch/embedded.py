@@ -31,7 +31,7 @@ from monitoring.load import ModelLoad
 
 from ..deployments.capacity import host_capacity
 from ..deployments.demand import RETRY_AFTER_SECONDS
-from ..deployments.reconciler import Reconciler, copy_version
+from ..deployments.reconciler import Reconciler
 from ..errors import ModelNotPlaced
 from ..route import Route
 from .backend import OnStarted
@@ -71,8 +71,7 @@ async def generate(
     _models[model.name] = model
     if not _host.has(model.name) and (settings.MAX_LOADED_MODELS or settings.MODEL_MEMORY_BUDGET_MB):
         await asyncio.to_thread(make_room_for, model)
-    version = copy_version(route, model)
-    async with aclosing(_host.generate(route.engine, route.spec, request, version=version)) as chunks:
+    async with aclosing(_host.generate(route.engine, route.spec, request, version=route.version)) as chunks:
         async for chunk in chunks:
             yield chunk
 
