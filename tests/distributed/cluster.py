@@ -192,16 +192,16 @@ class Cluster:
             _wait(lambda: self.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
         return proc
 
-    def consumed_queues(self, proc: Proc) -> set[str]:
-        """The queues the worker says it consumes, asked over Celery's remote control."""
-        destination = f"{proc.name}@{socket.gethostname()}"
+    def inspect(self, worker_name: str, command: str):
+        """What `celery inspect <command>` gets back from the worker named `worker_name` (remote control)."""
+        destination = f"{worker_name}@{socket.gethostname()}"
         result = subprocess.run(
             [
                 str(BIN / "celery"),
                 "-A",
                 "inference_platform",
                 "inspect",
-                "active_queues",
+                command,
                 "-d",
                 destination,
                 "--timeout",
@@ -215,8 +215,11 @@ class Cluster:
             timeout=90,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        replies = json.loads(result.stdout.strip().splitlines()[-1])
-        return {queue["name"] for queue in replies[destination]}
+        return json.loads(result.stdout.strip().splitlines()[-1])[destination]
+
+    def consumed_queues(self, proc: Proc) -> set[str]:
+        """The queues the worker says it consumes, asked over Celery's remote control."""
+        return {queue["name"] for queue in self.inspect(proc.name, "active_queues")}
 
     def wait_until(self, predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
         """Poll `predicate` until it holds; fail with `proc`'s log tail (if given) after `timeout` seconds."""

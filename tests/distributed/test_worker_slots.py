@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
 import threading
 import time
 
@@ -17,7 +15,7 @@ from channels_redis.core import RedisChannelLayer
 
 from serving.dispatch.distributed import ReplyReader
 
-from .cluster import BIN, REPO, Cluster, _wait
+from .cluster import Cluster, _wait
 
 pytestmark = [pytest.mark.distributed, pytest.mark.live]
 
@@ -47,28 +45,7 @@ def deployment(cluster, gguf_path):
 
 def pool_size_by_celery(cluster: Cluster, name: str) -> int:
     """The worker's pool size, asked over Celery's remote control."""
-    destination = f"{name}@{socket.gethostname()}"
-    result = subprocess.run(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "inference_platform",
-            "inspect",
-            "stats",
-            "-d",
-            destination,
-            "--timeout",
-            "20",
-            "--json",
-        ],
-        cwd=REPO,
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])[destination]["pool"]["max-concurrency"]
+    return cluster.inspect(name, "stats")["pool"]["max-concurrency"]
 
 
 @pytest.mark.parametrize(
