@@ -25,7 +25,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from api.health import HealthProbe  # noqa: E402
 from api.request_body import RequestBodyLimit  # noqa: E402
 from api.routing import websocket_urlpatterns  # noqa: E402
-from serving.dispatch import start_preloading  # noqa: E402
+from serving.dispatch import start_embedded_host  # noqa: E402
 from serving.hosts import start_sampling  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -39,5 +39,5 @@ application = ProtocolTypeRouter(
     }
 )
 
-start_preloading()
+start_embedded_host()
 start_sampling(role="web")

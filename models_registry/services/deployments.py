@@ -33,7 +33,8 @@ def served_model_want(*, model_name: str, seconds: float) -> None:
 
 
 def served_model_demand_met(*, model_name: str) -> None:
-    """A copy is ready: from now on its keep-alive decides how long it stays."""
+    """A copy is ready: from now on its keep-alive decides how long it stays (the requests that
+    waited for it reach it well within its first minutes: placement gives a new copy a grace)."""
     ServedModel.objects.filter(name=model_name, wanted_until__isnull=False).update(wanted_until=None)
 
 
@@ -95,7 +96,9 @@ def replica_set_state(
     model = ServedModel.objects.filter(name=model_name).first()
     if worker is None or model is None:  # the model was deleted meanwhile: its copies went with it
         return
-    defaults: dict = {"engine": engine, "state": state, "error": error, "state_changed_at": timezone.now()}
+    defaults: dict = {"state": state, "error": error, "state_changed_at": timezone.now()}
+    if engine:  # a drain keeps the engine the row has
+        defaults["engine"] = engine
     if memory_bytes is not None:
         defaults["memory_bytes"] = memory_bytes
     Replica.objects.update_or_create(worker=worker, model=model, revision=revision, defaults=defaults)

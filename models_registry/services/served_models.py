@@ -10,6 +10,8 @@ from django.db import transaction
 from ..bundled import BUNDLED_EMBEDDING_CONTEXT, BUNDLED_EMBEDDING_MODEL_NAME, bundled_model_path
 from ..models import ServedModel
 
+DEPLOYMENT_FIELDS = ("replicas", "placement_label", "placement_host", "keep_alive_seconds", "slots")
+
 
 @transaction.atomic
 def served_model_register(
@@ -24,8 +26,13 @@ def served_model_register(
     enabled: bool = True,
     task: str = ServedModel.Task.GENERATE,
     description: str | None = None,
+    deployment: dict | None = None,
 ) -> ServedModel:
-    """Create or update a served model by name, validating it like the admin does."""
+    """Create or update a served model by name, validating it like the admin does.
+
+    `deployment`: any of replicas, placement_label, placement_host, keep_alive_seconds and slots;
+    those left out keep their values (or defaults).
+    """
     model = ServedModel.objects.filter(name=name).first() or ServedModel(name=name)
     model.source = source
     model.engine = engine
@@ -37,6 +44,10 @@ def served_model_register(
     model.task = task
     if description is not None:
         model.description = description
+    for field, value in (deployment or {}).items():
+        if field not in DEPLOYMENT_FIELDS:
+            raise ValueError(f"{field} is not a deployment field")
+        setattr(model, field, value)
     model.full_clean()
     model.save()
     return model

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+NEW_COPY_GRACE_SECONDS = 15.0
+
 
 @dataclasses.dataclass(frozen=True)
 class CopyView:
@@ -144,10 +146,16 @@ def _holders(d: DeploymentView, hosts: Iterable[HostView]) -> list[tuple[HostVie
 
 
 def _expired(d: DeploymentView, copy: CopyView, now: float) -> bool:
-    """Idle past its keep-alive (0: as soon as its requests end; None: never)."""
+    """Idle past its keep-alive (0: as soon as its requests end; None: never).
+
+    A copy not used yet has NEW_COPY_GRACE_SECONDS at least: the request it was loaded for is
+    on its way to it.
+    """
     if d.wanted or d.keep_alive_seconds is None:
         return False
-    return now - (copy.last_used or copy.loaded_at) >= d.keep_alive_seconds
+    if copy.last_used is None:
+        return now - copy.loaded_at >= max(d.keep_alive_seconds, NEW_COPY_GRACE_SECONDS)
+    return now - copy.last_used >= d.keep_alive_seconds
 
 
 def _no_host_reason(d: DeploymentView) -> str:

@@ -50,7 +50,8 @@ def engine_states() -> list[dict[str, Any]]:
     return embedded.engine_host().states()
 
 
-def start_preloading() -> None:
-    """Embedded mode loads enabled models at start-up; workers do it in distributed mode."""
+def start_embedded_host() -> None:
+    """Embedded mode: this process hosts the engines and converges on the deployments from start-up
+    (PRELOAD_MODELS=false: models load on their first request only); workers do it when distributed."""
     if not settings.DISTRIBUTED and settings.PRELOAD_MODELS:
-        embedded.start_preloading()
+        embedded.start_reconciling()

@@ -1,32 +1,59 @@
-"""Embedded mode: the engine host lives in this (web) process."""
+"""Embedded mode: the engine host lives in this (web) process.
+
+It behaves as a worker does: this process registers itself as an engine host and a reconciler
+converges it on the deployments (models with replicas load at start; on-demand ones unload
+after their keep-alive; an edit reloads rolling). A request for a model not loaded here loads
+it on the spot (its TTFT includes the load), first unloading the least recently used idle
+on-demand model when MAX_LOADED_MODELS or MODEL_MEMORY_BUDGET_MB leaves no room.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
 import socket
-import threading
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from django.conf import settings
+
 from engines.base import Chunk, GenerationRequest
-from engines.host import EngineHost
-from models_registry.models import ServedModel
+from engines.host import CopyInfo, EngineHost
+from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.selectors import enabled_model_names_recent
+from models_registry.services import workers as worker_services
 from monitoring.load import ModelLoad
 
-from ..route import Route, route_for
+from ..deployments.capacity import host_capacity
+from ..deployments.demand import RETRY_AFTER_SECONDS
+from ..deployments.reconciler import Reconciler, copy_version
+from ..errors import ModelNotPlaced
+from ..route import Route
 from .backend import OnStarted
 
 logger = logging.getLogger(__name__)
 
 WORKER_ID = f"embedded@{socket.gethostname()}:{os.getpid()}"
+ROOM_POLL_SECONDS = 0.2
 
 _host = EngineHost()
+_reconciler: Reconciler | None = None
+# The latest version of each model requests asked for: which held copies are on demand (evictable).
+_models: dict[str, ServedModel] = {}
+
+
+def _shutdown() -> None:
+    if _reconciler is not None:
+        _reconciler.stop()
+    _host.shutdown()
+
+
 # Unload before interpreter teardown: llama.cpp's finalizers fail once modules are gone.
-atexit.register(_host.shutdown)
+atexit.register(_shutdown)
 
 
 def engine_host() -> EngineHost:
@@ -39,9 +66,60 @@ async def generate(
 ) -> AsyncGenerator[Chunk, None]:
     """Stream from this process's host; the caller records the request (nothing else can)."""
     on_started(WORKER_ID, 0.0, False)
-    async with aclosing(_host.generate(route.engine, route.spec, request)) as chunks:
+    model = route.model
+    _models[model.name] = model
+    if not _host.has(model.name) and (settings.MAX_LOADED_MODELS or settings.MODEL_MEMORY_BUDGET_MB):
+        await asyncio.to_thread(make_room_for, model)
+    version = copy_version(route, model)
+    async with aclosing(_host.generate(route.engine, route.spec, request, version=version)) as chunks:
         async for chunk in chunks:
             yield chunk
+
+
+def make_room_for(model: ServedModel) -> None:
+    """Blocking: unload least recently used idle on-demand copies until `model` fits, waiting
+    (up to LOAD_TIMEOUT_SECONDS) while the copies in the way are in use."""
+    deadline = time.monotonic() + settings.LOAD_TIMEOUT_SECONDS
+    while True:
+        copies = _host.copies()
+        if model.name in copies or _fits(model, copies):
+            return
+        idle = [
+            (info.last_used or info.loaded_at, name)
+            for name, info in copies.items()
+            if info.in_flight == 0 and name in _models and _models[name].on_demand
+        ]
+        if idle:
+            victim = min(idle)[1]
+            logger.info("unloading idle model %s to make room for %s", victim, model.name)
+            _host.unload(victim, wait=True)
+            continue
+        if time.monotonic() > deadline:
+            raise ModelNotPlaced(
+                f"Model `{model.name}` cannot be loaded now: this host holds {len(copies)} models "
+                f"(MAX_LOADED_MODELS {settings.MAX_LOADED_MODELS}, MODEL_MEMORY_BUDGET_MB "
+                f"{settings.MODEL_MEMORY_BUDGET_MB}) and none of them is an idle on-demand model.",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        time.sleep(ROOM_POLL_SECONDS)
+
+
+def _fits(model: ServedModel, copies: dict[str, CopyInfo]) -> bool:
+    if settings.MAX_LOADED_MODELS and len(copies) >= settings.MAX_LOADED_MODELS:
+        return False
+    budget = settings.MODEL_MEMORY_BUDGET_MB * 1024 * 1024
+    if budget:
+        held = sum(_file_size(name) for name in copies)
+        return bool(held + _file_size(model.name) <= budget)
+    return True
+
+
+def _file_size(name: str) -> int:
+    model = _models.get(name)
+    try:
+        return os.path.getsize(model.source) if model and model.source and os.path.isfile(model.source) else 0
+    except OSError:
+        return 0
 
 
 async def readiness() -> tuple[bool, str]:
@@ -57,16 +135,32 @@ async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:
     return load
 
 
-def load_enabled_models() -> None:
-    """Blocking: load every enabled model, logging (not raising) failures."""
-    for model in ServedModel.objects.filter(enabled=True):
-        try:
-            route = route_for(model)
-            _host.ensure_loaded(route.engine, route.spec)
-        except Exception:
-            logger.exception("could not load model %s", model.name)
+_registered = False
 
 
-def start_preloading() -> None:
-    """Load enabled models on a background thread so the server answers /health meanwhile."""
-    threading.Thread(target=load_enabled_models, name="preload-models", daemon=True).start()
+def _heartbeat() -> None:
+    """Before each reconciler pass: register this process as an engine host (on the first), else beat."""
+    global _registered
+    if not _registered:
+        worker_services.worker_register(
+            worker_id=WORKER_ID,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            models=[],
+            concurrency=0,
+            labels=settings.WORKER_LABELS,
+            capacity=host_capacity(),
+        )
+        worker_services.worker_set_state(worker_id=WORKER_ID, state=WorkerRegistration.State.READY)
+        _registered = True
+    else:
+        in_flight = sum(info.in_flight for info in _host.copies().values())
+        worker_services.worker_heartbeat(worker_id=WORKER_ID, in_flight=in_flight)
+
+
+def start_reconciling() -> None:
+    """Converge this process on the deployments, on a thread: the server answers /health meanwhile,
+    and models with replicas load first."""
+    global _reconciler
+    _reconciler = Reconciler(host=_host, worker_id=WORKER_ID, on_pass=_heartbeat)
+    _reconciler.start()

@@ -1,5 +1,5 @@
 """manage.py register_model NAME --source PATH [--engine auto] [--task generate|embed] [--context-length N]
-[--alias A] [--option k=v]."""
+[--alias A] [--option k=v] [--replicas N] [--keep-alive 5m] [--placement-label L] [--placement-host H] [--slots N]."""
 
 import json
 
@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.platform import ENGINE_CHOICES
+from models_registry.keep_alive import parse_keep_alive
 from models_registry.models import ServedModel
 from models_registry.selectors import served_model_by_name
 from models_registry.services.served_models import served_model_register
@@ -39,10 +40,29 @@ class Command(BaseCommand):
         parser.add_argument("--alias", action="append", default=[], help="Another name clients may use")
         parser.add_argument("--option", action="append", default=[], help="Engine option key=value")
         parser.add_argument("--disabled", action="store_true")
+        deployment = parser.add_argument_group("deployment (registering again keeps what is not given)")
+        deployment.add_argument("--replicas", type=int, help="hosts that keep it loaded; 0: on demand")
+        deployment.add_argument("--keep-alive", help="on demand: idle time before unloading (5m, 30s, 0, never)")
+        deployment.add_argument("--placement-label", help="only workers with this label ('' for any)")
+        deployment.add_argument("--placement-host", help="only workers on this host ('' for any)")
+        deployment.add_argument("--slots", type=int, help="requests one copy runs at once (0: engine default)")
 
     def handle(self, *args, name, source, engine, task, context_length, alias, option, disabled, **options):
         # Sampling defaults have no flag here: registering again keeps those set in the admin.
         existing = served_model_by_name(name=name)
+        deployment: dict = {}
+        if options["replicas"] is not None:
+            deployment["replicas"] = options["replicas"]
+        if options["keep_alive"] is not None:
+            try:
+                deployment["keep_alive_seconds"] = parse_keep_alive(options["keep_alive"])
+            except ValidationError as exc:
+                raise CommandError(f"--keep-alive: {exc.messages[0]}") from exc
+        for field in ("placement_label", "placement_host"):
+            if options[field] is not None:
+                deployment[field] = options[field]
+        if options["slots"] is not None:
+            deployment["slots"] = options["slots"] or None
         try:
             model = served_model_register(
                 name=name,
@@ -54,6 +74,7 @@ class Command(BaseCommand):
                 enabled=not disabled,
                 default_params=existing.default_params if existing else None,
                 task=task or (existing.task if existing else ServedModel.Task.GENERATE),
+                deployment=deployment,
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
