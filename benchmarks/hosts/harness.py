@@ -71,6 +71,12 @@ class Harness:
         if not self.state_path.exists():
             raise FileNotFoundError(f"no running harness in {self.run_dir} (no {STATE})")
 
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
     # --- state ---
 
     @property
@@ -212,13 +218,14 @@ class Harness:
     def destroy(self) -> None:
         """Stop every process of the run (hosts first, gracefully), drop its database, remove its network."""
         with _no_interrupts():
+            if not self.state_path.exists():  # destroyed already
+                return
             state = self.state
             run_id = state["run_id"]
             net = network.RunNetwork(run_id, state["subnet"])
-            for host in state["hosts"].values():
-                processes.stop(host.get("process"))
-            for name in ("web", "forward", "redis"):
-                processes.stop(state["processes"].get(name))
+            processes.stop_all([host.get("process") for host in state["hosts"].values()])
+            processes.stop_all([state["processes"].get("web")])
+            processes.stop_all([state["processes"].get(name) for name in ("forward", "redis")])
             processes.kill_all(processes.marked_processes(run_id))  # anything a crash left
             for host in state["hosts"]:
                 network.delete_netns(net.netns(host))

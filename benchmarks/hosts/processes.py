@@ -62,15 +62,17 @@ def alive(record: dict[str, float] | None) -> bool:
         return False
 
 
-def stop(record: dict[str, float] | None, *, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Signal the process group the recorded process leads; SIGKILL it if it outlives `timeout`."""
-    if not record or not alive(record):
-        return
-    pid = int(record["pid"])
-    _signal_group(pid, sig)
-    if not wait_gone([pid], timeout):
-        _signal_group(pid, signal.SIGKILL)
-        wait_gone([pid], timeout)
+def stop_all(records: list[dict[str, float] | None], *, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the process group each recorded process leads, all at once; SIGKILL to those that
+    outlive `timeout`."""
+    running = [record for record in records if record and alive(record)]
+    for record in running:
+        _signal_group(int(record["pid"]), signal.SIGTERM)
+    if not wait_gone([int(record["pid"]) for record in running], timeout):
+        for record in running:
+            if alive(record):
+                _signal_group(int(record["pid"]), signal.SIGKILL)
+        wait_gone([int(record["pid"]) for record in running], timeout)
 
 
 def kill_all(pids: list[int]) -> None:
