@@ -170,6 +170,8 @@ class Harness:
                 bridge_ip,
                 "--protected-mode",
                 "no",  # it listens on the bridge only, which no outside machine reaches
+                "--set-proc-title",
+                "no",  # its title would overwrite its environment, and with it the run's mark
                 "--save",
                 "",
                 "--appendonly",

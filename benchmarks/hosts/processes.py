@@ -2,8 +2,7 @@
 
 Each one is recorded as (pid, start time): a pid whose process started at another time has been
 recycled and is never signalled. Each also gets NETNS_HARNESS_RUN=<run id> in its environment, so a
-scan finds the run's processes with no state file (redis-server, which rewrites its process title
-over its environment, is found through the state file only).
+scan finds the run's processes with no state file (`cleanup` after a crash).
 """
 
 from __future__ import annotations
