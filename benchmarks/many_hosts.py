@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,8 @@ async def measure(harness: Harness, model: str, args) -> dict:
     client = open_client(harness.base_url, harness.api_key, args.clients)
     try:
         await warm_up(client, model, prompts, args.max_tokens)
-        result = await run_level(client, model, args.clients, args.requests, prompts, args.max_tokens)
+        requests = args.requests if model == "echo" else args.smollm2_requests
+        result = await run_level(client, model, args.clients, requests, prompts, args.max_tokens)
     finally:
         await client.close()
     return result.summary()
@@ -121,9 +123,11 @@ def throughput(harness: Harness, args) -> dict[str, list[dict]]:
             summary = asyncio.run(measure(harness, engine, args))
             summary["hosts"] = count
             results[engine].append(summary)
+            other = (summary["cpu"] or {}).get("other_share")
             print(
                 f"  {engine:8} on {count} host(s): {summary['ok']}/{summary['requests']} ok, "
-                f"{summary['tokens_per_s']} tok/s, TTFT p50 {summary['ttft_p50_ms']} ms",
+                f"{summary['tokens_per_s']} tok/s, TTFT p50 {summary['ttft_p50_ms']} ms"
+                + (f", other processes {other:.0%} of the machine" if other is not None else ""),
                 flush=True,
             )
     return results
@@ -214,14 +218,17 @@ def add_one(harness: Harness, args) -> dict:
 def summary_markdown(record: dict) -> str:
     lines = [f"# Many hosts ({record['date']}, {record['mode']} workers)", ""]
     lines += ["## Aggregate throughput by host count", ""]
-    lines += ["| engine | hosts | tok/s | ratio to 1 host | req ok | TTFT p50 ms |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| engine | hosts | tok/s | ratio to 1 host | req ok | TTFT p50 ms | other processes' CPU share |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for engine, levels in record["throughput"].items():
         base = levels[0]["tokens_per_s"] if levels else None
         for level in levels:
             lines.append(
                 f"| {engine} | {level['hosts']} | {fmt(level['tokens_per_s'])} | "
                 f"{fmt(ratio(level['tokens_per_s'], base), '.2f')} | {level['ok']}/{level['requests']} | "
-                f"{fmt(level['ttft_p50_ms'])} |"
+                f"{fmt(level['ttft_p50_ms'])} | {fmt((level['cpu'] or {}).get('other_share'), '.0%')} |"
             )
     lines += [
         "",
@@ -267,7 +274,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="echo,smollm2", help="models measured for throughput: echo, smollm2")
     parser.add_argument("--clients", type=int, default=3 * HOST_CONCURRENCY, help="streams in flight")
-    parser.add_argument("--requests", type=int, default=36, help="requests per host count and engine")
+    parser.add_argument("--requests", type=int, default=36, help="echo: requests per host count")
+    parser.add_argument("--smollm2-requests", type=int, default=12, help="smollm2: requests per host count")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--pinned", action="store_true", help="workers with --models (no reconcile mode)")
     parser.add_argument("--out", type=Path, help="write many_hosts.json and summary.md there")
@@ -286,6 +294,8 @@ def main() -> int:
         "max_tokens": args.max_tokens,
         "host_concurrency": HOST_CONCURRENCY,
     }
+    # SIGTERM (a timeout, `kill`) unwinds like Ctrl-C, so the harness below removes all it made.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_dir = Path(tempfile.mkdtemp(prefix="many-hosts-"))
     with Harness.create(run_dir, settings={"WORKER_HEARTBEAT_SECONDS": "1", "WORKER_DEAD_AFTER_SECONDS": "5"}) as h:
         print(f"harness {h.run_id} in {run_dir}", flush=True)

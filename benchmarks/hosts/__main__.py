@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import network
+from . import network, processes
 from .harness import Harness, cleanup, live_runs
 
 ECHO_OPTIONS = ("--engine", "echo", "--context-length", "4096", "--option", "token_delay_ms=20")
@@ -104,14 +104,12 @@ def status(args: argparse.Namespace) -> int:
 
 def down(args: argparse.Namespace) -> int:
     harness = _harness(args)
-    owner = harness.state.get("owner_pid")
-    try:
-        os.kill(owner, signal.SIGTERM)  # the `up` process removes its run itself
+    owner = harness.state.get("owner")
+    if owner and processes.alive(owner):  # the process that made the run (`up`) removes it itself
+        os.kill(int(owner["pid"]), signal.SIGTERM)
         deadline = time.monotonic() + 90
         while harness.state_path.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
-    except (ProcessLookupError, TypeError):
-        pass
     if harness.state_path.exists():
         harness.destroy()
     print(f"run {harness.run_dir.name} removed")

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 import psycopg
 import redis
 
@@ -133,7 +134,7 @@ class Harness:
         state = {
             "run_id": run_id,
             "subnet": subnet,
-            "owner_pid": os.getpid(),
+            "owner": {"pid": os.getpid(), "started": psutil.Process().create_time()},
             "redis_port": free_port(),
             "pg_port": free_port(),
             "db_name": f"{DB_PREFIX}{run_id}",
