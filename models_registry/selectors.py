@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from .models import ApiKey, ServedModel, WorkerRegistration
+from .models import ApiKey, Replica, ServedModel, WorkerRegistration
 from .recent_reads import RecentReads
 
 
@@ -88,3 +88,19 @@ def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
     candidates = WorkerRegistration.objects.filter(state=WorkerRegistration.State.READY, last_heartbeat__gte=fresh)
     return [w for w in candidates if model_name in (w.hosted_models or [])]
+
+
+def live_worker_placements() -> tuple[list[str], list[str]]:
+    """The labels and the hosts of workers not marked dead, each sorted: what placement can name."""
+    labels: set[str] = set()
+    hosts: set[str] = set()
+    live = WorkerRegistration.objects.exclude(state=WorkerRegistration.State.DEAD)
+    for worker_labels, host in live.values_list("labels", "host"):
+        labels.update(label for label in worker_labels or [] if isinstance(label, str))
+        hosts.add(host)
+    return sorted(labels), sorted(hosts)
+
+
+def replicas_of(*, model: ServedModel) -> list[Replica]:
+    """The model's copies on engine hosts, with their workers: by worker, then revision."""
+    return list(model.copies.select_related("worker").order_by("worker__worker_id", "revision"))

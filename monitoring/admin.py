@@ -1,9 +1,14 @@
+from urllib.parse import urlencode
+
 from django.contrib import admin
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from models_registry.admin import ApiKeyAdmin
-from models_registry.models import ApiKey
+from models_registry.admin import ApiKeyAdmin, ServedModelAdmin
+from models_registry.models import ApiKey, ServedModel
 
+from .model_traffic import LAST_REQUESTS, model_traffic
 from .models import RequestRecord
 from .selectors import api_key_usage_by_day
 
@@ -129,4 +134,64 @@ class ApiKeyWithUsageAdmin(ApiKeyAdmin):
             '<table id="usage-by-day"><tr><th>day</th><th>requests</th><th>prompt tokens</th>'
             "<th>completion tokens</th><th>total tokens</th></tr>{}</table>",
             body,
+        )
+
+
+# A model's page shows its recent traffic, from the records: registered here for the same reason.
+admin.site.unregister(ServedModel)
+
+
+@admin.register(ServedModel)
+class ServedModelWithTrafficAdmin(ServedModelAdmin):
+    readonly_fields = (*ServedModelAdmin.readonly_fields, "recent_traffic")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        traffic = ("Recent traffic", {"fields": ("recent_traffic",)})
+        return (*fieldsets[:-1], traffic, fieldsets[-1])  # before the timestamps
+
+    @admin.display(description="Last hour")
+    def recent_traffic(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        traffic = model_traffic(model_name=obj.name)
+        records = reverse("admin:monitoring_requestrecord_changelist") + "?" + urlencode({"model_name": obj.name})
+        summary = format_html(
+            '<p id="model-traffic-summary">{} requests, {} errors; median TTFT {} ms, median {} tokens/s. '
+            '<a href="{}">All its requests</a></p>',
+            traffic.requests,
+            traffic.errors,
+            _rounded(traffic.median_ttft_ms) or "-",
+            _rounded(traffic.median_tokens_per_second, digits=1) or "-",
+            records,
+        )
+        if not traffic.last:
+            return format_html("{}<p>No requests yet.</p>", summary)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    timezone.localtime(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    r.endpoint,
+                    "yes" if r.stream else "no",
+                    r.status_code,
+                    _rounded(r.ttft_ms) or "-",
+                    _rounded(r.duration_ms),
+                    r.completion_tokens if r.completion_tokens is not None else "-",
+                    _rounded(r.tokens_per_second, digits=1) or "-",
+                    r.worker or "-",
+                )
+                for r in traffic.last
+            ),
+        )
+        return format_html(
+            '{}<table id="model-traffic"><caption>Last {} requests</caption><thead><tr><th>at</th><th>endpoint</th>'
+            "<th>stream</th><th>status</th><th>TTFT ms</th><th>duration ms</th><th>completion tokens</th>"
+            "<th>tokens/s</th><th>worker</th></tr></thead><tbody>{}</tbody></table>",
+            summary,
+            LAST_REQUESTS,
+            rows,
         )

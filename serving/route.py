@@ -16,6 +16,7 @@ from django.conf import settings
 
 from engines.base import ModelSpec, ModelTask
 from engines.capabilities import capabilities_of
+from engines.host import spec_version
 from models_registry.engine_choice import engine_choice
 from models_registry.models import ServedModel
 
@@ -31,6 +32,7 @@ class Route:
     engine: str
     spec: ModelSpec
     capabilities: frozenset[str]
+    version: str  # what a copy serving this route is loaded as (engines.host.spec_version)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,7 @@ class _Resolved:
     engine: str
     spec: ModelSpec
     capabilities: frozenset[str]
+    version: str
 
 
 # A model version: its pk, its `updated_at` and INFERENCE_ENGINE (see route_for).
@@ -62,7 +65,8 @@ def model_spec(model: ServedModel) -> ModelSpec:
 
 
 def route_for(model: ServedModel) -> Route:
-    """The model's route, resolved once per model version (its pk and `updated_at`).
+    """The model's route, resolved once per model version (its pk and `updated_at`, which the
+    admin's reload action raises with the revision).
 
     INFERENCE_ENGINE is part of the version too: it decides what `auto` resolves to.
     """
@@ -70,10 +74,22 @@ def route_for(model: ServedModel) -> Route:
     resolved = _cache.get(version) if model.pk is not None else None
     if resolved is None:
         engine = engine_choice(model)[0]
-        resolved = _Resolved(engine=engine, spec=model_spec(model), capabilities=capabilities_of(engine))
+        spec = model_spec(model)
+        resolved = _Resolved(
+            engine=engine,
+            spec=spec,
+            capabilities=capabilities_of(engine),
+            version=spec_version(engine, spec, model.revision),
+        )
         if model.pk is not None:
             with _lock:
                 if len(_cache) >= _MAX_CACHED:
                     _cache.clear()
                 _cache[version] = resolved
-    return Route(model=model, engine=resolved.engine, spec=resolved.spec, capabilities=resolved.capabilities)
+    return Route(
+        model=model,
+        engine=resolved.engine,
+        spec=resolved.spec,
+        capabilities=resolved.capabilities,
+        version=resolved.version,
+    )

@@ -28,7 +28,7 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections
 
-from engines.host import CopyInfo, EngineHost, spec_version
+from engines.host import CopyInfo, EngineHost
 from models_registry import deployment_events
 from models_registry.models import Replica, ServedModel, WorkerRegistration
 from models_registry.services import deployments as deployment_services
@@ -63,11 +63,6 @@ class NoGateway:
 
     def close(self, model_name: str) -> None:
         pass
-
-
-def copy_version(route: Route, model: ServedModel) -> str:
-    """The version a copy of `model` should be: its engine, its spec and its revision."""
-    return spec_version(route.engine, route.spec, model.revision)
 
 
 class Reconciler:
@@ -209,7 +204,7 @@ class Reconciler:
 
     def _ensure(self, model: ServedModel) -> None:
         route = route_for(model)
-        version = copy_version(route, model)
+        version = route.version
         held = self.host.copies().get(model.name)
         if held is not None and held.version == version:
             self._open_gateway(model.name)

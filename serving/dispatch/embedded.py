@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from engines.base import Chunk, GenerationRequest
@@ -30,7 +31,7 @@ from monitoring.load import ModelLoad
 
 from ..deployments.capacity import host_capacity
 from ..deployments.demand import RETRY_AFTER_SECONDS
-from ..deployments.reconciler import Reconciler, copy_version
+from ..deployments.reconciler import Reconciler
 from ..errors import ModelNotPlaced
 from ..route import Route
 from .backend import OnStarted
@@ -42,7 +43,7 @@ ROOM_POLL_SECONDS = 0.2
 
 _host = EngineHost()
 _reconciler: Reconciler | None = None
-# The latest version of each model requests asked for: which held copies are on demand (evictable).
+# The latest version of each model requests asked for (their sources size them against the budget).
 _models: dict[str, ServedModel] = {}
 
 
@@ -70,8 +71,7 @@ async def generate(
     _models[model.name] = model
     if not _host.has(model.name) and (settings.MAX_LOADED_MODELS or settings.MODEL_MEMORY_BUDGET_MB):
         await asyncio.to_thread(make_room_for, model)
-    version = copy_version(route, model)
-    async with aclosing(_host.generate(route.engine, route.spec, request, version=version)) as chunks:
+    async with aclosing(_host.generate(route.engine, route.spec, request, version=route.version)) as chunks:
         async for chunk in chunks:
             yield chunk
 
@@ -84,10 +84,11 @@ def make_room_for(model: ServedModel) -> None:
         copies = _host.copies()
         if model.name in copies or _fits(model, copies):
             return
+        on_demand = set(ServedModel.objects.filter(name__in=list(copies), replicas=0).values_list("name", flat=True))
         idle = [
             (info.last_used or info.loaded_at, name)
             for name, info in copies.items()
-            if info.in_flight == 0 and name in _models and _models[name].on_demand
+            if info.in_flight == 0 and name in on_demand
         ]
         if idle:
             victim = min(idle)[1]
@@ -123,7 +124,15 @@ def _file_size(name: str) -> int:
 
 
 async def readiness() -> tuple[bool, str]:
-    return _host.readiness(await enabled_model_names_recent())
+    ready, reason = _host.readiness(await enabled_model_names_recent())
+    if not ready and not _host.loading() and await _has_on_demand_models():
+        return True, "ready: models load on demand"
+    return ready, reason
+
+
+@sync_to_async
+def _has_on_demand_models() -> bool:
+    return ServedModel.objects.filter(enabled=True, replicas=0).exists()
 
 
 async def request_load(model_names: list[str]) -> dict[str, ModelLoad]:

@@ -9,6 +9,8 @@ from models_registry.models import ApiKey, ServedModel
 from models_registry.services.api_keys import api_key_issue, api_key_verify, hash_secret
 from models_registry.services.served_models import served_model_register
 
+from .admin_forms import served_model_form
+
 pytestmark = pytest.mark.django_db
 
 ISSUED = re.compile(r'id="issued-api-key"[^>]*>([^<]+)<')
@@ -79,23 +81,6 @@ def test_revoke_action(admin_client):
     assert "Revoked 1 key(s)." in response.content.decode()
     assert api_key_verify(plaintext=drop.plaintext) is None
     assert api_key_verify(plaintext=keep.plaintext) is not None
-
-
-def served_model_form(**fields) -> dict:
-    return {
-        "name": "m",
-        "task": "generate",
-        "aliases": "[]",
-        "enabled": "on",
-        "description": "",
-        "owned_by": "me",
-        "engine": "llama_cpp",
-        "source": "",
-        "context_length": "2048",
-        "engine_options": "{}",
-        "default_params": "{}",
-        **fields,
-    }
 
 
 def test_served_model_add_rejects_a_missing_source(admin_client, tmp_path):

@@ -1,4 +1,4 @@
-"""Admin for served models and API keys. Writes go through the services."""
+"""Admin for API keys: issued, rotated and revoked through the services."""
 
 from typing import ClassVar
 
@@ -8,14 +8,10 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
 
-from engines.capabilities import CAPABILITIES, FEATURES
-
-from .engine_choice import engine_choice
-from .models import ApiKey, ServedModel, WorkerRegistration
-from .services.api_keys import api_key_assign_secret, api_key_revoke, api_key_rotate
+from ..models import ApiKey
+from ..services.api_keys import api_key_assign_secret, api_key_revoke, api_key_rotate
 
 GRACE_CHOICES = [
     (0, "none: the old key stops working now"),
@@ -30,51 +26,6 @@ class RotateForm(forms.Form):
     grace_seconds = forms.TypedChoiceField(
         label="Keep the old key working for", choices=GRACE_CHOICES, coerce=int, initial=86400
     )
-
-
-@admin.register(ServedModel)
-class ServedModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "task", "engine", "resolved_engine", "context_length", "enabled", "updated_at")
-    list_filter = ("task", "engine", "enabled")
-    search_fields = ("name", "source", "description")
-    readonly_fields = ("resolved_engine", "capability_table", "created_at", "updated_at")
-    fieldsets = (
-        (None, {"fields": ("name", "task", "aliases", "enabled", "description", "owned_by")}),
-        (
-            "Engine",
-            {"fields": ("engine", "resolved_engine", "source", "context_length", "engine_options", "capability_table")},
-        ),
-        ("Defaults", {"fields": ("default_params",)}),
-        ("Timestamps", {"fields": ("created_at", "updated_at")}),
-    )
-
-    @admin.display(description="Resolves to")
-    def resolved_engine(self, obj):
-        if obj is None or not obj.engine:
-            return "-"
-        if obj.engine != "auto":
-            return obj.engine
-        engine, reason = engine_choice(obj)
-        return f"{engine} ({reason})"
-
-    @admin.display(description="Capabilities")
-    def capability_table(self, obj):
-        """engines.capabilities as a table; the row of this model's engine is bold."""
-        current = engine_choice(obj)[0] if obj is not None and obj.engine else None
-        header = format_html_join("", "<th>{}</th>", ((f,) for f in FEATURES))
-        rows = format_html_join(
-            "",
-            "<tr{}><th>{}</th>{}</tr>",
-            (
-                (
-                    mark_safe(' style="font-weight:bold"') if engine == current else "",
-                    engine,
-                    format_html_join("", "<td>{}</td>", (("yes" if f in features else "no",) for f in FEATURES)),
-                )
-                for engine, features in CAPABILITIES.items()
-            ),
-        )
-        return format_html('<table id="capability-table"><tr><th>engine</th>{}</tr>{}</table>', header, rows)
 
 
 @admin.register(ApiKey)
@@ -181,32 +132,3 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(key=key)
             self.log_change(request, key, "Revoked")
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
-
-
-@admin.register(WorkerRegistration)
-class WorkerRegistrationAdmin(admin.ModelAdmin):
-    """Read-only: workers keep their own rows up to date."""
-
-    list_display = (
-        "worker_id",
-        "host",
-        "pid",
-        "state",
-        "models_list",
-        "in_flight",
-        "concurrency",
-        "last_heartbeat",
-        "started_at",
-    )
-    list_filter = ("state", "host")
-    search_fields = ("worker_id", "host")
-
-    @admin.display(description="Models")
-    def models_list(self, obj):
-        return ", ".join(obj.hosted_models or [])
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
