@@ -293,6 +293,9 @@ def main() -> int:
         "requests": args.requests,
         "max_tokens": args.max_tokens,
         "host_concurrency": HOST_CONCURRENCY,
+        "commit": subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
     }
     # SIGTERM (a timeout, `kill`) unwinds like Ctrl-C, so the harness below removes all it made.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -407,7 +407,8 @@ class Harness:
     def replicas(self, model: str | None = None) -> list[dict[str, Any]]:
         """Every copy of every model (or of `model`): its host, state and revision."""
         rows = self.query(
-            "SELECT m.name, w.host, r.state, r.revision, r.state_changed_at, w.state "
+            "SELECT m.name, w.host, r.state, r.revision, r.state_changed_at, w.state, "
+            "w.hosted_models ? m.name "
             "FROM models_registry_replica r "
             "JOIN models_registry_servedmodel m ON m.id = r.model_id "
             "JOIN models_registry_workerregistration w ON w.id = r.worker_id "
@@ -415,12 +416,17 @@ class Harness:
             model,
             model,
         )
-        keys = ("model", "host", "state", "revision", "state_changed_at", "worker_state")
+        keys = ("model", "host", "state", "revision", "state_changed_at", "worker_state", "taking_jobs")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def ready_hosts(self, model: str) -> list[str]:
-        """Hosts whose live worker holds a ready copy of `model`."""
-        return sorted(r["host"] for r in self.replicas(model) if r["state"] == "ready" and r["worker_state"] != "dead")
+        """Hosts whose live worker holds a ready copy of `model` and says so to web processes (in its hosted
+        models, which they route by)."""
+        return sorted(
+            r["host"]
+            for r in self.replicas(model)
+            if r["state"] == "ready" and r["worker_state"] != "dead" and r["taking_jobs"]
+        )
 
 
 def _with_database(url: str, name: str) -> str:
