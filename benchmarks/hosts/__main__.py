@@ -54,7 +54,7 @@ def up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     harness = Harness.create(Path(args.run_dir) if args.run_dir else None)
     try:
-        harness.manage("register_model", "echo", *ECHO_OPTIONS)
+        harness.manage("register_model", "echo", *ECHO_OPTIONS, "--replicas", str(args.hosts))
         base_url = harness.start_web()
         for index in range(1, args.hosts + 1):
             name = f"h{index}"

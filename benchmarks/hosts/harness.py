@@ -281,18 +281,20 @@ class Harness:
     def deploy(
         self, model: str, *, replicas: int | None = None, label: str | None = None, host: str | None = None
     ) -> None:
-        """Set a model's deployment as the admin's form does (validated, saved, hosts woken)."""
+        """Change a model's deployment only (register_model would reset its other fields), through the
+        registering service, and wake the hosts."""
         changes = {"replicas": replicas, "placement_label": label, "placement_host": host}
         changes = {field: value for field, value in changes.items() if value is not None}
         script = (
             "import json\n"
             "from models_registry import deployment_events\n"
             "from models_registry.models import ServedModel\n"
-            f"model = ServedModel.objects.get(name={model!r})\n"
-            f"for field, value in json.loads({json.dumps(changes)!r}).items():\n"
-            "    setattr(model, field, value)\n"
-            "model.full_clean()\n"
-            "model.save()\n"
+            "from models_registry.services.served_models import served_model_register\n"
+            f"m = ServedModel.objects.get(name={model!r})\n"
+            "served_model_register(name=m.name, source=m.source, engine=m.engine, context_length=m.context_length,"
+            " aliases=m.aliases, default_params=m.default_params, engine_options=m.engine_options,"
+            " enabled=m.enabled, task=m.task,"
+            f" deployment=json.loads({json.dumps(changes)!r}))\n"
             "deployment_events.announce()\n"
         )
         self.manage("shell", "-c", script)
