@@ -130,25 +130,33 @@ class Harness:
         run_id = secrets.token_hex(2)
         run_dir = Path(run_dir or RUNS_DIR / run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        subnet = network.pick_subnet()
-        state = {
-            "run_id": run_id,
-            "subnet": subnet,
-            "owner": {"pid": os.getpid(), "started": psutil.Process().create_time()},
-            "redis_port": free_port(),
-            "pg_port": free_port(),
-            "db_name": f"{DB_PREFIX}{run_id}",
-            "secret_key": secrets.token_urlsafe(50),
-            "settings": settings or {},
-            "processes": {},
-            "hosts": {},
-            "next_index": 1,
-            "web_url": "",
-            "api_key": "",
-        }
-        # Written before anything is made, so that `cleanup` finds whatever a crash leaves.
-        (run_dir / STATE).write_text(json.dumps(state, indent=2))
-        harness = cls(run_dir)
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        with open(RUNS_DIR / "subnets.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two runs starting at once must not pick the same subnet
+            subnet = network.pick_subnet()
+            state = {
+                "run_id": run_id,
+                "subnet": subnet,
+                "owner": {"pid": os.getpid(), "started": psutil.Process().create_time()},
+                "redis_port": free_port(),
+                "pg_port": free_port(),
+                "db_name": f"{DB_PREFIX}{run_id}",
+                "secret_key": secrets.token_urlsafe(50),
+                "settings": settings or {},
+                "processes": {},
+                "hosts": {},
+                "next_index": 1,
+                "web_url": "",
+                "api_key": "",
+            }
+            # Written before anything is made, so that `cleanup` finds whatever a crash leaves.
+            (run_dir / STATE).write_text(json.dumps(state, indent=2))
+            harness = cls(run_dir)
+            try:
+                harness.net.create_bridge()
+            except BaseException:
+                harness.destroy()
+                raise
         try:
             harness._start_infrastructure()
         except BaseException:
@@ -158,9 +166,7 @@ class Harness:
 
     def _start_infrastructure(self) -> None:
         state = self.state
-        net = self.net
-        net.create_bridge()
-        bridge_ip = net.bridge_ip
+        bridge_ip = self.net.bridge_ip
         redis_log = self.run_dir / "redis.log"
         redis_process = processes.start(
             [
