@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from . import network, processes
-from .harness import Harness, cleanup, live_runs
+from .cleanup import cleanup, live_runs
+from .harness import Harness
 
 ECHO_OPTIONS = ("--engine", "echo", "--context-length", "4096", "--option", "token_delay_ms=20")
 

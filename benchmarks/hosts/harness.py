@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,11 @@ import redis
 from tests.compat.live_server import free_port, platform_env
 
 from . import network, processes
+from .database import DB_PREFIX, PG_ADMIN_URL, create_database, drop_database, with_database
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RUNS_DIR = Path(tempfile.gettempdir()) / "inference-hosts"
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-DB_PREFIX = "inference_hosts_"
 STATE = "state.json"
 DONE_STATE = "state.done.json"
 
@@ -118,7 +116,7 @@ class Harness:
     @property
     def database_url(self) -> str:
         """The run's database, as the root namespace reaches it."""
-        return _with_database(PG_ADMIN_URL, self.state["db_name"])
+        return with_database(PG_ADMIN_URL, self.state["db_name"])
 
     # --- making and destroying a run ---
 
@@ -210,8 +208,7 @@ class Harness:
         self._remember_process("forward", forward_process)
         redis_client = redis.Redis(host=bridge_ip, port=state["redis_port"], socket_connect_timeout=0.5)
         _wait(redis_client.ping, 15, "redis", redis_log, redis_process)
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{state["db_name"]}"')
+        create_database(state["db_name"])
         # The hosts' path to the database must work before any host starts.
         _wait(self._database_answers, 15, "forwarder", forward_log, forward_process)
         self.manage("migrate", "-v0")
@@ -226,7 +223,7 @@ class Harness:
 
     def destroy(self) -> None:
         """Stop every process of the run (hosts first, gracefully), drop its database, remove its network."""
-        with _no_interrupts():
+        with processes.no_interrupts():
             if not self.state_path.exists():  # destroyed already
                 return
             state = self.state
@@ -248,7 +245,7 @@ class Harness:
         """A process's environment: the run's settings on a minimal environment, and the run's mark."""
         state = json.loads(self.state_path.read_text())
         settings = {
-            "DATABASE_URL": _with_database(PG_ADMIN_URL, state["db_name"]),
+            "DATABASE_URL": with_database(PG_ADMIN_URL, state["db_name"]),
             "REDIS_URL": f"redis://{state['subnet']}.1:{state['redis_port']}/0",
             "SECRET_KEY": state["secret_key"],
             "DEBUG": "false",
@@ -260,7 +257,7 @@ class Harness:
     def _host_database_url(self) -> str:
         """The run's database as a host reaches it: through the forwarder on the bridge."""
         state = json.loads(self.state_path.read_text())
-        url = urlsplit(_with_database(PG_ADMIN_URL, state["db_name"]))
+        url = urlsplit(with_database(PG_ADMIN_URL, state["db_name"]))
         netloc = f"{url.username}@" if url.username else ""
         if url.password:
             netloc = f"{url.username}:{url.password}@"
@@ -435,77 +432,3 @@ class Harness:
             for r in self.replicas(model)
             if r["state"] == "ready" and r["worker_state"] != "dead" and r["taking_jobs"]
         )
-
-
-def _with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(name: str) -> None:
-    """Drop a run's database (and end its sessions)."""
-    if not name.startswith(DB_PREFIX):
-        raise ValueError(f"{name} is not a harness database")
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def harness_databases() -> list[str]:
-    """Databases harness runs made."""
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        rows = connection.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (DB_PREFIX.replace("_", r"\_") + "%",)
-        ).fetchall()
-    return [row[0] for row in rows]
-
-
-def live_runs() -> list[Path]:
-    """Run directories whose harness has not been destroyed."""
-    return sorted(path.parent for path in RUNS_DIR.glob(f"*/{STATE}")) if RUNS_DIR.exists() else []
-
-
-def leftovers(run_id: str | None = None) -> dict[str, list]:
-    """What a run (every run when `run_id` is None) still holds on this machine: empty lists when clean."""
-    databases = harness_databases()
-    return {
-        "namespaces": network.run_namespaces(run_id),
-        "links": network.run_links(run_id),
-        "processes": processes.marked_processes(run_id),
-        "databases": [d for d in databases if run_id is None or d == f"{DB_PREFIX}{run_id}"],
-    }
-
-
-def cleanup(run_id: str | None = None) -> dict[str, list]:
-    """Remove what crashed runs left (one run's, or every run's when `run_id` is None); what was removed."""
-    with _no_interrupts():
-        found = leftovers(run_id)
-        for run_dir in live_runs():
-            if run_id is None or run_dir.name == run_id or _state_run_id(run_dir) == run_id:
-                with contextlib.suppress(Exception):
-                    Harness(run_dir).destroy()
-        processes.kill_all(processes.marked_processes(run_id))
-        network.remove_network(run_id)
-        for database in leftovers(run_id)["databases"]:
-            drop_database(database)
-        return found
-
-
-def _state_run_id(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / STATE).read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-@contextlib.contextmanager
-def _no_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends (clean-up must finish), when on the main thread."""
-    try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals cannot be changed here
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

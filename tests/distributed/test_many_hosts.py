@@ -18,7 +18,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from benchmarks.hosts.harness import Harness, leftovers
+from benchmarks.hosts.cleanup import leftovers
+from benchmarks.hosts.harness import Harness
 from benchmarks.hosts.network import HarnessUnavailable, require_root_and_tools
 
 REPO = Path(__file__).resolve().parents[2]
