@@ -39,6 +39,10 @@ def require_root_and_tools() -> None:
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     if probe.returncode:
         raise HarnessUnavailable(f"`ip netns` does not work here: {probe.stderr.strip()}")
+    # Root in a container without CAP_SYS_ADMIN/CAP_NET_ADMIN cannot make namespaces: find out now.
+    probe = subprocess.run(["unshare", "--net", "--uts", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        raise HarnessUnavailable(f"this machine cannot make network namespaces: {probe.stderr.strip()}")
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
