@@ -90,6 +90,14 @@ def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     return [w for w in candidates if model_name in (w.hosted_models or [])]
 
 
+def loaded_model_names(*, names: list[str] | None = None) -> set[str]:
+    """Models with a ready copy on a host not marked dead (of `names`, when given)."""
+    copies = Replica.objects.filter(state=Replica.State.READY).exclude(worker__state=WorkerRegistration.State.DEAD)
+    if names is not None:
+        copies = copies.filter(model__name__in=names)
+    return set(copies.values_list("model__name", flat=True))
+
+
 def live_worker_placements() -> tuple[list[str], list[str]]:
     """The labels and the hosts of workers not marked dead, each sorted: what placement can name."""
     labels: set[str] = set()

@@ -5,6 +5,10 @@ how long the job queued), then `job.chunks` batches until one carries a finish r
 `job.error`. While waiting, the web process checks the worker's liveness key, so a worker
 killed mid-request turns into an error within about WORKER_DEAD_AFTER_SECONDS. A job whose
 model already has `max_waiting` jobs queued is refused before it is enqueued (see backlog).
+
+A model with no ready copy is waited for before the job is enqueued (serving.deployments.demand):
+an on-demand one is loaded by a worker with room, so the request's time to first token includes
+the load, and one that no worker can take is a 503 with Retry-After at once.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from redis.exceptions import RedisError
 
 from engines.admission import max_waiting_option
 from engines.base import Chunk, GenerationRequest
-from models_registry.models import ServedModel
-from models_registry.selectors import active_worker_ids, enabled_model_names_recent, ready_workers_for
+from models_registry.models import ServedModel, WorkerRegistration
+from models_registry.recent_reads import RecentReads
+from models_registry.selectors import active_worker_ids, ready_workers_for
+from models_registry.services.deployments import served_model_want
 from models_registry.services.workers import workers_mark_silent_dead
 from monitoring.load import ModelLoad
 
 from .. import protocol
+from ..deployments import demand, snapshot
 from ..errors import ServiceUnavailable, WorkerLost
 from ..protocol import cancelled_key, liveness_key, queue_name, redis_client
 from ..route import Route
@@ -55,12 +62,11 @@ async def generate(
 ) -> AsyncGenerator[Chunk, None]:
     """Enqueue the job and stream its replies; the worker that takes it writes the record."""
     model = route.model
-    if not await sync_to_async(ready_workers_for)(model_name=model.name):
+    if not await _has_ready_copy(model.name):
         await sync_to_async(workers_mark_silent_dead)()
-        raise ServiceUnavailable(
-            f"No ready worker hosts model `{model.name}`. Start one with "
-            f"`celery -A inference_platform worker --models {model.name}`."
-        )
+        # Loads an on-demand model (this request's time to first token includes the load), waits
+        # for a placed one to become ready, or refuses at once when no worker can take it.
+        await demand.await_copy(model, is_ready=lambda: _has_ready_copy(model.name))
     await sync_to_async(close_old_connections)()  # no connection held while the job runs (see completion_serve)
     await _require_queue_room(model)
     layer = get_channel_layer()
@@ -84,6 +90,7 @@ async def generate(
     finished = False
     queue_deadline = time.monotonic() + settings.QUEUE_TIMEOUT_SECONDS
     poll = max(settings.WORKER_HEARTBEAT_SECONDS, 0.2)
+    waiting = _QueuedDemand(model)
     replies = ReplyReader(layer, reply_channel)
     try:
         while True:
@@ -99,6 +106,9 @@ async def generate(
                     raise ServiceUnavailable(
                         f"No worker took the request within {settings.QUEUE_TIMEOUT_SECONDS:.0f}s."
                     )
+                elif await waiting.copy_lost():
+                    # Its copy went (evicted, unloaded) while the job queued: the wait now includes a load.
+                    queue_deadline = max(queue_deadline, time.monotonic() + settings.LOAD_TIMEOUT_SECONDS)
                 continue
             kind = reply.get("type")
             if kind == protocol.JOB_STARTED:
@@ -121,6 +131,40 @@ async def generate(
         await replies.close()
         if not finished:
             await asyncio.shield(_cancel(request.request_id, started))
+
+
+async def _has_ready_copy(model_name: str) -> bool:
+    """Whether a ready worker hosts the model now (its copy is ready, and the worker takes its jobs)."""
+    return bool(await sync_to_async(ready_workers_for)(model_name=model_name))
+
+
+class _QueuedDemand:
+    """While a job waits in its queue, checks now and then that a ready copy of its model still exists.
+
+    A copy can go while jobs wait for it: evicted to make room for another model, or unloaded by
+    the admin. Nothing else would ask for an on-demand model again, so the job would wait out
+    QUEUE_TIMEOUT_SECONDS for no worker: the waiting request wants it again. (A model with
+    replicas needs no asking: placement puts its copies back by itself.)
+    """
+
+    CHECK_EVERY_SECONDS = 1.0
+
+    def __init__(self, model: ServedModel) -> None:
+        self._model = model
+        self._next_check = time.monotonic() + self.CHECK_EVERY_SECONDS
+
+    async def copy_lost(self) -> bool:
+        """True when no ready copy exists any more and the model was wanted again (on-demand models)."""
+        if not self._model.on_demand or time.monotonic() < self._next_check:
+            return False
+        self._next_check = time.monotonic() + self.CHECK_EVERY_SECONDS
+        if await _has_ready_copy(self._model.name):
+            return False
+        await sync_to_async(served_model_want)(model_name=self._model.name, seconds=settings.LOAD_TIMEOUT_SECONDS)
+        # The want holds for LOAD_TIMEOUT_SECONDS: renewing it at every check would wake every
+        # host's reconciler each second for each waiting request.
+        self._next_check = time.monotonic() + max(self.CHECK_EVERY_SECONDS, settings.LOAD_TIMEOUT_SECONDS / 4)
+        return True
 
 
 class ReplyReader:
@@ -220,16 +264,41 @@ def worker_load(report: dict[str, Any]) -> dict[str, ModelLoad]:
     return load
 
 
+# /health is polled many times a second: what the database says is read at most this often.
+READINESS_TTL_SECONDS = 1.0
+_readiness_recent: RecentReads[tuple[bool, str]] = RecentReads(ttl_seconds=READINESS_TTL_SECONDS, max_entries=1)
+
+
 async def readiness() -> tuple[bool, str]:
-    names = await enabled_model_names_recent()
-    if not names:
+    """Ready when Redis answers and a live worker serves an enabled model, or may load one."""
+    ready, reason = await _readiness_recent.get(None, sync_to_async(workers_readiness))
+    if not ready:
+        return ready, reason
+    try:
+        async with redis_client() as client:
+            await client.ping()
+    except (RedisError, OSError) as exc:
+        return False, f"Redis unreachable: {exc}"
+    return True, "ready"
+
+
+def workers_readiness() -> tuple[bool, str]:
+    """Whether a ready, live worker hosts an enabled model or takes placements that one fits, and why not."""
+    models = snapshot.enabled_models()
+    if not models:
         return False, "no enabled models are registered"
-    for name in names:
-        if await sync_to_async(ready_workers_for)(model_name=name):
-            try:
-                async with redis_client() as client:
-                    await client.ping()
-            except (RedisError, OSError) as exc:
-                return False, f"Redis unreachable: {exc}"
+    workers = [w for w in snapshot.live_workers() if w.state == WorkerRegistration.State.READY]
+    if not workers:
+        return False, "no live worker is ready (start one: celery -A inference_platform worker)"
+    for worker in workers:
+        if set(worker.hosted_models or []) & set(models):  # a ready copy
             return True, "ready"
-    return False, "no ready worker hosts any enabled model"
+        view = snapshot.host_view(worker, {})
+        if view.pinned or view.drained:
+            continue
+        for model in models.values():
+            if (not model.placement_label or model.placement_label in view.labels) and (
+                not model.placement_host or model.placement_host == view.host
+            ):
+                return True, "ready"
+    return False, "no live worker hosts an enabled model or may load one (check placement labels and drained workers)"

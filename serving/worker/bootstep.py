@@ -7,10 +7,11 @@ from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_shutting_down
+from django.conf import settings
 
-from ..protocol import queue_name
-from .pool_size import pool_concurrency
-from .runtime import WorkerRuntime, resolve_worker_models
+from .pool_size import pool_concurrency, reconcile_pool_concurrency
+from .queues import ConsumerGateway
+from .runtime import WorkerRuntime, resolve_worker_labels, resolve_worker_models
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +25,13 @@ def current_runtime() -> WorkerRuntime | None:
 
 # Celery ships no type information (celery-types is not installed), so its base class is Any.
 class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Loads models before the pool is made, so the pool can have one thread per engine slot,
-    and before the consumer starts, so a worker takes jobs only once ready.
+    """Hosts the engines of this worker and opens their queues as their copies become ready.
+
+    Two modes. Reconcile mode (no --models, WORKER_MODELS empty): the worker registers with its
+    labels and capacity, is ready at once with no model, and loads, reloads and unloads what the
+    deployments place on it, live. Pinned mode (--models, or WORKER_MODELS): it loads those
+    models before the pool is made, so the pool can have one thread per engine slot, and before
+    the consumer starts, so it takes jobs only once ready; edits to them still reload them.
 
     Celery builds a worker in two passes: every step's __init__, then every step's create
     (the Pool step makes its pool there, from `worker.min_concurrency`). Loading in __init__
@@ -35,17 +41,21 @@ class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     requires = {"celery.worker.components:Pool"}
 
-    # `worker` is Celery's WorkController; `models` and `concurrency` are the --models and
-    # --concurrency options as given.
-    def __init__(self, worker: Any, models: str | None = None, concurrency: int | None = None, **options: Any) -> None:
+    # `worker` is Celery's WorkController; `models`, `labels` and `concurrency` are the --models,
+    # --labels and --concurrency options as given.
+    def __init__(
+        self,
+        worker: Any,
+        models: str | None = None,
+        labels: str | None = None,
+        concurrency: int | None = None,
+        **options: Any,
+    ) -> None:
         global _runtime
         super().__init__(worker, **options)
-        served = resolve_worker_models(models)
-        if not served:
-            raise RuntimeError("this worker has no enabled models to host")
-        for model in served:
-            worker.app.amqp.queues.select_add(queue_name(model.name))
-        self.runtime = _runtime = WorkerRuntime(served)
+        pinned = resolve_worker_models(models)
+        gateway = ConsumerGateway(worker)
+        self.runtime = _runtime = WorkerRuntime(pinned, labels=resolve_worker_labels(labels), gateway=gateway)
         slots = self.runtime.load()
         if worker.autoscale:
             logger.info(
@@ -57,7 +67,10 @@ class EngineHostStep(bootsteps.StartStopStep):  # type: ignore[misc]
         else:
             # `concurrency` is --concurrency as given (None when absent or 0); `worker.concurrency`
             # already holds Celery's default, the CPU count, in its place.
-            size, explained = pool_concurrency(slots, concurrency)
+            if pinned is None:
+                size, explained = reconcile_pool_concurrency(concurrency, settings.MAX_LOADED_MODELS)
+            else:
+                size, explained = pool_concurrency(slots, concurrency)
             worker.concurrency = worker.min_concurrency = size
             logger.info(explained)
         self.concurrency = worker.concurrency

@@ -40,3 +40,32 @@ def pool_concurrency(slots: dict[str, int | None], requested: int | None) -> tup
             f"lowered so that jobs beyond the slots wait in Redis, not in this worker"
         )
     return requested, f"pool concurrency {requested} from --concurrency (engine slots: {described})"
+
+
+# Models a reconcile-mode worker sizes its pool for when MAX_LOADED_MODELS sets no limit.
+UNLIMITED_MODELS_POOL_ESTIMATE = 4
+
+
+def reconcile_pool_concurrency(requested: int | None, max_loaded_models: int) -> tuple[int, str]:
+    """The pool's size for a worker that loads what the deployments place on it, and its log line.
+
+    Celery's thread pool has a fixed size, made before any model is placed here, so it cannot be
+    one thread per slot of the engines loaded now: they change at run time. It is sized for as
+    many models as this worker may hold (MAX_LOADED_MODELS, or an estimate when unlimited), at the
+    largest default number of slots each. While fewer slots are loaded, the extra jobs wait in
+    the engines' own admission queues (bounded by `max_waiting`) instead of in Redis. An explicit
+    --concurrency wins.
+    """
+    if requested:
+        return requested, f"pool concurrency {requested} from --concurrency (models are loaded as the deployments ask)"
+    models = max_loaded_models or UNLIMITED_MODELS_POOL_ESTIMATE
+    size = models * UNCOUNTED_ENGINE_SLOTS
+    basis = (
+        f"MAX_LOADED_MODELS {max_loaded_models}"
+        if max_loaded_models
+        else f"{UNLIMITED_MODELS_POOL_ESTIMATE} models (MAX_LOADED_MODELS sets no limit)"
+    )
+    return size, (
+        f"pool concurrency {size} = {basis} x {UNCOUNTED_ENGINE_SLOTS} slots: models are loaded as the "
+        f"deployments ask, so the pool is sized for the most this worker may hold; set --concurrency to change it"
+    )

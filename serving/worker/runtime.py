@@ -2,8 +2,9 @@
 
 One asyncio loop on its own thread runs every job of this process, the heartbeat and the
 control channel that receives cancellations. Celery's thread-pool slots only wait on that
-loop, which keeps the number of jobs taken at once equal to the pool's concurrency, and the
-pool has as many threads as the loaded engines have slots (see pool_size).
+loop, which keeps the number of jobs taken at once equal to the pool's concurrency (see
+pool_size). A reconciler (serving.deployments.reconciler) loads, reloads and unloads the
+host's copies live, and opens or closes their queues through the gateway (queues.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from celery import current_app
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -31,14 +33,16 @@ from engines.base import Chunk, GenerationRequest, ModelSpec
 from engines.errors import EngineError, EngineUnavailableError
 from engines.host import EngineHost
 from models_registry.models import ServedModel, WorkerRegistration
+from models_registry.services import deployments as deployment_services
 from models_registry.services import workers as worker_services
 
 from .. import hosts, protocol
+from ..deployments.capacity import host_capacity
+from ..deployments.reconciler import Gateway, Reconciler
 from ..dispatch import backlog
 from ..errors import error_info
 from ..lifecycle import RequestLifecycle, request_lifecycle
-from ..protocol import cancelled_key, liveness_key
-from ..route import route_for
+from ..protocol import cancelled_key, liveness_key, queue_name
 from .pool_size import engine_slots
 
 logger = logging.getLogger(__name__)
@@ -49,17 +53,24 @@ MAX_BATCH = 256
 JOB_TIME_LIMIT_SECONDS = 3600
 DB_HEARTBEAT_EVERY = 3  # write the database row every few liveness beats
 DRAIN_TIMEOUT_SECONDS = 600  # on shutdown, how long running jobs may take to finish
+# Marks a job a worker sent back to its queue: the next worker without the model refuses it.
+REQUEUED = "requeued"
 
 _T = TypeVar("_T")
 # Sends one reply message on the job's reply channel.
 SendReply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def resolve_worker_models(option: str | None) -> list[ServedModel]:
-    """Models named by --models / WORKER_MODELS ("all" = every enabled one)."""
-    wanted = (option or settings.WORKER_MODELS or "all").strip()
+def resolve_worker_models(option: str | None) -> list[ServedModel] | None:
+    """Models named by --models / WORKER_MODELS ("all" = every enabled one); None when neither
+    names any: the worker then holds what the deployments place on it (reconcile mode)."""
+    wanted = (option or settings.WORKER_MODELS or "").strip()
+    if not wanted:
+        return None
     enabled = list(ServedModel.objects.filter(enabled=True))
     if wanted == "all":
+        if not enabled:
+            raise ValueError("no enabled models to pin this worker to")
         return enabled
     names = [n.strip() for n in wanted.split(",") if n.strip()]
     by_name = {m.name: m for m in enabled}
@@ -69,13 +80,41 @@ def resolve_worker_models(option: str | None) -> list[ServedModel]:
     return [by_name[n] for n in names]
 
 
+def resolve_worker_labels(option: str | None) -> list[str]:
+    """Placement labels from --labels (comma-separated), else WORKER_LABELS."""
+    if option is None:
+        return list(settings.WORKER_LABELS)
+    return [label.strip() for label in option.split(",") if label.strip()]
+
+
 class WorkerRuntime:
-    def __init__(self, models: list[ServedModel]):
+    """The engine host of one worker process, its jobs, heartbeat and reconciler.
+
+    `models`: pinned to these (loaded by `load`, before the pool is made), or None to hold what
+    the deployments place here. `gateway` opens and closes the worker's queues (none: a runtime
+    without a Celery consumer, as in tests that hand it jobs directly).
+    """
+
+    def __init__(
+        self,
+        models: list[ServedModel] | None,
+        *,
+        labels: list[str] | None = None,
+        gateway: Gateway | None = None,
+    ):
         self.models = models
+        self.pinned = models is not None
+        self.labels = labels or []
         self.concurrency = 0  # the pool's, known once the engines are loaded
-        self.engines: dict[str, str] = {}  # model name -> engine name
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.host = EngineHost()
+        # Only the reconciler loads: a job for a model not held here is sent back (see _requeue).
+        self.host = EngineHost(load_on_demand=False)
+        self.reconciler = Reconciler(
+            host=self.host,
+            worker_id=self.worker_id,
+            gateway=gateway,
+            pinned=[m.name for m in models] if models is not None else None,
+        )
         self.loop = asyncio.new_event_loop()
         self.control_channel = ""
         self.jobs: dict[str, asyncio.Task[Any]] = {}
@@ -84,6 +123,9 @@ class WorkerRuntime:
         self._heartbeat: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
+        self._reconciling = False
+        self._reconciling_lock = threading.Lock()
+        self._draining: threading.Thread | None = None
 
     @property
     def _client(self) -> aioredis.Redis:
@@ -95,46 +137,72 @@ class WorkerRuntime:
     # --- lifecycle (called from the Celery bootstep, on the worker's main thread) ---
 
     def load(self) -> dict[str, int | None]:
-        """Register (state loading) and load every model; returns each model's engine slots. Blocks."""
-        names = [m.name for m in self.models]
+        """Register (state loading) and, when pinned, load every pinned model; returns each loaded
+        model's engine slots. Blocks."""
         hosts.start_sampling(role="worker", name=self.worker_id)
         worker_services.worker_register(
             worker_id=self.worker_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            models=names,
+            models=[],
             concurrency=self.concurrency,
+            labels=self.labels,
+            capacity=host_capacity(pinned=self.pinned),
         )
+        if self.models is None:
+            return {}
+        # One pass loads the pinned models, writes their rows and opens their queues; the worker
+        # is not started yet, so nothing else runs meanwhile.
+        self.reconciler.reconcile_once()
+        missing = {
+            m.name: self.host.load_error(m.name) or "not loaded" for m in self.models if not self.host.has(m.name)
+        }
+        if missing:
+            error = "; ".join(f"{name}: {why}" for name, why in missing.items())
+            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD, error=error)
+            raise RuntimeError(f"could not load {error}")
         slots: dict[str, int | None] = {}
-        try:
-            for model in self.models:
-                route = route_for(model)
-                engine = self.host.ensure_loaded(route.engine, route.spec)
-                self.engines[model.name] = route.engine
-                slots[model.name] = engine_slots(engine)
-        except Exception as exc:
-            worker_services.worker_set_state(
-                worker_id=self.worker_id, state=WorkerRegistration.State.DEAD, error=str(exc)
-            )
-            raise
+        for model in self.models:
+            engine = self.host.engine_for(model.name)
+            slots[model.name] = engine_slots(engine) if engine is not None else None
         return slots
 
     def start(self, concurrency: int) -> None:
-        """Start the engine loop and report ready, with the pool's concurrency."""
+        """Start the engine loop, report ready with the pool's concurrency, and reconcile from now on."""
         self.concurrency = concurrency
         self._thread.start()
         self._run(self._open())
         worker_services.worker_set_state(
-            worker_id=self.worker_id,
-            state=WorkerRegistration.State.READY,
-            engines=self.engines,
-            concurrency=concurrency,
+            worker_id=self.worker_id, state=WorkerRegistration.State.READY, concurrency=concurrency
         )
-        logger.info("worker %s ready: %s", self.worker_id, ", ".join(f"{n} on {e}" for n, e in self.engines.items()))
+        self.reconciler.start()
+        self._reconciling = True
+        held = ", ".join(f"{n} on {c.engine_name}" for n, c in self.host.copies().items())
+        logger.info(
+            "worker %s ready (labels: %s): %s",
+            self.worker_id,
+            ", ".join(self.labels) or "none",
+            held or "no model yet; it loads what the deployments place on it",
+        )
 
     def drain(self) -> None:
-        """Stop advertising this worker; jobs already running go on."""
-        worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
+        """Stop advertising this worker; jobs already running go on.
+
+        The reconciler stops first: it would otherwise set a worker that is not drained from the
+        admin back to ready, and load or unload models while the worker shuts down. Celery calls
+        this from its signal handler, which must not wait for the reconciler's pass to end (it
+        may wait on the consumer's own loop, which the handler interrupted): a thread does it.
+        """
+        if self._draining is None:
+            self._draining = threading.Thread(target=self._drain, name="drain", daemon=True)
+            self._draining.start()
+
+    def _drain(self) -> None:
+        try:
+            self._stop_reconciling()
+            worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DRAINING)
+        except Exception:
+            logger.warning("could not mark worker draining", exc_info=True)
 
     def stop(self) -> None:
         """Let running jobs finish (the consumer has stopped taking new ones), then deregister and unload.
@@ -142,6 +210,9 @@ class WorkerRuntime:
         Celery stops this step before it stops the pool, so the jobs' threads are still waiting
         on this loop here: tearing it down first would fail their clients and hang the pool.
         """
+        self._stop_reconciling()
+        if self._draining is not None:  # its state must not land after the final one
+            self._draining.join(timeout=60)
         try:
             self._run(self._wait_for_jobs(), timeout=None)
             self._run(self._close())
@@ -149,8 +220,15 @@ class WorkerRuntime:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             worker_services.worker_set_state(worker_id=self.worker_id, state=WorkerRegistration.State.DEAD)
+            deployment_services.replicas_of_dead_workers_remove()  # its copies go with it
             self.host.shutdown()
             hosts.stop_sampling()
+
+    def _stop_reconciling(self) -> None:
+        with self._reconciling_lock:  # whoever comes second waits for the first to finish stopping it
+            if self._reconciling:
+                self.reconciler.stop()
+                self._reconciling = False
 
     def _run(self, coroutine: Coroutine[Any, Any, _T], timeout: float | None = 30) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -244,6 +322,8 @@ class WorkerRuntime:
         self._run(self._serve_and_count(message), timeout=None)
 
     async def _serve_and_count(self, message: dict[str, Any]) -> None:
+        if not self.host.has(message["spec"]["name"]) and await self._requeue(message):
+            return  # not finished: another worker runs it
         try:
             await self._serve(message)
         finally:
@@ -253,6 +333,23 @@ class WorkerRuntime:
                 await backlog.count_finished(self._client, message["spec"]["name"])
             except Exception:
                 logger.warning("could not count a finished job", exc_info=True)
+
+    async def _requeue(self, message: dict[str, Any]) -> bool:
+        """A job for a model this worker no longer holds (its queue closed just after the job was
+        taken: an unload, an eviction, a move): send it back to its queue, once, for a worker that
+        holds the model. False when it came back already; it is then refused (see _serve)."""
+        if message.get(REQUEUED):
+            return False
+        name = message["spec"]["name"]
+        logger.info(
+            "job %s is for %s, which this worker no longer holds: back to its queue", message["request_id"], name
+        )
+        try:
+            await asyncio.to_thread(_publish, {**message, REQUEUED: True}, queue_name(name))
+        except Exception:
+            logger.warning("could not send job %s back to its queue", message["request_id"], exc_info=True)
+            return False
+        return True
 
     async def _serve(self, message: dict[str, Any]) -> None:
         engine_name, spec, request = protocol.job_from_message(message)
@@ -268,6 +365,18 @@ class WorkerRuntime:
             life.host_started(self.worker_id, queue_wait_ms, records_itself=False)
             if await self._client.exists(cancelled_key(request.request_id)):
                 life.cancelled()
+                return
+            if not self.host.has(spec.name):
+                # Sent back once already, or it could not be: a retryable 503, never a wait for nothing.
+                refused = EngineUnavailableError(
+                    f"Model `{spec.name}` was unloaded from the worker that took this request; try again."
+                )
+                life.failed(error_info(refused))
+                await _send_quietly(
+                    get_channel_layer(),
+                    message["reply_channel"],
+                    {"type": protocol.JOB_ERROR, "error": protocol.error_to_dict(refused)},
+                )
                 return
             await self._run_job(engine_name, spec, request, life, message["reply_channel"], queue_wait_ms)
 
@@ -361,6 +470,11 @@ class WorkerRuntime:
         finally:
             pump_task.cancel()
             await asyncio.gather(pump_task, return_exceptions=True)
+
+
+def _publish(message: dict[str, Any], queue: str) -> None:
+    # By name, as web processes send it (serving.dispatch.distributed).
+    current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
 
 
 async def _send_quietly(layer: BaseChannelLayer, channel: str, message: dict[str, Any]) -> None:

@@ -3,8 +3,11 @@
 import pytest
 from asgiref.sync import sync_to_async
 
+from models_registry.models import Replica, ServedModel, WorkerRegistration
 from models_registry.services.api_keys import api_key_issue
+from models_registry.services.deployments import replica_set_state
 from models_registry.services.served_models import served_model_register
+from models_registry.services.workers import worker_register, worker_set_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,3 +65,24 @@ async def test_system_status_needs_a_key(asgi_app, echo_model):
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app), base_url="http://t") as anonymous:
         assert (await anonymous.get("/v1/system/status")).status_code == 401
+
+
+async def test_models_say_which_are_loaded(client, echo_model, second_model):
+    """`loaded`: a ready copy on a live host, whichever mode; a loading copy or a dead host's is not.
+
+    echo-2 is placed on a label no host here has, so only the copy this test reports exists."""
+    await ServedModel.objects.filter(pk=second_model.pk).aupdate(placement_label="elsewhere")
+
+    async def loaded() -> tuple[bool, bool]:
+        listed = {m["id"]: m["loaded"] for m in (await client.get("/v1/models")).json()["data"]}
+        return listed["echo-2"], (await client.get("/v1/models/e2")).json()["loaded"]
+
+    assert await loaded() == (False, False)
+    await sync_to_async(worker_register)(worker_id="host-a", host="a", pid=1, models=[], concurrency=1)
+    report = sync_to_async(replica_set_state)
+    await report(worker_id="host-a", model_name="echo-2", revision="1", engine="echo", state=Replica.State.LOADING)
+    assert await loaded() == (False, False)
+    await report(worker_id="host-a", model_name="echo-2", revision="1", engine="echo", state=Replica.State.READY)
+    assert await loaded() == (True, True)
+    await sync_to_async(worker_set_state)(worker_id="host-a", state=WorkerRegistration.State.DEAD)
+    assert await loaded() == (False, False)

@@ -95,6 +95,9 @@ async def test_schema_is_valid_openapi_listing_every_endpoint(anonymous):
         "name": "x-api-key",
         "description": document["components"]["securitySchemes"]["XApiKeyAuth"]["description"],
     }
+    model = document["components"]["schemas"]["Model"]  # the OpenAI shape, plus whether it is loaded now
+    assert {"id", "object", "created", "owned_by", "loaded"} <= set(model["required"])
+    assert model["properties"]["loaded"]["type"] == "boolean"
     messages = document["paths"]["/v1/messages"]["post"]["responses"]
     assert set(messages["200"]["content"]) == {"application/json", "text/event-stream"}
     assert {"400", "401", "404", "413", "429", "529"} <= set(messages)

@@ -6,10 +6,12 @@ Celery worker processes, all started as subprocesses with the commands the READM
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,18 +148,30 @@ class Cluster:
 
     # --- platform processes ---
 
-    def start_worker(self, name: str, models: str, concurrency: int | None = 4, wait: bool = True) -> Proc:
-        """A worker for `models`; concurrency None starts it without --concurrency (one thread per engine slot)."""
+    def start_worker(
+        self,
+        name: str,
+        models: str | None,
+        concurrency: int | None = 4,
+        wait: bool = True,
+        labels: str | None = None,
+        **env: str,
+    ) -> Proc:
+        """A worker pinned to `models`, or with None one that loads what the deployments place on it
+        (reconcile mode, ready at once with no model); concurrency None starts it without
+        --concurrency (pinned: one thread per engine slot). `env` adds settings (MAX_LOADED_MODELS, ...)."""
         log = self.tmp / f"worker-{name}.log"
         pool = [] if concurrency is None else ["--concurrency", str(concurrency)]
+        pinned = [] if models is None else ["--models", models]
+        labelled = [] if labels is None else ["--labels", labels]
         process = subprocess.Popen(
             [
                 str(BIN / "celery"),
                 "-A",
                 "inference_platform",
                 "worker",
-                "--models",
-                models,
+                *pinned,
+                *labelled,
                 *pool,
                 "-n",
                 f"{name}@%h",
@@ -167,7 +181,7 @@ class Cluster:
                 "info",
             ],
             cwd=REPO,
-            env=self.env(),
+            env=self.env(**env),
             stdout=open(log, "ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -177,6 +191,66 @@ class Cluster:
         if wait:
             _wait(lambda: self.worker_state(process.pid) == "ready", 90, f"worker {name}", process, log)
         return proc
+
+    def consumed_queues(self, proc: Proc) -> set[str]:
+        """The queues the worker says it consumes, asked over Celery's remote control."""
+        destination = f"{proc.name}@{socket.gethostname()}"
+        result = subprocess.run(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "inference_platform",
+                "inspect",
+                "active_queues",
+                "-d",
+                destination,
+                "--timeout",
+                "20",
+                "--json",
+            ],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        replies = json.loads(result.stdout.strip().splitlines()[-1])
+        return {queue["name"] for queue in replies[destination]}
+
+    def wait_until(self, predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
+        """Poll `predicate` until it holds; fail with `proc`'s log tail (if given) after `timeout` seconds."""
+        _wait(predicate, timeout, what, proc.process if proc else None, proc.log if proc else None)
+
+    def set_model(self, name: str, **fields) -> None:
+        """Change a served model's deployment fields, as the admin's form saves them, and announce it."""
+        assignments = ", ".join(f'"{column}" = %s' for column in fields)
+        self.query(
+            f"UPDATE models_registry_servedmodel SET {assignments}, updated_at = now() WHERE name = %s RETURNING id",
+            *fields.values(),
+            name,
+        )
+        self.announce()
+
+    def announce(self, **event) -> None:
+        """Wake every engine host's reconciler, as the services do after a change (deployment_events)."""
+        import redis
+
+        with redis.Redis(port=self.redis_port) as client:
+            client.publish("inference:deployments", json.dumps({"kind": "changed", **event}))
+
+    def copies(self, model: str) -> list[tuple[str, str, str]]:
+        """(worker id, state, revision) of each copy of `model` the hosts report."""
+        return self.query(
+            "SELECT w.worker_id, r.state, r.revision FROM models_registry_replica r "
+            "JOIN models_registry_workerregistration w ON w.id = r.worker_id "
+            "JOIN models_registry_servedmodel m ON m.id = r.model_id WHERE m.name = %s ORDER BY w.worker_id",
+            model,
+        )
+
+    def ready_on(self, model: str) -> set[str]:
+        """Worker ids with a ready copy of `model`."""
+        return {worker for worker, state, _ in self.copies(model) if state == "ready"}
 
     def worker_state(self, pid: int) -> str | None:
         rows = self.query(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 
@@ -92,33 +91,6 @@ def hosted_models(cluster: Cluster, proc: Proc) -> list[str]:
     return row[0]
 
 
-def consumed_queues(cluster: Cluster, proc: Proc) -> set[str]:
-    """The queues the worker says it consumes, asked over Celery's remote control."""
-    destination = f"{proc.name}@{socket.gethostname()}"
-    result = subprocess.run(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "inference_platform",
-            "inspect",
-            "active_queues",
-            "-d",
-            destination,
-            "--timeout",
-            "20",
-            "--json",
-        ],
-        cwd=REPO,
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
-    return {queue["name"] for queue in replies[destination]}
-
-
 def chat(cluster: Cluster, model: str, content: str = "one two three", **fields) -> httpx.Response:
     return httpx.post(
         f"{cluster.base_url}/v1/chat/completions",
@@ -147,7 +119,7 @@ def served_by(cluster: Cluster, response: httpx.Response) -> str:
 def test_worker_models_env_picks_what_a_worker_hosts(deployment):
     worker = start_worker(deployment, "only-alpha", WORKER_MODELS="alpha")
     assert hosted_models(deployment, worker) == ["alpha"]
-    queues = consumed_queues(deployment, worker)
+    queues = deployment.consumed_queues(worker)
     assert "model.alpha" in queues and not {"model.beta", "model.slow"} & queues, queues
 
     answer = chat(deployment, "alpha")
@@ -155,7 +127,8 @@ def test_worker_models_env_picks_what_a_worker_hosts(deployment):
     assert served_by(deployment, answer) == deployment.worker_id(worker.process.pid)
     refused = chat(deployment, "beta")
     assert refused.status_code == 503, refused.text
-    assert "No ready worker hosts model `beta`" in refused.json()["error"]["message"]
+    assert refused.headers["Retry-After"]
+    assert "Model `beta` cannot be loaded now: no live worker takes new models" in refused.json()["error"]["message"]
 
 
 def test_worker_models_naming_no_enabled_model_stops_the_worker(deployment):
@@ -168,7 +141,7 @@ def test_worker_models_naming_no_enabled_model_stops_the_worker(deployment):
 def test_models_option_wins_over_worker_models(deployment):
     worker = start_worker(deployment, "beta-by-option", "--models", "beta", WORKER_MODELS="alpha")
     assert hosted_models(deployment, worker) == ["beta"]
-    queues = consumed_queues(deployment, worker)
+    queues = deployment.consumed_queues(worker)
     assert "model.beta" in queues and "model.alpha" not in queues, queues
     answer = chat(deployment, "beta")
     assert answer.status_code == 200
