@@ -63,6 +63,9 @@ HOST_CONCURRENCY = 4  # jobs one host takes at once: what bounds an echo host's 
 READY_TIMEOUT_S = 180
 KILL_STREAM_TOKENS = 400  # long enough (400 x 20 ms) to be running when the host dies
 KILL_CLIENTS = 6
+# A stream that neither ends nor errs this long after its host died is reported as a timeout (the
+# platform should answer within about WORKER_DEAD_AFTER_SECONDS).
+KILL_CLIENT_TIMEOUT_S = 60
 
 
 def wait_for(predicate, timeout: float, what: str) -> float:
@@ -144,7 +147,7 @@ def placement(harness: Harness) -> dict:
 
 async def _stream_until_done(harness: Harness, model: str) -> tuple[bool, float, str]:
     """One long stream: (ok, the monotonic time it ended, its error)."""
-    client = open_client(harness.base_url, harness.api_key, 1)
+    client = open_client(harness.base_url, harness.api_key, 1).with_options(timeout=KILL_CLIENT_TIMEOUT_S)
     try:
         sample = await one_request(client, model, " ".join(["word"] * KILL_STREAM_TOKENS), KILL_STREAM_TOKENS)
     finally:
