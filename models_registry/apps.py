@@ -20,6 +20,15 @@ class ModelsRegistryConfig(AppConfig):
             post_delete.connect(
                 served_models_recent.forget, sender=sender, dispatch_uid=f"served-models-delete-{sender.__name__}"
             )
+        # An edit in the admin (or register_model) wakes every engine host's reconciler at once.
+        post_save.connect(_deployments_changed, sender=ServedModel, dispatch_uid="deployments-save")
+        post_delete.connect(_deployments_changed, sender=ServedModel, dispatch_uid="deployments-delete")
         m2m_changed.connect(
             served_models_recent.forget, sender=ApiKey.allowed_models.through, dispatch_uid="served-models-allowlist"
         )
+
+
+def _deployments_changed(**kwargs):
+    from . import deployment_events
+
+    deployment_events.announce()

@@ -243,9 +243,14 @@ class Reconciler:
             return
         self._close_gateway(name)
         self._set_state(name, held.version, held.engine_name, State.DRAINING)
-        self.host.unload(name, wait=True)
-        self._remove_row(name, None)
-        logger.info("model %s unloaded from %s", name, self.worker_id)
+        # An idle copy unloads here and now; one with requests running drains on a thread of its
+        # own, so the pass goes on (its row goes once it is unloaded: _sync_rows).
+        self.host.unload(name, wait=False)
+        if (name, held.version) not in self.host.retiring():
+            self._remove_row(name, held.version)
+            logger.info("model %s unloaded from %s", name, self.worker_id)
+        else:
+            logger.info("model %s draining on %s", name, self.worker_id)
 
     def _open_gateway(self, name: str) -> None:
         if name not in self._open:

@@ -101,10 +101,14 @@ def success_message(page) -> str:
 
 
 def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, page):
-    base = live.base_url
+    operator_deploys_edits_unloads_and_loads(page, live.base_url, live.api_key, "live-test-password", "deploy")
+
+
+def operator_deploys_edits_unloads_and_loads(page, base: str, api_key: str, password: str, shot_prefix: str) -> None:
+    """The operator's whole round, in any mode: deploy, answer, edit under load, unload, load."""
     shots = []
-    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=live.api_key, max_retries=0, timeout=120)
-    admin_login(page, base, "admin", "live-test-password")
+    sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=120)
+    admin_login(page, base, "admin", password)
 
     # (1) Register an echo model; the form shows the echo engine's option fields only.
     page.goto(f"{base}/admin/models_registry/servedmodel/add/")
@@ -118,7 +122,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     page.fill("#id_aliases", "echo-alias")
     assert page.locator("#id_replicas").input_value() == "1"
     assert page.locator("#id_keep_alive_seconds").input_value() == "5m"
-    shots.append(screenshot(page, ARTIFACTS / "deploy-01-form.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-01-form.png"))
     page.click("input[name=_continue]")
     page.wait_for_load_state()
     assert page.locator(".errorlist, .errornote").count() == 0, page.locator(".errorlist, .errornote").all_inner_texts()
@@ -130,7 +134,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     assert ask(sdk, "hello from the admin") == "hello from the admin"
     alias = sdk.chat.completions.create(model="echo-alias", messages=[{"role": "user", "content": "by alias"}])
     assert alias.choices[0].message.content == "by alias"
-    shots.append(screenshot(page, ARTIFACTS / "deploy-02-ready.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-02-ready.png"))
 
     # (3) Edit its context length while requests keep coming: a rolling reload, and no request fails.
     with SteadyStream(sdk) as stream:
@@ -148,7 +152,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     assert not stream.failures, stream.failures
     assert stream.answered >= 5
     assert page.locator("#id_context_length").input_value() == "1024"
-    shots.append(screenshot(page, ARTIFACTS / "deploy-03-reloaded.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-03-reloaded.png"))
 
     # (4) Unload from its page: every copy goes, and the model becomes on demand.
     page.click("#deployment-unload")
@@ -156,7 +160,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     assert "Unloading browser-echo" in success_message(page) and "on demand now" in success_message(page)
     page.wait_for_selector("#replica-panel .replica-none", timeout=SETTLE_MS)
     assert page.locator("#id_replicas").input_value() == "0"
-    shots.append(screenshot(page, ARTIFACTS / "deploy-04-unloaded.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-04-unloaded.png"))
 
     # (5) Load from its page: a copy loads with no request asking, and answers.
     page.click("#deployment-load")
@@ -164,7 +168,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     assert "Loading browser-echo" in success_message(page)
     wait_for_copies(page, "rows.length === 1 && rows[0].state === 'ready'")
     assert ask(sdk, "loaded again") == "loaded again"
-    shots.append(screenshot(page, ARTIFACTS / "deploy-05-loaded.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-05-loaded.png"))
 
     # Each action is in the admin log: the model's history lists them.
     assert page.url.endswith("/change/"), page.url
@@ -179,7 +183,7 @@ def test_operator_deploys_edits_unloads_and_loads_a_model_from_the_admin(live, p
     page.wait_for_load_state()
     summary = page.locator("#model-traffic-summary").inner_text()
     assert int(summary.split(" requests")[0]) >= stream.answered + 3, summary
-    shots.append(screenshot(page, ARTIFACTS / "deploy-06-traffic.png"))
+    shots.append(screenshot(page, ARTIFACTS / f"{shot_prefix}-06-traffic.png"))
 
     for path in shots:
         data = path.read_bytes()
