@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from models_registry.models import Replica, ServedModel
+from models_registry.models import Replica, ServedModel, WorkerRegistration
 from models_registry.services.deployments import served_model_want
 
 from ..errors import ModelNotPlaced
@@ -72,8 +72,16 @@ def why_not_placeable(*, model_name: str) -> str | None:
         dataclasses.replace(view, wanted=True) if view.name == model_name else view
         for view in snapshot.deployment_views(models)
     ]
-    result = plan(deployments, snapshot.host_views(snapshot.live_workers()), now=time.time())
-    return result.unplaced.get(model_name)
+    workers = snapshot.live_workers()
+    result = plan(deployments, snapshot.host_views(workers), now=time.time())
+    if result.hosts_of(model_name) or _copy_coming(model_name, workers):
+        return None  # one copy is enough to serve: fewer than all its replicas is no refusal
+    return result.unplaced.get(model_name, "no live worker takes it")
+
+
+def _copy_coming(model_name: str, workers: list[WorkerRegistration]) -> bool:
+    """A copy loading or ready on a live worker (a pinned one included, which placement leaves out)."""
+    return Replica.objects.filter(model__name=model_name, worker__in=workers, state__in=snapshot.HELD_STATES).exists()
 
 
 def _failure(model_name: str) -> str | None:

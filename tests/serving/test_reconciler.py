@@ -181,3 +181,8 @@ def test_a_dead_workers_copies_are_placed_again(reconciler, host):
     assert host.has("alpha")
     assert WorkerRegistration.objects.get(worker_id="w0").state == WorkerRegistration.State.DEAD
     assert rows(model.name) == [("w1", "ready")]
+
+
+def test_fewer_hosts_than_replicas_still_serves(reconciler):
+    echo("wide", replicas=3)
+    assert demand.why_not_placeable(model_name="wide") is None
