@@ -82,10 +82,13 @@ def no_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def embedded_platform(tmp: Path, engine: str, ready_timeout: float = 120) -> Iterator[LiveServer]:
-    """./run.sh on a free port with a fresh SQLite file in tmp, until /health is 200 and the API key
-    is known; on the way out its whole process group is stopped."""
+def embedded_platform(
+    tmp: Path, engine: str, ready_timeout: float = 120, settings: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """./run.sh on a free port with a fresh SQLite file in tmp (and `settings`), until /health is 200
+    and the API key is known; on the way out its whole process group is stopped."""
     extra_env = {
+        **(settings or {}),
         "INFERENCE_ENGINE": engine,  # an inherited INFERENCE_ENGINE would measure another engine
         "REDIS_URL": "",  # settings read "" as unset; an inherited REDIS_URL would mean distributed mode
         "PYTHONUNBUFFERED": "1",  # the "API key:" line must reach the log before /health turns ready
