@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.engines.openai_server import openai_server
+from tests.models_registry.admin_forms import served_model_form
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
@@ -33,19 +34,7 @@ def register_in_admin(live, **fields) -> None:
     session = admin_session(live)
     page = session.get("/admin/models_registry/servedmodel/add/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    form = {
-        "csrfmiddlewaretoken": token,
-        "context_length": "2048",
-        "default_params": "{}",
-        "engine_options": "{}",
-        "aliases": "[]",
-        "enabled": "on",
-        "owned_by": "inference-platform",
-        "task": "generate",
-        "description": "",
-        "source": "",
-        **fields,
-    }
+    form = served_model_form(csrfmiddlewaretoken=token, owned_by="inference-platform", **fields)
     response = session.post("/admin/models_registry/servedmodel/add/", data=form)
     assert response.status_code == 302, re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.text, re.S)
 
