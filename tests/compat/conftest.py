@@ -3,6 +3,7 @@
 import openai
 import pytest
 
+from .browser import chromium, new_page
 from .live_server import start_live_server
 
 
@@ -18,3 +19,17 @@ def live(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def sdk(live):
     return openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.api_key, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless chromium for a module's browser tests (tests/compat/browser.py)."""
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page for one test."""
+    with new_page(browser) as page:
+        yield page

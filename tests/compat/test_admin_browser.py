@@ -13,25 +13,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from .browser import PNG_MAGIC, admin_login, chromium, new_page, screenshot
+from .browser import PNG_MAGIC, admin_login, screenshot
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 MODEL = "browser-smol"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser):
-    with new_page(browser) as page:
-        yield page
 
 
 def shot(page, name: str) -> Path:

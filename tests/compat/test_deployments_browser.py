@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from .browser import PNG_MAGIC, admin_login, chromium, new_page, screenshot
+from .browser import PNG_MAGIC, admin_login, screenshot
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
@@ -23,18 +23,6 @@ ARTIFACTS = REPO / "test-artifacts"
 MODEL = "browser-echo"
 # How long the page may take to show a change of the copies (a reconcile pass, a load, the 2 s poll).
 SETTLE_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser):
-    with new_page(browser) as page:
-        yield page
 
 
 def ask(sdk: openai.OpenAI, text: str) -> str:
