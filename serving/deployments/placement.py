@@ -80,9 +80,7 @@ def plan(deployments: Iterable[DeploymentView], hosts: Iterable[HostView], *, no
     used = {w: 0 for w in placeable}  # memory assigned so far
 
     def eligible(d: DeploymentView) -> list[HostView]:
-        return [
-            h for h in placeable.values() if (not d.label or d.label in h.labels) and (not d.host or d.host == h.host)
-        ]
+        return [h for h in placeable.values() if allows(d, h)]
 
     def fits(h: HostView, d: DeploymentView) -> bool:
         count_ok = not h.max_loaded_models or len(result.assignments[h.worker_id]) < h.max_loaded_models
@@ -136,9 +134,14 @@ def plan(deployments: Iterable[DeploymentView], hosts: Iterable[HostView], *, no
         if not copy.busy and d.name not in result.assignments[h.worker_id] and not _expired(d, copy, now)
     ]
     for _, d, h in sorted(idle, key=lambda item: -item[0]):  # the most recently used keeps its room
-        if (not d.label or d.label in h.labels) and (not d.host or d.host == h.host) and fits(h, d):
+        if allows(d, h) and fits(h, d):
             assign(h, d)
     return result
+
+
+def allows(d: DeploymentView, h: HostView) -> bool:
+    """Whether the deployment's placement (label, host) lets the host hold it; room aside."""
+    return (not d.label or d.label in h.labels) and (not d.host or d.host == h.host)
 
 
 def _holders(d: DeploymentView, hosts: Iterable[HostView]) -> list[tuple[HostView, CopyView]]:

@@ -37,7 +37,7 @@ from models_registry.services.workers import workers_mark_silent_dead
 from monitoring.load import ModelLoad
 
 from .. import protocol
-from ..deployments import demand, snapshot
+from ..deployments import demand, placement, snapshot
 from ..errors import ServiceUnavailable, WorkerLost
 from ..protocol import cancelled_key, liveness_key, queue_name, redis_client
 from ..route import Route
@@ -290,15 +290,11 @@ def workers_readiness() -> tuple[bool, str]:
     workers = [w for w in snapshot.live_workers() if w.state == WorkerRegistration.State.READY]
     if not workers:
         return False, "no live worker is ready (start one: celery -A inference_platform worker)"
+    deployments = snapshot.deployment_views(models)
     for worker in workers:
         if set(worker.hosted_models or []) & set(models):  # a ready copy
             return True, "ready"
         view = snapshot.host_view(worker, {})
-        if view.pinned or view.drained:
-            continue
-        for model in models.values():
-            if (not model.placement_label or model.placement_label in view.labels) and (
-                not model.placement_host or model.placement_host == view.host
-            ):
-                return True, "ready"
+        if not view.pinned and not view.drained and any(placement.allows(d, view) for d in deployments):
+            return True, "ready"
     return False, "no live worker hosts an enabled model or may load one (check placement labels and drained workers)"
