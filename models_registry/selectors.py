@@ -83,10 +83,25 @@ def active_worker_ids() -> list[str]:
     )
 
 
+def heartbeat_cutoff(*, now: dt.datetime | None = None) -> dt.datetime:
+    """A worker heard from before this is silent: dead, once someone marks it so."""
+    return (now or timezone.now()) - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+
+
+def live_workers(*, now: dt.datetime | None = None) -> list[WorkerRegistration]:
+    """Workers heard from within WORKER_DEAD_AFTER_SECONDS and not marked dead."""
+    return list(
+        WorkerRegistration.objects.filter(last_heartbeat__gte=heartbeat_cutoff(now=now)).exclude(
+            state=WorkerRegistration.State.DEAD
+        )
+    )
+
+
 def ready_workers_for(*, model_name: str) -> list[WorkerRegistration]:
     """Workers that are ready, heard from recently, and host `model_name`."""
-    fresh = timezone.now() - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
-    candidates = WorkerRegistration.objects.filter(state=WorkerRegistration.State.READY, last_heartbeat__gte=fresh)
+    candidates = WorkerRegistration.objects.filter(
+        state=WorkerRegistration.State.READY, last_heartbeat__gte=heartbeat_cutoff()
+    )
     return [w for w in candidates if model_name in (w.hosted_models or [])]
 
 

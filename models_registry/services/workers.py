@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from django.utils import timezone
 
 from ..models import WorkerRegistration
+from ..selectors import heartbeat_cutoff
 
 State = WorkerRegistration.State
 
@@ -62,7 +62,7 @@ def worker_heartbeat(*, worker_id: str, in_flight: int) -> None:
 
 def workers_mark_silent_dead(*, now: dt.datetime | None = None) -> int:
     """Mark workers whose heartbeat is older than WORKER_DEAD_AFTER_SECONDS as dead."""
-    cutoff = (now or timezone.now()) - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+    cutoff = heartbeat_cutoff(now=now)
     return (
         WorkerRegistration.objects.filter(last_heartbeat__lt=cutoff)
         .exclude(state=State.DEAD)

@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from models_registry.models import Replica, ServedModel, WorkerRegistration
+from models_registry.selectors import live_workers
 from models_registry.services.deployments import served_model_want
 
 from ..errors import ModelNotPlaced
@@ -72,7 +73,7 @@ def why_not_placeable(*, model_name: str) -> str | None:
         dataclasses.replace(view, wanted=True) if view.name == model_name else view
         for view in snapshot.deployment_views(models)
     ]
-    workers = snapshot.live_workers()
+    workers = live_workers()
     result = plan(deployments, snapshot.host_views(workers), now=time.time())
     if result.hosts_of(model_name) or _copy_coming(model_name, workers):
         return None  # one copy is enough to serve: fewer than all its replicas is no refusal

@@ -31,6 +31,7 @@ from django.db import close_old_connections
 from engines.host import CopyInfo, EngineHost
 from models_registry import deployment_events
 from models_registry.models import Replica, ServedModel, WorkerRegistration
+from models_registry.selectors import live_workers
 from models_registry.services import deployments as deployment_services
 from models_registry.services import workers as worker_services
 
@@ -180,7 +181,7 @@ class Reconciler:
         if me is None or me.drained:
             return set()
         now = time.time()
-        others = [w for w in snapshot.live_workers() if w.worker_id != self.worker_id]
+        others = [w for w in live_workers() if w.worker_id != self.worker_id]
         hosts = [*snapshot.host_views(others), snapshot.host_view(me, self._own_copies(models))]
         return plan(snapshot.deployment_views(models), hosts, now=now).for_host(self.worker_id)
 

@@ -6,7 +6,6 @@ import datetime as dt
 import os
 from collections import defaultdict
 
-from django.conf import settings
 from django.utils import timezone
 
 from models_registry.models import Replica, ServedModel, WorkerRegistration
@@ -50,14 +49,6 @@ def _file_size(source: str) -> int:
         return os.path.getsize(source) if source and os.path.isfile(source) else 0
     except OSError:
         return 0
-
-
-def live_workers(*, now: dt.datetime | None = None) -> list[WorkerRegistration]:
-    """Workers heard from within WORKER_DEAD_AFTER_SECONDS and not marked dead."""
-    fresh = (now or timezone.now()) - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
-    return list(
-        WorkerRegistration.objects.filter(last_heartbeat__gte=fresh).exclude(state=WorkerRegistration.State.DEAD)
-    )
 
 
 def host_views(workers: list[WorkerRegistration]) -> list[HostView]:

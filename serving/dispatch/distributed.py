@@ -31,7 +31,7 @@ from engines.admission import max_waiting_option
 from engines.base import Chunk, GenerationRequest
 from models_registry.models import ServedModel, WorkerRegistration
 from models_registry.recent_reads import RecentReads
-from models_registry.selectors import active_worker_ids, ready_workers_for
+from models_registry.selectors import active_worker_ids, live_workers, ready_workers_for
 from models_registry.services.deployments import served_model_want
 from models_registry.services.workers import workers_mark_silent_dead
 from monitoring.load import ModelLoad
@@ -287,7 +287,7 @@ def workers_readiness() -> tuple[bool, str]:
     models = snapshot.enabled_models()
     if not models:
         return False, "no enabled models are registered"
-    workers = [w for w in snapshot.live_workers() if w.state == WorkerRegistration.State.READY]
+    workers = [w for w in live_workers() if w.state == WorkerRegistration.State.READY]
     if not workers:
         return False, "no live worker is ready (start one: celery -A inference_platform worker)"
     deployments = snapshot.deployment_views(models)
