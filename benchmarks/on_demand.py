@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from benchmarks.platforms import embedded_platform  # noqa: E402
 from engines.base import ModelSpec  # noqa: E402
 from engines.registry import create_engine  # noqa: E402
 from models_registry.bundled import bundled_model_path  # noqa: E402  (no Django)
-from tests.compat.live_server import platform_env  # noqa: E402
+from tests.compat.live_server import manage_py, platform_env  # noqa: E402
 
 MODEL = "smollm2-on-demand"
 CONTEXT = 2048
@@ -90,18 +89,11 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="on-demand-") as tmp,
         embedded_platform(Path(tmp), "llama_cpp", settings={"RECONCILE_SECONDS": "0.5"}) as server,
     ):
-        registered = subprocess.run(
-            [sys.executable, "manage.py", "register_model", MODEL, "--source", str(bundled_model_path())]
-            + ["--engine", "llama_cpp", "--context-length", str(CONTEXT), "--replicas", "0"]
-            + ["--keep-alive", f"{args.keep_alive}s"],
-            cwd=ROOT,
-            env=platform_env(DATABASE_URL=f"sqlite:///{Path(tmp) / 'live.sqlite3'}"),
-            capture_output=True,
-            text=True,
+        manage_py(
+            platform_env(DATABASE_URL=f"sqlite:///{Path(tmp) / 'live.sqlite3'}"),
+            *("register_model", MODEL, "--source", str(bundled_model_path()), "--engine", "llama_cpp"),
+            *("--context-length", str(CONTEXT), "--replicas", "0", "--keep-alive", f"{args.keep_alive}s"),
         )
-        if registered.returncode:
-            print(registered.stderr, file=sys.stderr)
-            return 1
         process = psutil.Process(server.process.pid)
         for run in range(args.runs):
             while loaded(server.base_url, server.api_key):

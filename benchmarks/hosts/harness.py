@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import psutil
 import psycopg
 import redis
 
-from tests.compat.live_server import free_port, platform_env
+from tests.compat.live_server import free_port, manage_py, platform_env
 
 from . import network, processes
 from .database import DB_PREFIX, PG_ADMIN_URL, create_database, drop_database, with_database
@@ -269,17 +268,7 @@ class Harness:
 
     def manage(self, *args: str, **env: str) -> str:
         """Run manage.py with the run's settings in the root namespace; its output."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self._env(**env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+        return manage_py(self._env(**env), *args)
 
     def deploy(
         self, model: str, *, replicas: int | None = None, label: str | None = None, host: str | None = None

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,17 @@ def platform_env(**settings: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"  # the "API key:" line must reach the log before /health turns ready
     env.update(settings)
     return env
+
+
+def manage_py(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """`manage.py ARGS` as an operator's shell runs it, with `env` (platform_env's); its output,
+    or RuntimeError with both streams when it fails."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
 
 
 def start_live_server(tmp_dir: Path, extra_env: dict | None = None, ready_timeout: float = 120) -> LiveServer:

@@ -4,8 +4,6 @@ an edit while requests keep coming."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,19 +15,14 @@ import pytest
 
 from models_registry.bundled import bundled_model_path
 
-from .live_server import REPO, platform_env, start_live_server
+from .live_server import manage_py, platform_env, start_live_server
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
 
 def manage(tmp: Path, *args: str) -> str:
     """manage.py against the live server's database, as an operator's shell would run it."""
-    env = platform_env(DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}")
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return manage_py(platform_env(DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}"), *args)
 
 
 def register_smollm2(tmp: Path, name: str, *extra: str) -> None:

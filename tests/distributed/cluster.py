@@ -22,7 +22,7 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..compat.live_server import free_port, platform_env
+from ..compat.live_server import free_port, manage_py, platform_env
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -130,17 +130,7 @@ class Cluster:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     def manage(self, *args: str, **env: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+        return manage_py(self.env(**env), *args)
 
     def query(self, sql: str, *params) -> list[tuple]:
         with psycopg.connect(self.database_url) as connection:
