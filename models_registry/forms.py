@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 
 from .engine_choice import engine_choice
 from .forms_engine_options import ENGINE_OPTIONS, option_fields, options_from_fields, split_options
-from .forms_fields import KeepAliveField, SuggestingTextInput, gguf_sources
+from .forms_fields import KeepAliveField, StrictJSONField, SuggestingTextInput, gguf_sources
 from .models import ServedModel
 from .selectors import live_worker_placements
 from .validators import validate_aliases
@@ -73,14 +73,14 @@ class ServedModelForm(forms.ModelForm):
         required=False,
         help_text="Other names clients may use, separated by commas, e.g. smol, default.",
     )
-    engine_options = forms.JSONField(
+    engine_options = StrictJSONField(
         required=False,
         initial=dict,
         label="other options (JSON)",
         help_text='Options no field above covers, as a JSON object, e.g. {"command": ["..."]}. '
         "Kept as they are; a key may not also be set in a field.",
     )
-    default_params = forms.JSONField(
+    default_params = StrictJSONField(
         required=False,
         initial=dict,
         label="other defaults (JSON)",

@@ -3,15 +3,53 @@ suggestions, and the GGUF files an operator can pick as a source."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.utils.html import format_html, format_html_join
+
+from engines.json_text import InvalidJson, parse_json
 
 from .bundled import bundled_model_path
 from .keep_alive import format_keep_alive, parse_keep_alive
+
+
+class StrictJSONField(forms.JSONField):
+    """Django's JSON field with the platform's JSON rules (engines.json_text): deep nesting or a lone
+    surrogate escape is a form error. Django's own field parsed `"\\ud800"` and, re-showing the form,
+    wrote the lone surrogate into the page, which cannot be encoded: a 500."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip() and not self.disabled:
+            try:
+                parse_json(value)
+            except InvalidJson as exc:
+                if not _malformed(value):  # malformed text gets Django's own "Enter a valid JSON."
+                    raise ValidationError(f"Not JSON this platform accepts: {exc}.", code="invalid") from None
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        if isinstance(data, str) and not self.disabled:
+            try:
+                parse_json(data)
+            except InvalidJson:
+                return InvalidJSONInput(data)  # shown as typed
+        return super().bound_data(data, initial)
+
+
+def _malformed(text: str) -> bool:
+    """Whether Python's json cannot read the text at all (as opposed to reading what we refuse)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return True
+    except (RecursionError, ValueError):
+        return False
+    return False
 
 
 class KeepAliveField(forms.Field):

@@ -187,6 +187,10 @@ def test_each_engine_gets_its_own_typed_options(admin_client, gguf_path):
             "command line",
         ),
         ({"engine": "echo", "option_echo_token_delay_ms": "-5"}, "option_echo_token_delay_ms", "greater than or equal"),
+        # Re-showing the form once wrote these back into the page undecodable (a lone surrogate): a 500.
+        ({"engine_options": '["\\ud800"]'}, "engine_options", "lone UTF-16 surrogate"),
+        ({"default_params": '{"stop": ["\\ud800"]}'}, "default_params", "lone UTF-16 surrogate"),
+        ({"engine_options": "[" * 100 + "]" * 100}, "engine_options", "nested more than"),
     ],
 )
 def test_bad_values_are_form_errors(admin_client, gguf_path, fields, field, message):
