@@ -43,4 +43,9 @@ app.conf.beat_schedule = {
         "schedule": crontab(hour=3, minute=17),
         "options": {"queue": "default"},
     },
+    "prune-stored-responses": {
+        "task": "api.prune_stored_responses",
+        "schedule": crontab(hour=3, minute=27),
+        "options": {"queue": "default"},
+    },
 }

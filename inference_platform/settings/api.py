@@ -1,4 +1,14 @@
-"""Django REST framework and the OpenAPI document of the API."""
+"""Django REST framework, the OpenAPI document of the API, and how long stored responses are kept."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .environment import env
+
+# `/v1/responses` answers stored for `previous_response_id` and GET are gone after this many days,
+# as OpenAI keeps them 30 (0 keeps them forever); Celery beat deletes them daily (api/tasks.py).
+RESPONSE_RETENTION_DAYS = env("RESPONSE_RETENTION_DAYS")
+if RESPONSE_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("RESPONSE_RETENTION_DAYS must be >= 0")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],

@@ -36,6 +36,7 @@ env = environ.Env(
     METRICS_TOKEN=(str, ""),
     RECORD_RETENTION_DAYS=(int, 30),
     RECORD_RETENTION_BATCH_SIZE=(int, 5000),
+    RESPONSE_RETENTION_DAYS=(int, 30),
     MAX_REQUEST_BODY_BYTES=(int, 4 * 1024 * 1024),
     DATABASE_POOL_SIZE=(int, 10),
     SECURE_PROXY_SSL_HEADER=(bool, False),

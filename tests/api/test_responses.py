@@ -1,5 +1,7 @@
 """`/v1/responses` through the real ASGI stack: shapes, streaming events, the store, chaining, refusals."""
 
+import datetime as dt
+import io
 import json
 
 import httpx
@@ -8,11 +10,14 @@ import jsonschema_rs
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.core.management import call_command
 from django.db import connections
+from django.utils import timezone
 
 from api.models import StoredResponse
 from api.openai.responses.format import EventWriter, ResponseBuilder
 from api.openai.responses.schema import EVENT, RESPONSE
+from api.services.stored_responses import stored_responses_prune
 from engines.base import Chunk
 from engines.capabilities import CAPABILITIES
 from models_registry.services.api_keys import api_key_issue
@@ -158,6 +163,26 @@ async def test_stored_response_is_read_and_deleted_by_its_key_only(client, other
     assert deleted.json() == {"id": answer["id"], "object": "response.deleted", "deleted": True}
     assert_error(await client.get(path), 404, "not_found", None)
     assert_error(await client.delete(path), 404, "not_found", None)
+
+
+async def test_a_response_past_its_retention_is_gone_and_the_prune_deletes_only_those(client, echo_model, settings):
+    settings.RESPONSE_RETENTION_DAYS = 30
+    old, fresh = [(await client.post("/v1/responses", json=ECHO)).json()["id"] for _ in range(2)]
+    await StoredResponse.objects.filter(pk=old).aupdate(created_at=timezone.now() - dt.timedelta(days=31))
+    for method, path in [("GET", ""), ("GET", "/input_items"), ("DELETE", "")]:
+        assert_error(await client.request(method, f"/v1/responses/{old}{path}"), 404, "not_found", None)
+    continued = {**ECHO, "previous_response_id": old}
+    assert_error(await client.post("/v1/responses", json=continued), 404, "not_found", "previous_response_id")
+    assert (await client.get(f"/v1/responses/{fresh}")).status_code == 200
+
+    settings.RESPONSE_RETENTION_DAYS = 0  # forever: the old one is served again, and nothing is pruned
+    assert (await client.get(f"/v1/responses/{old}")).status_code == 200
+    assert await sync_to_async(stored_responses_prune)() == 0
+    settings.RESPONSE_RETENTION_DAYS = 30
+    said = io.StringIO()
+    await sync_to_async(call_command)("prune_stored_responses", stdout=said)
+    assert said.getvalue().strip() == "Deleted 1 stored responses older than 30 days."
+    assert [r.pk async for r in StoredResponse.objects.all()] == [fresh]
 
 
 async def test_streamed_response_is_stored_and_store_false_is_not(client, echo_model):

@@ -167,6 +167,9 @@ def test_each_engine_gets_its_own_typed_options(admin_client, gguf_path):
         ({"aliases": "a, a"}, "aliases", "twice"),
         ({"keep_alive_seconds": "5 minutes"}, "keep_alive_seconds", "not a keep-alive"),
         ({"keep_alive_seconds": ""}, "keep_alive_seconds", "required"),
+        ({"keep_alive_seconds": "1h30"}, "keep_alive_seconds", "not a keep-alive"),
+        # Past the column's 32-bit range: once a database error, or an OverflowError for 400 digits.
+        ({"keep_alive_seconds": "9" * 400 + "d"}, "keep_alive_seconds", "write never instead"),
         ({"replicas": "-1"}, "replicas", "greater than or equal to 0"),
         ({"slots": "0"}, "slots", "greater than or equal to 1"),
         (
@@ -203,7 +206,18 @@ def test_bad_values_are_form_errors(admin_client, gguf_path, fields, field, mess
 
 
 @pytest.mark.parametrize(
-    ("typed", "stored"), [("never", None), ("-1", None), ("0", 0), ("10s", 10), ("2h", 7200), (" 5M ", 300), ("45", 45)]
+    ("typed", "stored"),
+    [
+        ("never", None),
+        ("-1", None),
+        ("0", 0),
+        ("10s", 10),
+        ("2h", 7200),
+        (" 5M ", 300),
+        ("45", 45),
+        ("1h30m", 5400),  # Go's duration form, as Ollama's keep_alive takes it
+        ("1.5h", 5400),
+    ],
 )
 def test_keep_alive_is_saved_from_the_form(admin_client, typed, stored):
     response = add(admin_client, name="e", engine="echo", replicas="0", keep_alive_seconds=typed)

@@ -1,8 +1,10 @@
-"""Retention end to end: a real `celery beat` sends the daily prune, a real worker runs it.
+"""Retention end to end: a real `celery beat` sends the daily prunes (request records, stored
+responses), a real worker runs them.
 
 Beat keeps when each entry last ran in its schedule file. The file is prepared (with Celery's
-own scheduler class) to say the prune last ran two days ago, so the real 03:17 crontab entry is
-overdue and beat sends it at once: the schedule under test is the shipped one, not a test copy.
+own scheduler class) to say the prunes last ran two days ago, so the real 03:17 and 03:27 crontab
+entries are overdue and beat sends them at once: the schedule under test is the shipped one, not a
+test copy.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from inference_platform.celery import app  # sets DJANGO_SETTINGS_MODULE, as `ce
 import django
 django.setup()
 scheduler = PersistentScheduler(app=app, schedule_filename=sys.argv[1])
-entry = scheduler.schedule["prune-request-records"]
-entry.last_run_at = app.now() - dt.timedelta(days=2)
+for name in ("prune-request-records", "prune-stored-responses"):
+    scheduler.schedule[name].last_run_at = app.now() - dt.timedelta(days=2)
 scheduler.sync()
 scheduler.close()
 """
@@ -42,6 +44,13 @@ for name, days in [("old-1", 40), ("old-2", 30), ("old-3", 20), ("old-4", 12), (
     request_record_create(request_id=name, created_at=now - dt.timedelta(days=days), endpoint="chat",
                           stream=False, duration_ms=5.0, status_code=200, model_name="echo", engine="echo",
                           prompt_tokens=3, completion_tokens=2, finish_reason="stop")
+# Stored /v1/responses answers, one past a 30-day RESPONSE_RETENTION_DAYS and one within it.
+from api.models import StoredResponse
+from models_registry.services.api_keys import api_key_issue
+key = api_key_issue(name="retention").key
+for name, days in [("resp_old", 31), ("resp_new", 29)]:
+    StoredResponse.objects.create(id=name, api_key=key, created_at=now - dt.timedelta(days=days), body={},
+                                  input_items=[])
 """
 
 
@@ -103,6 +112,12 @@ def test_beat_sends_the_prune_and_a_worker_deletes_old_records(cluster, tmp_path
 
     _wait(lambda: remaining() == ["new-1", "new-2"], 60, "beat's prune", beat.process, log)
     assert "Sending due task prune-request-records (monitoring.prune_request_records)" in log.read_text()
+
+    def stored() -> list[str]:
+        return [row[0] for row in cluster.query("SELECT id FROM api_storedresponse ORDER BY id")]
+
+    _wait(lambda: stored() == ["resp_new"], 60, "beat's prune of stored responses", beat.process, log)
+    assert "Sending due task prune-stored-responses (api.prune_stored_responses)" in log.read_text()
     worker = cluster.procs[0]
     succeeded = re.compile(r"monitoring\.prune_request_records\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: 5\b")
     _wait(lambda: succeeded.search(worker.log.read_text()), 30, "the worker's log of the prune", log=worker.log)
