@@ -7,6 +7,7 @@ this module only reads the engine options and checks the server at load.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -17,11 +18,15 @@ from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy
 
 logger = logging.getLogger(__name__)
 
+# An api_key option of this form names the environment variable holding the key (LiteLLM's
+# spelling), so the key stays out of the database and lives only where the engine runs.
+UPSTREAM_KEY_FROM_ENV = "os.environ/"
+
 
 class UpstreamEngine(Engine):
     """Someone else's OpenAI-compatible server as an engine.
 
-    Options: base_url (required, e.g. http://127.0.0.1:8080/v1), api_key, model (the
+    Options: base_url (required, e.g. http://127.0.0.1:8080/v1), api_key (or os.environ/NAME), model (the
     upstream's name for it; default spec.source or spec.name), timeout (seconds the stream
     may stay silent), stream (false for servers that report usage only unstreamed, such as
     llama-cpp-python's: counts then arrive, at the cost of all text coming at once).
@@ -49,7 +54,7 @@ class UpstreamEngine(Engine):
         proxy = OpenAIProxy(
             base_url,
             model=options.get("model") or self.spec.source or self.spec.name,
-            api_key=options.get("api_key") or None,
+            api_key=self._api_key(options.get("api_key")),
             timeout_s=float(options.get("timeout", DEFAULT_TIMEOUT_S)),
             context_length=self.spec.context_length,
             stream=bool(options.get("stream", True)),
@@ -60,6 +65,19 @@ class UpstreamEngine(Engine):
             # missing name is worth a warning, not a refusal.
             logger.warning("upstream %s does not list model %r (it lists %s)", proxy.base_url, proxy.model, models)
         self._proxy = proxy
+
+    def _api_key(self, option: str | None) -> str | None:
+        """The key itself, or read from the environment variable that `os.environ/NAME` names."""
+        if not option or not option.startswith(UPSTREAM_KEY_FROM_ENV):
+            return option or None
+        variable = option.removeprefix(UPSTREAM_KEY_FROM_ENV)
+        key = os.environ.get(variable)
+        if not key:
+            raise EngineUnavailableError(
+                f"model {self.spec.name}: options.api_key reads the environment variable {variable!r}, "
+                f"which is not set (or empty) on this host"
+            )
+        return key
 
     def unload(self) -> None:
         proxy, self._proxy = self._proxy, None

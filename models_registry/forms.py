@@ -138,7 +138,9 @@ class ServedModelForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
         engine = form_engine(cleaned.get("engine") or "auto", cleaned.get("task") or ServedModel.Task.GENERATE)
-        options, errors = options_from_fields(engine, cleaned)
+        same_engine = self.instance.pk is not None and self.instance.engine == cleaned.get("engine")
+        stored = dict(self.instance.engine_options or {}) if same_engine else {}
+        options, errors = options_from_fields(engine, cleaned, stored)
         for name, messages in errors.items():
             self.add_error(name, messages)
         self._set_merged(cleaned, "engine_options", options)

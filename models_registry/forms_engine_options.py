@@ -1,7 +1,9 @@
 """Each engine's options (the `engine_options` JSON) as typed admin form fields, read from the engines' load().
 
 A blank field means "not set": the key is left out and the engine uses its default. Keys that
-no field of the model's engine covers stay in the form's "other options (JSON)" box.
+no field of the model's engine covers stay in the form's "other options (JSON)" box. A secret
+(the upstream's API key) is never written into the page: blank keeps the stored one, and a
+"forget" box beside it removes it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from engines.llama_cpp import DEFAULT_N_BATCH, DEFAULT_NICE
 from engines.llama_embeddings import POOLING_NAMES
 from engines.mlx import DEFAULT_PREFILL_STEP_SIZE
 from engines.openai_client import DEFAULT_TIMEOUT_S
+from engines.upstream import UPSTREAM_KEY_FROM_ENV
 
 from .validators import URL_PATTERN
 
@@ -37,6 +40,7 @@ class Option:
     # The stored value as the field shows it, and the field's cleaned value as stored (None: leave it out).
     to_form: Callable[[Any], Any] = _same
     to_option: Callable[[Any], Any] = _same
+    secret: bool = False
 
 
 def _integer(help_text: str, *, low: int | None = None, high: int | None = None, label: str | None = None):
@@ -232,8 +236,14 @@ ENGINE_OPTIONS: dict[str, tuple[Option, ...]] = {
         ),
         Option(
             "api_key",
-            _text("The key sent to the upstream as a bearer token (blank: none).", label="API key"),
+            _text(
+                f"The key sent to the upstream as a bearer token. Better: {UPSTREAM_KEY_FROM_ENV}NAME, which "
+                "reads it from that environment variable on each host, so the database never holds it. "
+                "Never shown again: blank keeps the stored one.",
+                label="API key",
+            ),
             to_option=_blank_is_none,
+            secret=True,
         ),
         Option(
             "model",
@@ -302,13 +312,33 @@ def field_name(engine: str, key: str) -> str:
     return f"option_{engine}_{key}"
 
 
+def forget_field_name(engine: str, key: str) -> str:
+    """The checkbox that removes the stored secret `key` of `engine`."""
+    return f"{field_name(engine, key)}_forget"
+
+
+def engine_field_names(engine: str) -> list[str]:
+    """The engine's option fields in page order, each secret followed by its "forget" box."""
+    names = []
+    for option in ENGINE_OPTIONS[engine]:
+        names.append(field_name(engine, option.key))
+        if option.secret:
+            names.append(forget_field_name(engine, option.key))
+    return names
+
+
 def option_fields() -> dict[str, forms.Field]:
     """A fresh form field for every option of every engine, by field name."""
-    fields = {}
+    fields: dict[str, forms.Field] = {}
     for engine, options in ENGINE_OPTIONS.items():
         for option in options:
             field = option.field()
             field.label = field.label or label_of(option.key)
+            if option.secret:
+                field.widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+                fields[forget_field_name(engine, option.key)] = forms.BooleanField(
+                    required=False, label=f"forget the stored {field.label}"
+                )
             fields[field_name(engine, option.key)] = field
     return fields
 
@@ -322,19 +352,24 @@ def split_options(engine: str, options: dict[str, Any]) -> tuple[dict[str, Any],
         option = known.get(key)
         if option is None:
             rest[key] = value
-        else:
+        elif not option.secret:  # a secret's field starts blank: blank keeps it (options_from_fields)
             initial[field_name(engine, key)] = option.to_form(value)
     return initial, rest
 
 
-def options_from_fields(engine: str, cleaned: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The engine's typed fields as engine options, and errors by field name."""
+def options_from_fields(
+    engine: str, cleaned: dict[str, Any], stored: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The engine's typed fields as engine options, and errors by field name. `stored`: the options
+    saved before for this engine, whose secrets a blank field keeps."""
     options: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for option in ENGINE_OPTIONS.get(engine, ()):
         name = field_name(engine, option.key)
         value = cleaned.get(name)
         if value is None or value == "":
+            if option.secret and option.key in stored and not cleaned.get(forget_field_name(engine, option.key)):
+                options[option.key] = stored[option.key]
             continue
         try:
             value = option.to_option(value)

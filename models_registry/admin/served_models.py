@@ -18,7 +18,7 @@ from engines.capabilities import CAPABILITIES, FEATURES
 
 from ..engine_choice import engine_choice
 from ..forms import DEFAULT_PARAM_FIELDS, ENGINES_WITH_OPTIONS, ServedModelForm, auto_engines, default_field_name
-from ..forms_engine_options import ENGINE_OPTIONS, field_name
+from ..forms_engine_options import engine_field_names
 from ..models import ServedModel
 from ..selectors import replicas_of
 from ..services.deployments import served_model_load, served_model_reload, served_model_unload
@@ -34,7 +34,7 @@ def _engine_fieldsets() -> list[tuple[str, dict]]:
         (
             f"{engine} options",
             {
-                "fields": [field_name(engine, o.key) for o in ENGINE_OPTIONS[engine]],
+                "fields": engine_field_names(engine),
                 "classes": ("engine-options", f"engine-{engine}"),
                 "description": "Blank: the engine's default.",
             },

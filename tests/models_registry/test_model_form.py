@@ -272,6 +272,33 @@ def test_placement_suggests_the_labels_and_hosts_of_live_workers(admin_client):
     assert (model.placement_label, model.placement_host) == ("gpu", "h1")
 
 
+def test_the_upstream_key_is_never_shown_and_blank_keeps_it(admin_client):
+    response = add(
+        admin_client,
+        name="up",
+        engine="upstream",
+        option_upstream_base_url="http://127.0.0.1:8080/v1",
+        option_upstream_api_key="sk-secret-upstream",
+    )
+    assert response.status_code == 302, form_of(response).errors
+    model = ServedModel.objects.get(name="up")
+    page = admin_client.get(change_url(model))
+    assert "sk-secret-upstream" not in page.content.decode()
+    assert 'name="option_upstream_api_key"' in page.content.decode()
+
+    def save(**changes) -> dict:
+        saved = admin_client.post(
+            change_url(model), resubmitted(form_of(admin_client.get(change_url(model))), **changes)
+        )
+        assert saved.status_code == 302, form_of(saved).errors
+        return ServedModel.objects.get(pk=model.pk).engine_options
+
+    assert save(option_upstream_timeout="20")["api_key"] == "sk-secret-upstream"  # blank kept it
+    assert save(option_upstream_api_key="os.environ/UPSTREAM_KEY")["api_key"] == "os.environ/UPSTREAM_KEY"
+    assert "api_key" not in save(option_upstream_api_key_forget="on")
+    assert "api_key" not in save()  # and it stays gone
+
+
 def test_the_page_marks_each_engines_fieldset_for_the_script(admin_client):
     page = admin_client.get(reverse(ADD))
     html = page.content.decode()
