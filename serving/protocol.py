@@ -12,6 +12,7 @@ from typing import Any, Literal, overload
 
 import redis
 import redis.asyncio as aioredis
+from celery import current_app
 from django.conf import settings
 
 from engines import errors as engine_errors
@@ -30,6 +31,15 @@ from engines.base import (
 # The Celery task that runs one job. The name predates serving/ and stays: jobs queued by a
 # web process of the previous version must still find their task on a newer worker.
 GENERATE_TASK = "api.generate"
+
+
+def publish_job(message: dict[str, Any], queue: str) -> None:
+    """Send one job to a model's queue. Blocking (kombu): call it off the event loop.
+
+    By the task's name: its module is the worker's, which a web process has no reason to import.
+    """
+    current_app.send_task(GENERATE_TASK, args=[message], queue=queue, retry=False)
+
 
 # Replies on a job's channel-layer reply channel, and the cancellation on a worker's control channel.
 JOB_STARTED = "job.started"

@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from celery import current_app
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
@@ -52,11 +51,6 @@ def _unavailable(what: str, exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(f"The job queue is unreachable ({what}); try again shortly.")
 
 
-def _publish(message: dict[str, Any], queue: str) -> None:
-    # By name: the task's module is the worker's, which a web process has no reason to import.
-    current_app.send_task(protocol.GENERATE_TASK, args=[message], queue=queue, retry=False)
-
-
 async def generate(
     route: Route, request: GenerationRequest, *, record: dict[str, Any], on_started: OnStarted
 ) -> AsyncGenerator[Chunk, None]:
@@ -81,7 +75,8 @@ async def generate(
     )
     try:
         await asyncio.wait_for(
-            asyncio.to_thread(_publish, message, queue_name(model.name)), timeout=settings.REDIS_TIMEOUT_SECONDS * 2
+            asyncio.to_thread(protocol.publish_job, message, queue_name(model.name)),
+            timeout=settings.REDIS_TIMEOUT_SECONDS * 2,
         )
     except Exception as exc:  # kombu raises its own and OS-level errors for a dead broker
         raise _unavailable("could not enqueue the job", exc) from exc

@@ -1,5 +1,5 @@
 """Celery tasks. Thin: JSON in, one runtime call. The job enforces its own time limit
-(JOB_TIME_LIMIT_SECONDS) because Celery's time limits do not apply to the thread pool.
+(serving.worker.jobs.JOB_TIME_LIMIT_SECONDS) because Celery's time limits do not apply to the thread pool.
 
 Web processes send the job by name (serving.protocol.GENERATE_TASK), so they never import
 this module; the Celery app includes it, so every worker registers it.

@@ -23,7 +23,8 @@ from serving import protocol
 from serving.lifecycle import RequestLifecycle
 from serving.protocol import queue_name
 from serving.route import model_spec
-from serving.worker.runtime import REQUEUED, WorkerRuntime
+from serving.worker.jobs import REQUEUED
+from serving.worker.runtime import WorkerRuntime
 from tests.serving.test_worker_batching import redis_channel_layer, replies  # noqa: F401 (fixture)
 
 MODEL = "placed-elsewhere"
