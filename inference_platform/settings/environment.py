@@ -3,10 +3,23 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
-env = environ.Env(
+
+class _Env(environ.Env):
+    """django-environ's Env, whose failed casts name the variable: a bare ValueError ("invalid
+    literal for int()") named none, and start-up printed a traceback instead of one line."""
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var}={self.ENVIRON.get(var, '')!r} is not valid: {exc}") from exc
+
+
+env = _Env(
     DEBUG=(bool, True),
     HOST=(str, "0.0.0.0"),
     PORT=(int, 8000),

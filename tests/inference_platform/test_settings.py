@@ -74,6 +74,15 @@ def test_a_wrong_setting_is_one_line_not_a_traceback(manage):
     ]
 
 
+@pytest.mark.parametrize("name", ["PORT", "RESPONSE_RETENTION_DAYS", "MAX_REQUEST_BODY_BYTES"])
+def test_a_number_setting_that_is_no_number_is_one_line_naming_it(manage, name):
+    result = manage("check", **{name: "ten"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"manage.py: {name}='ten' is not valid: invalid literal for int() with base 10: 'ten'"
+    ], result.stderr
+
+
 @pytest.mark.parametrize(
     "program",
     [
