@@ -17,6 +17,8 @@ system_package_present() {
     redis-server) command -v redis-server >/dev/null 2>&1 ;;
     # tests/benchmarks builds llama.cpp's llama-server once (benchmarks/llama_server.py).
     cmake) command -v cmake >/dev/null 2>&1 ;;
+    # tests/distributed/test_many_hosts.py runs hosts in network namespaces (`ip netns`).
+    iproute2) command -v ip >/dev/null 2>&1 ;;
     *) echo "ensure_system_packages.sh: no check for $1" >&2; return 2 ;;
   esac
 }
@@ -25,7 +27,7 @@ system_package_present() {
 # `set -u` calls an empty array unbound).
 missing_system_packages() {
   local package missing=""
-  for package in chromium docker-compose redis-server cmake; do
+  for package in chromium docker-compose redis-server cmake iproute2; do
     system_package_present "$package" || missing="${missing:+$missing }$package"
   done
   echo "$missing"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "ensure_system_packages.sh"
 BASH = shutil.which("bash") or "/bin/bash"
 HAS_CHROMIUM = os.access("/usr/bin/chromium", os.X_OK)
-FAKEABLE = ["docker-compose", "redis-server", "cmake"]  # their programs are found on PATH
+FAKEABLE = ["docker-compose", "redis-server", "cmake", "iproute2"]  # their programs are found on PATH
 
 FAKE_APT_GET = """#!{bash}
 echo "DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}} $*" >> {log}
@@ -30,6 +30,7 @@ echo "DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}} $*" >> {log}
 for package in "$@"; do
   case "$package" in
     docker-compose|redis-server|cmake) printf '#!{bash}\\n' > {bin}/$package; /bin/chmod 755 {bin}/$package ;;
+    iproute2) printf '#!{bash}\\n' > {bin}/ip; /bin/chmod 755 {bin}/ip ;;
   esac
 done
 """
@@ -105,6 +106,7 @@ def test_nothing_is_installed_when_the_programs_are_there(bin_dir):
     bin_dir.add("redis-server")
     bin_dir.add("docker-compose")
     bin_dir.add("cmake")
+    bin_dir.add("ip")
     result = bin_dir.run()
     assert result.returncode == 0, result.stderr
     if HAS_CHROMIUM:
@@ -117,6 +119,7 @@ def test_docker_compose_v2_counts_as_the_compose_client(bin_dir):
     bin_dir.add_apt_get()
     bin_dir.add("redis-server")
     bin_dir.add("cmake")
+    bin_dir.add("ip")
     bin_dir.add("docker", '#!{bash}\n[ "$1 $2" = "compose version" ]\n')
     bin_dir.run()
     assert not any("docker-compose" in call for call in bin_dir.apt_calls())
@@ -157,6 +160,8 @@ def test_the_suite_programs_are_the_ones_checked():
     assert "command -v redis-server" in script
     assert 'which("cmake")' in (REPO / "benchmarks" / "llama_server.py").read_text()
     assert "command -v cmake" in script
-    assert "for package in chromium docker-compose redis-server cmake; do" in script
+    assert 'for tool in ("ip", "unshare")' in (REPO / "benchmarks" / "hosts" / "network.py").read_text()
+    assert "command -v ip " in script  # unshare is util-linux's, which Debian always has
+    assert "for package in chromium docker-compose redis-server cmake iproute2; do" in script
     assert "source scripts/ensure_system_packages.sh" in (REPO / "test.sh").read_text()
     assert "apt-get" not in (REPO / ".ci" / "run").read_text(), ".ci/run leaves installing to test.sh"
