@@ -127,7 +127,7 @@ class JobRunner:
         """Stream the job's replies; failures become a `job.error` reply and the request's outcome."""
         layer = get_channel_layer()
         task = asyncio.current_task()
-        if task is None:  # never: _run runs every job as a task of the engine loop
+        if task is None:  # never: WorkerRuntime.run_job runs every job as a task of the engine loop
             raise RuntimeError("a job must run in a task, so that it can be cancelled")
         self.jobs[request.request_id] = task
         self.running[spec.name] += 1
