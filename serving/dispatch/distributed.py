@@ -162,6 +162,11 @@ class _QueuedDemand:
         return True
 
 
+# ReplyReader.close cancels a receive this often, this many times, before it leaves it running.
+CANCEL_RETRY_SECONDS = 0.2
+CANCEL_TRIES = 25
+
+
 class ReplyReader:
     """Reads one reply channel with one receive kept in flight across polls.
 
@@ -186,10 +191,23 @@ class ReplyReader:
         return received.result()
 
     async def close(self) -> None:
-        if self._receiving is not None:
-            self._receiving.cancel()
-            await asyncio.gather(self._receiving, return_exceptions=True)
-            self._receiving = None
+        """Cancel the receive in flight and wait for it to end, cancelling again until it does.
+
+        One cancellation can be swallowed: when it lands in the blocking pop that channels_redis's
+        receive runs in redis-py (the race of redis/redis-py#2028), the receive goes on waiting.
+        Waiting on it once hung the request, after its error was known, until its client gave
+        up; this was seen when a worker died under several streams (benchmarks/many_hosts.py).
+        """
+        receiving, self._receiving = self._receiving, None
+        if receiving is None:
+            return
+        for _ in range(CANCEL_TRIES):
+            receiving.cancel()
+            done, _ = await asyncio.wait({receiving}, timeout=CANCEL_RETRY_SECONDS)
+            if done:
+                await asyncio.gather(receiving, return_exceptions=True)  # its outcome, retrieved
+                return
+        logger.warning("a receive on %s would not end after %d cancellations", self._channel, CANCEL_TRIES)
 
 
 async def _require_queue_room(model: ServedModel) -> None:
