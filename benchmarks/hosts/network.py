@@ -29,6 +29,15 @@ class HarnessUnavailable(RuntimeError):
     """This machine cannot run the harness (not root, no `ip netns`, no `unshare`)."""
 
 
+def why_unavailable() -> str:
+    """Why this machine cannot run the harness, or "" when it can (tests skip with it)."""
+    try:
+        require_root_and_tools()
+    except HarnessUnavailable as exc:
+        return str(exc)
+    return ""
+
+
 def require_root_and_tools() -> None:
     """Refuse clearly unless we are root with `ip` (netns support) and `unshare` at hand."""
     if os.geteuid() != 0:

@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.hosts.network import HarnessUnavailable, require_root_and_tools
+from benchmarks.hosts.network import why_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _why_unavailable() -> str:
-    try:
-        require_root_and_tools()
-    except HarnessUnavailable as exc:
-        return str(exc)
-    return ""
 
 
 pytestmark = [
@@ -29,7 +21,7 @@ pytestmark = [
     pytest.mark.live,
     pytest.mark.postgres,
     pytest.mark.timeout(400),
-    pytest.mark.skipif(bool(_why_unavailable()), reason=_why_unavailable() or "-"),
+    pytest.mark.skipif(bool(why_unavailable()), reason=why_unavailable() or "-"),
 ]
 
 

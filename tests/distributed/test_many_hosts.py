@@ -20,24 +20,16 @@ import pytest
 
 from benchmarks.hosts.cleanup import leftovers
 from benchmarks.hosts.harness import Harness
-from benchmarks.hosts.network import HarnessUnavailable, require_root_and_tools
+from benchmarks.hosts.network import why_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _why_unavailable() -> str:
-    try:
-        require_root_and_tools()
-    except HarnessUnavailable as exc:
-        return str(exc)
-    return ""
 
 
 pytestmark = [
     pytest.mark.distributed,
     pytest.mark.live,
     pytest.mark.postgres,
-    pytest.mark.skipif(bool(_why_unavailable()), reason=_why_unavailable() or "-"),
+    pytest.mark.skipif(bool(why_unavailable()), reason=why_unavailable() or "-"),
 ]
 
 # Fast liveness and reconciliation, so that a dead host is noticed within a few seconds.
