@@ -196,7 +196,7 @@ class ReplyReader:
         One cancellation can be swallowed: when it lands in the blocking pop that channels_redis's
         receive runs in redis-py (the race of redis/redis-py#2028), the receive goes on waiting.
         Waiting on it once hung the request, after its error was known, until its client gave
-        up; this was seen when a worker died under several streams (benchmarks/many_hosts.py).
+        up; a worker dying under several streams showed it (benchmarks/host_kills.py).
         """
         receiving, self._receiving = self._receiving, None
         if receiving is None:
