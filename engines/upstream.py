@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -19,8 +20,25 @@ from .openai_client import DEFAULT_TIMEOUT_S, OpenAIProxy
 logger = logging.getLogger(__name__)
 
 # An api_key option of this form names the environment variable holding the key (LiteLLM's
-# spelling), so the key stays out of the database and lives only where the engine runs.
+# spelling), so the key stays out of the database and lives only where the engine runs. Only
+# names ending in _API_KEY: whoever may edit a model must not send the platform's own secrets
+# (SECRET_KEY, DATABASE_URL, METRICS_TOKEN...) to an upstream of their choosing.
 UPSTREAM_KEY_FROM_ENV = "os.environ/"
+_KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY")
+
+
+def key_variable(option: str | None) -> str | None:
+    """The environment variable an api_key option names, None for a key given as is; ValueError
+    for a reference to a variable that may not be read."""
+    if not option or not option.startswith(UPSTREAM_KEY_FROM_ENV):
+        return None
+    variable = option.removeprefix(UPSTREAM_KEY_FROM_ENV)
+    if not _KEY_VARIABLE.fullmatch(variable):
+        raise ValueError(
+            f"{UPSTREAM_KEY_FROM_ENV}{variable}: only an environment variable whose name ends in _API_KEY "
+            f"may hold the key, e.g. {UPSTREAM_KEY_FROM_ENV}OPENAI_API_KEY"
+        )
+    return variable
 
 
 class UpstreamEngine(Engine):
@@ -68,9 +86,12 @@ class UpstreamEngine(Engine):
 
     def _api_key(self, option: str | None) -> str | None:
         """The key itself, or read from the environment variable that `os.environ/NAME` names."""
-        if not option or not option.startswith(UPSTREAM_KEY_FROM_ENV):
+        try:
+            variable = key_variable(option)
+        except ValueError as exc:
+            raise EngineUnavailableError(f"model {self.spec.name}: options.api_key {exc}") from exc
+        if variable is None:
             return option or None
-        variable = option.removeprefix(UPSTREAM_KEY_FROM_ENV)
         key = os.environ.get(variable)
         if not key:
             raise EngineUnavailableError(

@@ -22,7 +22,7 @@ from engines.llama_cpp import DEFAULT_N_BATCH, DEFAULT_NICE
 from engines.llama_embeddings import POOLING_NAMES
 from engines.mlx import DEFAULT_PREFILL_STEP_SIZE
 from engines.openai_client import DEFAULT_TIMEOUT_S
-from engines.upstream import UPSTREAM_KEY_FROM_ENV
+from engines.upstream import UPSTREAM_KEY_FROM_ENV, key_variable
 
 from .validators import URL_PATTERN
 
@@ -125,6 +125,14 @@ def _url_to_option(value: str) -> str | None:
 
 def _blank_is_none(value: Any) -> Any:
     return None if value in ("", None) else value
+
+
+def _upstream_key_to_option(value: str) -> str | None:
+    try:
+        key_variable(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+    return value or None
 
 
 MAX_WAITING = Option(
@@ -237,12 +245,12 @@ ENGINE_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option(
             "api_key",
             _text(
-                f"The key sent to the upstream as a bearer token. Better: {UPSTREAM_KEY_FROM_ENV}NAME, which "
-                "reads it from that environment variable on each host, so the database never holds it. "
+                f"The key sent to the upstream as a bearer token. Better: {UPSTREAM_KEY_FROM_ENV}NAME_API_KEY, "
+                "which reads it from that environment variable on each host, so the database never holds it. "
                 "Never shown again: blank keeps the stored one.",
                 label="API key",
             ),
-            to_option=_blank_is_none,
+            to_option=_upstream_key_to_option,
             secret=True,
         ),
         Option(

@@ -375,24 +375,38 @@ async def test_an_http_error_answer_is_typed():
 
 @pytest.mark.model
 async def test_a_key_read_from_the_environment_is_sent(server, gguf_path, monkeypatch):
-    monkeypatch.setenv("UPSTREAM_TEST_KEY", KEY)
-    with loaded(make_engine(server, gguf_path, api_key="os.environ/UPSTREAM_TEST_KEY")) as engine:
+    monkeypatch.setenv("UPSTREAM_TEST_API_KEY", KEY)
+    with loaded(make_engine(server, gguf_path, api_key="os.environ/UPSTREAM_TEST_API_KEY")) as engine:
         chunks = await collect(engine, chat(max_tokens=2))
     assert chunks[-1].finish_reason in ("stop", "length")
 
 
 def test_a_key_from_an_unset_variable_is_unavailable_at_load(gguf_path, monkeypatch):
-    monkeypatch.delenv("UPSTREAM_UNSET_KEY", raising=False)
+    monkeypatch.delenv("UPSTREAM_UNSET_API_KEY", raising=False)
     engine = UpstreamEngine(
         ModelSpec(
             name="m",
             source=gguf_path,
-            options={"base_url": "http://127.0.0.1:9/v1", "api_key": "os.environ/UPSTREAM_UNSET_KEY"},
+            options={"base_url": "http://127.0.0.1:9/v1", "api_key": "os.environ/UPSTREAM_UNSET_API_KEY"},
         )
     )
-    with pytest.raises(EngineUnavailableError, match="'UPSTREAM_UNSET_KEY', which is not set"):
+    with pytest.raises(EngineUnavailableError, match="'UPSTREAM_UNSET_API_KEY', which is not set"):
         engine.load()
     assert not engine.loaded
+
+
+def test_only_a_variable_named_like_an_api_key_is_read(gguf_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "the-platform-s-own")
+    engine = UpstreamEngine(
+        ModelSpec(
+            name="m",
+            source=gguf_path,
+            options={"base_url": "http://127.0.0.1:9/v1", "api_key": "os.environ/SECRET_KEY"},
+        )
+    )
+    with pytest.raises(EngineUnavailableError, match="ends in _API_KEY") as caught:
+        engine.load()
+    assert "the-platform-s-own" not in str(caught.value)
 
 
 @pytest.mark.model

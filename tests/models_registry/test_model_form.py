@@ -178,6 +178,16 @@ def test_each_engine_gets_its_own_typed_options(admin_client, gguf_path):
             "http:// or https://",
         ),
         ({"engine": "upstream"}, "engine_options", "base_url"),
+        # An edit of a model must not send the platform's own secrets to an upstream of its choosing.
+        (
+            {
+                "engine": "upstream",
+                "option_upstream_base_url": "http://127.0.0.1:9/v1",
+                "option_upstream_api_key": "os.environ/SECRET_KEY",
+            },
+            "option_upstream_api_key",
+            "ends in _API_KEY",
+        ),
         ({"engine": "vllm", "source": "a/b", "option_vllm_gpu": "first"}, "option_vllm_gpu", "GPU indices"),
         (
             {"engine": "vllm", "source": "a/b", "option_vllm_gpu_memory_utilization": "0"},
@@ -294,7 +304,7 @@ def test_the_upstream_key_is_never_shown_and_blank_keeps_it(admin_client):
         return ServedModel.objects.get(pk=model.pk).engine_options
 
     assert save(option_upstream_timeout="20")["api_key"] == "sk-secret-upstream"  # blank kept it
-    assert save(option_upstream_api_key="os.environ/UPSTREAM_KEY")["api_key"] == "os.environ/UPSTREAM_KEY"
+    assert save(option_upstream_api_key="os.environ/UPSTREAM_API_KEY")["api_key"] == "os.environ/UPSTREAM_API_KEY"
     assert "api_key" not in save(option_upstream_api_key_forget="on")
     assert "api_key" not in save()  # and it stays gone
 
