@@ -17,6 +17,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -100,10 +101,7 @@ class WorkerRuntime:
             pinned=[m.name for m in models] if models is not None else None,
         )
         self.loop = asyncio.new_event_loop()
-        self.control_channel = ""
         self.job_runner = JobRunner(self.host, self.worker_id, lambda: self._client)
-        self.jobs = self.job_runner.jobs  # by request id: cancelled through the control channel
-        self.running = self.job_runner.running  # per model, published with each heartbeat for /metrics
         self._thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
         self._heartbeat: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
@@ -111,6 +109,21 @@ class WorkerRuntime:
         self._reconciling = False
         self._reconciling_lock = threading.Lock()
         self._draining: threading.Thread | None = None
+
+    @property
+    def jobs(self) -> dict[str, asyncio.Task[Any]]:
+        """Jobs running here by request id: cancelled through the control channel."""
+        return self.job_runner.jobs
+
+    @property
+    def running(self) -> Counter[str]:
+        """Jobs per model, published with each heartbeat for /metrics."""
+        return self.job_runner.running
+
+    @property
+    def control_channel(self) -> str:
+        """Where this worker's jobs are cancelled; the job runner tells each job's client."""
+        return self.job_runner.control_channel
 
     @property
     def _client(self) -> aioredis.Redis:
@@ -221,7 +234,7 @@ class WorkerRuntime:
     async def _open(self) -> None:
         self._redis = protocol.redis_client(timeout=None)  # long-lived: waits out slow calls
         await self._beat()
-        self.control_channel = self.job_runner.control_channel = await get_channel_layer().new_channel()
+        self.job_runner.control_channel = await get_channel_layer().new_channel()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         self._control = asyncio.create_task(self._control_loop())
 
