@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +29,7 @@ from benchmarks.many_hosts import (  # noqa: E402
     HOST_CONCURRENCY,
     KILL_CLIENT_TIMEOUT_S,
     READY_TIMEOUT_S,
-    _stream_until_done,
+    kill_during_streams,
     live_ready_hosts,
     wait_for,
 )
@@ -38,15 +37,6 @@ from benchmarks.many_hosts import (  # noqa: E402
 MODEL = "ha-echo"
 # Fast liveness, as tests/distributed/test_many_hosts.py sets it.
 SETTINGS = {"WORKER_HEARTBEAT_SECONDS": "1", "WORKER_DEAD_AFTER_SECONDS": "5", "RECONCILE_SECONDS": "2"}
-
-
-async def one_round(harness: Harness, victim: str, streams: int) -> list[tuple[bool, float, str]]:
-    """Start the streams, kill `victim` once they run; each stream's (ok, seconds after the kill, error)."""
-    running = [asyncio.create_task(_stream_until_done(harness, MODEL)) for _ in range(streams)]
-    await asyncio.sleep(2)  # every stream has started on one of the model's hosts
-    killed_at = time.monotonic()
-    await asyncio.to_thread(harness.kill_host, victim)
-    return [(ok, ended - killed_at, error) for ok, ended, error in await asyncio.gather(*running)]
 
 
 def main() -> int:
@@ -73,7 +63,8 @@ def main() -> int:
         for number in range(args.rounds):
             wait_for(lambda: len(live_ready_hosts(harness, MODEL)) == 2, READY_TIMEOUT_S, f"{MODEL} on 2 hosts")
             victim = live_ready_hosts(harness, MODEL)[number % 2]
-            outcomes = asyncio.run(one_round(harness, victim, args.streams))
+            run = asyncio.run(kill_during_streams(harness, MODEL, victim, None, args.streams))
+            outcomes = [(ok, ended - run["killed_at"], error) for ok, ended, error in run["outcomes"]]
             for ok, after_kill, error in outcomes:
                 if ok:
                     whole += 1

@@ -155,10 +155,12 @@ async def _stream_until_done(harness: Harness, model: str) -> tuple[bool, float,
     return sample.ok, time.monotonic(), sample.error or ""
 
 
-async def _kill_during_streams(harness: Harness, model: str, victim: str, survivors: set[str] | None) -> dict:
-    """Start the streams, kill `victim`, and watch (when `survivors` is given) for the model's copies to be
-    ready on exactly those hosts: the kill's time, the streams' outcomes, and when the copies were back."""
-    streams = [asyncio.create_task(_stream_until_done(harness, model)) for _ in range(KILL_CLIENTS)]
+async def kill_during_streams(
+    harness: Harness, model: str, victim: str, survivors: set[str] | None, clients: int = KILL_CLIENTS
+) -> dict:
+    """Start `clients` streams, kill `victim`, and watch (when `survivors` is given) for the model's copies
+    to be ready on exactly those hosts: the kill's time, the streams' outcomes, and when the copies were back."""
+    streams = [asyncio.create_task(_stream_until_done(harness, model)) for _ in range(clients)]
     await asyncio.sleep(2)  # every stream has started on one of the model's hosts
     killed_at = time.monotonic()
     await asyncio.to_thread(harness.kill_host, victim)
@@ -176,7 +178,7 @@ def kill_one(harness: Harness, args) -> dict:
     model = "echo" if args.pinned else "ha-echo"
     victim = HOSTS[0] if args.pinned else live_ready_hosts(harness, model)[0]
     survivors = None if args.pinned else set(HOSTS) - {victim}
-    run = asyncio.run(_kill_during_streams(harness, model, victim, survivors))
+    run = asyncio.run(kill_during_streams(harness, model, victim, survivors))
     killed_at = run["killed_at"]
     errors = [(round(ended - killed_at, 2), error) for ok, ended, error in run["outcomes"] if not ok]
     report: dict = {
