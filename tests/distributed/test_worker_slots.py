@@ -168,7 +168,7 @@ async def test_many_short_polls_never_lose_a_reply(tmp_path):
 class CancelSwallowingLayer(RedisChannelLayer):
     """channels_redis with the race of redis/redis-py#2028 made certain: the first cancellation of
     a receive is swallowed and the receive goes on waiting, as seen when a worker died under
-    several streams (benchmarks/many_hosts.py). Unmodified, cancelling four busy receives at once
+    several streams (benchmarks/host_kills.py). Unmodified, cancelling four busy receives at once
     lost a cancellation in about one round in ten here."""
 
     swallowed = 0
